@@ -1,0 +1,20 @@
+"""pricelab: design, assign and analyse price experiments on a product catalog.
+
+The command line is a thin shell over these functions, so a notebook can use them directly::
+
+    import pricelab_cli as pl_
+    design = pl_.make_design("random-days", salt="s1", start=..., end=...)
+    assignment = pl_.assign(design, products)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("pricelab")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+from pricelab_cli.assign import assign, balance_report  # noqa: E402
+from pricelab_cli.design import Design, design_from_dict, make_design  # noqa: E402
+
+__all__ = ["Design", "assign", "balance_report", "design_from_dict", "make_design", "__version__"]

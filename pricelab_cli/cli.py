@@ -1,0 +1,325 @@
+"""The `pricelab` command line: parse, read, call one core function, write, report.
+
+No statistics live here. Errors raised by the core are mapped to exit codes once, in
+``main``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import polars as pl
+import typer
+from rich.table import Table
+
+from pricelab_cli import __version__
+from pricelab_cli import io
+from pricelab_cli.assign import BalanceReport, assign as assign_units, balance_report
+from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
+from pricelab_cli.console import Reporter, error
+from pricelab_cli.errors import PricelabError, PricelabWarning, UsageError
+
+app = typer.Typer(
+    name="pricelab",
+    help="Design, assign and analyse price experiments on a product catalog.\n\n"
+    "Example: pricelab design random-days --start 2026-03-02 --end 2026-03-29 -o design.json",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+# ------------------------------------------------------------------ shared option types
+
+
+def _date_flag(value: str | None) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form.") from None
+
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
+Verbose = Annotated[bool, typer.Option("--verbose", help="Show a Python traceback when a run fails.")]
+Format = Annotated[
+    Optional[str],
+    typer.Option("--format", help="Format of `-` streams: csv (default) or parquet. Files follow their extension."),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; same inputs and seed give identical output bytes.")]
+InputPath = Annotated[str, typer.Option(help="Input table (.csv, .csv.gz, .tsv, .parquet) or - for stdin.")]
+OptionalInput = Annotated[Optional[str], typer.Option(help="Optional input table, or - for stdin.")]
+Output = Annotated[str, typer.Option("--output", "-o", help="Output file (format from extension) or - for stdout.")]
+
+
+def _date_option(flag: str, help_text: str):
+    return typer.Option(flag, parser=_date_flag, metavar="YYYY-MM-DD", help=help_text)
+
+UnitCol = Annotated[str, typer.Option("--unit-col", help="Column holding the product id.")]
+TimeCol = Annotated[str, typer.Option("--time-col", help="Column holding the date.")]
+ClusterCol = Annotated[str, typer.Option("--cluster-col", help="Column holding the cluster id.")]
+EventCol = Annotated[str, typer.Option("--event-col", help="Column holding the event date.")]
+
+
+class DesignKind(str, enum.Enum):
+    time_bound = "time-bound"
+    triggered = "triggered"
+    random_days = "random-days"
+    crossover = "crossover"
+
+
+# ------------------------------------------------------------------ running one command
+
+
+@dataclasses.dataclass
+class Run:
+    """What one invocation needs besides its own flags: reporting, seed, stream format."""
+
+    reporter: Reporter
+    seed: int | None
+    fmt: str | None
+    outputs: tuple[str, ...]
+
+    def read(self, path: str, **kwargs) -> pl.DataFrame:
+        return io.read_table(path, fmt=self.fmt if path == io.STDIO else None, **kwargs)
+
+    def meta(self) -> dict:
+        return io.provenance(__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
+
+    def write(self, df: pl.DataFrame, path: str) -> None:
+        io.write_table(df, path, fmt=self.fmt if path == io.STDIO else None, meta=self.meta())
+
+
+def _run(quiet: bool, seed: int | None, fmt: str | None, *outputs: str | None) -> Run:
+    if fmt is not None and fmt not in ("csv", "parquet", "tsv", "csv.gz"):
+        raise UsageError(f"--format {fmt!r}: use csv or parquet.")
+    reporter = Reporter(quiet=quiet)
+    _ACTIVE.reporter = reporter
+    return Run(reporter, seed, fmt, tuple(o for o in outputs if o))
+
+
+@dataclasses.dataclass
+class _Active:
+    reporter: Reporter | None = None
+
+
+_ACTIVE = _Active()
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    reporter = _ACTIVE.reporter or Reporter()
+    if issubclass(category, PricelabWarning):
+        reporter.warn(str(message))
+
+
+# ------------------------------------------------------------------ commands
+
+
+@app.command(
+    epilog="Example: pricelab design crossover --start 2026-03-02 --phase-days 14 --blackout-days 7 -o design.json"
+)
+def design(
+    kind: Annotated[DesignKind, typer.Argument(help="time-bound, triggered, random-days or crossover.")],
+    output: Output = "-",
+    start: Annotated[Optional[dt.date], _date_option("--start", "First experiment date.")] = None,
+    end: Annotated[Optional[dt.date], _date_option("--end", "Last experiment date (time-bound, random-days).")] = None,
+    block_days: Annotated[Optional[int], typer.Option(help="random-days: days per re-randomised block [1].")] = None,
+    duration_days: Annotated[Optional[int], typer.Option(help="triggered: window length from each event.")] = None,
+    phase_days: Annotated[Optional[int], typer.Option(help="crossover: days per phase.")] = None,
+    blackout_days: Annotated[Optional[int], typer.Option(help="crossover: blackout days opening each phase [0].")] = None,
+    phases: Annotated[Optional[int], typer.Option(help="crossover: number of phases [2].")] = None,
+    treat_share: Annotated[float, typer.Option(help="Share of randomisation units treated.")] = 0.5,
+    salt: Annotated[Optional[str], typer.Option(help="Hash salt [derived from --seed, else random].")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name shown in reports.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the product x day grid to this PNG.")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Derive the salt from this seed.")] = None,
+) -> None:
+    """Write an experiment design (JSON spec) for the assign step."""
+    run = _run(quiet, seed, fmt, output, str(plot) if plot else None)
+    kind_name = kind.value
+    _reject_flags_for_kind(
+        kind_name,
+        {
+            "--end": (end, ("time-bound", "random-days")),
+            "--block-days": (block_days, ("random-days",)),
+            "--duration-days": (duration_days, ("triggered",)),
+            "--phase-days": (phase_days, ("crossover",)),
+            "--blackout-days": (blackout_days, ("crossover",)),
+            "--phases": (phases, ("crossover",)),
+            "--start": (start, ("time-bound", "random-days", "crossover")),
+        },
+    )
+    spec = make_design(
+        kind_name,
+        salt=salt if salt is not None else salt_from_seed(seed),
+        treat_share=treat_share,
+        name=name,
+        start=start,
+        end=end,
+        block_days=1 if block_days is None else block_days,
+        duration_days=duration_days,
+        phase_days=phase_days,
+        blackout_days=0 if blackout_days is None else blackout_days,
+        phases=2 if phases is None else phases,
+    )
+    if plot is not None:
+        from pricelab_cli import plots
+
+        plots.design_grid(spec, str(plot))
+    io.write_json({**spec.to_dict(), "provenance": run.meta()}, output)
+    span = f"{spec.start} to {spec.end}" if spec.start else f"{spec.duration_days} days from each event"
+    run.reporter.say(f"{spec.label}: {span}, treat share {spec.treat_share}, salt {spec.salt}")
+
+
+def _reject_flags_for_kind(kind: str, flags: dict[str, tuple[object, tuple[str, ...]]]) -> None:
+    for flag, (value, kinds) in flags.items():
+        if value is not None and kind not in kinds:
+            raise UsageError(f"{flag} does not apply to a {kind} design (it is for: {', '.join(kinds)}).")
+
+
+@app.command(
+    epilog="Example: pricelab assign --design design.json --products products.csv -o assignment.parquet"
+)
+def assign(
+    design_path: Annotated[str, typer.Option("--design", help="Design JSON written by `pricelab design`.")],
+    products: InputPath,
+    output: Output = "-",
+    clusters: Annotated[Optional[str], typer.Option(help="product_id, cluster_id: assign whole clusters.")] = None,
+    events: Annotated[Optional[str], typer.Option(help="product_id, event_date: windows of a triggered design.")] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    cluster_col: ClusterCol = "cluster_id",
+    event_col: EventCol = "event_date",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Expand a design to one row per product and experiment date (hash-based, stable)."""
+    run = _run(quiet, seed, fmt, output)
+    spec = design_from_dict(io.read_json(design_path), source=design_path)
+    ids = {unit_col: "product_id"}
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    cluster_table = (
+        run.read(
+            clusters,
+            required=["product_id", "cluster_id"],
+            rename={**ids, cluster_col: "cluster_id"},
+        )
+        if clusters
+        else None
+    )
+    event_table = (
+        run.read(events, required=["product_id", "event_date"], rename={**ids, event_col: "event_date"}, dates=["event_date"])
+        if events
+        else None
+    )
+    if spec.kind != "triggered" and event_table is not None:
+        run.reporter.warn(f"--events is used by triggered designs only; {spec.kind} ignores it.")
+    result = assign_units(spec, product_table, clusters=cluster_table, events=event_table)
+    run.write(_user_names(result, unit_col=unit_col, time_col=time_col, cluster_col=cluster_col), output)
+    _report_balance(run.reporter, balance_report(result, spec), spec)
+
+
+def _user_names(df, *, unit_col="product_id", time_col="date", cluster_col="cluster_id"):
+    mapping = {"product_id": unit_col, "date": time_col, "cluster_id": cluster_col}
+    return df.rename({ours: user for ours, user in mapping.items() if ours in df.columns and ours != user})
+
+
+def _report_balance(reporter: Reporter, report: BalanceReport, spec: Design) -> None:
+    reporter.say(
+        f"{spec.label}: {report.n_units} randomisation units, treated share {report.treated_share:.3f} "
+        f"(design {spec.treat_share}); SRM chi-square {report.srm_chi2:.2f}, p = {report.srm_p_value:.3g}"
+    )
+    daily = report.daily
+    table = Table(title="treated share per day (blackout days excluded)", title_justify="left")
+    for col in ("date", "products", "treated share"):
+        table.add_column(col, justify="right")
+    shown = daily if daily.height <= 31 else daily.head(14).vstack(daily.tail(14))
+    for row in shown.iter_rows():
+        table.add_row(str(row[0]), f"{row[1]:,}", f"{row[2]:.3f}")
+    if daily.height > 31:
+        table.caption = (
+            f"{daily.height} days; showing first and last 14. Range "
+            f"{daily['treated_share'].min():.3f} to {daily['treated_share'].max():.3f}."
+        )
+    reporter.table(table)
+    if report.srm_suspect:
+        reporter.warn(
+            f"sample ratio mismatch: {report.n_treated_draws} of {report.n_draws} randomisation draws "
+            f"treated, implausible for a treat share of {spec.treat_share} (p = {report.srm_p_value:.2g}). "
+            "Check the products and clusters files for duplicates or filtering."
+        )
+
+
+# ------------------------------------------------------------------ analysis commands
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def _show_click_error(exc: Exception) -> None:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    usage = f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n" if ctx is not None else ""
+    sys.stderr.write(usage)
+    error(message)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run pricelab and exit with the code of the command-line contract."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    verbose = "--verbose" in args
+    code = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PricelabWarning)
+        if not verbose:
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.showwarning = _show_warning
+        try:
+            command = typer.main.get_command(app)
+            result = command.main(args=args, prog_name="pricelab", standalone_mode=False)
+            code = result if isinstance(result, int) else 0
+        except PricelabError as exc:
+            if verbose:
+                import traceback
+
+                traceback.print_exc()
+            error(str(exc))
+            code = exc.exit_code
+        except typer.TyperException as exc:  # the parser's usage errors (exit 2)
+            _show_click_error(exc)
+            code = getattr(exc, "exit_code", 2)
+        except typer.Abort:
+            code = 1
+        except BrokenPipeError:
+            # A reader such as `head` closed the pipe: that is a normal end for a filter.
+            # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            code = 0
+        except KeyboardInterrupt:
+            code = 130
+        except Exception as exc:  # anything unforeseen: one line, traceback only on request
+            if verbose:
+                import traceback
+
+                traceback.print_exc()
+            error(f"{type(exc).__name__}: {exc} (run again with --verbose for the traceback)")
+            code = 1
+        finally:
+            _ACTIVE.reporter = None
+    sys.exit(code)

@@ -1,0 +1,208 @@
+"""Experiment designs: what is treated when, written as a small JSON spec.
+
+A design holds no products. ``assign`` expands it over a product list; the design only says
+how dates are cut into randomisation periods, which periods are blackout, and the salt that
+makes the hash-based draws reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from pricelab_cli.errors import DesignError
+
+KINDS = ("time-bound", "triggered", "random-days", "crossover")
+SPEC_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+    """A validated experiment design.
+
+    Attributes
+    ----------
+    kind : one of ``KINDS``.
+    start, end : first and last experiment date (``None`` for triggered designs, whose
+        windows start at each product's event).
+    treat_share : probability that a randomisation unit is treated (in the first phase for
+        crossover designs).
+    salt : text mixed into every hash draw; the same salt gives the same assignment.
+    block_days : random-days only, length of each re-randomised block.
+    duration_days : triggered only, window length from the event date.
+    phase_days, blackout_days, phases : crossover only.
+    """
+
+    kind: str
+    salt: str
+    treat_share: float = 0.5
+    name: str | None = None
+    start: dt.date | None = None
+    end: dt.date | None = None
+    block_days: int | None = None
+    duration_days: int | None = None
+    phase_days: int | None = None
+    blackout_days: int | None = None
+    phases: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The name reports use for this design: its ``name``, else its kind."""
+        return self.name or self.kind
+
+    @property
+    def n_days(self) -> int | None:
+        """Experiment length in days (per product window for triggered designs)."""
+        if self.kind == "triggered":
+            return self.duration_days
+        return (self.end - self.start).days + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: plain values, dates as ISO text, unused fields left out."""
+        out: dict[str, Any] = {"pricelab_design": SPEC_VERSION}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                continue
+            out[field.name] = value.isoformat() if isinstance(value, dt.date) else value
+        return out
+
+
+def salt_from_seed(seed: int | None) -> str:
+    """A salt: derived from ``seed`` when one is given (reproducible), else random."""
+    if seed is None:
+        return secrets.token_hex(8)
+    return hashlib.sha256(f"pricelab-salt:{seed}".encode()).hexdigest()[:16]
+
+
+def make_design(
+    kind: str,
+    *,
+    salt: str,
+    treat_share: float = 0.5,
+    name: str | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    block_days: int = 1,
+    duration_days: int | None = None,
+    phase_days: int | None = None,
+    blackout_days: int = 0,
+    phases: int = 2,
+) -> Design:
+    """Build and validate a design of ``kind``; raise DesignError if it cannot be run."""
+    if kind not in KINDS:
+        raise DesignError(f"unknown design kind {kind!r}; use one of {', '.join(KINDS)}.")
+    common = dict(kind=kind, salt=salt, treat_share=treat_share, name=name)
+    if kind == "time-bound":
+        design = Design(**common, start=start, end=end)
+    elif kind == "random-days":
+        design = Design(**common, start=start, end=end, block_days=block_days)
+    elif kind == "triggered":
+        design = Design(**common, duration_days=duration_days)
+    else:
+        design = Design(
+            **common,
+            start=start,
+            end=_crossover_end(start, phase_days, phases),
+            phase_days=phase_days,
+            blackout_days=blackout_days,
+            phases=phases,
+        )
+    validate(design)
+    return design
+
+
+def _crossover_end(start: dt.date | None, phase_days: int | None, phases: int | None) -> dt.date | None:
+    if start is None or not phase_days or not phases or phase_days < 1 or phases < 1:
+        return None
+    return start + dt.timedelta(days=phase_days * phases - 1)
+
+
+def _need(design: Design, field: str, flag: str) -> None:
+    if getattr(design, field) is None:
+        raise DesignError(f"a {design.kind} design needs {flag}.")
+
+
+def validate(design: Design) -> None:
+    """Raise DesignError naming the value that makes ``design`` impossible to run."""
+    if not 0.0 < design.treat_share < 1.0:
+        raise DesignError(
+            f"treat share {design.treat_share} must lie strictly between 0 and 1 "
+            "(both arms need products)."
+        )
+    if not design.salt:
+        raise DesignError("the salt must not be empty.")
+    if design.kind == "triggered":
+        _need(design, "duration_days", "--duration-days")
+        if design.duration_days < 1:
+            raise DesignError(f"--duration-days {design.duration_days} must be at least 1.")
+        return
+    if design.kind == "crossover":
+        _need(design, "phase_days", "--phase-days")
+        if design.phase_days < 1:
+            raise DesignError(f"--phase-days {design.phase_days} must be at least 1.")
+        if design.phases is None or design.phases < 2:
+            raise DesignError(f"--phases {design.phases} must be at least 2 (arms swap between phases).")
+        if design.blackout_days is None or design.blackout_days < 0:
+            raise DesignError(f"--blackout-days {design.blackout_days} must be 0 or more.")
+        if design.blackout_days >= design.phase_days:
+            raise DesignError(
+                f"--blackout-days {design.blackout_days} must be shorter than --phase-days "
+                f"{design.phase_days}, or no day of a phase is left to analyse."
+            )
+    _need(design, "start", "--start")
+    _need(design, "end", "--end")
+    if design.end < design.start:
+        raise DesignError(f"--end {design.end} is before --start {design.start}.")
+    if design.kind == "random-days":
+        if design.block_days is None or design.block_days < 1:
+            raise DesignError(f"--block-days {design.block_days} must be at least 1.")
+
+
+def _date(value: Any, field: str, source: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise DesignError(f"{source}: {field} {value!r} is not an ISO date (YYYY-MM-DD).") from exc
+
+
+def design_from_dict(spec: Mapping[str, Any], source: str = "design") -> Design:
+    """Read a design from its JSON form, validating it as ``make_design`` does."""
+    if spec.get("pricelab_design") != SPEC_VERSION:
+        raise DesignError(
+            f"{source}: not a pricelab design (expected \"pricelab_design\": {SPEC_VERSION}); "
+            "write one with `pricelab design`."
+        )
+    known = {f.name for f in dataclasses.fields(Design)}
+    unknown = sorted(set(spec) - known - {"pricelab_design", "provenance"})
+    if unknown:
+        raise DesignError(f"{source}: unknown field(s) {', '.join(map(repr, unknown))}.")
+    if spec.get("kind") not in KINDS:
+        raise DesignError(f"{source}: kind {spec.get('kind')!r} is not one of {', '.join(KINDS)}.")
+    values = dict(spec)
+    values.pop("pricelab_design")
+    values.pop("provenance", None)
+    values["start"] = _date(values.get("start"), "start", source)
+    values["end"] = _date(values.get("end"), "end", source)
+    try:
+        values["treat_share"] = float(values.get("treat_share", 0.5))
+        for field in ("block_days", "duration_days", "phase_days", "blackout_days", "phases"):
+            if values.get(field) is not None:
+                values[field] = int(values[field])
+    except (TypeError, ValueError) as exc:
+        raise DesignError(f"{source}: {exc}") from exc
+    values["salt"] = str(values.get("salt", ""))
+    design = Design(**values)
+    try:
+        validate(design)
+    except DesignError as exc:
+        raise DesignError(f"{source}: {exc}") from exc
+    if design.kind == "crossover" and design.end != _crossover_end(design.start, design.phase_days, design.phases):
+        raise DesignError(f"{source}: end {design.end} does not match start + phases x phase_days.")
+    return design

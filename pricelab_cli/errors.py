@@ -1,0 +1,55 @@
+"""Exceptions raised by pricelab's core; the CLI maps each to an exit code once.
+
+Exit codes follow the command-line contract: 2 usage, 65 bad input data, 66 input file
+missing or unreadable, 1 anything else.
+"""
+
+from __future__ import annotations
+
+
+class PricelabError(Exception):
+    """Base class for every error pricelab reports to its user."""
+
+    exit_code = 1
+
+
+class UsageError(PricelabError):
+    """A flag or option value that cannot be used (unknown format, bad column name)."""
+
+    exit_code = 2
+
+
+class DataError(PricelabError):
+    """Input data that cannot be analysed as it is (exit 65)."""
+
+    exit_code = 65
+
+
+class MissingColumnError(DataError):
+    """A required column is absent from an input table."""
+
+
+class DuplicateKeyError(DataError):
+    """Rows that should be unique (product and date, product id) are repeated."""
+
+
+class EmptyTableError(DataError):
+    """An input table, or the part of it the analysis needs, has no rows."""
+
+
+class ColumnTypeError(DataError):
+    """A column holds values of the wrong type (a date that does not parse, text in a number)."""
+
+
+class DesignError(DataError):
+    """An experiment design that cannot be run (end before start, blackout longer than a phase)."""
+
+
+class InputFileError(PricelabError):
+    """An input file that is missing or cannot be read (exit 66)."""
+
+    exit_code = 66
+
+
+class PricelabWarning(UserWarning):
+    """Something the user should know that does not stop the run (SRM, unreliable SE)."""

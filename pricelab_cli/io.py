@@ -1,0 +1,365 @@
+"""All reading, writing, format detection and schema checks for pricelab tables.
+
+Every command goes through this module, so the behaviours users rely on (formats chosen by
+extension, ``-`` for the standard streams, atomic writes, provenance, messages that name the
+file and the column) are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pricelab_cli.errors import (
+    ColumnTypeError,
+    DataError,
+    DuplicateKeyError,
+    EmptyTableError,
+    InputFileError,
+    MissingColumnError,
+    UsageError,
+)
+
+STDIO = "-"
+FORMATS = ("csv", "csv.gz", "tsv", "tsv.gz", "parquet")
+PROVENANCE_KEY = "pricelab"
+# Identifier columns are read as text first so that "00123" keeps its zeros; they become
+# integers only when every value is a canonical integer, so "42" and 42 round-trip unchanged.
+ID_COLUMNS = ("product_id", "src", "dst", "cluster_id")
+_CANONICAL_INT = r"^(0|-?[1-9][0-9]{0,17})$"
+
+
+def detect_format(path: str, fmt: str | None = None) -> str:
+    """Return the table format for ``path``: from ``--format`` if given, else the extension.
+
+    A stream (``-``) is CSV unless ``--format parquet`` says otherwise.
+    """
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UsageError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}.")
+        return fmt
+    if path == STDIO:
+        return "csv"
+    name = Path(path).name.lower()
+    for candidate in sorted(FORMATS, key=len, reverse=True):
+        if name.endswith("." + candidate):
+            return candidate
+    if name.endswith(".pq"):
+        return "parquet"
+    raise UsageError(
+        f"{path}: cannot tell the format from the extension; use one of "
+        ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (or --format)."
+    )
+
+
+def _source_bytes(path: str) -> bytes:
+    if path == STDIO:
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{path}: no such file.")
+    if p.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a file.")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot be read ({exc.strerror}).") from exc
+
+
+def _read_raw(path: str, fmt: str) -> pl.DataFrame:
+    data = _source_bytes(path)
+    label = "standard input" if path == STDIO else path
+    if not data.strip():
+        raise EmptyTableError(f"{label}: the file is empty; expected a table with a header row.")
+    if fmt == "parquet":
+        try:
+            return pl.read_parquet(io.BytesIO(data))
+        except Exception as exc:  # polars raises several unrelated types for corrupt files
+            raise InputFileError(f"{label}: not a readable Parquet file ({_first_line(exc)}).") from exc
+    if fmt.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except OSError as exc:
+            raise InputFileError(f"{label}: not a readable gzip file ({exc}).") from exc
+    separator = "\t" if fmt.startswith("tsv") else ","
+    try:
+        header = pl.read_csv(io.BytesIO(data), separator=separator, n_rows=0)
+        overrides = {c: pl.String for c in header.columns if c in ID_COLUMNS}
+        return pl.read_csv(
+            io.BytesIO(data),
+            separator=separator,
+            schema_overrides=overrides,
+            infer_schema_length=10_000,
+        )
+    except pl.exceptions.NoDataError as exc:
+        raise EmptyTableError(f"{label}: the file has no header row.") from exc
+    except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as exc:
+        raise DataError(f"{label}: not a well-formed {fmt.upper()} table ({_first_line(exc)}).") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def normalise_ids(df: pl.DataFrame) -> pl.DataFrame:
+    """Cast text identifier columns to integers when every value is a canonical integer."""
+    casts = []
+    for col in ID_COLUMNS:
+        if col in df.columns and df.schema[col] == pl.String:
+            values = df.get_column(col).drop_nulls()
+            if len(values) and values.str.contains(_CANONICAL_INT).all():
+                casts.append(pl.col(col).cast(pl.Int64))
+    return df.with_columns(casts) if casts else df
+
+
+def read_table(
+    path: str,
+    *,
+    required: Sequence[str] = (),
+    rename: Mapping[str, str] | None = None,
+    dates: Sequence[str] = (),
+    unique: Sequence[str] = (),
+    fmt: str | None = None,
+    allow_empty: bool = False,
+) -> pl.DataFrame:
+    """Read a table, rename user columns to pricelab's names and check its schema.
+
+    Parameters
+    ----------
+    path : file path or ``-`` for standard input.
+    required : columns (pricelab names) that must be present.
+    rename : user column name -> pricelab name, from flags such as ``--unit-col``.
+    dates : columns to parse as ISO ``YYYY-MM-DD`` dates.
+    unique : columns whose combination must not repeat (``product_id``, ``date``).
+    """
+    label = "standard input" if path == STDIO else path
+    df = _read_raw(path, detect_format(path, fmt))
+    rename = {user: ours for user, ours in (rename or {}).items() if user != ours}
+    user_name = {ours: user for user, ours in rename.items()}
+    # Checked under the user's names first: `--unit-col sku` must find `sku`, not fall back
+    # to a `product_id` column that happens to be there.
+    check_columns(df, [user_name.get(c, c) for c in required], label)
+    df = apply_renames(df, rename, label)
+    if df.height == 0 and not allow_empty:
+        raise EmptyTableError(f"{label}: the table has a header but no rows.")
+    df = normalise_ids(df)
+    df = parse_dates(df, dates, label)
+    if unique:
+        check_unique(df, unique, label)
+    return df
+
+
+def apply_renames(df: pl.DataFrame, rename: Mapping[str, str], label: str) -> pl.DataFrame:
+    """Rename user columns (``--unit-col sku``) to pricelab's names."""
+    mapping = {user: ours for user, ours in rename.items() if user != ours}
+    for user, ours in mapping.items():
+        if user not in df.columns:
+            continue  # reported by check_columns under the user's name
+        if ours in df.columns:
+            raise DataError(
+                f"{label}: cannot use column {user!r} as {ours!r} because the table "
+                f"already has a column named {ours!r}; rename one of them."
+            )
+    present = {u: o for u, o in mapping.items() if u in df.columns}
+    return df.rename(present) if present else df
+
+
+def check_columns(df: pl.DataFrame, required: Sequence[str], label: str) -> None:
+    """Raise MissingColumnError naming the file, the missing column and what is there."""
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing)
+        have = ", ".join(repr(c) for c in df.columns) or "none"
+        raise MissingColumnError(
+            f"{label}: missing column {shown} (columns present: {have}). "
+            "Rename it in the file or point to it with the matching --*-col flag."
+        )
+
+
+def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFrame:
+    """Parse ISO date columns; a value that does not parse is quoted in the error."""
+    for col in cols:
+        if col not in df.columns:
+            continue
+        dtype = df.schema[col]
+        if dtype == pl.Date:
+            continue
+        if dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
+            df = df.with_columns(pl.col(col).dt.date())
+            continue
+        text = df.get_column(col).cast(pl.String)
+        parsed = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
+        bad = text.filter(parsed.is_null() & text.is_not_null())
+        if len(bad) or text.null_count():
+            value = bad[0] if len(bad) else None
+            raise ColumnTypeError(
+                f"{label}: column {col!r} has a value that is not an ISO date "
+                f"(YYYY-MM-DD): {value!r}."
+            )
+        df = df.with_columns(parsed.alias(col))
+    return df
+
+
+def check_unique(df: pl.DataFrame, keys: Sequence[str], label: str) -> None:
+    """Raise DuplicateKeyError quoting the first repeated key."""
+    dup = df.select(keys).filter(pl.struct(keys).is_duplicated())
+    if dup.height:
+        first = dup.row(0, named=True)
+        shown = ", ".join(f"{k}={v}" for k, v in first.items())
+        raise DuplicateKeyError(
+            f"{label}: {dup.height} rows repeat a ({', '.join(keys)}) key, e.g. {shown}; "
+            "each must appear once."
+        )
+
+
+def check_numeric(df: pl.DataFrame, cols: Sequence[str], label: str) -> None:
+    """Raise ColumnTypeError when a column that must hold numbers does not."""
+    for col in cols:
+        if col in df.columns and not df.schema[col].is_numeric():
+            raise ColumnTypeError(
+                f"{label}: column {col!r} must hold numbers but has type {df.schema[col]}."
+            )
+
+
+def align_id_types(*frames: pl.DataFrame, col: str = "product_id") -> list[pl.DataFrame]:
+    """Give ``col`` one type across frames (text if any frame holds text) so joins match."""
+    types = {f.schema[col] for f in frames if col in f.columns}
+    if len(types) <= 1:
+        return list(frames)
+    return [f.with_columns(pl.col(col).cast(pl.String)) if col in f.columns else f for f in frames]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def provenance(version: str, argv: Sequence[str], seed: int | None, outputs: Sequence[str] = ()) -> dict:
+    """The record every output carries: version, command line and seed.
+
+    Output paths in the command line are recorded as ``{output}`` so that the same run
+    writes the same bytes wherever it writes them.
+    """
+    shown = ["{output}" if a in outputs and a != STDIO else a for a in argv]
+    return {"version": version, "command": " ".join(shown), "seed": seed}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success only.
+
+    A target that exists and is not a regular file (``/dev/null``, a named pipe) is written
+    in place: renaming over it would replace the device or pipe with a file.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_file() and not target.is_dir():
+        yield target
+        return
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{target}: the folder {str(folder)!r} does not exist.")
+    if target.is_dir():
+        raise UsageError(f"{target}: is a folder; give a file name for the output.")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp creates 0600 files; outputs get the permissions any new file would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.replace(tmp_path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def _table_bytes(df: pl.DataFrame, fmt: str, meta: dict | None) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        table = df.to_arrow()
+        if meta is not None:
+            existing = table.schema.metadata or {}
+            table = table.replace_schema_metadata(
+                {**existing, PROVENANCE_KEY.encode(): json.dumps(meta, sort_keys=True).encode()}
+            )
+        pq.write_table(table, buf, compression="zstd")
+        return buf.getvalue()
+    separator = "\t" if fmt.startswith("tsv") else ","
+    df.write_csv(buf, separator=separator, date_format="%Y-%m-%d")
+    raw = buf.getvalue()
+    if fmt.endswith(".gz"):
+        # mtime=0 keeps identical runs byte-identical.
+        return gzip.compress(raw, mtime=0)
+    return raw
+
+
+def write_table(df: pl.DataFrame, path: str, *, fmt: str | None = None, meta: dict | None = None) -> None:
+    """Write ``df`` atomically; ``-`` writes to standard output.
+
+    Parquet outputs carry ``meta`` as key-value metadata; text outputs get a
+    ``<output>.meta.json`` sidecar (none for a stream).
+    """
+    fmt = detect_format(path, fmt)
+    payload = _table_bytes(df, fmt, meta)
+    if path == STDIO:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.buffer.flush()
+        return
+    sidecar = None if fmt == "parquet" or meta is None else Path(f"{path}.meta.json")
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(path))
+        tmp.write_bytes(payload)
+        if sidecar is not None:
+            tmp_meta = stack.enter_context(atomic_path(sidecar))
+            tmp_meta.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def write_json(obj: Mapping[str, Any], path: str) -> None:
+    """Write a JSON document atomically (``-`` for standard output)."""
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    if path == STDIO:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: str) -> dict:
+    """Read a JSON document; a missing file exits 66, a malformed one 65."""
+    data = _source_bytes(path)
+    label = "standard input" if path == STDIO else path
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{label}: not valid JSON ({exc}).") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{label}: expected a JSON object at the top level.")
+    return obj
+
+
+def read_provenance(path: str) -> dict | None:
+    """Return the provenance record of a pricelab output, or None if it has none."""
+    if detect_format(path) == "parquet":
+        meta = pq.read_schema(path).metadata or {}
+        raw = meta.get(PROVENANCE_KEY.encode())
+        return json.loads(raw) if raw else None
+    sidecar = Path(f"{path}.meta.json")
+    return json.loads(sidecar.read_text()) if sidecar.exists() else None
