@@ -53,7 +53,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on std
 Verbose = Annotated[bool, typer.Option("--verbose", help="Show a Python traceback when a run fails.")]
 Format = Annotated[
     Optional[str],
-    typer.Option("--format", help="Format of `-` streams: csv (default) or parquet. Files follow their extension."),
+    typer.Option("--format", help="Format written to stdout (-o -): csv (default) or parquet. Files follow their extension; stdin is recognised."),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; same inputs and seed give identical output bytes.")]
 InputPath = Annotated[str, typer.Option(help="Input table (.csv, .csv.gz, .tsv, .parquet) or - for stdin.")]
@@ -90,13 +90,14 @@ class Run:
     outputs: tuple[str, ...]
 
     def read(self, path: str, **kwargs) -> pl.DataFrame:
-        return io.read_table(path, fmt=self.fmt if path == io.STDIO else None, **kwargs)
+        # Input streams are recognised by their first bytes; --format is for output streams.
+        return io.read_table(path, **kwargs)
 
     def meta(self) -> dict:
         return io.provenance(__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
 
     def write(self, df: pl.DataFrame, path: str) -> None:
-        io.write_table(df, path, fmt=self.fmt if path == io.STDIO else None, meta=self.meta())
+        io.write_table(df, path, fmt=self.fmt, meta=self.meta())
 
 
 def _run(quiet: bool, seed: int | None, fmt: str | None, *outputs: str | None) -> Run:

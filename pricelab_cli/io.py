@@ -42,26 +42,42 @@ _CANONICAL_INT = r"^(0|-?[1-9][0-9]{0,17})$"
 
 
 def detect_format(path: str, fmt: str | None = None) -> str:
-    """Return the table format for ``path``: from ``--format`` if given, else the extension.
+    """Return the table format for ``path``: its extension, else ``fmt``.
 
-    A stream (``-``) is CSV unless ``--format parquet`` says otherwise.
+    A stream (``-``), device or pipe is CSV unless ``fmt`` (``--format``) says otherwise;
+    a named file's extension wins over ``fmt``.
     """
-    if fmt is not None:
-        if fmt not in FORMATS:
-            raise UsageError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}.")
-        return fmt
-    if path == STDIO:
-        return "csv"
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}.")
+    if path == STDIO or _is_special_file(path):
+        # Streams, devices and pipes (/dev/null, /dev/fd/63) have no extension to go by.
+        return fmt or "csv"
     name = Path(path).name.lower()
     for candidate in sorted(FORMATS, key=len, reverse=True):
         if name.endswith("." + candidate):
             return candidate
     if name.endswith(".pq"):
         return "parquet"
+    if fmt is not None:
+        return fmt
     raise UsageError(
         f"{path}: cannot tell the format from the extension; use one of "
         ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (or --format)."
     )
+
+
+def _is_special_file(path: str) -> bool:
+    p = Path(path)
+    return p.exists() and not p.is_file() and not p.is_dir()
+
+
+def sniff_format(data: bytes) -> str:
+    """Format of a stream from its first bytes: Parquet and gzip announce themselves."""
+    if data[:4] == b"PAR1":
+        return "parquet"
+    if data[:2] == b"\x1f\x8b":
+        return "csv.gz"
+    return "csv"
 
 
 def _source_bytes(path: str) -> bytes:
@@ -78,9 +94,10 @@ def _source_bytes(path: str) -> bytes:
         raise InputFileError(f"{path}: cannot be read ({exc.strerror}).") from exc
 
 
-def _read_raw(path: str, fmt: str) -> pl.DataFrame:
-    data = _source_bytes(path)
+def _read_raw(path: str, fmt: str | None) -> pl.DataFrame:
+    data = _source_bytes(path)  # a missing file is reported before a puzzling extension
     label = "standard input" if path == STDIO else path
+    fmt = sniff_format(data) if path == STDIO else detect_format(path, fmt)
     if not data.strip():
         raise EmptyTableError(f"{label}: the file is empty; expected a table with a header row.")
     if fmt == "parquet":
@@ -146,7 +163,7 @@ def read_table(
     unique : columns whose combination must not repeat (``product_id``, ``date``).
     """
     label = "standard input" if path == STDIO else path
-    df = _read_raw(path, detect_format(path, fmt))
+    df = _read_raw(path, fmt)
     rename = {user: ours for user, ours in (rename or {}).items() if user != ours}
     user_name = {ours: user for user, ours in rename.items()}
     # Checked under the user's names first: `--unit-col sku` must find `sku`, not fall back

@@ -37,8 +37,10 @@ def _run(args: list[str], stdin: bytes = b"") -> CliResult:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        # Read before the wrappers are dropped: closing them closes the buffers too.
+        stdout, stderr = out.getvalue(), err.getvalue().decode()
         sys.stdin, sys.stdout, sys.stderr, sys.argv = saved
-    return CliResult(code, out.getvalue(), err.getvalue().decode())
+    return CliResult(code, stdout, stderr)
 
 
 @pytest.fixture

@@ -1,0 +1,103 @@
+"""Behaviours every command shares, tested once: help, exit codes, atomic outputs, quiet."""
+
+import json
+
+import polars as pl
+import pytest
+import typer
+
+from pricelab_cli.cli import app
+
+
+def all_commands():
+    group = typer.main.get_command(app)
+    names = []
+    for name, command in group.commands.items():
+        sub = getattr(command, "commands", None)
+        names += [f"{name} {child}" for child in sub] if sub else [name]
+    return names
+
+
+@pytest.mark.parametrize("command", all_commands())
+def test_every_command_has_help_with_an_example(run_cli, command):
+    result = run_cli(*command.split(), "--help")
+    assert result.code == 0
+    assert "Example:" in result.text, f"`pricelab {command} --help` shows no example"
+    assert "--quiet" in result.text and "--seed" in result.text and "--format" in result.text
+
+
+@pytest.fixture
+def workdir(tmp_path, run_cli):
+    (tmp_path / "products.csv").write_text("product_id,category\n1,a\n2,a\n3,b\n")
+    assert run_cli("design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-04", "--salt", "s", "-o", tmp_path / "design.json").code == 0
+    return tmp_path
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+CASES = {
+    "missing column": (65, "missing column 'product_id' (columns present: 'sku')", lambda d: ["--products", write(d / "p.csv", "sku\n1\n")]),
+    "duplicate keys": (65, "repeat a (product_id) key, e.g. product_id=2", lambda d: ["--products", write(d / "p.csv", "product_id\n1\n2\n2\n")]),
+    "empty table": (65, "the table has a header but no rows", lambda d: ["--products", write(d / "p.csv", "product_id\n")]),
+    "empty file": (65, "the file is empty", lambda d: ["--products", write(d / "p.csv", "")]),
+    "missing file": (66, "nope.csv: no such file", lambda d: ["--products", d / "nope.csv"]),
+    "folder as file": (66, "is a folder, not a file", lambda d: ["--products", d]),
+    "corrupt parquet": (66, "not a readable Parquet file", lambda d: ["--products", write(d / "p.parquet", "not parquet")]),
+    "unknown extension": (2, "cannot tell the format from the extension", lambda d: ["--products", write(d / "p.xlsx", "x")]),
+    "unknown flag": (2, "No such option: --colour", lambda d: ["--products", d / "products.csv", "--colour", "red"]),
+    "wrong type": (65, "column 'event_date' has a value that is not an ISO date (YYYY-MM-DD): '2026/03/01'", lambda d: [
+        "--products", d / "products.csv", "--events", write(d / "e.csv", "product_id,event_date\n1,2026/03/01\n")]),
+    "impossible design": (65, "--blackout-days 9 must be shorter than --phase-days 7", lambda d: [
+        "--products", d / "products.csv", "--design", write(d / "design.json", json.dumps({
+            "pricelab_design": 1, "kind": "crossover", "salt": "s", "start": "2026-03-02", "end": "2026-03-15",
+            "phase_days": 7, "blackout_days": 9, "phases": 2}))]),
+    "not json": (65, "not valid JSON", lambda d: ["--products", d / "products.csv", "--design", write(d / "design.json", "{")]),
+    "output folder missing": (2, "does not exist", lambda d: ["--products", d / "products.csv", "-o", d / "no" / "out.csv"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gets_its_exit_code_a_message_and_leaves_no_output(run_cli, workdir, case):
+    code, message, extra = CASES[case]
+    out = workdir / "out.parquet"
+    out.write_bytes(b"what the user had")
+    args = ["assign", "--design", workdir / "design.json", "-o", out, *extra(workdir)]
+    if args.count("-o") == 2:  # the case names its own output
+        args = args[:3] + args[5:]
+    if args.count("--design") == 2:
+        i = args.index("--design")
+        args = args[:i] + args[i + 2 :]
+    result = run_cli(*args)
+    assert result.code == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert out.read_bytes() == b"what the user had", "a failed run must not touch the existing output"
+    assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")], "no temporary file left behind"
+
+
+def test_verbose_shows_the_traceback(run_cli, workdir):
+    result = run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "nope.csv", "--verbose")
+    assert result.code == 66 and "Traceback" in result.stderr
+
+
+def test_quiet_prints_nothing_on_success(run_cli, workdir):
+    result = run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", workdir / "a.csv", "--quiet")
+    assert result.code == 0 and result.stderr == ""
+    assert pl.read_csv(workdir / "a.csv").height == 9
+
+
+def test_outputs_get_ordinary_file_permissions(run_cli, workdir):
+    out = workdir / "a.csv"
+    assert run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", out, "-q").code == 0
+    assert out.stat().st_mode & 0o044 == 0o044, "readable by group and others under the usual umask"
+
+
+def test_writing_to_dev_null_leaves_the_device_alone(run_cli, workdir):
+    assert run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", "/dev/null", "-q").code == 0
+    import os
+    import stat
+
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
