@@ -16,5 +16,16 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from pricelab_cli.assign import assign, balance_report  # noqa: E402
 from pricelab_cli.design import Design, design_from_dict, make_design  # noqa: E402
+from pricelab_cli.simulate import SimulatedSales, simulate_catalog, simulate_sales  # noqa: E402
 
-__all__ = ["Design", "assign", "balance_report", "design_from_dict", "make_design", "__version__"]
+__all__ = [
+    "Design",
+    "SimulatedSales",
+    "__version__",
+    "assign",
+    "balance_report",
+    "design_from_dict",
+    "make_design",
+    "simulate_catalog",
+    "simulate_sales",
+]

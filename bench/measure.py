@@ -1,0 +1,56 @@
+"""Time and peak memory of one command, measured in a child process.
+
+Peak memory is the child's maximum resident set size (ru_maxrss), so each measured step
+runs in its own process and nothing else in the benchmark inflates it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(args: list[str], **kwargs) -> tuple[float, float]:
+    """Run ``args``; return (wall seconds, peak RSS in MiB). Fails loudly if the command fails."""
+    script = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:]).returncode\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "sys.stderr.write(f'\\n@@peak_kib={peak}\\n')\n"
+        "sys.exit(code)\n"
+    )
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, **kwargs)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"benchmark step failed ({done.returncode}): {' '.join(args)}")
+    peak_kib = int(done.stderr.rsplit("@@peak_kib=", 1)[1].split()[0])
+    return seconds, peak_kib / 1024
+
+
+def pricelab() -> list[str]:
+    """The command that runs pricelab with this interpreter."""
+    return [sys.executable, "-m", "pricelab_cli"]
+
+
+def report(name: str, seconds: float, peak_mib: float, limit_s: float, limit_mib: float) -> bool:
+    """Print one figure line; return whether it is within its budget."""
+    ok = seconds <= limit_s and peak_mib <= limit_mib
+    verdict = "ok" if ok else "OVER BUDGET"
+    print(
+        f"{name:<58} {seconds:7.1f} s (limit {limit_s:.0f})  {peak_mib:8.0f} MiB peak "
+        f"(limit {limit_mib:.0f})  {verdict}",
+        flush=True,
+    )
+    return ok
+
+
+def bench_dir() -> str:
+    """Scratch folder for benchmark inputs and outputs (kept out of git)."""
+    path = os.environ.get("PRICELAB_BENCH_DIR", "bench_out")
+    os.makedirs(path, exist_ok=True)
+    return path

@@ -1,0 +1,781 @@
+"""Synthetic catalogs, substitute graphs and daily sales panels whose effects are known.
+
+The estimators (``hpte``, ``spillover-graph``, ``cluster``, ``ipw``, ``power``) are tested
+against data made here, so the data-generating process below is the contract: change it and
+the truth changes with it.
+
+Catalog (``simulate_catalog``)
+------------------------------
+Products are spread over ``n_groups`` categories whose sizes differ by at most one. Inside a
+category they are cut, in random order, into planted communities of ``community_size``
+products (the last one of a category may be smaller). Every ordered pair of distinct products
+of a community is a substitute edge ``src -> dst``; in addition each product whose category
+has another community gets, with probability 1/5, one edge to a product drawn uniformly from
+the other communities of its category. Edge weights are cross-price elasticities drawn
+uniformly in [0.4, 0.9] (positive: substitutes).
+
+Sales (``simulate_sales``)
+--------------------------
+For product ``i`` on panel day ``t`` (``t = 0`` on the first panel date; ``dow_t`` is the
+weekday, Monday = 0), with ``c = price_change`` and ``T_it`` the assigned treated flag::
+
+    promo_it  = 1 - promo_depth on promotion days, else 1
+    price_it  = base_price_i * promo_it * (1 + c * T_it)
+    log lambda_it = a_i + b_i * t / 365
+                  + weekly * cos(2 pi (dow_t - phi_i) / 7)
+                  + g_t
+                  + e_i * log(promo_it)             + e_i * log(1 + c) * d_it
+                  + sum_j w_ji * log(promo_jt)      + [spillover] sum_j w_ji * log(1 + c) * T_jt
+                  + s_i * 1[t >= tau_i]
+    units_it ~ Poisson(lambda_it * G_it),  G_it ~ Gamma(shape=dispersion, scale=1/dispersion)
+
+- ``a_i = log(base_units) + N(0, 0.5^2)``, ``b_i ~ N(0, trend_sd^2)``, weekly peak day
+  ``phi_i ~ N(5, 1)`` (near Saturday), ``g_t ~ N(0, shock_sd^2)`` is one store-wide shock per
+  date shared by every product.
+- Own elasticity ``e_i = elasticity * (1 + heterogeneity * tanh(quality_i)) * m(brand_i)``
+  with ``m`` from ``BRAND_MULTIPLIERS`` (1 for any other brand), so the effect varies with
+  features the causal forest can split on.
+- Promotions: on each day each product starts a promotion with probability ``promo_rate``,
+  lasting 1-7 days (uniform); a start during a running promotion can extend it. Promotions run
+  in history and experiment alike; they are the independent own-price variation from which
+  cross-price effects can be estimated, so their cross-price terms always apply.
+- ``w_ji`` is the weight of edge ``j -> i``: the price of ``j`` moves the demand of ``i``.
+  ``spillover`` switches only the treatment's price change of ``j`` on or off.
+- Carryover: the dose ``d_it`` is 1 on treated days; on untreated days
+  ``d_it = d_i,t-1 * exp(-1 / carryover_days)`` (so ``d = T`` when ``carryover_days`` is 0).
+  The price is back to normal on untreated days; only the demand effect lingers.
+- Outliers: ``round(outlier_share * n)`` products, chosen at random, shift their level by
+  ``s_i ~ N(0, 1.5^2)`` (a factor ``exp(s_i)``) from a date ``tau_i`` drawn uniformly in the
+  last third of the panel, unrelated to treatment.
+- Units are negative binomial (Poisson-gamma) with mean ``lambda_it`` and variance
+  ``lambda_it + lambda_it^2 / dispersion``. Blackout days are ordinary days here.
+
+Truth
+-----
+``lambda0_it`` is the expected units with no treatment anywhere: the formula above without
+the ``d_it`` and ``T_jt`` terms (promotions, trend, weekly pattern, shocks and outlier shifts
+kept). For a product in the assignment, over its non-blackout experiment dates ``D_i``:
+
+- ``baseline_i = mean_{t in D_i} lambda0_it``
+- ``cate_i = baseline_i * (exp(e_i log(1 + c)) - 1)``: the expected change in daily units if
+  the product is treated on those dates while no other product is (direct effect).
+- ``cate_global_i = baseline_i * (exp((e_i + W_i) log(1 + c)) - 1)``, ``W_i = sum_j w_ji``,
+  when ``spillover`` is on (every product treated), else ``cate_i``.
+- ``effect`` and ``effect_global`` average these over products, each weighted equally;
+  ``lift = effect / mean baseline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import sparse
+
+from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, UsageError
+from pricelab_cli.io import check_columns, check_numeric, check_unique
+
+BRAND_MULTIPLIERS: Mapping[str, float] = {
+    "acme": 0.8,
+    "bolt": 0.9,
+    "crest": 1.0,
+    "delta": 1.1,
+    "ember": 1.2,
+}
+DEFAULT_BASE_PRICE = 20.0
+EDGE_WEIGHT_LOW, EDGE_WEIGHT_HIGH = 0.4, 0.9
+CROSS_EDGE_RATE = 0.2
+PROMO_MAX_DAYS = 7
+LEVEL_SD = 0.5
+OUTLIER_SHIFT_SD = 1.5
+WEEKLY_PEAK_DAY = 5.0
+PRODUCT_TRUTH_COLUMNS = ("product_id", "cate", "cate_global", "baseline", "outlier", "elasticity")
+SALES_COLUMNS = ("product_id", "date", "units", "price", "revenue")
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SimulatedSales:
+    """A simulated panel with its known truth.
+
+    Attributes
+    ----------
+    sales : ``product_id``, ``date``, ``units`` (Int64), ``price``, ``revenue`` (Float64);
+        one row per product and date, products in input order, dates increasing.
+    truth : JSON-serialisable summary: ``effect``, ``effect_global``, ``lift``, ``baseline``
+        (None without an assignment), ``n_products`` (assigned), ``n_catalog``,
+        ``n_outliers`` and ``n_edges`` (whole catalog), the panel dates and every parameter.
+    product_truth : one row per product in the assignment: ``product_id``, ``cate``,
+        ``cate_global``, ``baseline`` (units per day; null when the product has no
+        non-blackout experiment date in the panel), ``outlier``, ``elasticity``.
+    """
+
+    sales: pl.DataFrame
+    truth: dict
+    product_truth: pl.DataFrame
+
+
+# --------------------------------------------------------------------------- catalog
+
+
+def simulate_catalog(
+    n_products: int = 200,
+    n_groups: int = 10,
+    community_size: int = 5,
+    seed: int = 0,
+    id_prefix: str | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Simulate a product catalog and its planted substitutes graph.
+
+    Parameters
+    ----------
+    n_products : number of products (ids 1..n).
+    n_groups : number of categories (``cat_00``, ...), sizes differing by at most one.
+    community_size : size of the planted substitute communities inside each category.
+    seed : seed of the only random generator used.
+    id_prefix : when given, ids are text ``f"{id_prefix}{i:06d}"`` instead of integers.
+
+    Returns
+    -------
+    products : ``product_id``, ``category``, ``community`` (planted community, Int64),
+        ``size``, ``quality`` (about standard normal), ``base_price`` (lognormal, median
+        near 20, rounded to cents), ``brand`` (one of ``BRAND_MULTIPLIERS``).
+    true_edges : ``src``, ``dst``, ``weight`` (cross-price elasticity in [0.4, 0.9]),
+        ``community`` (the community of ``src`` for within-community edges, -1 for the
+        sparse edges between communities of a category), sorted by ``src``, ``dst``.
+    """
+    _check_count("n_products", n_products, 1)
+    _check_count("n_groups", n_groups, 1)
+    _check_count("community_size", community_size, 1)
+    _check_count("seed", seed, 0)
+    if n_groups > n_products:
+        raise UsageError(
+            f"--n-groups is {n_groups} but there are only {n_products} products; "
+            "every category needs at least one product."
+        )
+    n = n_products
+    rng = np.random.default_rng(seed)
+
+    category = rng.permutation(np.arange(n) % n_groups)
+    # Sorting by category then a random key lays each category out in random order, so
+    # consecutive ranks form the communities without a loop over categories.
+    order = np.lexsort((rng.random(n), category))
+    cat_size = np.bincount(category, minlength=n_groups)
+    cat_start = np.cumsum(cat_size) - cat_size
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - cat_start[category[order]]
+    local = rank // community_size
+    communities_per_cat = -(-cat_size // community_size)
+    community = (np.cumsum(communities_per_cat) - communities_per_cat)[category] + local
+    comm_first_rank = local * community_size
+    comm_len = np.minimum(community_size, cat_size[category] - comm_first_rank)
+
+    quality = rng.standard_normal(n)
+    size = rng.lognormal(0.0, 0.5, n)
+    price_noise = rng.standard_normal(n)
+    base_price = DEFAULT_BASE_PRICE * np.exp(0.15 * quality + 0.3 * np.log(size) + 0.3 * price_noise)
+    brand_index = rng.integers(0, len(BRAND_MULTIPLIERS), n)
+
+    outside = cat_size[category] - comm_len
+    cross_src = np.flatnonzero((outside > 0) & (rng.random(n) < CROSS_EDGE_RATE))
+    target_draw = rng.random(n)[cross_src]
+    # Draw a rank among the category's products outside the source's community, then skip
+    # over that community's block of ranks.
+    target_rank = np.floor(target_draw * outside[cross_src]).astype(np.int64)
+    target_rank += np.where(target_rank >= comm_first_rank[cross_src], comm_len[cross_src], 0)
+    cross_dst = order[cat_start[category[cross_src]] + target_rank]
+
+    members = pl.DataFrame({"src_row": np.arange(n), "community": community})
+    within = (
+        members.join(members.rename({"src_row": "dst_row"}), on="community")
+        .filter(pl.col("src_row") != pl.col("dst_row"))
+        .sort("src_row", "dst_row")
+    )
+    edge_src = np.concatenate([within["src_row"].to_numpy(), cross_src])
+    edge_dst = np.concatenate([within["dst_row"].to_numpy(), cross_dst])
+    edge_comm = np.concatenate([within["community"].to_numpy(), np.full(len(cross_src), -1)])
+    weight = rng.uniform(EDGE_WEIGHT_LOW, EDGE_WEIGHT_HIGH, len(edge_src))
+    edge_order = np.lexsort((edge_dst, edge_src))
+
+    ids = _catalog_ids(n, id_prefix)
+    width = max(2, len(str(n_groups - 1)))
+    products = pl.DataFrame(
+        {
+            "product_id": ids,
+            "category": "cat_" + pl.Series(category).cast(pl.String).str.zfill(width),
+            "community": pl.Series(community, dtype=pl.Int64),
+            "size": np.round(size, 3),
+            "quality": np.round(quality, 4),
+            "base_price": np.maximum(np.round(base_price, 2), 0.01),
+            "brand": pl.Series(list(BRAND_MULTIPLIERS)).gather(brand_index),
+        }
+    )
+    true_edges = pl.DataFrame(
+        {
+            "src": ids.gather(edge_src[edge_order]),
+            "dst": ids.gather(edge_dst[edge_order]),
+            "weight": weight[edge_order],
+            "community": pl.Series(edge_comm[edge_order], dtype=pl.Int64),
+        }
+    )
+    return products, true_edges
+
+
+def _catalog_ids(n: int, id_prefix: str | None) -> pl.Series:
+    numbers = pl.Series("product_id", np.arange(1, n + 1, dtype=np.int64))
+    if id_prefix is None:
+        return numbers
+    return (id_prefix + numbers.cast(pl.String).str.zfill(6)).alias("product_id")
+
+
+# --------------------------------------------------------------------------- sales
+
+
+def simulate_sales(
+    products: pl.DataFrame,
+    *,
+    assignment: pl.DataFrame | None = None,
+    edges: pl.DataFrame | None = None,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    history_days: int = 365,
+    price_change: float = -0.10,
+    elasticity: float = -2.0,
+    heterogeneity: float = 0.5,
+    trend_sd: float = 0.3,
+    weekly: float = 0.2,
+    shock_sd: float = 0.05,
+    promo_rate: float = 0.05,
+    promo_depth: float = 0.2,
+    outlier_share: float = 0.0,
+    carryover_days: float = 0.0,
+    spillover: bool = True,
+    base_units: float = 20.0,
+    dispersion: float = 5.0,
+    seed: int = 0,
+) -> SimulatedSales:
+    """Simulate daily sales of ``products`` under an assignment, with the known truth.
+
+    The model and the truth are defined in the module docstring.
+
+    Parameters
+    ----------
+    products : must have ``product_id``; ``base_price`` (default 20), ``quality``
+        (default 0) and ``brand`` (default multiplier 1) are used when present.
+    assignment : ``product_id``, ``date``, ``treated`` (0/1), optional ``blackout``; products
+        absent from it are never treated. Rows outside the panel dates are ignored.
+    edges : substitutes graph ``src``, ``dst``, ``weight`` (cross-price elasticity of the
+        demand of ``dst`` to the price of ``src``); none means no cross-price effects.
+    start, end : panel dates (inclusive). By default the panel runs from ``history_days``
+        days before the first assignment date to the last one; without an assignment give
+        ``end`` (and ``start``, else ``history_days`` days ending at ``end``) or ``start``.
+    history_days : pre-experiment days, or the panel length when there is no assignment.
+    price_change : relative price change of treated cells (-0.10 is a 10% cut); > -1.
+    elasticity, heterogeneity : own-price elasticity and how much it varies with quality.
+    trend_sd, weekly, shock_sd : product trend spread (log units per year), weekly
+        amplitude (log units), store-wide daily shock spread.
+    promo_rate, promo_depth : daily promotion start probability and relative price cut.
+    outlier_share : share of products whose level jumps late in the panel.
+    carryover_days : time constant (days) of the treatment effect's decay after treatment.
+    spillover : whether treating ``src`` moves the demand of ``dst`` through the edges.
+    base_units, dispersion : typical daily units and the negative binomial shape.
+    seed : seed of the only random generator used.
+
+    Returns
+    -------
+    SimulatedSales
+        With the same seed, products and dates, ``lambda0`` and the promotions do not
+        depend on the assignment or on the treatment parameters.
+    """
+    params = _checked_params(
+        history_days=history_days,
+        price_change=price_change,
+        elasticity=elasticity,
+        heterogeneity=heterogeneity,
+        trend_sd=trend_sd,
+        weekly=weekly,
+        shock_sd=shock_sd,
+        promo_rate=promo_rate,
+        promo_depth=promo_depth,
+        outlier_share=outlier_share,
+        carryover_days=carryover_days,
+        base_units=base_units,
+        dispersion=dispersion,
+    )
+    _check_count("seed", seed, 0)
+    start, end = _as_date(start, "start"), _as_date(end, "end")
+    ids = _checked_product_ids(products)
+    n = len(ids)
+    base_price, quality, brand_multiplier = _product_features(products)
+    plan = None if assignment is None else _checked_assignment(assignment, ids)
+    start, end = _panel_dates(plan, start, end, history_days)
+    n_days = (end - start).days + 1
+    weight_matrix = _edge_matrix(edges, ids)
+
+    treated = np.zeros((n, n_days), dtype=bool)
+    assigned = np.zeros(n, dtype=bool)
+    # Analysed cells (non-blackout experiment dates in the panel) as coordinates: they are
+    # a small part of the panel, so the truth is summed over them alone.
+    analysed_rows = analysed_days = np.zeros(0, dtype=np.int64)
+    if plan is not None:
+        rows, day_numbers, plan_treated, plan_blackout = plan
+        assigned[rows] = True
+        day = day_numbers - (start - _EPOCH).days
+        inside = (day >= 0) & (day < n_days)
+        treated[rows[inside], day[inside]] = plan_treated[inside]
+        keep = inside & ~plan_blackout
+        analysed_rows, analysed_days = rows[keep], day[keep]
+
+    own_elasticity = elasticity * (1.0 + heterogeneity * np.tanh(quality)) * brand_multiplier
+    rng = np.random.default_rng(seed)
+    lambda0, promo, outlier = _untreated_demand(
+        rng,
+        start=start,
+        n_days=n_days,
+        own_elasticity=own_elasticity,
+        weight_matrix=weight_matrix,
+        params=params,
+    )
+    log_cut = math.log1p(price_change)
+    expected_units = _treatment_multiplier(
+        treated,
+        own_elasticity=own_elasticity,
+        weight_matrix=weight_matrix if spillover else None,
+        log_cut=log_cut,
+        carryover_days=carryover_days,
+    )
+    expected_units *= lambda0
+    units = _negative_binomial(rng, expected_units, dispersion)
+    del expected_units
+
+    price = np.where(promo, 1.0 - promo_depth, 1.0)
+    price *= np.where(treated, 1.0 + price_change, 1.0)
+    price *= base_price[:, None]
+    day_numbers = (np.arange(n_days) + (start - _EPOCH).days).astype(np.int32)
+    sales = pl.DataFrame(
+        {
+            "product_id": ids.gather(np.repeat(np.arange(n), n_days)),
+            "date": pl.Series(np.tile(day_numbers, n)).cast(pl.Date),
+            "units": units.ravel(),
+            "price": price.ravel(),
+        }
+    ).with_columns(revenue=pl.col("units") * pl.col("price"))
+
+    incoming_weight = (
+        np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
+    )
+    product_truth, summary = _truth(
+        ids=ids,
+        assigned=assigned,
+        lambda0=lambda0,
+        analysed_rows=analysed_rows,
+        analysed_days=analysed_days,
+        own_elasticity=own_elasticity,
+        incoming_weight=incoming_weight if spillover else np.zeros(n),
+        log_cut=log_cut,
+        outlier=outlier,
+    )
+    truth = {
+        "description": (
+            "effect: mean over assigned products (equal weights) of the expected change in "
+            "daily units on their non-blackout experiment dates if the product alone is "
+            "treated (no spillover, no carryover); effect_global: the same when every "
+            "product is treated (substitutes' price changes spill over when spillover is "
+            "on); lift: effect divided by the mean untreated baseline."
+        ),
+        **summary,
+        "n_catalog": n,
+        "n_outliers": int(outlier.sum()),
+        "n_edges": 0 if weight_matrix is None else int(weight_matrix.nnz),
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "n_days": n_days,
+        **params,
+        "spillover": bool(spillover),
+        "seed": int(seed),
+    }
+    return SimulatedSales(sales=sales.select(SALES_COLUMNS), truth=truth, product_truth=product_truth)
+
+
+def _untreated_demand(
+    rng: np.random.Generator,
+    *,
+    start: dt.date,
+    n_days: int,
+    own_elasticity: np.ndarray,
+    weight_matrix: sparse.csr_matrix | None,
+    params: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``lambda0`` (products x days), the promotion calendar and the outlier flags.
+
+    Every draw is made in a fixed order and scaled afterwards, so under one seed the
+    untreated world does not depend on the assignment or the treatment parameters.
+    """
+    n = len(own_elasticity)
+    level = math.log(params["base_units"]) + LEVEL_SD * rng.standard_normal(n)
+    slope = params["trend_sd"] * rng.standard_normal(n)
+    peak_day = WEEKLY_PEAK_DAY + rng.standard_normal(n)
+    outlier_key = rng.random(n)
+    outlier_when = rng.random(n)
+    outlier_shift = OUTLIER_SHIFT_SD * rng.standard_normal(n)
+    shock = params["shock_sd"] * rng.standard_normal(n_days)
+    promo = _promotion_days(rng.random((n, n_days)), params["promo_rate"])
+
+    days = np.arange(n_days)
+    weekday = (start.weekday() + days) % 7
+    log_lambda0 = params["weekly"] * np.cos(2.0 * np.pi / 7.0 * (weekday[None, :] - peak_day[:, None]))
+    log_lambda0 += level[:, None] + slope[:, None] * (days / 365.0)[None, :] + shock[None, :]
+    promo_log_price = promo * math.log1p(-params["promo_depth"])
+    log_lambda0 += own_elasticity[:, None] * promo_log_price
+    if weight_matrix is not None:
+        log_lambda0 += weight_matrix @ promo_log_price
+    del promo_log_price
+
+    n_outliers = int(np.floor(params["outlier_share"] * n + 0.5))
+    outlier = np.zeros(n, dtype=bool)
+    outlier[np.argsort(outlier_key, kind="stable")[:n_outliers]] = True
+    first_late_day = (2 * n_days) // 3
+    shift_day = first_late_day + np.floor(outlier_when * (n_days - first_late_day)).astype(np.int64)
+    shifted = outlier[:, None] & (days[None, :] >= shift_day[:, None])
+    log_lambda0 += np.where(shifted, outlier_shift[:, None], 0.0)
+    return np.exp(log_lambda0, out=log_lambda0), promo, outlier
+
+
+def _treatment_multiplier(
+    treated: np.ndarray,
+    *,
+    own_elasticity: np.ndarray,
+    weight_matrix: sparse.csr_matrix | None,
+    log_cut: float,
+    carryover_days: float,
+) -> np.ndarray:
+    """Factor by which treatment (own, lingering, and through substitutes) scales demand.
+
+    ``weight_matrix`` is None when the treatment does not spill over.
+    """
+    log_factor = _treatment_dose(treated, carryover_days) * (own_elasticity * log_cut)[:, None]
+    if weight_matrix is not None:
+        log_factor += (weight_matrix @ treated.astype(np.float64)) * log_cut
+    return np.exp(log_factor, out=log_factor)
+
+
+def _negative_binomial(rng: np.random.Generator, mean: np.ndarray, dispersion: float) -> np.ndarray:
+    """Poisson-gamma counts with the given means and variance ``mean + mean^2 / dispersion``.
+
+    ``mean`` is overwritten to save a panel-sized copy.
+    """
+    mean *= rng.gamma(dispersion, 1.0 / dispersion, size=mean.shape)
+    return rng.poisson(mean).astype(np.int64, copy=False)
+
+
+def _promotion_days(u: np.ndarray, rate: float) -> np.ndarray:
+    """Boolean (products x days) promotion calendar from one uniform draw per cell."""
+    n, n_days = u.shape
+    if rate == 0.0:
+        return np.zeros((n, n_days), dtype=bool)
+    starts = u < rate
+    # Given a start, u / rate is uniform on [0, 1), so it also sets the length: no second
+    # draw whose count would depend on the rate.
+    length = np.where(starts, 1 + np.floor(PROMO_MAX_DAYS * u / rate), 0).astype(np.int8)
+    by_day = np.ascontiguousarray(length.T)
+    promo = np.empty((n_days, n), dtype=bool)
+    remaining = np.zeros(n, dtype=np.int8)
+    for t in range(n_days):
+        remaining = np.maximum(remaining - 1, by_day[t])
+        promo[t] = remaining > 0
+    return promo.T
+
+
+def _treatment_dose(treated: np.ndarray, carryover_days: float) -> np.ndarray:
+    """Dose of the treatment's demand effect: 1 when treated, decaying afterwards."""
+    if carryover_days == 0.0:
+        return treated.astype(np.float64)
+    decay = math.exp(-1.0 / carryover_days)
+    dose = treated.T.astype(np.float64)  # days first, so each step reads contiguous memory
+    for t in range(1, dose.shape[0]):
+        # A treated day holds 1 and a decayed dose is below 1, so the max is the rule.
+        np.maximum(dose[t], dose[t - 1] * decay, out=dose[t])
+    return dose.T
+
+
+def _truth(
+    *,
+    ids: pl.Series,
+    assigned: np.ndarray,
+    lambda0: np.ndarray,
+    analysed_rows: np.ndarray,
+    analysed_days: np.ndarray,
+    own_elasticity: np.ndarray,
+    incoming_weight: np.ndarray,
+    log_cut: float,
+    outlier: np.ndarray,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Per-product truth for assigned products and its equally weighted summary."""
+    n = len(ids)
+    rows = np.flatnonzero(assigned)
+    n_analysed = np.bincount(analysed_rows, minlength=n)[rows]
+    total = np.bincount(analysed_rows, weights=lambda0[analysed_rows, analysed_days], minlength=n)[rows]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        baseline = np.where(n_analysed > 0, total / n_analysed, np.nan)
+    cate = baseline * np.expm1(own_elasticity[rows] * log_cut)
+    cate_global = baseline * np.expm1((own_elasticity[rows] + incoming_weight[rows]) * log_cut)
+    product_truth = pl.DataFrame(
+        {
+            "product_id": ids.gather(rows),
+            "cate": cate,
+            "cate_global": cate_global,
+            "baseline": baseline,
+            "outlier": outlier[rows],
+            "elasticity": own_elasticity[rows],
+        },
+        schema_overrides={"outlier": pl.Boolean},
+    ).with_columns(pl.col("cate", "cate_global", "baseline").fill_nan(None))
+    known = ~np.isnan(baseline)
+    if not known.any():
+        effect = effect_global = lift = mean_baseline = None
+    else:
+        effect = float(cate[known].mean())
+        effect_global = float(cate_global[known].mean())
+        mean_baseline = float(baseline[known].mean())
+        lift = effect / mean_baseline
+    summary = {
+        "effect": effect,
+        "effect_global": effect_global,
+        "lift": lift,
+        "baseline": mean_baseline,
+        "n_products": int(len(rows)),
+    }
+    return product_truth.select(PRODUCT_TRUTH_COLUMNS), summary
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _flag_name(name: str) -> str:
+    """Parameters are set by command-line flags, so errors name the flag."""
+    return "--" + name.replace("_", "-")
+
+
+def _check_count(name: str, value: int, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UsageError(f"{_flag_name(name)} must be an integer of at least {minimum}; got {value!r}.")
+
+
+def _as_date(value: dt.date | None, name: str) -> dt.date | None:
+    if value is None or type(value) is dt.date:
+        return value
+    if isinstance(value, dt.datetime):
+        return value.date()
+    raise UsageError(f"{_flag_name(name)} must be a date; got {value!r}.")
+
+
+def _checked_params(**values: float) -> dict[str, Any]:
+    """Check the numeric parameters of ``simulate_sales``; return them as plain numbers."""
+    _check_count("history_days", values["history_days"], 0)
+    rules = {
+        "price_change": (lambda v: v > -1.0, "greater than -1 (a cut of 100% leaves no price)"),
+        "elasticity": (lambda v: True, ""),
+        "heterogeneity": (lambda v: True, ""),
+        "trend_sd": (lambda v: v >= 0.0, "at least 0"),
+        "weekly": (lambda v: v >= 0.0, "at least 0"),
+        "shock_sd": (lambda v: v >= 0.0, "at least 0"),
+        "promo_rate": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+        "promo_depth": (lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
+        "outlier_share": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+        "carryover_days": (lambda v: v >= 0.0, "at least 0 (0 means no carryover)"),
+        "base_units": (lambda v: v > 0.0, "greater than 0"),
+        "dispersion": (lambda v: v > 0.0, "greater than 0 (larger is closer to Poisson)"),
+    }
+    checked: dict[str, Any] = {"history_days": int(values["history_days"])}
+    for name, (ok, requirement) in rules.items():
+        value = values[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number) or not ok(number):
+            wanted = f"a finite number {requirement}".rstrip()
+            raise UsageError(f"{_flag_name(name)} must be {wanted}; got {value!r}.")
+        checked[name] = number
+    return checked
+
+
+def _checked_product_ids(products: pl.DataFrame) -> pl.Series:
+    check_columns(products, ["product_id"], "products")
+    if products.height == 0:
+        raise EmptyTableError("products: the table has no rows; nothing to simulate.")
+    ids = products.get_column("product_id")
+    if ids.null_count():
+        raise DataError(
+            f"products: column 'product_id' has {ids.null_count()} missing (null) values; "
+            "every product needs an id."
+        )
+    check_unique(products, ["product_id"], "products")
+    return ids
+
+
+def _product_features(products: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``base_price``, ``quality`` and brand multiplier per product, with their defaults."""
+    n = products.height
+    check_numeric(products, ["base_price", "quality"], "products")
+    for col in ("base_price", "quality"):
+        if col in products.columns:
+            values = products.get_column(col)
+            if values.null_count():
+                raise DataError(
+                    f"products: column {col!r} has {values.null_count()} missing values; "
+                    f"fill them or drop the column to use the default."
+                )
+            finite = values.cast(pl.Float64).is_finite()
+            if not finite.all():
+                bad = products.filter(~finite.to_numpy())
+                raise DataError(
+                    f"products: column {col!r} is not finite for product "
+                    f"{bad['product_id'][0]!r} ({bad[col][0]!r})."
+                )
+    if "base_price" in products.columns:
+        base_price = products.get_column("base_price").cast(pl.Float64).to_numpy()
+        bad = np.flatnonzero(base_price <= 0)
+        if len(bad):
+            raise DataError(
+                f"products: column 'base_price' must be positive, but {len(bad)} product(s) "
+                f"are not, e.g. product {products['product_id'][int(bad[0])]!r} has "
+                f"base_price {base_price[bad[0]]!r}."
+            )
+    else:
+        base_price = np.full(n, DEFAULT_BASE_PRICE)
+    quality = (
+        products.get_column("quality").cast(pl.Float64).to_numpy()
+        if "quality" in products.columns
+        else np.zeros(n)
+    )
+    if "brand" in products.columns:
+        multiplier = (
+            products.get_column("brand")
+            .cast(pl.String)
+            .replace_strict(dict(BRAND_MULTIPLIERS), default=1.0, return_dtype=pl.Float64)
+            .to_numpy()
+        )
+    else:
+        multiplier = np.ones(n)
+    return base_price, quality, multiplier
+
+
+def _row_positions(values: pl.Series, ids: pl.Series, table: str, column: str, hint: str) -> np.ndarray:
+    """Row of each value in the products table; unknown values raise DataError."""
+    if values.null_count():
+        raise DataError(f"{table}: column {column!r} has {values.null_count()} missing (null) values.")
+    if values.dtype != ids.dtype:
+        if values.dtype.is_integer() and ids.dtype.is_integer():
+            values, ids = values.cast(pl.Int64), ids.cast(pl.Int64)
+        else:
+            values, ids = values.cast(pl.String), ids.cast(pl.String)
+    rows = values.replace_strict(ids, np.arange(len(ids)), default=None, return_dtype=pl.Int64)
+    unknown = rows.is_null()
+    if unknown.any():
+        missing = values.filter(unknown)
+        raise DataError(
+            f"{table}: {missing.n_unique()} {column} value(s) are not in products, e.g. "
+            f"{missing[0]!r}; {hint}"
+        )
+    return rows.to_numpy()
+
+
+def _checked_assignment(
+    assignment: pl.DataFrame, ids: pl.Series
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Product rows, day numbers (since 1970-01-01), treated and blackout flags."""
+    check_columns(assignment, ["product_id", "date", "treated"], "assignment")
+    if assignment.height == 0:
+        raise EmptyTableError("assignment: the table has no rows; leave it out to simulate history only.")
+    date = assignment.get_column("date")
+    if isinstance(date.dtype, pl.Datetime):
+        date = date.dt.date()
+    if date.dtype != pl.Date:
+        raise ColumnTypeError(f"assignment: column 'date' must hold dates but has type {date.dtype}.")
+    if date.null_count():
+        raise DataError(f"assignment: column 'date' has {date.null_count()} missing (null) values.")
+    treated = _flag(assignment.get_column("treated"), "treated")
+    blackout = (
+        _flag(assignment.get_column("blackout"), "blackout")
+        if "blackout" in assignment.columns
+        else np.zeros(assignment.height, dtype=bool)
+    )
+    check_unique(assignment, ["product_id", "date"], "assignment")
+    rows = _row_positions(
+        assignment.get_column("product_id"),
+        ids,
+        "assignment",
+        "product_id",
+        "every assigned product must be in the products table.",
+    )
+    return rows, date.cast(pl.Int32).to_numpy().astype(np.int64), treated, blackout
+
+
+def _flag(values: pl.Series, column: str) -> np.ndarray:
+    if values.null_count():
+        raise DataError(f"assignment: column {column!r} has {values.null_count()} missing (null) values.")
+    if values.dtype == pl.Boolean:
+        return values.to_numpy()
+    if not values.dtype.is_numeric():
+        raise ColumnTypeError(f"assignment: column {column!r} must hold 0/1 but has type {values.dtype}.")
+    bad = values.filter(~values.is_in([0, 1]))
+    if len(bad):
+        raise DataError(f"assignment: column {column!r} must hold 0 or 1, found {bad[0]!r}.")
+    return (values == 1).to_numpy()
+
+
+def _panel_dates(
+    plan: tuple[np.ndarray, ...] | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    history_days: int,
+) -> tuple[dt.date, dt.date]:
+    if plan is not None:
+        day_numbers = plan[1]
+        first = _EPOCH + dt.timedelta(days=int(day_numbers.min()))
+        last = _EPOCH + dt.timedelta(days=int(day_numbers.max()))
+        start = first - dt.timedelta(days=history_days) if start is None else start
+        end = last if end is None else end
+    else:
+        if start is None and end is None:
+            raise DataError(
+                "no dates to simulate: give an assignment, or an end date (the panel then "
+                "covers history_days days up to it), or a start date."
+            )
+        if history_days < 1 and (start is None or end is None):
+            raise UsageError(f"--history-days must be at least 1 without an assignment; got {history_days}.")
+        start = end - dt.timedelta(days=history_days - 1) if start is None else start
+        end = start + dt.timedelta(days=history_days - 1) if end is None else end
+    if end < start:
+        raise DataError(f"the panel would end ({end.isoformat()}) before it starts ({start.isoformat()}).")
+    return start, end
+
+
+def _edge_matrix(edges: pl.DataFrame | None, ids: pl.Series) -> sparse.csr_matrix | None:
+    """Sparse matrix M with M[dst, src] = weight, so (M @ x)[i] sums over i's sources."""
+    if edges is None:
+        return None
+    check_columns(edges, ["src", "dst", "weight"], "edges")
+    check_numeric(edges, ["weight"], "edges")
+    weight = edges.get_column("weight").cast(pl.Float64)
+    if weight.null_count() or not weight.is_finite().all():
+        raise DataError("edges: column 'weight' has missing or non-finite values.")
+    hint = "every edge must join two products of the products table."
+    src = _row_positions(edges.get_column("src"), ids, "edges", "src", hint)
+    dst = _row_positions(edges.get_column("dst"), ids, "edges", "dst", hint)
+    loops = np.flatnonzero(src == dst)
+    if len(loops):
+        raise DataError(
+            f"edges: {len(loops)} edge(s) join a product to itself, e.g. "
+            f"{edges['src'][int(loops[0])]!r}; an own-price effect is not an edge."
+        )
+    check_unique(edges, ["src", "dst"], "edges")
+    n = len(ids)
+    return sparse.csr_matrix((weight.to_numpy(), (dst, src)), shape=(n, n))

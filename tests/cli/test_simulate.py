@@ -1,0 +1,40 @@
+import json
+
+import polars as pl
+
+
+def test_catalog_then_sales_from_an_assignment(run_cli, tmp_path):
+    d = tmp_path
+    assert run_cli("simulate", "catalog", "--n-products", "60", "--n-groups", "3", "--seed", "1",
+                   "-o", d / "products.csv", "--edges-out", d / "edges.parquet", "-q").code == 0
+    products = pl.read_csv(d / "products.csv")
+    assert {"product_id", "category", "quality", "brand", "base_price", "community"} <= set(products.columns)
+    assert pl.read_parquet(d / "edges.parquet").columns[:3] == ["src", "dst", "weight"]
+    assert run_cli("design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-15", "--seed", "2",
+                   "-o", d / "design.json", "-q").code == 0
+    assert run_cli("assign", "--design", d / "design.json", "--products", d / "products.csv",
+                   "-o", d / "assignment.parquet", "-q").code == 0
+    result = run_cli("simulate", "sales", "--products", d / "products.csv", "--assignment", d / "assignment.parquet",
+                     "--edges", d / "edges.parquet", "--history-days", "28", "--seed", "3",
+                     "-o", d / "sales.csv.gz", "--truth-out", d / "truth.json", "--product-truth-out", d / "pt.csv")
+    assert result.code == 0, result.stderr
+    sales = pl.read_csv(d / "sales.csv.gz")
+    assert sales.height == 60 * (28 + 14)
+    assert sales.columns == ["product_id", "date", "units", "price", "revenue"]
+    truth = json.loads((d / "truth.json").read_text())
+    assert truth["n_products"] == 60 and truth["effect"] > 0 and truth["provenance"]["seed"] == 3
+    assert "true effect" in result.stderr
+    assert pl.read_csv(d / "pt.csv").height == 60
+
+
+def test_history_only_needs_a_date_and_bad_values_are_usage_errors(run_cli, tmp_path):
+    (tmp_path / "p.csv").write_text("product_id\n1\n2\n")
+    no_dates = run_cli("simulate", "sales", "--products", tmp_path / "p.csv", "-o", tmp_path / "s.csv")
+    assert no_dates.code == 65 and "no dates to simulate" in no_dates.stderr
+    bad = run_cli("simulate", "sales", "--products", tmp_path / "p.csv", "--end", "2026-01-31",
+                  "--promo-rate", "1.5", "-o", tmp_path / "s.csv")
+    assert bad.code == 2 and "--promo-rate must be a finite number between 0 and 1; got 1.5" in bad.stderr
+    assert not (tmp_path / "s.csv").exists()
+    ok = run_cli("simulate", "sales", "--products", tmp_path / "p.csv", "--end", "2026-01-31",
+                 "--history-days", "10", "-o", "-", "-q")
+    assert ok.code == 0 and len(ok.text.splitlines()) == 1 + 2 * 10
