@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import polars as pl
 import typer
+from rich import box
 from rich.table import Table
 
 from pricelab_cli import __version__
@@ -390,6 +391,482 @@ def simulate_sales_command(
 
 
 # ------------------------------------------------------------------ analysis commands
+
+
+# ------------------------------------------------------------------ power
+
+
+@app.command(
+    epilog="Example: pricelab power --history history.parquet --products products.csv --design tb.json "
+    "--design rd.json --design co.json --effect 0.05 --reps 200 --outcome units -o power.csv"
+)
+def power(
+    history: InputPath,
+    products: InputPath,
+    design_paths: Annotated[list[str], typer.Option("--design", help="A design JSON; repeat to compare designs.")],
+    output: Output = "-",
+    outcome: Annotated[str, typer.Option(help="Outcome column of the history.")] = "units",
+    effect: Annotated[float, typer.Option(help="Relative effect injected on treated cells (0.05 = +5%).")] = 0.05,
+    reps: Annotated[int, typer.Option(help="Monte Carlo repetitions per design.")] = 200,
+    carryover_days: Annotated[float, typer.Option(help="Threat: the effect lingers, decaying over this many days.")] = 0.0,
+    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (for --spillover).")] = None,
+    spillover: Annotated[float, typer.Option(help="Threat: share of the effect leaking onto substitutes, opposite sign.")] = 0.0,
+    clusters: Annotated[Optional[str], typer.Option(help="product_id,cluster_id: also run every design by cluster.")] = None,
+    events: Annotated[Optional[str], typer.Option(help="product_id,event_date inside the history, for triggered designs.")] = None,
+    interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals [all].")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws in those repetitions.")] = 200,
+    jobs: Annotated[int, typer.Option(help="Worker processes [all cores].")] = 0,
+    repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    cluster_col: ClusterCol = "cluster_id",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
+    from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
+
+    run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None)
+    ids = {unit_col: "product_id"}
+    history_table = run.read(
+        history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
+        dates=["date"], unique=["product_id", "date"],
+    )
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    designs = [design_from_dict(io.read_json(p), source=p) for p in design_paths]
+    cluster_table = (
+        run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
+        if clusters else None
+    )
+    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
+    event_table = (
+        run.read(events, required=["product_id", "event_date"], rename=ids, dates=["event_date"]) if events else None
+    )
+    arms = design_arms(designs, cluster_table)
+    workers = jobs if jobs > 0 else (os.cpu_count() or 1)
+    with run.reporter.progress(f"{len(arms)} designs x {reps} repetitions", reps) as advance:
+        summary, repetitions = power_study(
+            history_table,
+            product_table,
+            arms,
+            estimator=HpteEstimator(features=product_table, n_bootstrap=bootstrap),
+            outcome=outcome,
+            effect=effect,
+            reps=reps,
+            threats=Threats(carryover_days=carryover_days, spillover=spillover),
+            edges=edge_table,
+            events=event_table,
+            interval_reps=interval_reps,
+            seed=seed,
+            n_jobs=workers,
+            on_progress=advance,
+        )
+    run.write(summary, output)
+    if repetitions_out:
+        run.write(repetitions, repetitions_out)
+    if plot is not None:
+        from pricelab_cli import plots
+
+        plots.power_bars(summary, str(plot))
+    table = Table(title=f"designs on this history: +{effect:.1%} injected, {reps} repetitions", title_justify="left")
+    for col in ("design", "bias", "se", "rmse", "power", "coverage", "mde"):
+        table.add_column(col, justify="right" if col != "design" else "left")
+    for row in summary.iter_rows(named=True):
+        cells = [row["design"]] + [
+            "-" if row[c] is None else f"{row[c]:.4g}" for c in ("bias", "se", "rmse", "power", "coverage", "mde")
+        ]
+        table.add_row(*cells)
+    run.reporter.table(table)
+
+
+class HpteMethod(str, enum.Enum):
+    hpte = "hpte"
+    did = "did"
+
+
+@app.command(
+    epilog="Example: pricelab hpte --sales sales.parquet --assignment assignment.parquet "
+    "--outcome units --outcome revenue --features products.csv -o effects.csv --cate-out cate.parquet"
+)
+def hpte(
+    sales: InputPath,
+    assignment: InputPath,
+    output: Output = "-",
+    outcome: Annotated[
+        Optional[list[str]], typer.Option("--outcome", help="Outcome column; repeat for several [units].")
+    ] = None,
+    features: Annotated[
+        Optional[str], typer.Option(help="Product features for the causal forest (product_id + columns).")
+    ] = None,
+    method: Annotated[
+        HpteMethod, typer.Option(help="hpte, or did: classic mean-after minus mean-before difference in differences.")
+    ] = HpteMethod.hpte,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap draws for the SE (0: none).")] = 500,
+    outlier_c: Annotated[
+        Optional[float],
+        typer.Option(min=0.0, help="Outlier filter drops about C products (tail share C / n_products) [4]."),
+    ] = None,
+    no_outlier_filter: Annotated[bool, typer.Option("--no-outlier-filter", help="Keep every product.")] = False,
+    no_detrend: Annotated[
+        bool, typer.Option("--no-detrend", help="Fit each product's level only (no trend or weekday terms).")
+    ] = False,
+    trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,
+    cate_out: Annotated[
+        Optional[str], typer.Option("--cate-out", help="Write product_id, cate (per-product effect) here.")
+    ] = None,
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Draw the treated-minus-control path of detrended outcomes to this PNG.")
+    ] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    cluster_col: ClusterCol = "cluster_id",
+    price_col: Annotated[str, typer.Option("--price-col", help="Price column of the sales (a forest feature).")] = "price",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Estimate the average price effect per product per day (heterogeneous panel treatment effect)."""
+    from pricelab_cli.hpte import estimate_hpte
+
+    run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None)
+    outcomes = list(dict.fromkeys(outcome or ["units"]))
+    for name in outcomes:
+        if name in ("product_id", "date", unit_col, time_col):
+            raise UsageError(f"--outcome {name!r} names the product or date column; give a measure such as units.")
+    if cate_out and method is HpteMethod.did:
+        raise UsageError("--cate-out needs the causal forest; it does not apply to --method did.")
+    ids = {unit_col: "product_id"}
+    # Repeated (product_id, date) rows are checked by the core on integer keys, several
+    # times faster than a generic check on a catalog's panel; its message names the file.
+    sales_table = run.read(sales, required=["product_id", "date", *outcomes], rename={**ids, time_col: "date"}, dates=["date"])
+    assignment_table = run.read(
+        assignment,
+        required=["product_id", "date", "treated"],
+        rename={**ids, time_col: "date", cluster_col: "cluster_id"},
+        dates=["date"],
+    )
+    feature_table = run.read(features, required=["product_id"], rename=ids, unique=["product_id"]) if features else None
+    if feature_table is not None and method is HpteMethod.did:
+        run.reporter.warn("--features is used by the causal forest only; --method did ignores it.")
+    with run.reporter.progress("bootstrap", bootstrap * len(outcomes)) as advance:
+        result = estimate_hpte(
+            sales_table,
+            assignment_table,
+            outcomes=outcomes,
+            features=feature_table,
+            method=method.value,
+            n_bootstrap=bootstrap,
+            seed=seed,
+            outlier_filter=not no_outlier_filter,
+            detrend=not no_detrend,
+            n_estimators=trees,
+            price_col=price_col,
+            effect_paths=plot is not None,
+            labels={"sales": _label(sales), "assignment": _label(assignment), "features": _label(features)},
+            progress=advance,
+            **({} if outlier_c is None else {"outlier_c": outlier_c}),
+        )
+    run.write(result.effects, output)
+    if cate_out:
+        run.write(_user_names(result.cate, unit_col=unit_col), cate_out)
+    if plot is not None:
+        from pricelab_cli.hpte.plot import effect_path_plot
+
+        effect_path_plot(result.paths, result.effects, str(plot), spacing_days=result.spacing_days)
+    _report_hpte(run.reporter, result, method.value)
+
+
+def _label(path: str | None) -> str:
+    return "standard input" if path == io.STDIO else str(path)
+
+
+def _report_hpte(reporter: Reporter, result, method: str) -> None:
+    unit = result.unit_label
+    for name, est in result.estimators.items():
+        models = ", ".join(f"{n:,} {model}" for model, n in est.baseline_models_.items() if n)
+        reporter.say(
+            f"{name}: {est.n_products_:,} products in the estimate, {est.n_outliers_:,} outliers dropped; "
+            f"baselines {models}; {est.arm_units_['treated']:,} treated and {est.arm_units_['control']:,} "
+            f"control {unit}s resampled"
+        )
+    if result.n_ignored_sales_products:
+        reporter.say(f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored).")
+    table = Table(title=f"{method}: effect per product per day", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("outcome", "estimate", "se", "95% interval", "p", "lift"):
+        table.add_column(col, justify="left" if col == "outcome" else "right", no_wrap=True)
+
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    for row in result.effects.iter_rows(named=True):
+        table.add_row(
+            row["outcome"],
+            num(row["estimate"]),
+            num(row["se"]),
+            f"{num(row['ci_low'])} to {num(row['ci_high'])}",
+            num(row["p_value"]),
+            "-" if row["lift"] is None else f"{100 * row['lift']:+.2f}%",
+        )
+    reporter.table(table)
+
+
+# ------------------------------------------------------------------ spillover: graph, cluster, ipw
+
+
+@app.command(
+    "spillover-graph",
+    epilog="Example: pricelab spillover-graph --sales history.parquet --products products.csv "
+    "--group-col category --fdr 0.05 -o edges.parquet",
+)
+def spillover_graph_command(
+    sales: Annotated[str, typer.Option(help="Daily history: product_id, date, outcome and price (a year is typical).")],
+    output: Output = "-",
+    products: Annotated[
+        Optional[str], typer.Option(help="product_id and --group-col: pairs inside a group are candidates.")
+    ] = None,
+    pairs: Annotated[Optional[str], typer.Option(help="src, dst: the candidate pairs, instead of groups.")] = None,
+    group_col: Annotated[str, typer.Option("--group-col", help="Products sharing a value are candidate pairs.")] = "category",
+    outcome: Annotated[str, typer.Option(help="Demand column (log(1 + demand) is regressed).")] = "units",
+    price_col: Annotated[str, typer.Option("--price-col", help="Price column (must be positive).")] = "price",
+    fdr: Annotated[float, typer.Option(help="Benjamini-Hochberg false-discovery rate over all tested pairs.")] = 0.05,
+    keep_complements: Annotated[
+        bool, typer.Option("--keep-complements", help="Keep significant negative cross-elasticities too.")
+    ] = False,
+    hac_lags: Annotated[int, typer.Option(min=0, help="Days of residual autocorrelation the SEs allow for.")] = 14,
+    all_pairs: Annotated[
+        Optional[str], typer.Option("--all-pairs", help="Also write every candidate pair: estimate, SE, q-value, status.")
+    ] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Find substitutes: does the price of src move the demand of dst? (cross-price elasticities, FDR cut)."""
+    from pricelab_cli.spillover.graph import spillover_graph
+
+    run = _run(quiet, seed, fmt, output, all_pairs)
+    if products is None and pairs is None:
+        raise UsageError("give --products (with --group-col) or --pairs to say which pairs to test.")
+    ids = {unit_col: "product_id"}
+    sales_table = run.read(
+        sales,
+        required=["product_id", "date", outcome, price_col],
+        rename={**ids, time_col: "date"},
+        dates=["date"],
+        unique=["product_id", "date"],
+    )
+    product_table = (
+        run.read(products, required=["product_id"] if pairs else ["product_id", group_col], rename=ids, unique=["product_id"])
+        if products
+        else None
+    )
+    pair_table = run.read(pairs, required=["src", "dst"]) if pairs else None
+    n_equations = pair_table["dst"].n_unique() if pair_table is not None else product_table.height
+    with run.reporter.progress("cross-price regressions", n_equations) as advance:
+        graph = spillover_graph(
+            sales_table,
+            product_table,
+            group_col=group_col,
+            pairs=pair_table,
+            outcome=outcome,
+            price_col=price_col,
+            fdr=fdr,
+            keep_complements=keep_complements,
+            hac_lags=hac_lags,
+            progress=advance,
+        )
+    run.write(graph.edges, output)
+    if all_pairs:
+        run.write(graph.pairs, all_pairs)
+    _report_spillover_graph(run.reporter, graph, keep_complements)
+
+
+def _report_spillover_graph(reporter: Reporter, graph, keep_complements: bool) -> None:
+    pairs = graph.pairs
+    untestable = graph.untestable
+    n_substitutes = int((graph.edges["weight"] > 0).sum())
+    kept = f"{graph.edges.height:,} edges kept at FDR {graph.fdr:g} ({n_substitutes:,} substitutes"
+    kept += f", {graph.edges.height - n_substitutes:,} complements)" if keep_complements else ")"
+    reporter.say(
+        f"{pairs.height:,} candidate pairs in {graph.n_blocks:,} blocks: {graph.n_tested:,} tested, "
+        f"{pairs.height - graph.n_tested:,} untestable; {kept}"
+    )
+    if untestable.height:
+        table = Table(title="untestable pairs (not in the FDR)", title_justify="left")
+        for col in ("reason", "pairs", "e.g."):
+            table.add_column(col, justify="right" if col == "pairs" else "left")
+        for row in untestable.iter_rows(named=True):
+            table.add_row(row["status"], f"{row['n_pairs']:,}", row["example"])
+        reporter.table(table)
+
+
+@app.command(
+    epilog="Example: pricelab cluster --edges edges.parquet --products products.csv --max-size 50 --seed 0 -o clusters.parquet"
+)
+def cluster(
+    edges: Annotated[str, typer.Option(help="Substitutes graph: src, dst, weight (as spillover-graph writes it).")],
+    output: Output = "-",
+    products: Annotated[
+        Optional[str], typer.Option(help="product_id of every product; those on no edge get a cluster of their own.")
+    ] = None,
+    max_size: Annotated[Optional[int], typer.Option("--max-size", min=1, help="Hard bound on products per cluster.")] = None,
+    resolution: Annotated[
+        float, typer.Option(help="Modularity resolution: above 1 gives more, smaller clusters.")
+    ] = 1.0,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw the distribution of cluster sizes to this PNG.")] = None,
+    unit_col: UnitCol = "product_id",
+    cluster_col: ClusterCol = "cluster_id",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Partition the substitutes graph into clusters (Leiden) that assign --clusters randomises together."""
+    from pricelab_cli.spillover.cluster import cluster_size_plot, leiden_clusters
+
+    run = _run(quiet, seed, fmt, output, str(plot) if plot else None)
+    edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=products is not None)
+    product_table = (
+        run.read(products, required=["product_id"], rename={unit_col: "product_id"}, unique=["product_id"])
+        if products
+        else None
+    )
+    with run.reporter.progress("leiden", 2) as advance:
+        result = leiden_clusters(
+            edge_table, product_table, max_size=max_size, resolution=resolution, seed=seed, progress=advance
+        )
+    run.write(_user_names(result.clusters, unit_col=unit_col, cluster_col=cluster_col), output)
+    if plot is not None:
+        cluster_size_plot(result, str(plot), max_size=max_size)
+    _report_clusters(run.reporter, result, max_size)
+
+
+def _report_clusters(reporter: Reporter, result, max_size: int | None) -> None:
+    q = result.size_quantiles()
+    reporter.say(
+        f"{result.n_clusters:,} clusters of {int(result.sizes.sum()):,} products "
+        f"({result.n_isolated:,} on no edge, each alone); size min {q[0.0]:.0f}, median {q[0.5]:g}, "
+        f"90% {q[0.9]:g}, 99% {q[0.99]:g}, max {q[1.0]:.0f}"
+    )
+    if max_size is not None:
+        note = f"{result.n_resplit:,} cluster(s) above --max-size {max_size} were re-split"
+        if result.n_balanced:
+            note += f" ({result.n_balanced:,} by a balanced cut)"
+        reporter.say(note)
+    reporter.say(
+        f"edge weight cut: {result.cut_share:.1%} (spillover between clusters, which cluster randomisation does not contain)"
+    )
+
+
+@app.command(
+    epilog="Example: pricelab ipw --sales sales.parquet --assignment assignment.parquet --edges edges.parquet "
+    "--design design.json --products products.csv --outcome units -o spillover.csv"
+)
+def ipw(
+    sales: Annotated[str, typer.Option(help="Sales with each product's history before the experiment.")],
+    assignment: Annotated[str, typer.Option(help="The assignment written by `pricelab assign` from --design.")],
+    edges: Annotated[str, typer.Option(help="Substitutes graph src, dst, weight: dst is exposed through src.")],
+    design_path: Annotated[str, typer.Option("--design", help="The design JSON the assignment was drawn from.")],
+    products: Annotated[str, typer.Option(help="The products table the assignment was made from.")],
+    output: Output = "-",
+    clusters: Annotated[
+        Optional[str], typer.Option(help="product_id, cluster_id used by assign (else the assignment's cluster_id).")
+    ] = None,
+    outcome: Annotated[str, typer.Option(help="Outcome column of the sales.")] = "units",
+    exposure_threshold: Annotated[
+        float, typer.Option(help="Exposed when the treated share of incoming substitute weight exceeds this.")
+    ] = 0.0,
+    replays: Annotated[int, typer.Option(min=1, help="Replays of the design when probabilities are not exact.")] = 200,
+    bootstrap: Annotated[int, typer.Option(min=2, help="Bootstrap draws over randomisation units for the SE.")] = 500,
+    clip: Annotated[
+        Optional[float], typer.Option(help="Raise exposure probabilities below this to it (weights at most 1/clip).")
+    ] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    cluster_col: ClusterCol = "cluster_id",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Direct and spillover effects by inverse-probability weighting, with exposure probabilities from the design."""
+    from pricelab_cli.spillover.ipw import ipw_effects
+
+    run = _run(quiet, seed, fmt, output)
+    spec = design_from_dict(io.read_json(design_path), source=design_path)
+    ids = {unit_col: "product_id"}
+    sales_table = run.read(
+        sales, required=["product_id", "date", outcome], rename={**ids, time_col: "date"}, dates=["date"],
+        unique=["product_id", "date"],
+    )
+    assignment_table = run.read(
+        assignment,
+        required=["product_id", "date", "treated"],
+        rename={**ids, time_col: "date", cluster_col: "cluster_id"},
+        dates=["date"],
+        unique=["product_id", "date"],
+    )
+    edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=True)
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    cluster_table = (
+        run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
+        if clusters
+        else None
+    )
+    with run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance:
+        result = ipw_effects(
+            sales_table,
+            assignment_table,
+            edge_table,
+            spec,
+            product_table,
+            clusters=cluster_table,
+            outcome=outcome,
+            exposure_threshold=exposure_threshold,
+            replays=replays,
+            bootstrap=bootstrap,
+            clip=clip,
+            seed=seed,
+            progress=advance,
+        )
+    run.write(result.effects, output)
+    _report_ipw(run.reporter, result, outcome)
+
+
+def _report_ipw(reporter: Reporter, result, outcome: str) -> None:
+    exposure = result.exposure
+    how = "exact" if exposure.method == "exact" else f"from {exposure.n_replays:,} replays of the design"
+    counts = dict(exposure.cells.group_by("condition").len().iter_rows())
+    names = ("neither", "spillover only", "treated only", "treated and exposed")
+    shown = ", ".join(f"{counts.get(c, 0):,} {name}" for c, name in enumerate(names))
+    reporter.say(f"exposure probabilities {how}; product-days: {shown}; {result.n_units:,} randomisation units")
+    if result.left_out.height:
+        summary = result.left_out.group_by("effect", "reason", maintain_order=True).agg(
+            pl.len().alias("n"), pl.col("product_id").first().cast(pl.String).alias("example")
+        )
+        for row in summary.iter_rows(named=True):
+            reporter.say(
+                f"{row['effect']}: {row['n']:,} product(s) left out, e.g. {row['example']}: {row['reason']}"
+            )
+    table = Table(title=f"{outcome}: effect per product per day (Hajek IPW, 95% interval)", title_justify="left")
+    for col in ("effect", "estimate", "se", "95% CI", "p", "product-days"):
+        table.add_column(col, justify="left" if col == "effect" else "right")
+
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    for row in result.effects.iter_rows(named=True):
+        table.add_row(
+            row["effect"], num(row["estimate"]), num(row["se"]), f"{num(row['ci_low'])} to {num(row['ci_high'])}",
+            num(row["p_value"]), f"{row['n']:,}",
+        )
+    reporter.table(table)
 
 
 # ------------------------------------------------------------------ entry point

@@ -98,3 +98,20 @@ def save_figure(fig, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def power_bars(summary: pl.DataFrame, path: str) -> None:
+    """SE and bias per design side by side; bias bars carry +-1.96 Monte Carlo errors."""
+    labels = summary["design"].to_list()
+    x = np.arange(len(labels))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(7.0, 1.4 * len(labels) + 3), 4.2), dpi=110)
+    left.bar(x, summary["se"].to_numpy(), color="#1f77b4")
+    left.set_title("standard error (spread of estimates)")
+    right.bar(x, summary["bias"].to_numpy(), yerr=1.96 * summary["bias_mc_se"].to_numpy(), color="#d62728", capsize=4)
+    right.axhline(0.0, color="black", linewidth=0.8)
+    right.set_title("bias (95% Monte Carlo band)")
+    for ax in (left, right):
+        ax.set_xticks(x, labels, rotation=20, ha="right")
+        ax.set_ylabel("outcome units per product per day")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -6,9 +6,11 @@ out=sample_data
 mkdir -p "$out"
 pricelab simulate catalog --n-products 200 --n-groups 10 --community-size 5 --seed 7 \
     -o "$out/products.csv" --edges-out "$out/true_edges.csv" -q
-# A year of daily history before the experiment (2025-03-02 .. 2026-03-01).
+# A year of daily history before the experiment (2025-03-02 .. 2026-03-01). Frequent, deep
+# promotions and steady sellers give the independent price variation that reveals substitutes.
 pricelab simulate sales --products "$out/products.csv" --edges "$out/true_edges.csv" \
-    --end 2026-03-01 --history-days 365 --seed 8 -o "$out/history.parquet" -q
+    --end 2026-03-01 --history-days 365 --promo-rate 0.1 --promo-depth 0.3 --dispersion 50 \
+    --base-units 50 --seed 8 -o "$out/history.parquet" -q
 # Event dates for a triggered design: one per product for 150 of the 200 products.
 python - "$out" <<'PY'
 import datetime as dt, sys

@@ -1,0 +1,261 @@
+"""Step 1 of hpte: predict each product's untreated outcome and take first differences.
+
+Baseline model
+--------------
+Each product's own pre-experiment rows are fitted by ordinary least squares with
+
+    y_it = level_i + trend_i * t + weekday_i[dow_t] + e_it
+
+(``t`` in panel periods, 0 on the product's first assignment date, so ``level_i`` is the
+level there; weekday terms only on daily panels, Monday is the reference day). All products
+are fitted at once: the normal equations of every product are built from grouped sums
+(``np.bincount`` over product x weekday keys) and solved as one batch of small systems (``np.linalg.solve`` on a stack); a tiny ridge on
+every term but the level gives a weekday never seen in a product's history no effect
+instead of breaking the solve.
+
+Products need ``MIN_PRE_DAILY`` pre-experiment days (daily panels; four weeks so each
+weekday is seen four times) or ``MIN_PRE_PERIODS`` pre-experiment periods (weekly,
+quarterly, ... panels) for that model. With less history they fall back to a level only
+(the mean of the history they have); with none they are left out. Counts are reported.
+``detrend=False`` fits a level only for everyone (the classic first difference).
+
+Common shocks
+-------------
+After the baseline prediction, the shock shared by all products on a date is the mean
+residual of the *control* experiment rows on that date (rows the treatment cannot have
+touched, and not used in any fit). Dates with no control row (history, or a date where every
+product in its window is treated) use the mean residual of the pre-experiment rows on that
+date, else 0. The shock is added to the prediction: ``counterfactual = baseline + shock``
+and ``residual = observed - counterfactual``. Shocks are additive (in outcome units) so
+that the estimate stays a difference of means of the observed outcome.
+
+First difference
+----------------
+A cell is (product, arm); its first difference is the mean residual over its experiment
+rows (blackout rows are not in the panel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import polars as pl
+
+from pricelab_cli.errors import PricelabWarning
+from pricelab_cli.hpte.panel import Panel, build_panel
+
+MIN_PRE_DAILY = 28
+MIN_PRE_PERIODS = 8
+MODEL_NONE, MODEL_LEVEL, MODEL_TREND = 0, 1, 2
+MODEL_NAMES = {MODEL_NONE: "left out", MODEL_LEVEL: "level only", MODEL_TREND: "level+trend"}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BaselineFit:
+    """Per-product baseline coefficients fitted on pre-experiment rows.
+
+    ``weekday`` is (n_products, 7) with Monday's column 0; ``model`` is one of MODEL_*.
+    ``volatility`` is the residual standard deviation of the history (NaN without one).
+    """
+
+    level: np.ndarray
+    trend: np.ndarray
+    weekday: np.ndarray
+    model: np.ndarray
+    n_pre: np.ndarray
+    volatility: np.ndarray
+
+    def model_counts(self, daily: bool) -> dict[str, int]:
+        """How many products got each baseline model (for the run's summary)."""
+        full = "level+trend+weekday" if daily else "level+trend"
+        counts = np.bincount(self.model, minlength=3)
+        return {full: int(counts[MODEL_TREND]), "level only": int(counts[MODEL_LEVEL]), "left out": int(counts[MODEL_NONE])}
+
+
+def _normal_equations(panel: Panel, y: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked X'X (n, k, k) and X'y (n, k) of the level+trend(+weekday) model from grouped sums."""
+    code = panel.code[rows]
+    t = panel.t[rows]
+    yy = y[rows]
+    if not panel.daily:
+        count = np.bincount(code, minlength=n)
+        st = np.bincount(code, weights=t, minlength=n)
+        xtx = np.empty((n, 2, 2))
+        xtx[:, 0, 0] = count
+        xtx[:, 0, 1] = xtx[:, 1, 0] = st
+        xtx[:, 1, 1] = np.bincount(code, weights=t * t, minlength=n)
+        xty = np.stack([np.bincount(code, weights=yy, minlength=n), np.bincount(code, weights=t * yy, minlength=n)], 1)
+        return xtx, xty
+    key = code * 7 + panel.weekday[rows]
+    count = np.bincount(key, minlength=7 * n).reshape(n, 7).astype(np.float64)
+    st = np.bincount(key, weights=t, minlength=7 * n).reshape(n, 7)
+    sy = np.bincount(key, weights=yy, minlength=7 * n).reshape(n, 7)
+    xtx = np.zeros((n, 8, 8))
+    xtx[:, 0, 0] = count.sum(1)
+    xtx[:, 0, 1] = xtx[:, 1, 0] = st.sum(1)
+    xtx[:, 1, 1] = np.bincount(code, weights=t * t, minlength=n)
+    days = np.arange(1, 7)
+    xtx[:, 0, 1 + days] = xtx[:, 1 + days, 0] = count[:, 1:]
+    xtx[:, 1, 1 + days] = xtx[:, 1 + days, 1] = st[:, 1:]
+    xtx[:, 1 + days, 1 + days] = count[:, 1:]
+    xty = np.empty((n, 8))
+    xty[:, 0] = sy.sum(1)
+    xty[:, 1] = np.bincount(code, weights=t * yy, minlength=n)
+    xty[:, 2:] = sy[:, 1:]
+    return xtx, xty
+
+
+def fit_baselines(panel: Panel, y: np.ndarray, *, detrend: bool = True) -> BaselineFit:
+    """Fit every product's baseline on its pre-experiment rows, all products at once."""
+    n = panel.n_products
+    pre_rows = np.flatnonzero(panel.pre)
+    n_pre = np.bincount(panel.code[pre_rows], minlength=n)
+    min_full = MIN_PRE_DAILY if panel.daily else MIN_PRE_PERIODS
+    model = np.where(n_pre == 0, MODEL_NONE, MODEL_LEVEL)
+    if detrend:
+        model = np.where(n_pre >= min_full, MODEL_TREND, model)
+    model = model.astype(np.int8)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.bincount(panel.code[pre_rows], weights=y[pre_rows], minlength=n) / n_pre
+    trend = np.zeros(n)
+    weekday = np.zeros((n, 7))
+    full = np.flatnonzero(model == MODEL_TREND)
+    if len(full):
+        full_rows = pre_rows[model[panel.code[pre_rows]] == MODEL_TREND]
+        xtx, xty = _normal_equations(panel, y, full_rows, n)
+        xtx, xty = xtx[full], xty[full]
+        # A tiny ridge on every term but the level keeps each system solvable when a weekday
+        # never occurs in a product's history (that weekday's effect is then 0).
+        k = xtx.shape[1]
+        ridge = 1e-9 * xtx[:, 0, 0][:, None] * (np.arange(k) > 0)[None, :]
+        xtx[:, np.arange(k), np.arange(k)] += ridge
+        beta = np.linalg.solve(xtx, xty[:, :, None])[:, :, 0]
+        level[full] = beta[:, 0]
+        trend[full] = beta[:, 1]
+        if panel.daily:
+            weekday[full, 1:] = beta[:, 2:]
+    level[model == MODEL_NONE] = np.nan
+
+    fit = BaselineFit(level, trend, weekday, model, n_pre, np.full(n, np.nan))
+    resid = y[pre_rows] - _baseline_at(panel, fit, pre_rows)
+    n_params = np.where(model == MODEL_TREND, 8 if panel.daily else 2, 1)
+    ssr = np.bincount(panel.code[pre_rows], weights=resid * resid, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fit.volatility[:] = np.where(n_pre > 0, np.sqrt(ssr / np.maximum(n_pre - n_params, 1)), np.nan)
+    return fit
+
+
+def _baseline_at(panel: Panel, fit: BaselineFit, rows: np.ndarray) -> np.ndarray:
+    code = panel.code[rows]
+    return fit.level[code] + fit.trend[code] * panel.t[rows] + fit.weekday[code, panel.weekday[rows]]
+
+
+def common_shocks(panel: Panel, residual: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Shock per date: mean residual of control experiment rows, else of history rows, else 0."""
+    n_dates = len(panel.dates)
+    control = usable & ~panel.pre & (panel.treated == 0)
+    history = usable & panel.pre
+
+    def date_mean(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        count = np.bincount(panel.date_index[mask], minlength=n_dates)
+        total = np.bincount(panel.date_index[mask], weights=residual[mask], minlength=n_dates)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / count, count
+
+    control_mean, control_count = date_mean(control)
+    history_mean, history_count = date_mean(history)
+    return np.where(control_count > 0, control_mean, np.where(history_count > 0, history_mean, 0.0))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detrended:
+    """Residuals and counterfactuals per panel row (NaN for products left out)."""
+
+    residual: np.ndarray
+    counterfactual: np.ndarray
+    usable: np.ndarray
+    shock: np.ndarray
+    fit: BaselineFit
+
+
+def detrend_panel(panel: Panel, outcome: str, *, detrend: bool = True, remove_shocks: bool = True) -> Detrended:
+    """Baseline prediction, common-shock removal and residuals for one outcome."""
+    y = panel.outcomes[outcome]
+    fit = fit_baselines(panel, y, detrend=detrend)
+    usable = fit.model[panel.code] != MODEL_NONE
+    baseline = np.full(len(y), np.nan)
+    rows = np.flatnonzero(usable)
+    baseline[rows] = _baseline_at(panel, fit, rows)
+    residual = y - baseline
+    shock = common_shocks(panel, residual, usable) if remove_shocks else np.zeros(len(panel.dates))
+    counterfactual = baseline + shock[panel.date_index]
+    return Detrended(y - counterfactual, counterfactual, usable, shock, fit)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Cells:
+    """One entry per (product, arm) cell with experiment rows."""
+
+    code: np.ndarray
+    treated: np.ndarray
+    first_difference: np.ndarray
+    counterfactual: np.ndarray
+    n_rows: np.ndarray
+
+    def take(self, keep: np.ndarray) -> "Cells":
+        return Cells(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
+
+
+def first_difference(panel: Panel, detrended: Detrended) -> Cells:
+    """Mean residual (and mean counterfactual) over each cell's experiment rows."""
+    rows = np.flatnonzero(~panel.pre & detrended.usable)
+    key = panel.code[rows] * 2 + panel.treated[rows]
+    # Keys are dense (2 per product), so counting replaces sorting.
+    present = np.bincount(key, minlength=2 * panel.n_products) > 0
+    cell_key = np.flatnonzero(present)
+    cell_of_row = (np.cumsum(present) - 1)[key]
+    n_rows = np.bincount(cell_of_row)
+    fd = np.bincount(cell_of_row, weights=detrended.residual[rows]) / n_rows
+    cf = np.bincount(cell_of_row, weights=detrended.counterfactual[rows]) / n_rows
+    return Cells(cell_key // 2, (cell_key % 2).astype(np.int8), fd, cf, n_rows)
+
+
+def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
+    """Warn about products with no pre-experiment history (left out of the analysis)."""
+    left_out = np.flatnonzero(fit.model == MODEL_NONE)
+    if len(left_out):
+        warnings.warn(
+            f"{outcome}: {len(left_out)} product(s) have no sales before their experiment starts "
+            f"and are left out, e.g. {panel.product_ids[int(left_out[0])]!r}.",
+            PricelabWarning,
+            stacklevel=3,
+        )
+
+
+def detrended_outcomes(sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str) -> pl.DataFrame:
+    """Detrended experiment rows of ``outcome``: one row per analysed (product_id, date).
+
+    Returns ``product_id``, ``date``, ``treated`` (Int8), ``residual`` (observed minus
+    predicted counterfactual, common shocks removed) and ``counterfactual`` (predicted
+    untreated outcome) for every non-blackout experiment date with sales, of every product
+    with pre-experiment history (products without any are left out with a warning).
+    Sorted by product (id order) then date.
+    """
+    panel = build_panel(sales, assignment, [outcome])
+    detrended = detrend_panel(panel, outcome)
+    warn_left_out(panel, detrended.fit, outcome)
+    rows = np.flatnonzero(~panel.pre & detrended.usable)
+    order = np.lexsort((panel.date_index[rows], panel.code[rows]))
+    rows = rows[order]
+    return pl.DataFrame(
+        {
+            "product_id": panel.product_ids.gather(panel.code[rows]),
+            "date": pl.Series(panel.dates[panel.date_index[rows]].astype(np.int32)).cast(pl.Date),
+            "treated": pl.Series(panel.treated[rows], dtype=pl.Int8),
+            "residual": detrended.residual[rows],
+            "counterfactual": detrended.counterfactual[rows],
+        }
+    )

@@ -1,0 +1,406 @@
+"""The hpte estimator: first difference, outlier filter, leaf second difference, bootstrap.
+
+``HeterogeneousPanelEffect`` is the estimator for one outcome (scikit-learn shape: a
+logic-free ``__init__``, ``fit`` returns ``self``, fitted attributes end in ``_``);
+``estimate_hpte`` runs it for several outcomes on one panel and returns the tables the
+command writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from pricelab_cli.errors import DataError, PricelabWarning, UsageError
+from pricelab_cli.hpte.bootstrap import bootstrap_se
+from pricelab_cli.hpte.detrend import (
+    Cells,
+    Detrended,
+    detrend_panel,
+    first_difference,
+    warn_left_out,
+)
+from pricelab_cli.hpte.forest import (
+    DEFAULT_MAX_SAMPLES,
+    DEFAULT_MIN_SAMPLES_LEAF,
+    DEFAULT_TREES,
+    encode_features,
+    forest_leaves,
+    leaf_second_difference,
+    pre_period_summaries,
+)
+from pricelab_cli.hpte.outliers import DEFAULT_OUTLIER_C, outlier_filter, product_swings
+from pricelab_cli.hpte.panel import Panel, build_panel
+
+METHODS = ("hpte", "did")
+EFFECT_COLUMNS = ("outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift", "n_products", "n_outliers")
+# Fewer resampling units than this in an arm and the bootstrap cannot see that arm's noise.
+MIN_RELIABLE_UNITS = 5
+# History shown before the start in the effect path: twice the experiment, at least this.
+MIN_PATH_PRE_PERIODS = 14
+STRATUM_NAMES = {0: "control", 1: "treated", 2: "both arms"}
+
+
+class HeterogeneousPanelEffect:
+    """Heterogeneous panel treatment effect of one outcome (or the classic DID baseline).
+
+    Parameters
+    ----------
+    method : ``"hpte"`` (detrended first differences, outlier filter, causal-forest second
+        difference) or ``"did"`` (mean after minus mean before, difference of arm means).
+    n_bootstrap : bootstrap draws (0: no SE).
+    outlier_c : about how many products the outlier filter drops (tail share ``c / n``).
+    outlier_filter : whether to filter outliers (hpte only).
+    detrend : fit level + trend (+ weekday) baselines; False fits the level only.
+    n_estimators, max_samples, min_samples_leaf, n_jobs : the causal forest's size.
+    random_state : seed of the forest and of the bootstrap.
+    effect_path : whether to compute ``path_`` (the data of ``--plot``).
+
+    Attributes (after ``fit``)
+    --------------------------
+    estimate_, se_, ci_low_, ci_high_, p_value_, lift_ : the effect per product per day
+        (outcome units, products weighted equally) and its uncertainty.
+    n_products_, n_outliers_ : products in the estimate; products dropped as outliers.
+    cate_ : ``product_id``, ``cate`` for every assigned product (null when the product is
+        not in the estimate, or for ``did``).
+    path_ : treated-minus-control mean residual per period relative to the start (None
+        when ``effect_path`` is False).
+    baseline_models_ : products per baseline model (``level+trend+weekday``, ``level only``,
+        ``left out``).
+    n_unmatched_ : products never in a two-armed leaf (not in the estimate).
+    arm_units_ : resampling units with treated and with control cells.
+    bootstrap_draws_ : the bootstrap replicates of the estimate.
+    """
+
+    def __init__(
+        self,
+        method: str = "hpte",
+        n_bootstrap: int = 500,
+        outlier_c: float = DEFAULT_OUTLIER_C,
+        outlier_filter: bool = True,
+        detrend: bool = True,
+        n_estimators: int = DEFAULT_TREES,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        min_samples_leaf: int = DEFAULT_MIN_SAMPLES_LEAF,
+        n_jobs: int = -1,
+        random_state: int = 0,
+        effect_path: bool = True,
+    ) -> None:
+        self.method = method
+        self.n_bootstrap = n_bootstrap
+        self.outlier_c = outlier_c
+        self.outlier_filter = outlier_filter
+        self.detrend = detrend
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.min_samples_leaf = min_samples_leaf
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.effect_path = effect_path
+
+    def fit(
+        self,
+        sales: pl.DataFrame,
+        assignment: pl.DataFrame,
+        outcome: str = "units",
+        features: pl.DataFrame | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> "HeterogeneousPanelEffect":
+        """Estimate the effect of the assignment's treatment on ``outcome``."""
+        panel = build_panel(sales, assignment, [outcome])
+        user = encode_features(features, panel.product_ids) if features is not None else None
+        return self.fit_panel(panel, outcome, user, progress)
+
+    def fit_panel(
+        self,
+        panel: Panel,
+        outcome: str,
+        user_features: tuple[np.ndarray, list[str]] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> "HeterogeneousPanelEffect":
+        """``fit`` on a panel already laid out (shared by several outcomes)."""
+        self._check_params()
+        classic = self.method == "did"
+        detrended = detrend_panel(panel, outcome, detrend=self.detrend and not classic, remove_shocks=not classic)
+        warn_left_out(panel, detrended.fit, outcome)
+        cells = first_difference(panel, detrended)
+        _check_arms(cells, outcome)
+
+        keep_product = np.ones(panel.n_products, dtype=bool)
+        if not classic and self.outlier_filter:
+            swing, stratum = product_swings(cells, detrended.fit.volatility, panel.n_products)
+            analysed = np.flatnonzero(stratum >= 0)
+            keep_product[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
+        self.n_outliers_ = int((~keep_product).sum())
+        cells = cells.take(keep_product[cells.code])
+        _check_arms(cells, outcome, after="the outlier filter")
+
+        cells_per_product = np.bincount(cells.code, minlength=panel.n_products)
+        weight = 1.0 / cells_per_product[cells.code]
+        if classic:
+            leaves = np.zeros((len(cells.code), 1), dtype=np.int64)
+        else:
+            X = self._cell_features(panel, detrended, cells, user_features)
+            leaves = forest_leaves(
+                X,
+                cells.treated,
+                cells.first_difference,
+                n_estimators=self.n_estimators,
+                max_samples=self.max_samples,
+                min_samples_leaf=self.min_samples_leaf,
+                random_state=self.random_state,
+                n_jobs=self.n_jobs,
+            )
+        leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, weight)
+        in_estimate = leaf.matched
+        self.estimate_ = leaf.estimate
+        self.n_products_ = int(np.unique(cells.code[in_estimate]).size)
+        self.n_unmatched_ = int(np.unique(cells.code).size) - self.n_products_
+        if self.n_unmatched_:
+            warnings.warn(
+                f"{outcome}: {self.n_unmatched_} product(s) never share a forest leaf with the other arm "
+                "and are not in the estimate.",
+                PricelabWarning,
+                stacklevel=2,
+            )
+
+        unit_of_cell = panel.unit[cells.code]
+        n_units = int(panel.unit.max()) + 1
+        unit_influence_all = np.bincount(unit_of_cell, weights=leaf.influence, minlength=n_units)
+        has_t = np.bincount(unit_of_cell, weights=cells.treated * in_estimate, minlength=n_units) > 0
+        has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * in_estimate, minlength=n_units) > 0
+        present = has_t | has_c
+        self.arm_units_ = {"treated": int(has_t.sum()), "control": int(has_c.sum())}
+        self._warn_few_units(panel, outcome)
+        unit_stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
+        boot = bootstrap_se(self.estimate_, unit_influence_all[present], unit_stratum, self.n_bootstrap, self.random_state, progress)
+        self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
+        self.bootstrap_draws_ = boot.draws
+
+        treated_cells = (cells.treated == 1) & in_estimate
+        if classic:
+            # The DID counterfactual of the treated: their observed mean less the effect.
+            observed = cells.counterfactual[treated_cells] + cells.first_difference[treated_cells]
+            counterfactual = float(observed.mean()) - self.estimate_
+        else:
+            counterfactual = float(cells.counterfactual[treated_cells].mean())
+        self.lift_ = self.estimate_ / counterfactual if counterfactual != 0 else float("nan")
+
+        self.cate_ = _product_cate(panel, cells, leaf.cate if not classic else None)
+        self.path_ = effect_path(panel, detrended, keep_product) if self.effect_path else None
+        self.baseline_models_ = detrended.fit.model_counts(panel.daily)
+        self.outcome_ = outcome
+        return self
+
+    def _check_params(self) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"--method {self.method!r} is not one of: {', '.join(METHODS)}.")
+        if self.n_bootstrap < 0:
+            raise UsageError(f"--bootstrap {self.n_bootstrap} must be 0 or more.")
+        if not self.outlier_c >= 0:
+            raise UsageError(f"--outlier-c {self.outlier_c} must be 0 or more.")
+        if self.n_estimators < 1 or self.min_samples_leaf < 1 or self.max_samples < 2:
+            raise UsageError("the forest needs at least 1 tree, leaves of at least 1 cell and 2 samples a tree.")
+
+    def _cell_features(self, panel: Panel, detrended: Detrended, cells: Cells, user_features) -> np.ndarray:
+        """Product features (user columns and pre-period summaries), one row per cell."""
+        exp_rows = np.flatnonzero(~panel.pre & detrended.usable)
+        forecast = detrended.counterfactual[exp_rows] - detrended.shock[panel.date_index[exp_rows]]
+        count = np.bincount(panel.code[exp_rows], minlength=panel.n_products)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = np.bincount(panel.code[exp_rows], weights=forecast, minlength=panel.n_products) / count
+        summaries, _ = pre_period_summaries(level, detrended.fit.trend, detrended.fit.volatility, panel.price)
+        blocks = [summaries] if user_features is None else [user_features[0], summaries]
+        return np.column_stack(blocks)[cells.code]
+
+    def _warn_few_units(self, panel: Panel, outcome: str) -> None:
+        few = {arm: n for arm, n in self.arm_units_.items() if n < MIN_RELIABLE_UNITS}
+        if few and self.n_bootstrap > 0:
+            shown = " and ".join(f"{n} {arm}" for arm, n in few.items())
+            warnings.warn(
+                f"{outcome}: only {shown} {panel.unit_label}(s) to resample; the bootstrap keeps each arm's "
+                "units, so it cannot see that arm's own noise and the SE is unreliable (too small).",
+                PricelabWarning,
+                stacklevel=3,
+            )
+
+    def summary(self) -> dict:
+        """The output row of this outcome (SPEC column order)."""
+        return {
+            "outcome": self.outcome_,
+            "estimate": self.estimate_,
+            "se": self.se_,
+            "ci_low": self.ci_low_,
+            "ci_high": self.ci_high_,
+            "p_value": self.p_value_,
+            "lift": self.lift_,
+            "n_products": self.n_products_,
+            "n_outliers": self.n_outliers_,
+        }
+
+
+def _check_arms(cells: Cells, outcome: str, after: str | None = None) -> None:
+    for arm, name in ((1, "treated"), (0, "control")):
+        if not (cells.treated == arm).any():
+            reason = f" after {after}" if after else " with pre-experiment history"
+            raise DataError(f"{outcome}: the {name} arm has no products{reason}; both arms need products.")
+
+
+def _product_cate(panel: Panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
+    cate = np.full(panel.n_products, np.nan)
+    if cell_cate is not None:
+        known = np.isfinite(cell_cate)
+        count = np.bincount(cells.code[known], minlength=panel.n_products)
+        total = np.bincount(cells.code[known], weights=cell_cate[known], minlength=panel.n_products)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cate = np.where(count > 0, total / count, np.nan)
+    return pl.DataFrame({"product_id": panel.product_ids, "cate": cate}).with_columns(pl.col("cate").fill_nan(None))
+
+
+def effect_path(panel: Panel, detrended: Detrended, keep_product: np.ndarray) -> pl.DataFrame:
+    """Treated-minus-control mean residual per period relative to each product's start.
+
+    Before the start a product counts in the arm it has on its first assignment date; during
+    the experiment each row counts in its own arm. The band is the 95% normal interval of a
+    difference of two independent means. History is shown for twice the experiment's length
+    (at least ``MIN_PATH_PRE_PERIODS`` periods).
+    """
+    rows = np.flatnonzero(detrended.usable & keep_product[panel.code])
+    period = np.rint(panel.t[rows]).astype(np.int64)
+    exp = ~panel.pre[rows]
+    n_exp = int(period[exp].max()) + 1 if exp.any() else 1
+    first = -max(2 * n_exp, MIN_PATH_PRE_PERIODS)
+    shown = period >= first
+    rows, period, exp = rows[shown], period[shown], exp[shown]
+    arm = np.where(exp, panel.treated[rows], panel.first_arm[panel.code[rows]]).astype(np.int64)
+    span = int(period.max() - first) + 1
+    key = (period - first) * 2 + arm
+    r = detrended.residual[rows]
+    count = np.bincount(key, minlength=2 * span).reshape(span, 2)
+    total = np.bincount(key, weights=r, minlength=2 * span).reshape(span, 2)
+    square = np.bincount(key, weights=r * r, minlength=2 * span).reshape(span, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / count
+        var = np.maximum(square / count - mean * mean, 0.0) * count / np.maximum(count - 1, 1)
+        diff = mean[:, 1] - mean[:, 0]
+        half = 1.959963984540054 * np.sqrt(var[:, 1] / count[:, 1] + var[:, 0] / count[:, 0])
+    both = (count[:, 0] > 0) & (count[:, 1] > 0)
+    periods = np.arange(first, first + span)
+    return pl.DataFrame(
+        {
+            "period": periods[both],
+            "phase": np.where(periods[both] < 0, "pre", "experiment"),
+            "difference": diff[both],
+            "ci_low": (diff - half)[both],
+            "ci_high": (diff + half)[both],
+            "n_treated": count[both, 1],
+            "n_control": count[both, 0],
+        }
+    ).with_columns(pl.col("ci_low", "ci_high").fill_nan(None))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HpteResult:
+    """What ``pricelab hpte`` writes and reports.
+
+    Attributes
+    ----------
+    effects : one row per outcome, columns ``EFFECT_COLUMNS``.
+    cate : ``product_id``, ``cate`` (one outcome) or ``product_id``, ``outcome``, ``cate``.
+    paths : ``outcome`` plus the columns of ``effect_path`` (for ``--plot``); None when not
+        asked for.
+    estimators : the fitted estimator of each outcome.
+    spacing_days, unit_label, n_ignored_sales_products : facts about the panel.
+    """
+
+    effects: pl.DataFrame
+    cate: pl.DataFrame
+    paths: pl.DataFrame | None
+    estimators: dict[str, HeterogeneousPanelEffect]
+    spacing_days: int
+    unit_label: str
+    n_ignored_sales_products: int
+
+
+def estimate_hpte(
+    sales: pl.DataFrame,
+    assignment: pl.DataFrame,
+    *,
+    outcomes: Sequence[str] = ("units",),
+    features: pl.DataFrame | None = None,
+    method: str = "hpte",
+    n_bootstrap: int = 500,
+    seed: int = 0,
+    outlier_c: float = DEFAULT_OUTLIER_C,
+    outlier_filter: bool = True,
+    detrend: bool = True,
+    n_estimators: int = DEFAULT_TREES,
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    min_samples_leaf: int = DEFAULT_MIN_SAMPLES_LEAF,
+    price_col: str | None = "price",
+    effect_paths: bool = True,
+    labels: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> HpteResult:
+    """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
+
+    Parameters
+    ----------
+    sales : ``product_id``, ``date`` and the outcome columns (``price_col`` optional).
+    assignment : ``product_id``, ``date``, ``treated`` [, ``blackout``, ``cluster_id``].
+    outcomes : outcome columns, one output row each.
+    features : optional product table (``product_id`` + feature columns) for the forest.
+    method : ``hpte`` or ``did``.
+    n_bootstrap, seed : bootstrap draws and the seed of the forest and the draws.
+    outlier_c, outlier_filter, detrend : see ``HeterogeneousPanelEffect``.
+    effect_paths : compute ``paths`` (the data of ``--plot``); skipping saves a pass.
+    labels : names of the tables in error messages, e.g. their file names
+        (``{"sales": ..., "assignment": ..., "features": ...}``).
+    progress : called with the number of bootstrap draws done, batch by batch.
+    """
+    if method not in METHODS:
+        raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")
+    labels = dict(labels or {})
+    panel = build_panel(sales, assignment, outcomes, price_col=price_col, labels=labels)
+    use_features = features is not None and method == "hpte"
+    user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None
+    fitted: dict[str, HeterogeneousPanelEffect] = {}
+    for outcome in dict.fromkeys(outcomes):
+        fitted[outcome] = HeterogeneousPanelEffect(
+            method=method,
+            n_bootstrap=n_bootstrap,
+            outlier_c=outlier_c,
+            outlier_filter=outlier_filter,
+            detrend=detrend,
+            n_estimators=n_estimators,
+            max_samples=max_samples,
+            min_samples_leaf=min_samples_leaf,
+            random_state=seed,
+            effect_path=effect_paths,
+        ).fit_panel(panel, outcome, user, progress)
+    effects = pl.DataFrame(
+        [est.summary() for est in fitted.values()],
+        schema={
+            "outcome": pl.String,
+            **{c: pl.Float64 for c in EFFECT_COLUMNS[1:7]},
+            "n_products": pl.Int64,
+            "n_outliers": pl.Int64,
+        },
+        orient="row",
+    ).with_columns(pl.col(EFFECT_COLUMNS[1:7]).fill_nan(None))
+    if len(fitted) == 1:
+        cate = next(iter(fitted.values())).cate_
+    else:
+        cate = pl.concat(
+            [est.cate_.select("product_id", pl.lit(name).alias("outcome"), "cate") for name, est in fitted.items()]
+        )
+    paths = (
+        pl.concat([est.path_.select(pl.lit(name).alias("outcome"), pl.all()) for name, est in fitted.items()])
+        if effect_paths
+        else None
+    )
+    return HpteResult(effects, cate, paths, fitted, panel.spacing_days, panel.unit_label, panel.n_ignored_sales_products)
