@@ -61,6 +61,10 @@ kept). For a product in the assignment, over its non-blackout experiment dates `
   the product is treated on those dates while no other product is (direct effect).
 - ``cate_global_i = baseline_i * (exp((e_i + W_i) log(1 + c)) - 1)``, ``W_i = sum_j w_ji``,
   when ``spillover`` is on (every product treated), else ``cate_i``.
+- ``cate_realised_i``: as ``cate_i`` but on the demand level left by the substitutes'
+  assigned arms, ``lambda0_it * exp(sum_j w_ji log(1 + c) T_jt)`` averaged over ``D_i``;
+  the direct effect a randomised comparison measures when treatment spills over (equal to
+  ``cate_i`` without spillover). Only its average, ``effect_realised``, is reported.
 - ``effect`` and ``effect_global`` average these over products, each weighted equally;
   ``lift = effect / mean baseline``.
 """
@@ -370,6 +374,10 @@ def simulate_sales(
     incoming_weight = (
         np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
     )
+    realised_spill = None
+    if spillover and weight_matrix is not None and len(analysed_rows):
+        spill = (weight_matrix @ treated.astype(np.float64)) * log_cut
+        realised_spill = spill[analysed_rows, analysed_days]
     product_truth, summary = _truth(
         ids=ids,
         assigned=assigned,
@@ -380,12 +388,15 @@ def simulate_sales(
         incoming_weight=incoming_weight if spillover else np.zeros(n),
         log_cut=log_cut,
         outlier=outlier,
+        realised_spill=realised_spill,
     )
     truth = {
         "description": (
             "effect: mean over assigned products (equal weights) of the expected change in "
             "daily units on their non-blackout experiment dates if the product alone is "
-            "treated (no spillover, no carryover); effect_global: the same when every "
+            "treated (no spillover, no carryover); effect_realised: the same direct effect at "
+            "the demand level the substitutes' assigned arms leave each product on those dates "
+            "(what a randomised comparison measures under spillover); effect_global: the same when every "
             "product is treated (substitutes' price changes spill over when spillover is "
             "on); lift: effect divided by the mean untreated baseline."
         ),
@@ -515,15 +526,25 @@ def _truth(
     incoming_weight: np.ndarray,
     log_cut: float,
     outlier: np.ndarray,
+    realised_spill: np.ndarray | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Per-product truth for assigned products and its equally weighted summary."""
+    """Per-product truth for assigned products and its equally weighted summary.
+
+    ``realised_spill`` is the log demand shift each analysed cell gets from its substitutes'
+    assigned arms (None without spillover).
+    """
     n = len(ids)
     rows = np.flatnonzero(assigned)
     n_analysed = np.bincount(analysed_rows, minlength=n)[rows]
-    total = np.bincount(analysed_rows, weights=lambda0[analysed_rows, analysed_days], minlength=n)[rows]
+    cell_lambda0 = lambda0[analysed_rows, analysed_days]
+    total = np.bincount(analysed_rows, weights=cell_lambda0, minlength=n)[rows]
+    shifted = cell_lambda0 if realised_spill is None else cell_lambda0 * np.exp(realised_spill)
+    total_realised = np.bincount(analysed_rows, weights=shifted, minlength=n)[rows]
     with np.errstate(invalid="ignore", divide="ignore"):
         baseline = np.where(n_analysed > 0, total / n_analysed, np.nan)
+        baseline_realised = np.where(n_analysed > 0, total_realised / n_analysed, np.nan)
     cate = baseline * np.expm1(own_elasticity[rows] * log_cut)
+    cate_realised = baseline_realised * np.expm1(own_elasticity[rows] * log_cut)
     cate_global = baseline * np.expm1((own_elasticity[rows] + incoming_weight[rows]) * log_cut)
     product_truth = pl.DataFrame(
         {
@@ -538,14 +559,16 @@ def _truth(
     ).with_columns(pl.col("cate", "cate_global", "baseline").fill_nan(None))
     known = ~np.isnan(baseline)
     if not known.any():
-        effect = effect_global = lift = mean_baseline = None
+        effect = effect_global = effect_realised = lift = mean_baseline = None
     else:
         effect = float(cate[known].mean())
+        effect_realised = float(cate_realised[known].mean())
         effect_global = float(cate_global[known].mean())
         mean_baseline = float(baseline[known].mean())
         lift = effect / mean_baseline
     summary = {
         "effect": effect,
+        "effect_realised": effect_realised,
         "effect_global": effect_global,
         "lift": lift,
         "baseline": mean_baseline,

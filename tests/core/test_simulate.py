@@ -377,6 +377,30 @@ def test_switchback_within_product_difference_matches_truth():
     assert ok
 
 
+def test_switchback_under_spillover_measures_the_effect_at_realised_exposure():
+    products, edges = simulate_catalog(n_products=1500, n_groups=15, seed=32)
+    assignment = random_days(products["product_id"], 28, seed=32)
+    result = simulate_sales(products, assignment=assignment, edges=edges, history_days=7, seed=32)
+    truth = result.truth
+    # Substitutes' price cuts take demand away, so the realised direct effect is smaller.
+    assert truth["effect_realised"] < 0.95 * truth["effect"]
+    cells = result.sales.join(assignment, on=["product_id", "date"])
+    per_product = (
+        cells.group_by("product_id")
+        .agg(
+            pl.col("units").filter(pl.col("treated") == 1).mean().alias("on"),
+            pl.col("units").filter(pl.col("treated") == 0).mean().alias("off"),
+        )
+        .drop_nulls()
+    )
+    diffs = (per_product["on"] - per_product["off"]).to_numpy()
+    ok, se = within_four_se(diffs, truth["effect_realised"])
+    assert ok, (diffs.mean(), truth["effect_realised"], se)
+    assert abs(diffs.mean() - truth["effect"]) > 4 * se, "the no-spillover effect is not what is measured"
+    without = simulate_sales(products, assignment=assignment, edges=edges, history_days=7, spillover=False, seed=32)
+    assert without.truth["effect_realised"] == pytest.approx(without.truth["effect"])
+
+
 def test_spillover_lowers_demand_of_untreated_substitutes():
     products, edges = simulate_catalog(n_products=1000, n_groups=10, seed=41)
     assignment = time_bound(products["product_id"], 21, seed=41)
