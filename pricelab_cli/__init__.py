@@ -16,18 +16,29 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from pricelab_cli.assign import assign, balance_report  # noqa: E402
 from pricelab_cli.design import Design, design_from_dict, make_design  # noqa: E402
-from pricelab_cli.simulate import SimulatedSales, simulate_catalog, simulate_sales  # noqa: E402
 from pricelab_cli.hpte import HeterogeneousPanelEffect, detrended_outcomes, estimate_hpte  # noqa: E402
+from pricelab_cli.power import HpteEstimator, design_arms, power_study  # noqa: E402
+from pricelab_cli.simulate import SimulatedSales, simulate_catalog, simulate_sales  # noqa: E402
 from pricelab_cli.spillover import exposure_probs, ipw_effects, leiden_clusters, spillover_graph  # noqa: E402
 
 __all__ = [
     "Design",
+    "HeterogeneousPanelEffect",
+    "HpteEstimator",
     "SimulatedSales",
     "__version__",
     "assign",
     "balance_report",
+    "design_arms",
     "design_from_dict",
+    "detrended_outcomes",
+    "estimate_hpte",
+    "exposure_probs",
+    "ipw_effects",
+    "leiden_clusters",
     "make_design",
+    "power_study",
     "simulate_catalog",
     "simulate_sales",
+    "spillover_graph",
 ]

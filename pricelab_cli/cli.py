@@ -497,7 +497,7 @@ def hpte(
     assignment: InputPath,
     output: Output = "-",
     outcome: Annotated[
-        Optional[list[str]], typer.Option("--outcome", help="Outcome column; repeat for several [units].")
+        Optional[list[str]], typer.Option("--outcome", help="Outcome column; repeat for several (default: units).")
     ] = None,
     features: Annotated[
         Optional[str], typer.Option(help="Product features for the causal forest (product_id + columns).")

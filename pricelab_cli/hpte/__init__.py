@@ -22,9 +22,8 @@ weighted equally: for a between-product design (time-bound, triggered) the diffe
 between treated and control products; for a switchback design (random days, crossover) the
 difference between the treated and control days of the same products.
 
-Choosing the outlier filter's ``c``
------------------------------------
-See ``DEFAULT_OUTLIER_C`` in :mod:`~pricelab_cli.hpte.outliers` and the study recorded in
+The outlier filter's default ``c`` and the study that chose it are in
+:mod:`~pricelab_cli.hpte.outliers`; the coverage, SE-ratio, filter and detrending studies are
 ``tests/core/test_hpte_studies.py``.
 """
 

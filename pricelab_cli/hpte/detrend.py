@@ -9,9 +9,14 @@ Each product's own pre-experiment rows are fitted by ordinary least squares with
 (``t`` in panel periods, 0 on the product's first assignment date, so ``level_i`` is the
 level there; weekday terms only on daily panels, Monday is the reference day). All products
 are fitted at once: the normal equations of every product are built from grouped sums
-(``np.bincount`` over product x weekday keys) and solved as one batch of small systems (``np.linalg.solve`` on a stack); a tiny ridge on
-every term but the level gives a weekday never seen in a product's history no effect
-instead of breaking the solve.
+(``np.bincount`` over product x weekday keys) and solved as one stack of small systems
+(``np.linalg.solve``); a tiny ridge on every term but the level gives a weekday never seen
+in a product's history no effect instead of breaking the solve.
+
+The model is fitted in outcome units, not logs, so that counterfactuals and effects are in
+the units the estimate is reported in (and zero sales need no special case); over the few
+weeks an experiment lasts a linear trend is a close enough stand-in for a multiplicative one,
+and whatever curvature is missed is the same for both arms.
 
 Products need ``MIN_PRE_DAILY`` pre-experiment days (daily panels; four weeks so each
 weekday is seen four times) or ``MIN_PRE_PERIODS`` pre-experiment periods (weekly,

@@ -42,7 +42,6 @@ EFFECT_COLUMNS = ("outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "
 MIN_RELIABLE_UNITS = 5
 # History shown before the start in the effect path: twice the experiment, at least this.
 MIN_PATH_PRE_PERIODS = 14
-STRATUM_NAMES = {0: "control", 1: "treated", 2: "both arms"}
 
 
 class HeterogeneousPanelEffect:
@@ -125,41 +124,27 @@ class HeterogeneousPanelEffect:
         """``fit`` on a panel already laid out (shared by several outcomes)."""
         self._check_params()
         classic = self.method == "did"
+        # Step 1: the classic DID is the first difference against the history's level alone.
         detrended = detrend_panel(panel, outcome, detrend=self.detrend and not classic, remove_shocks=not classic)
         warn_left_out(panel, detrended.fit, outcome)
         cells = first_difference(panel, detrended)
         _check_arms(cells, outcome)
-
-        keep_product = np.ones(panel.n_products, dtype=bool)
-        if not classic and self.outlier_filter:
-            swing, stratum = product_swings(cells, detrended.fit.volatility, panel.n_products)
-            analysed = np.flatnonzero(stratum >= 0)
-            keep_product[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
+        # Step 2.
+        keep_product = self._outlier_mask(panel, detrended, cells)
         self.n_outliers_ = int((~keep_product).sum())
         cells = cells.take(keep_product[cells.code])
         _check_arms(cells, outcome, after="the outlier filter")
-
+        # Step 3: the classic DID is the leaf estimator with one leaf.
+        leaves = (
+            np.zeros((len(cells.code), 1), dtype=np.int64)
+            if classic
+            else self._forest_leaves(panel, detrended, cells, user_features)
+        )
         cells_per_product = np.bincount(cells.code, minlength=panel.n_products)
-        weight = 1.0 / cells_per_product[cells.code]
-        if classic:
-            leaves = np.zeros((len(cells.code), 1), dtype=np.int64)
-        else:
-            X = self._cell_features(panel, detrended, cells, user_features)
-            leaves = forest_leaves(
-                X,
-                cells.treated,
-                cells.first_difference,
-                n_estimators=self.n_estimators,
-                max_samples=self.max_samples,
-                min_samples_leaf=self.min_samples_leaf,
-                random_state=self.random_state,
-                n_jobs=self.n_jobs,
-            )
-        leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, weight)
-        in_estimate = leaf.matched
+        leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code])
         self.estimate_ = leaf.estimate
-        self.n_products_ = int(np.unique(cells.code[in_estimate]).size)
-        self.n_unmatched_ = int(np.unique(cells.code).size) - self.n_products_
+        self.n_products_ = int((np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0).sum())
+        self.n_unmatched_ = int((cells_per_product > 0).sum()) - self.n_products_
         if self.n_unmatched_:
             warnings.warn(
                 f"{outcome}: {self.n_unmatched_} product(s) never share a forest leaf with the other arm "
@@ -167,34 +152,65 @@ class HeterogeneousPanelEffect:
                 PricelabWarning,
                 stacklevel=2,
             )
+        # Step 4.
+        self._bootstrap(panel, cells, leaf, outcome, progress)
 
-        unit_of_cell = panel.unit[cells.code]
-        n_units = int(panel.unit.max()) + 1
-        unit_influence_all = np.bincount(unit_of_cell, weights=leaf.influence, minlength=n_units)
-        has_t = np.bincount(unit_of_cell, weights=cells.treated * in_estimate, minlength=n_units) > 0
-        has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * in_estimate, minlength=n_units) > 0
-        present = has_t | has_c
-        self.arm_units_ = {"treated": int(has_t.sum()), "control": int(has_c.sum())}
-        self._warn_few_units(panel, outcome)
-        unit_stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
-        boot = bootstrap_se(self.estimate_, unit_influence_all[present], unit_stratum, self.n_bootstrap, self.random_state, progress)
-        self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
-        self.bootstrap_draws_ = boot.draws
-
-        treated_cells = (cells.treated == 1) & in_estimate
-        if classic:
-            # The DID counterfactual of the treated: their observed mean less the effect.
-            observed = cells.counterfactual[treated_cells] + cells.first_difference[treated_cells]
-            counterfactual = float(observed.mean()) - self.estimate_
-        else:
-            counterfactual = float(cells.counterfactual[treated_cells].mean())
-        self.lift_ = self.estimate_ / counterfactual if counterfactual != 0 else float("nan")
-
-        self.cate_ = _product_cate(panel, cells, leaf.cate if not classic else None)
+        self.lift_ = self._lift(cells, leaf.matched, classic)
+        self.cate_ = _product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
         self.outcome_ = outcome
         return self
+
+    def _outlier_mask(self, panel: Panel, detrended: Detrended, cells: Cells) -> np.ndarray:
+        """Products kept by the outlier filter (everyone for ``did`` or without the filter)."""
+        keep = np.ones(panel.n_products, dtype=bool)
+        if self.method == "hpte" and self.outlier_filter:
+            swing, stratum = product_swings(cells, detrended.fit.volatility, panel.n_products)
+            analysed = np.flatnonzero(stratum >= 0)
+            keep[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
+        return keep
+
+    def _forest_leaves(self, panel: Panel, detrended: Detrended, cells: Cells, user_features) -> np.ndarray:
+        return forest_leaves(
+            self._cell_features(panel, detrended, cells, user_features),
+            cells.treated,
+            cells.first_difference,
+            n_estimators=self.n_estimators,
+            max_samples=self.max_samples,
+            min_samples_leaf=self.min_samples_leaf,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+
+    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress) -> None:
+        """Resample units (products or clusters) within their arm strata."""
+        unit_of_cell = panel.unit[cells.code]
+        n_units = int(panel.unit.max()) + 1
+        influence = np.bincount(unit_of_cell, weights=leaf.influence, minlength=n_units)
+        has_t = np.bincount(unit_of_cell, weights=cells.treated * leaf.matched, minlength=n_units) > 0
+        has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * leaf.matched, minlength=n_units) > 0
+        present = has_t | has_c
+        self.arm_units_ = {"treated": int(has_t.sum()), "control": int(has_c.sum())}
+        self._warn_few_units(panel, outcome)
+        stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
+        boot = bootstrap_se(self.estimate_, influence[present], stratum, self.n_bootstrap, self.random_state, progress)
+        self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
+        self.bootstrap_draws_ = boot.draws
+
+    def _lift(self, cells: Cells, matched: np.ndarray, classic: bool) -> float:
+        """Estimate over the mean counterfactual outcome of the treated cells in the estimate.
+
+        hpte's counterfactual is the detrended prediction; the classic DID's is the treated
+        cells' observed mean less the estimate (their history plus the control change).
+        """
+        treated = (cells.treated == 1) & matched
+        if classic:
+            observed = cells.counterfactual[treated] + cells.first_difference[treated]
+            counterfactual = float(observed.mean()) - self.estimate_
+        else:
+            counterfactual = float(cells.counterfactual[treated].mean())
+        return self.estimate_ / counterfactual if counterfactual != 0 else float("nan")
 
     def _check_params(self) -> None:
         if self.method not in METHODS:

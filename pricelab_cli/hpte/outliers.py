@@ -2,24 +2,39 @@
 
 The tail share is inversely proportional to the number of products,
 ``q = min(c / n_products, MAX_TAIL_SHARE)``, so about ``c`` products are dropped whatever the
-catalog size (half from each tail): only the few wildest swings go, and a large catalog is
-not trimmed harder than a small one.
+catalog size: only the few wildest swings go, and a large catalog is not trimmed harder than
+a small one.
 
-What is trimmed
----------------
-A product's first difference here is the mean residual over all its experiment rows (both
-arms together). Products are ranked *within their arm stratum* (treated only, control only,
-or both arms for switchback designs), and in each stratum of ``m`` products the
-``round(q * m / 2)`` lowest and as many highest are dropped. Trimming each arm by its own
-quantiles keeps the treatment's shift from pushing one arm's products out of one tail, which
-would bias the second difference; in a stratum too small for one drop per tail (one treated
-state) nobody is dropped.
+What is ranked, and where
+-------------------------
+Products are ranked on a scale-free *swing* (see ``product_swings``) *within their arm
+stratum* (treated only, control only, or both arms for switchback designs); in a stratum of
+``m`` products the ``round(q * m / 2)`` lowest and as many highest swings are dropped
+(halves round up). Ranking each arm by its own quantiles keeps the treatment's shift from
+pushing one arm's products out of one tail; a stratum too small for one drop per tail (one
+treated state) keeps everyone. With two equal arms, ``c = 4`` drops one product from each
+tail of each arm.
 
-Default ``c``
--------------
-``DEFAULT_OUTLIER_C = 4`` was chosen by the simulation study described in the package
-docstring (:mod:`pricelab_cli.hpte`): it minimised the RMSE on catalogs with heavy-tailed
-level jumps while leaving RMSE and coverage on clean catalogs unchanged.
+Default ``c`` (simulation study)
+--------------------------------
+300-product catalogs from ``simulate_sales`` (defaults, 120 days of history, 28-day
+time-bound or random-days experiments), 100 experiments per cell, every ``c`` run on the
+same data; "outliers" means ``outlier_share=0.05`` (level jumps of ``exp(N(0, 1.5^2))``).
+RMSE of the estimate against the truth (coverage of the 95% interval in brackets):
+
+    c                    0            2            4            8            16
+    time-bound clean     0.696 (.92)  0.673 (.94)  0.680 (.90)  0.676 (.90)  0.687 (.90)
+    time-bound outliers  5.60  (.86)  3.89  (.80)  2.66  (.79)  1.65  (.79)  1.24  (.76)
+    random days clean    0.412 (.98)  0.418 (.97)  0.418 (.99)  0.428 (.97)  0.431 (.97)
+    random days outliers 0.779 (.94)  0.713 (.89)  0.735 (.84)  0.854 (.80)  0.848 (.78)
+
+``c = 4`` is the default: on clean catalogs it moves RMSE by under 2.5% and coverage by
+less than its Monte Carlo error; with outliers it halves the time-bound RMSE and still improves random
+days, where ``c >= 8`` is worse than no filter. The price, with outliers, is coverage: the
+dropped products are part of the truth (a product whose sales jump twentyfold has a
+twentyfold effect in units), so trimming trades their bias for variance and intervals cover
+less often (0.79 instead of 0.86 time-bound, 0.84 instead of 0.94 random days). Use
+``--no-outlier-filter`` when interval coverage matters more than RMSE.
 """
 
 from __future__ import annotations
@@ -69,29 +84,22 @@ def product_swings(cells: Cells, volatility: np.ndarray, n_products: int) -> tup
     """Per product, the swing the filter ranks and its arm stratum (-1: no cell).
 
     The swing is the first difference of the product's control cell when it has one (its
-    treated cell otherwise), less its stratum's typical relative change times the cell's
-    counterfactual level, in units of the product's own noise::
+    treated cell otherwise), in units of its own noise: ``fd / (volatility / sqrt(rows))``,
+    with ``volatility`` the residual standard deviation of its history.
 
-        swing = (fd - r_s * counterfactual) / (volatility / sqrt(rows))
-
-    with ``r_s`` the median of ``fd / counterfactual`` in the stratum and ``volatility`` the
-    residual standard deviation of the product's history.
-
-    Why: a product's effect in units grows with its sales, and so does its first difference,
-    so ranking raw treated differences would pick big sellers with big effects, and dropping
-    them would bias the average effect down. Removing the typical relative effect and
-    dividing by the product's own noise leaves what is unusual about the product; judging
-    switchback products on their control days leaves the effect out entirely (level jumps
-    still show there).
+    Why: a product's first difference in units grows with its sales, so ranking raw
+    differences would mostly pick big sellers, whose effects in units are big too; dropping
+    them biased the average effect down by a tenth of its SE per dropped product in our
+    simulations. Dividing by the product's own noise ranks what is unusual for the product;
+    judging switchback products on their control days leaves the effect out entirely (level
+    jumps still show there).
     """
     control = cells.treated == 0
     fd = np.full(n_products, np.nan)
-    level = np.full(n_products, np.nan)
     rows = np.zeros(n_products)
     # Treated cells first, then control cells overwrite them where a product has both.
     for mask in (~control, control):
         fd[cells.code[mask]] = cells.first_difference[mask]
-        level[cells.code[mask]] = cells.counterfactual[mask]
         rows[cells.code[mask]] = cells.n_rows[mask]
     has_t = np.zeros(n_products, dtype=bool)
     has_c = np.zeros(n_products, dtype=bool)
@@ -99,13 +107,6 @@ def product_swings(cells: Cells, volatility: np.ndarray, n_products: int) -> tup
     has_c[cells.code[control]] = True
     stratum = np.where(has_t & has_c, 2, np.where(has_t, 1, np.where(has_c, 0, -1)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.where(level > 0, fd / level, np.nan)
-        typical = np.zeros(n_products)
-        for s in np.unique(stratum[stratum >= 0]):  # at most three strata
-            inside = stratum == s
-            if np.isfinite(relative[inside]).any():
-                typical[inside] = np.nanmedian(relative[inside])
-        centred = fd - typical * np.where(level > 0, level, 0.0)
-        swing = centred / (volatility / np.sqrt(np.maximum(rows, 1)))
+        swing = fd / (volatility / np.sqrt(np.maximum(rows, 1)))
     # No measurable volatility and a non-zero difference is an infinitely wild swing.
     return np.nan_to_num(swing, nan=0.0, posinf=np.inf, neginf=-np.inf), stratum

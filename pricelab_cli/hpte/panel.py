@@ -62,7 +62,6 @@ class Panel:
     treated : arm of experiment rows (0/1); -1 on pre-experiment rows.
     outcomes : outcome name -> float64 values per row.
     price : mean pre-experiment price per product (None without a price column).
-    start_period : first assignment date of each product, in periods.
     first_arm : arm of each product on its first assignment date (for plots of history).
     unit : randomisation unit index of each product (its cluster, else itself).
     unit_label : ``product`` or ``cluster``.
@@ -81,7 +80,6 @@ class Panel:
     treated: np.ndarray
     outcomes: dict[str, np.ndarray]
     price: np.ndarray | None
-    start_period: np.ndarray
     first_arm: np.ndarray
     unit: np.ndarray
     unit_label: str
@@ -275,7 +273,6 @@ def build_panel(
         treated=treated,
         outcomes={name: values[name] for name in outcomes},
         price=price,
-        start_period=start_day / spacing,
         first_arm=products.get_column("_first_arm").to_numpy().astype(np.int8),
         unit=unit,
         unit_label="cluster" if has_cluster else "product",

@@ -262,9 +262,12 @@ def random_leaves(n=60, trees=7, seed=0):
     leaves = rng.integers(0, 5, size=(n, trees)) * 3 + 1  # sparse node ids, as real trees have
     treated = (rng.random(n) < 0.5).astype(np.int8)
     y = rng.normal(size=n) + 2.0 * treated
-    # A leaf with only treated cells must be skipped.
-    leaves[:4, 0] = 99
+    # Leaves with one arm only contribute nothing: cells 0-3 sit alone in leaf 99 of every
+    # tree, and in tree 0 cells 4-7 share a treated-only leaf too.
+    leaves[:4, :] = 99
     treated[:4] = 1
+    leaves[4:8, 0] = 98
+    treated[4:8] = 1
     return leaves, treated, y
 
 
@@ -274,7 +277,9 @@ def test_leaf_second_difference_matches_the_loop_definition():
     result = leaf_second_difference(leaves, treated, y, weight)
     assert result.estimate == pytest.approx(naive_leaf_estimate(leaves, treated, y, weight), rel=1e-12)
     assert abs(result.influence.sum()) < 1e-12
-    assert not result.matched[:4].any() or result.matched[:4].all()
+    assert not result.matched[:4].any() and np.isnan(result.cate[:4]).all()
+    assert np.all(result.influence[:4] == 0.0)
+    assert result.matched[4:].all()
 
 
 def test_influence_is_the_derivative_of_the_estimate_in_each_cells_weight():
@@ -282,7 +287,7 @@ def test_influence_is_the_derivative_of_the_estimate_in_each_cells_weight():
     weight = np.ones(len(y))
     result = leaf_second_difference(leaves, treated, y, weight)
     eps = 1e-6
-    for cell in (5, 17, 40):
+    for cell in (2, 5, 17, 40):
         bumped = np.ones(len(y))
         bumped[cell] += eps
         slope = (naive_leaf_estimate(leaves, treated, y, weight, bumped) - result.estimate) / eps

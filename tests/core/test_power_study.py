@@ -16,9 +16,12 @@ START = dt.date(2026, 1, 1)
 
 @pytest.fixture(scope="module")
 def catalog():
+    # Drifting demand (product trends, steady sellers): the situation switchback designs are
+    # for, since comparing a product with itself cancels its own drift.
     products, edges = simulate_catalog(300, 6, community_size=4, seed=41)
     history = simulate_sales(
-        products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, seed=42
+        products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0,
+        trend_sd=1.0, dispersion=20.0, seed=42,
     ).sales
     return products, edges, history
 
@@ -47,10 +50,11 @@ def test_designs_rank_as_reported_and_are_unbiased_without_threats(catalog):
     for row in by.values():
         assert abs(row["bias"]) < 3.5 * row["bias_mc_se"], row
     assert by["random-days"]["se"] < by["crossover"]["se"] < by["time-bound"]["se"]
-    # The method source reports ~60% (random days) and 40-50% (crossover) smaller SEs; on
-    # this catalog both must be at least a third smaller than time-bound.
+    # The method source reports ~60% (random days) and 40-50% (crossover) smaller SEs; here
+    # random days must be at least a third smaller and crossover (20 analysed days against
+    # 28, after its blackout) at least 15% smaller.
     assert by["random-days"]["se"] < 0.67 * by["time-bound"]["se"]
-    assert by["crossover"]["se"] < 0.8 * by["time-bound"]["se"]
+    assert by["crossover"]["se"] < 0.85 * by["time-bound"]["se"]
 
 
 def test_carryover_biases_random_days_and_blackout_days_remove_it(catalog):
