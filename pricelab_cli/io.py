@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pricelab_cli.errors import (
@@ -232,6 +231,10 @@ def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFra
 
 def check_unique(df: pl.DataFrame, keys: Sequence[str], label: str) -> None:
     """Raise DuplicateKeyError quoting the first repeated key."""
+    # Fast path: count distinct 64-bit hashes of the keys. A collision can only lower the
+    # count (sending us to the exact check below), so "all distinct" is never wrong.
+    if df.select(pl.struct(keys).hash(seed=0).n_unique()).item() == df.height:
+        return
     dup = df.select(keys).filter(pl.struct(keys).is_duplicated())
     if dup.height:
         first = dup.row(0, named=True)
@@ -249,6 +252,40 @@ def check_numeric(df: pl.DataFrame, cols: Sequence[str], label: str) -> None:
             raise ColumnTypeError(
                 f"{label}: column {col!r} must hold numbers but has type {df.schema[col]}."
             )
+
+
+def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
+    """``treated`` as Int8 0/1 and ``blackout`` as Boolean (all False when absent).
+
+    Accepts 0/1 or booleans for ``treated`` and true/false text or 0/1 for ``blackout`` (as
+    a CSV round trip leaves them); anything else is rejected naming ``label``.
+    """
+    treated = assignment.get_column("treated")
+    if treated.null_count():
+        raise DataError(f"{label}: column 'treated' has {treated.null_count()} missing values.")
+    if treated.dtype == pl.Boolean:
+        treated = treated.cast(pl.Int8)
+    elif not treated.dtype.is_numeric():
+        raise ColumnTypeError(f"{label}: column 'treated' must hold 0/1 but has type {treated.dtype}.")
+    bad = treated.filter(~treated.is_in([0, 1]))
+    if len(bad):
+        raise DataError(f"{label}: column 'treated' must hold 0 or 1, found {bad[0]!r}.")
+    columns = [treated.cast(pl.Int8).alias("treated")]
+    if "blackout" in assignment.columns:
+        blackout = assignment.get_column("blackout")
+        if blackout.dtype == pl.String:
+            lowered = blackout.str.to_lowercase()
+            if not lowered.is_in(["true", "false"]).all():
+                raise DataError(f"{label}: column 'blackout' must hold true/false.")
+            blackout = lowered == "true"
+        elif blackout.dtype != pl.Boolean:
+            if not blackout.dtype.is_numeric() or not blackout.is_in([0, 1]).all():
+                raise DataError(f"{label}: column 'blackout' must hold true/false (or 0/1).")
+            blackout = blackout == 1
+        columns.append(blackout.fill_null(False).alias("blackout"))
+    else:
+        columns.append(pl.Series("blackout", [False] * assignment.height, dtype=pl.Boolean))
+    return assignment.with_columns(columns)
 
 
 def align_id_types(*frames: pl.DataFrame, col: str = "product_id") -> list[pl.DataFrame]:

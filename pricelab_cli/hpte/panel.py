@@ -37,7 +37,7 @@ from pricelab_cli.errors import (
     EmptyTableError,
     PricelabWarning,
 )
-from pricelab_cli.io import align_id_types, check_columns, check_numeric
+from pricelab_cli.io import align_id_types, assignment_flags, check_columns, check_numeric
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}
@@ -101,36 +101,6 @@ def _as_date(df: pl.DataFrame, col: str, table: str) -> pl.DataFrame:
     raise ColumnTypeError(f"{table}: column {col!r} must hold dates but has type {dtype}.")
 
 
-def _arm_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
-    """``treated`` as Int8 0/1 and ``blackout`` as Boolean, rejecting anything else."""
-    treated = assignment.get_column("treated")
-    if treated.null_count():
-        raise DataError(f"{label}: column 'treated' has {treated.null_count()} missing values.")
-    if treated.dtype == pl.Boolean:
-        treated = treated.cast(pl.Int8)
-    elif not treated.dtype.is_numeric():
-        raise ColumnTypeError(f"{label}: column 'treated' must hold 0/1 but has type {treated.dtype}.")
-    bad = treated.filter(~treated.is_in([0, 1]))
-    if len(bad):
-        raise DataError(f"{label}: column 'treated' must hold 0 or 1, found {bad[0]!r}.")
-    columns = [treated.cast(pl.Int8).alias("treated")]
-    if "blackout" in assignment.columns:
-        blackout = assignment.get_column("blackout")
-        if blackout.dtype == pl.String:
-            lowered = blackout.str.to_lowercase()
-            if not lowered.is_in(["true", "false"]).all():
-                raise DataError(f"{label}: column 'blackout' must hold true/false.")
-            blackout = lowered == "true"
-        elif blackout.dtype != pl.Boolean:
-            if not blackout.dtype.is_numeric() or not blackout.is_in([0, 1]).all():
-                raise DataError(f"{label}: column 'blackout' must hold true/false (or 0/1).")
-            blackout = blackout == 1
-        columns.append(blackout.fill_null(False).alias("blackout"))
-    else:
-        columns.append(pl.Series("blackout", np.zeros(assignment.height, dtype=bool)))
-    return assignment.with_columns(columns)
-
-
 def panel_spacing(day_numbers: np.ndarray) -> int:
     """The most common gap in days between consecutive distinct dates (1 if only one date)."""
     first = int(day_numbers.min())
@@ -179,7 +149,7 @@ def build_panel(
         for col in ("product_id", "date"):
             if df.get_column(col).null_count():
                 raise DataError(f"{table}: column {col!r} has {df.get_column(col).null_count()} missing values.")
-    assignment = _arm_flags(assignment, assignment_label)
+    assignment = assignment_flags(assignment, assignment_label)
     has_cluster = "cluster_id" in assignment.columns
     sales, assignment = align_id_types(sales, assignment)
 

@@ -62,7 +62,7 @@ from scipy import sparse, stats
 from pricelab_cli.assign import uniform_draws, unit_keys
 from pricelab_cli.design import Design
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, PricelabWarning, UsageError
-from pricelab_cli.io import align_id_types, check_columns, check_numeric, check_unique
+from pricelab_cli.io import align_id_types, assignment_flags, check_columns, check_numeric, check_unique
 
 NEITHER, SPILLOVER, DIRECT, TOTAL = 0, 1, 2, 3
 CONDITIONS = ("neither", "spillover", "direct", "total")
@@ -136,29 +136,6 @@ class IpwResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def _flags(assignment: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    treated = assignment["treated"]
-    if treated.null_count():
-        raise DataError(f"assignment: column 'treated' has {treated.null_count()} missing values.")
-    if treated.dtype == pl.Boolean:
-        treated = treated.cast(pl.Int8)
-    if not treated.dtype.is_numeric():
-        raise ColumnTypeError(f"assignment: column 'treated' must hold 0/1 but has type {treated.dtype}.")
-    bad = treated.filter(~treated.is_in([0, 1]))
-    if len(bad):
-        raise DataError(f"assignment: column 'treated' must hold 0 or 1, found {bad[0]!r}.")
-    if "blackout" in assignment.columns:
-        blackout = assignment["blackout"]
-        if blackout.dtype == pl.String:
-            blackout = blackout.str.to_lowercase() == "true"
-        elif blackout.dtype != pl.Boolean:
-            blackout = blackout == 1
-        blackout = blackout.fill_null(False).to_numpy()
-    else:
-        blackout = np.zeros(assignment.height, dtype=bool)
-    return (treated == 1).to_numpy(), blackout
-
-
 def _positions(values: pl.Series, ids: pl.Series) -> np.ndarray:
     """Position of each value in ``ids`` (-1 when absent)."""
     lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
@@ -195,7 +172,8 @@ def _experiment(
             f"assignment: {missing.n_unique()} product(s) are not in the products table, e.g. "
             f"{missing[0]!r}; pass the products table the assignment was made from."
         )
-    treated_row, blackout_row = _flags(assignment)
+    flags = assignment_flags(assignment, "assignment")
+    treated_row, blackout_row = (flags["treated"] == 1).to_numpy(), flags["blackout"].to_numpy()
     day = assignment["date"].to_physical().to_numpy().astype(np.int64)
     dates = np.unique(day)
     col = np.searchsorted(dates, day)
