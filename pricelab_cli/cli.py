@@ -266,221 +266,7 @@ def _report_balance(reporter: Reporter, report: BalanceReport, spec: Design) -> 
         )
 
 
-# ------------------------------------------------------------------ simulate
-
-simulate_app = typer.Typer(
-    help="Synthetic catalogs and sales panels with known effects (to test designs and estimators).\n\n"
-    "Example: pricelab simulate catalog --n-products 200 -o products.csv --edges-out true_edges.csv",
-    no_args_is_help=True,
-)
-app.add_typer(simulate_app, name="simulate")
-
-
-@simulate_app.command(
-    "catalog",
-    epilog="Example: pricelab simulate catalog --n-products 500 --n-groups 20 --seed 1 -o products.csv --edges-out true_edges.csv",
-)
-def simulate_catalog_command(
-    output: Output = "-",
-    n_products: Annotated[int, typer.Option(help="Number of products.")] = 200,
-    n_groups: Annotated[int, typer.Option(help="Number of categories.")] = 10,
-    community_size: Annotated[int, typer.Option(help="Products per planted substitute community.")] = 5,
-    id_prefix: Annotated[Optional[str], typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
-    edges_out: Annotated[Optional[str], typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
-    quiet: Quiet = False,
-    verbose: Verbose = False,
-    fmt: Format = None,
-    seed: Seed = 0,
-) -> None:
-    """Write a synthetic product catalog (features, categories, planted communities)."""
-    from pricelab_cli.simulate import simulate_catalog
-
-    run = _run(quiet, seed, fmt, output, edges_out)
-    products, edges = simulate_catalog(
-        n_products=n_products, n_groups=n_groups, community_size=community_size, seed=seed, id_prefix=id_prefix
-    )
-    run.write(products, output)
-    if edges_out:
-        run.write(edges, edges_out)
-    run.reporter.say(f"{products.height} products in {n_groups} categories; {edges.height} planted substitute edges")
-
-
-@simulate_app.command(
-    "sales",
-    epilog="Example: pricelab simulate sales --products products.csv --assignment assignment.parquet "
-    "--edges true_edges.csv --seed 1 -o sales.parquet --truth-out truth.json",
-)
-def simulate_sales_command(
-    products: InputPath,
-    output: Output = "-",
-    assignment: Annotated[Optional[str], typer.Option(help="Assignment that drives treatment (else history only).")] = None,
-    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (cross-price elasticities).")] = None,
-    start: Annotated[Optional[dt.date], _date_option("--start", "First panel date [assignment start - history days].")] = None,
-    end: Annotated[Optional[dt.date], _date_option("--end", "Last panel date [assignment end].")] = None,
-    history_days: Annotated[int, typer.Option(help="Days of history before the experiment.")] = 365,
-    price_change: Annotated[float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")] = -0.10,
-    elasticity: Annotated[float, typer.Option(help="Average own-price elasticity.")] = -2.0,
-    heterogeneity: Annotated[float, typer.Option(help="How strongly elasticity varies with quality.")] = 0.5,
-    trend_sd: Annotated[float, typer.Option(help="Spread of product trends (log units per year).")] = 0.3,
-    weekly: Annotated[float, typer.Option(help="Amplitude of the weekly pattern (log units).")] = 0.2,
-    shock_sd: Annotated[float, typer.Option(help="Spread of store-wide daily shocks (log units).")] = 0.05,
-    promo_rate: Annotated[float, typer.Option(help="Daily chance a product starts a promotion.")] = 0.05,
-    promo_depth: Annotated[float, typer.Option(help="Promotion price cut.")] = 0.2,
-    outlier_share: Annotated[float, typer.Option(help="Share of products with a sudden unexplained level shift.")] = 0.0,
-    carryover_days: Annotated[float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")] = 0.0,
-    spillover: Annotated[bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")] = True,
-    base_units: Annotated[float, typer.Option(help="Typical daily units of a product.")] = 20.0,
-    dispersion: Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")] = 5.0,
-    truth_out: Annotated[Optional[str], typer.Option(help="Write the true effects (JSON) here.")] = None,
-    product_truth_out: Annotated[Optional[str], typer.Option(help="Write per-product true effects here.")] = None,
-    unit_col: UnitCol = "product_id",
-    time_col: TimeCol = "date",
-    quiet: Quiet = False,
-    verbose: Verbose = False,
-    fmt: Format = None,
-    seed: Seed = 0,
-) -> None:
-    """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
-    from pricelab_cli.simulate import simulate_sales
-
-    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out)
-    ids = {unit_col: "product_id"}
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-    assignment_table = (
-        run.read(
-            assignment,
-            required=["product_id", "date", "treated"],
-            rename={**ids, time_col: "date"},
-            dates=["date"],
-            unique=["product_id", "date"],
-        )
-        if assignment
-        else None
-    )
-    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
-    result = simulate_sales(
-        product_table,
-        assignment=assignment_table,
-        edges=edge_table,
-        start=start,
-        end=end,
-        history_days=history_days,
-        price_change=price_change,
-        elasticity=elasticity,
-        heterogeneity=heterogeneity,
-        trend_sd=trend_sd,
-        weekly=weekly,
-        shock_sd=shock_sd,
-        promo_rate=promo_rate,
-        promo_depth=promo_depth,
-        outlier_share=outlier_share,
-        carryover_days=carryover_days,
-        spillover=spillover,
-        base_units=base_units,
-        dispersion=dispersion,
-        seed=seed,
-    )
-    run.write(_user_names(result.sales, unit_col=unit_col, time_col=time_col), output)
-    if truth_out:
-        io.write_json({**result.truth, "provenance": run.meta()}, truth_out)
-    if product_truth_out:
-        run.write(_user_names(result.product_truth, unit_col=unit_col), product_truth_out)
-    truth = result.truth
-    effect = "no experiment" if truth["effect"] is None else f"true effect {truth['effect']:.4g} units per product per day"
-    run.reporter.say(f"{result.sales.height:,} product-days, {truth['start']} to {truth['end']}; {effect}")
-
-
 # ------------------------------------------------------------------ analysis commands
-
-
-# ------------------------------------------------------------------ power
-
-
-@app.command(
-    epilog="Example: pricelab power --history history.parquet --products products.csv --design tb.json "
-    "--design rd.json --design co.json --effect 0.05 --reps 200 --outcome units -o power.csv"
-)
-def power(
-    history: InputPath,
-    products: InputPath,
-    design_paths: Annotated[list[str], typer.Option("--design", help="A design JSON; repeat to compare designs.")],
-    output: Output = "-",
-    outcome: Annotated[str, typer.Option(help="Outcome column of the history.")] = "units",
-    effect: Annotated[float, typer.Option(help="Relative effect injected on treated cells (0.05 = +5%).")] = 0.05,
-    reps: Annotated[int, typer.Option(help="Monte Carlo repetitions per design.")] = 200,
-    carryover_days: Annotated[float, typer.Option(help="Threat: the effect lingers, decaying over this many days.")] = 0.0,
-    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (for --spillover).")] = None,
-    spillover: Annotated[float, typer.Option(help="Threat: share of the effect leaking onto substitutes, opposite sign.")] = 0.0,
-    clusters: Annotated[Optional[str], typer.Option(help="product_id,cluster_id: also run every design by cluster.")] = None,
-    events: Annotated[Optional[str], typer.Option(help="product_id,event_date inside the history, for triggered designs.")] = None,
-    interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals [all].")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws in those repetitions.")] = 200,
-    trees: Annotated[int, typer.Option(min=1, help="Causal-forest trees per estimate in the study.")] = 10,
-    jobs: Annotated[int, typer.Option(help="Worker processes [all cores].")] = 0,
-    repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
-    unit_col: UnitCol = "product_id",
-    time_col: TimeCol = "date",
-    cluster_col: ClusterCol = "cluster_id",
-    quiet: Quiet = False,
-    verbose: Verbose = False,
-    fmt: Format = None,
-    seed: Seed = 0,
-) -> None:
-    """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
-    from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
-
-    run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None)
-    ids = {unit_col: "product_id"}
-    history_table = run.read(
-        history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
-        dates=["date"], unique=["product_id", "date"],
-    )
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-    designs = [design_from_dict(io.read_json(p), source=p) for p in design_paths]
-    cluster_table = (
-        run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
-        if clusters else None
-    )
-    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
-    event_table = (
-        run.read(events, required=["product_id", "event_date"], rename=ids, dates=["event_date"]) if events else None
-    )
-    arms = design_arms(designs, cluster_table)
-    workers = jobs if jobs > 0 else (os.cpu_count() or 1)
-    with run.reporter.progress(f"{len(arms)} designs x {reps} repetitions", reps) as advance:
-        summary, repetitions = power_study(
-            history_table,
-            product_table,
-            arms,
-            estimator=HpteEstimator(features=product_table, n_bootstrap=bootstrap, n_estimators=trees),
-            outcome=outcome,
-            effect=effect,
-            reps=reps,
-            threats=Threats(carryover_days=carryover_days, spillover=spillover),
-            edges=edge_table,
-            events=event_table,
-            interval_reps=interval_reps,
-            seed=seed,
-            n_jobs=workers,
-            on_progress=advance,
-        )
-    run.write(summary, output)
-    if repetitions_out:
-        run.write(repetitions, repetitions_out)
-    if plot is not None:
-        from pricelab_cli import plots
-
-        plots.power_bars(summary, str(plot))
-    table = Table(title=f"designs on this history: +{effect:.1%} injected, {reps} repetitions", title_justify="left")
-    for col in ("design", "bias", "se", "rmse", "power", "coverage", "mde"):
-        table.add_column(col, justify="right" if col != "design" else "left")
-    for row in summary.iter_rows(named=True):
-        cells = [row["design"]] + [
-            "-" if row[c] is None else f"{row[c]:.4g}" for c in ("bias", "se", "rmse", "power", "coverage", "mde")
-        ]
-        table.add_row(*cells)
-    run.reporter.table(table)
 
 
 class HpteMethod(str, enum.Enum):
@@ -868,6 +654,222 @@ def _report_ipw(reporter: Reporter, result, outcome: str) -> None:
             num(row["p_value"]), f"{row['n']:,}",
         )
     reporter.table(table)
+
+
+# ------------------------------------------------------------------ power
+
+
+@app.command(
+    epilog="Example: pricelab power --history history.parquet --products products.csv --design tb.json "
+    "--design rd.json --design co.json --effect 0.05 --reps 200 --outcome units -o power.csv"
+)
+def power(
+    history: InputPath,
+    products: InputPath,
+    design_paths: Annotated[list[str], typer.Option("--design", help="A design JSON; repeat to compare designs.")],
+    output: Output = "-",
+    outcome: Annotated[str, typer.Option(help="Outcome column of the history.")] = "units",
+    effect: Annotated[float, typer.Option(help="Relative effect injected on treated cells (0.05 = +5%).")] = 0.05,
+    reps: Annotated[int, typer.Option(help="Monte Carlo repetitions per design.")] = 200,
+    carryover_days: Annotated[float, typer.Option(help="Threat: the effect lingers, decaying over this many days.")] = 0.0,
+    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (for --spillover).")] = None,
+    spillover: Annotated[float, typer.Option(help="Threat: share of the effect leaking onto substitutes, opposite sign.")] = 0.0,
+    clusters: Annotated[Optional[str], typer.Option(help="product_id,cluster_id: also run every design by cluster.")] = None,
+    events: Annotated[Optional[str], typer.Option(help="product_id,event_date inside the history, for triggered designs.")] = None,
+    interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals [all].")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws in those repetitions.")] = 200,
+    trees: Annotated[int, typer.Option(min=1, help="Causal-forest trees per estimate in the study.")] = 10,
+    jobs: Annotated[int, typer.Option(help="Worker processes [all cores].")] = 0,
+    repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    cluster_col: ClusterCol = "cluster_id",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
+    from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
+
+    run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None)
+    ids = {unit_col: "product_id"}
+    history_table = run.read(
+        history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
+        dates=["date"], unique=["product_id", "date"],
+    )
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    designs = [design_from_dict(io.read_json(p), source=p) for p in design_paths]
+    cluster_table = (
+        run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
+        if clusters else None
+    )
+    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
+    event_table = (
+        run.read(events, required=["product_id", "event_date"], rename=ids, dates=["event_date"]) if events else None
+    )
+    arms = design_arms(designs, cluster_table)
+    workers = jobs if jobs > 0 else (os.cpu_count() or 1)
+    with run.reporter.progress(f"{len(arms)} designs x {reps} repetitions", reps) as advance:
+        summary, repetitions = power_study(
+            history_table,
+            product_table,
+            arms,
+            estimator=HpteEstimator(features=product_table, n_bootstrap=bootstrap, n_estimators=trees),
+            outcome=outcome,
+            effect=effect,
+            reps=reps,
+            threats=Threats(carryover_days=carryover_days, spillover=spillover),
+            edges=edge_table,
+            events=event_table,
+            interval_reps=interval_reps,
+            seed=seed,
+            n_jobs=workers,
+            on_progress=advance,
+        )
+    run.write(summary, output)
+    if repetitions_out:
+        run.write(repetitions, repetitions_out)
+    if plot is not None:
+        from pricelab_cli import plots
+
+        plots.power_bars(summary, str(plot))
+    table = Table(title=f"designs on this history: +{effect:.1%} injected, {reps} repetitions", title_justify="left")
+    for col in ("design", "bias", "se", "rmse", "power", "coverage", "mde"):
+        table.add_column(col, justify="right" if col != "design" else "left")
+    for row in summary.iter_rows(named=True):
+        cells = [row["design"]] + [
+            "-" if row[c] is None else f"{row[c]:.4g}" for c in ("bias", "se", "rmse", "power", "coverage", "mde")
+        ]
+        table.add_row(*cells)
+    run.reporter.table(table)
+
+
+
+# ------------------------------------------------------------------ simulate
+
+simulate_app = typer.Typer(
+    help="Synthetic catalogs and sales panels with known effects (to test designs and estimators).\n\n"
+    "Example: pricelab simulate catalog --n-products 200 -o products.csv --edges-out true_edges.csv",
+    no_args_is_help=True,
+)
+app.add_typer(simulate_app, name="simulate")
+
+
+@simulate_app.command(
+    "catalog",
+    epilog="Example: pricelab simulate catalog --n-products 500 --n-groups 20 --seed 1 -o products.csv --edges-out true_edges.csv",
+)
+def simulate_catalog_command(
+    output: Output = "-",
+    n_products: Annotated[int, typer.Option(help="Number of products.")] = 200,
+    n_groups: Annotated[int, typer.Option(help="Number of categories.")] = 10,
+    community_size: Annotated[int, typer.Option(help="Products per planted substitute community.")] = 5,
+    id_prefix: Annotated[Optional[str], typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
+    edges_out: Annotated[Optional[str], typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Write a synthetic product catalog (features, categories, planted communities)."""
+    from pricelab_cli.simulate import simulate_catalog
+
+    run = _run(quiet, seed, fmt, output, edges_out)
+    products, edges = simulate_catalog(
+        n_products=n_products, n_groups=n_groups, community_size=community_size, seed=seed, id_prefix=id_prefix
+    )
+    run.write(products, output)
+    if edges_out:
+        run.write(edges, edges_out)
+    run.reporter.say(f"{products.height} products in {n_groups} categories; {edges.height} planted substitute edges")
+
+
+@simulate_app.command(
+    "sales",
+    epilog="Example: pricelab simulate sales --products products.csv --assignment assignment.parquet "
+    "--edges true_edges.csv --seed 1 -o sales.parquet --truth-out truth.json",
+)
+def simulate_sales_command(
+    products: InputPath,
+    output: Output = "-",
+    assignment: Annotated[Optional[str], typer.Option(help="Assignment that drives treatment (else history only).")] = None,
+    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (cross-price elasticities).")] = None,
+    start: Annotated[Optional[dt.date], _date_option("--start", "First panel date [assignment start - history days].")] = None,
+    end: Annotated[Optional[dt.date], _date_option("--end", "Last panel date [assignment end].")] = None,
+    history_days: Annotated[int, typer.Option(help="Days of history before the experiment.")] = 365,
+    price_change: Annotated[float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")] = -0.10,
+    elasticity: Annotated[float, typer.Option(help="Average own-price elasticity.")] = -2.0,
+    heterogeneity: Annotated[float, typer.Option(help="How strongly elasticity varies with quality.")] = 0.5,
+    trend_sd: Annotated[float, typer.Option(help="Spread of product trends (log units per year).")] = 0.3,
+    weekly: Annotated[float, typer.Option(help="Amplitude of the weekly pattern (log units).")] = 0.2,
+    shock_sd: Annotated[float, typer.Option(help="Spread of store-wide daily shocks (log units).")] = 0.05,
+    promo_rate: Annotated[float, typer.Option(help="Daily chance a product starts a promotion.")] = 0.05,
+    promo_depth: Annotated[float, typer.Option(help="Promotion price cut.")] = 0.2,
+    outlier_share: Annotated[float, typer.Option(help="Share of products with a sudden unexplained level shift.")] = 0.0,
+    carryover_days: Annotated[float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")] = 0.0,
+    spillover: Annotated[bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")] = True,
+    base_units: Annotated[float, typer.Option(help="Typical daily units of a product.")] = 20.0,
+    dispersion: Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")] = 5.0,
+    truth_out: Annotated[Optional[str], typer.Option(help="Write the true effects (JSON) here.")] = None,
+    product_truth_out: Annotated[Optional[str], typer.Option(help="Write per-product true effects here.")] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
+    from pricelab_cli.simulate import simulate_sales
+
+    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out)
+    ids = {unit_col: "product_id"}
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    assignment_table = (
+        run.read(
+            assignment,
+            required=["product_id", "date", "treated"],
+            rename={**ids, time_col: "date"},
+            dates=["date"],
+            unique=["product_id", "date"],
+        )
+        if assignment
+        else None
+    )
+    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
+    result = simulate_sales(
+        product_table,
+        assignment=assignment_table,
+        edges=edge_table,
+        start=start,
+        end=end,
+        history_days=history_days,
+        price_change=price_change,
+        elasticity=elasticity,
+        heterogeneity=heterogeneity,
+        trend_sd=trend_sd,
+        weekly=weekly,
+        shock_sd=shock_sd,
+        promo_rate=promo_rate,
+        promo_depth=promo_depth,
+        outlier_share=outlier_share,
+        carryover_days=carryover_days,
+        spillover=spillover,
+        base_units=base_units,
+        dispersion=dispersion,
+        seed=seed,
+    )
+    run.write(_user_names(result.sales, unit_col=unit_col, time_col=time_col), output)
+    if truth_out:
+        io.write_json({**result.truth, "provenance": run.meta()}, truth_out)
+    if product_truth_out:
+        run.write(_user_names(result.product_truth, unit_col=unit_col), product_truth_out)
+    truth = result.truth
+    effect = "no experiment" if truth["effect"] is None else f"true effect {truth['effect']:.4g} units per product per day"
+    run.reporter.say(f"{result.sales.height:,} product-days, {truth['start']} to {truth['end']}; {effect}")
+
 
 
 # ------------------------------------------------------------------ entry point
