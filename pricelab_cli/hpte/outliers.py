@@ -83,24 +83,27 @@ def outlier_filter(first_difference: np.ndarray, stratum: np.ndarray, c: float =
 def product_swings(cells: Cells, volatility: np.ndarray, n_products: int) -> tuple[np.ndarray, np.ndarray]:
     """Per product, the swing the filter ranks and its arm stratum (-1: no cell).
 
-    The swing is the first difference of the product's control cell when it has one (its
-    treated cell otherwise), in units of its own noise: ``fd / (volatility / sqrt(rows))``,
-    with ``volatility`` the residual standard deviation of its history.
+    The swing is the product's mean residual over all its experiment rows — both cells,
+    weighted by their rows, when it has two (switchback designs) — in units of its own
+    noise: ``mean / (volatility / sqrt(rows))``, with ``volatility`` the residual standard
+    deviation of its history.
 
     Why: a product's first difference in units grows with its sales, so ranking raw
     differences would mostly pick big sellers, whose effects in units are big too; dropping
     them biased the average effect down by a tenth of its SE per dropped product in our
-    simulations. Dividing by the product's own noise ranks what is unusual for the product;
-    judging switchback products on their control days leaves the effect out entirely (level
-    jumps still show there).
+    simulations. Dividing by the product's own noise ranks what is unusual for the product.
+    For a switchback product the mean over all its rows is blind to which days were treated:
+    its covariance with the treated-minus-control difference is zero for independent noise,
+    and a one-sided swing (a promotion, a stock-out) enters it wherever it falls. Ranking
+    one cell instead selects on the difference: with promotions in the history, filtering on
+    the control cell biased crossover estimates by 0.6 of their spread (1.45 units on a true
+    effect of 2.5; 0.15 with the filter off).
     """
     control = cells.treated == 0
-    fd = np.full(n_products, np.nan)
-    rows = np.zeros(n_products)
-    # Treated cells first, then control cells overwrite them where a product has both.
-    for mask in (~control, control):
-        fd[cells.code[mask]] = cells.first_difference[mask]
-        rows[cells.code[mask]] = cells.n_rows[mask]
+    rows = np.bincount(cells.code, weights=cells.n_rows, minlength=n_products).astype(np.float64)
+    total = np.bincount(cells.code, weights=cells.first_difference * cells.n_rows, minlength=n_products)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fd = np.where(rows > 0, total / rows, np.nan)
     has_t = np.zeros(n_products, dtype=bool)
     has_c = np.zeros(n_products, dtype=bool)
     has_t[cells.code[~control]] = True
