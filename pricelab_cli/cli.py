@@ -102,8 +102,7 @@ class Run:
 
 
 def _run(quiet: bool, seed: int | None, fmt: str | None, *outputs: str | None) -> Run:
-    if fmt is not None and fmt not in ("csv", "parquet", "tsv", "csv.gz"):
-        raise UsageError(f"--format {fmt!r}: use csv or parquet.")
+    io.check_format(fmt)  # fail before any work, not at the final write
     reporter = Reporter(quiet=quiet)
     _ACTIVE.reporter = reporter
     return Run(reporter, seed, fmt, tuple(o for o in outputs if o))

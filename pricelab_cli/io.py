@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -46,8 +47,7 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     A stream (``-``), device or pipe is CSV unless ``fmt`` (``--format``) says otherwise;
     a named file's extension wins over ``fmt``.
     """
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}.")
+    check_format(fmt)
     if path == STDIO or _is_special_file(path):
         # Streams, devices and pipes (/dev/null, /dev/fd/63) have no extension to go by.
         return fmt or "csv"
@@ -63,6 +63,12 @@ def detect_format(path: str, fmt: str | None = None) -> str:
         f"{path}: cannot tell the format from the extension; use one of "
         ".csv, .csv.gz, .tsv, .tsv.gz, .parquet (or --format)."
     )
+
+
+def check_format(fmt: str | None) -> None:
+    """Reject a ``--format`` value pricelab cannot write."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of: {', '.join(FORMATS)}.")
 
 
 def _is_special_file(path: str) -> bool:
@@ -286,6 +292,14 @@ def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
     else:
         columns.append(pl.Series("blackout", [False] * assignment.height, dtype=pl.Boolean))
     return assignment.with_columns(columns)
+
+
+def row_positions(values: pl.Series, ids: pl.Series) -> np.ndarray:
+    """Position of each value in ``ids`` (-1 when absent), by a join rather than a Python dict."""
+    lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
+    frame = pl.DataFrame({"_id": values})
+    frame, lookup = align_id_types(frame, lookup, col="_id")
+    return frame.join(lookup, on="_id", how="left", maintain_order="left")["_pos"].fill_null(-1).to_numpy()
 
 
 def align_id_types(*frames: pl.DataFrame, col: str = "product_id") -> list[pl.DataFrame]:

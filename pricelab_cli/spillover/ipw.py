@@ -62,7 +62,7 @@ from scipy import sparse, stats
 from pricelab_cli.assign import uniform_draws, unit_keys
 from pricelab_cli.design import Design
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, PricelabWarning, UsageError
-from pricelab_cli.io import align_id_types, assignment_flags, check_columns, check_numeric, check_unique
+from pricelab_cli.io import align_id_types, assignment_flags, check_columns, check_numeric, check_unique, row_positions
 
 NEITHER, SPILLOVER, DIRECT, TOTAL = 0, 1, 2, 3
 CONDITIONS = ("neither", "spillover", "direct", "total")
@@ -136,14 +136,6 @@ class IpwResult:
 # --------------------------------------------------------------------------- inputs
 
 
-def _positions(values: pl.Series, ids: pl.Series) -> np.ndarray:
-    """Position of each value in ``ids`` (-1 when absent)."""
-    lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
-    frame = pl.DataFrame({"_id": values})
-    frame, lookup = align_id_types(frame, lookup, col="_id")
-    return frame.join(lookup, on="_id", how="left", maintain_order="left")["_pos"].fill_null(-1).to_numpy()
-
-
 def _experiment(
     assignment: pl.DataFrame,
     edges: pl.DataFrame,
@@ -165,7 +157,7 @@ def _experiment(
     check_unique(assignment, ["product_id", "date"], "assignment")
     ids = products["product_id"]
     n = len(ids)
-    row_product = _positions(assignment["product_id"], ids)
+    row_product = row_positions(assignment["product_id"], ids)
     if (row_product < 0).any():
         missing = assignment["product_id"].filter(pl.Series(row_product < 0))
         raise DataError(
@@ -191,7 +183,7 @@ def _experiment(
     if weight.null_count() or not weight.is_finite().all():
         raise DataError("edges: column 'weight' has missing or non-finite values.")
     check_unique(edges, ["src", "dst"], "edges")
-    src, dst = _positions(edges["src"], ids), _positions(edges["dst"], ids)
+    src, dst = row_positions(edges["src"], ids), row_positions(edges["dst"], ids)
     outside = (src < 0) | (dst < 0)
     if outside.any():
         warnings.warn(
@@ -229,7 +221,7 @@ def _units(
     if clusters is not None:
         check_columns(clusters, ["product_id", "cluster_id"], "clusters")
         check_unique(clusters, ["product_id"], "clusters")
-        pos = _positions(clusters["product_id"], ids)
+        pos = row_positions(clusters["product_id"], ids)
         label = clusters["cluster_id"].filter(pl.Series(pos >= 0))
         pos = pos[pos >= 0]
         source = "clusters"
@@ -251,7 +243,7 @@ def _units(
     labels = cluster_of.gather(members)
     uniq = labels.unique(maintain_order=True)
     unit = np.full(n, -1, dtype=np.int64)
-    unit[members] = _positions(labels, uniq)
+    unit[members] = row_positions(labels, uniq)
     return unit, uniq, "c"
 
 

@@ -47,6 +47,8 @@ CASES = {
     "folder as file": (66, "is a folder, not a file", lambda d: ["--products", d]),
     "corrupt parquet": (66, "not a readable Parquet file", lambda d: ["--products", write(d / "p.parquet", "not parquet")]),
     "unknown extension": (2, "cannot tell the format from the extension", lambda d: ["--products", write(d / "p.xlsx", "x")]),
+    "unknown stream format": (2, "--format 'xlsx' is not one of: csv, csv.gz, tsv, tsv.gz, parquet", lambda d: [
+        "--products", d / "products.csv", "--format", "xlsx"]),
     "unknown flag": (2, "No such option: --colour", lambda d: ["--products", d / "products.csv", "--colour", "red"]),
     "wrong type": (65, "column 'event_date' has a value that is not an ISO date (YYYY-MM-DD): '2026/03/01'", lambda d: [
         "--products", d / "products.csv", "--events", write(d / "e.csv", "product_id,event_date\n1,2026/03/01\n")]),

@@ -80,6 +80,20 @@ def per_product_means(sales: pl.DataFrame, assignment: pl.DataFrame) -> pl.DataF
     )
 
 
+def within_product_differences(sales: pl.DataFrame, assignment: pl.DataFrame) -> np.ndarray:
+    """Per product, mean units on treated days minus mean units on control days."""
+    per_product = (
+        sales.join(assignment, on=["product_id", "date"])
+        .group_by("product_id")
+        .agg(
+            pl.col("units").filter(pl.col("treated") == 1).mean().alias("on"),
+            pl.col("units").filter(pl.col("treated") == 0).mean().alias("off"),
+        )
+        .drop_nulls()
+    )
+    return (per_product["on"] - per_product["off"]).to_numpy()
+
+
 def within_four_se(values: np.ndarray, target: float) -> tuple[bool, float]:
     se = values.std(ddof=1) / math.sqrt(len(values))
     return abs(values.mean() - target) < 4 * se, se
@@ -362,16 +376,7 @@ def test_switchback_within_product_difference_matches_truth():
     products, _ = simulate_catalog(n_products=1500, n_groups=15, seed=31)
     assignment = random_days(products["product_id"], 28, seed=31)
     result = simulate_sales(products, assignment=assignment, history_days=7, seed=31)
-    cells = result.sales.join(assignment, on=["product_id", "date"])
-    per_product = (
-        cells.group_by("product_id")
-        .agg(
-            pl.col("units").filter(pl.col("treated") == 1).mean().alias("on"),
-            pl.col("units").filter(pl.col("treated") == 0).mean().alias("off"),
-        )
-        .drop_nulls()
-    )
-    diffs = (per_product["on"] - per_product["off"]).to_numpy()
+    diffs = within_product_differences(result.sales, assignment)
     ok, se = within_four_se(diffs, result.truth["effect"])
     assert result.truth["effect"] > 8 * se
     assert ok
@@ -384,16 +389,7 @@ def test_switchback_under_spillover_measures_the_effect_at_realised_exposure():
     truth = result.truth
     # Substitutes' price cuts take demand away, so the realised direct effect is smaller.
     assert truth["effect_realised"] < 0.95 * truth["effect"]
-    cells = result.sales.join(assignment, on=["product_id", "date"])
-    per_product = (
-        cells.group_by("product_id")
-        .agg(
-            pl.col("units").filter(pl.col("treated") == 1).mean().alias("on"),
-            pl.col("units").filter(pl.col("treated") == 0).mean().alias("off"),
-        )
-        .drop_nulls()
-    )
-    diffs = (per_product["on"] - per_product["off"]).to_numpy()
+    diffs = within_product_differences(result.sales, assignment)
     ok, se = within_four_se(diffs, truth["effect_realised"])
     assert ok, (diffs.mean(), truth["effect_realised"], se)
     assert abs(diffs.mean() - truth["effect"]) > 4 * se, "the no-spillover effect is not what is measured"
