@@ -268,6 +268,11 @@ def _report_balance(reporter: Reporter, report: BalanceReport, spec: Design) -> 
 # ------------------------------------------------------------------ analysis commands
 
 
+class OutlierRule(str, enum.Enum):
+    robust = "robust"
+    quantile = "quantile"
+
+
 class HpteMethod(str, enum.Enum):
     hpte = "hpte"
     did = "did"
@@ -291,11 +296,24 @@ def hpte(
         HpteMethod, typer.Option(help="hpte, or did: classic mean-after minus mean-before difference in differences.")
     ] = HpteMethod.hpte,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap draws for the SE (0: none).")] = 500,
+    outlier_rule: Annotated[
+        OutlierRule,
+        typer.Option(
+            help="robust: robust residuals and screens that adapt to the share of wild products; "
+            "quantile: the method source's rule (drop a tail share C / n_products)."
+        ),
+    ] = OutlierRule.robust,
     outlier_c: Annotated[
         Optional[float],
-        typer.Option(min=0.0, help="Outlier filter drops about C products (tail share C / n_products) [4]."),
+        typer.Option(min=0.0, help="With --outlier-rule quantile: drop about C products (tail share C / n) [4]."),
     ] = None,
-    no_outlier_filter: Annotated[bool, typer.Option("--no-outlier-filter", help="Keep every product.")] = False,
+    no_outlier_filter: Annotated[
+        bool, typer.Option("--no-outlier-filter", help="Keep every product (residuals are still winsorised).")
+    ] = False,
+    outliers_out: Annotated[
+        Optional[str],
+        typer.Option("--outliers-out", help="Write every dropped, winsorised or stock-out product with the reason here."),
+    ] = None,
     no_detrend: Annotated[
         bool, typer.Option("--no-detrend", help="Fit each product's level only (no trend or weekday terms).")
     ] = False,
@@ -318,7 +336,9 @@ def hpte(
     """Estimate the average price effect per product per day (heterogeneous panel treatment effect)."""
     from pricelab_cli.hpte import estimate_hpte
 
-    run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None)
+    run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out)
+    if outlier_c is not None and outlier_rule is OutlierRule.robust:
+        raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
     outcomes = list(dict.fromkeys(outcome or ["units"]))
     for name in outcomes:
         if name in ("product_id", "date", unit_col, time_col):
@@ -347,6 +367,7 @@ def hpte(
             method=method.value,
             n_bootstrap=bootstrap,
             seed=seed,
+            outlier_rule=outlier_rule.value,
             outlier_filter=not no_outlier_filter,
             detrend=not no_detrend,
             n_estimators=trees,
@@ -359,6 +380,8 @@ def hpte(
     run.write(result.effects, output)
     if cate_out:
         run.write(_user_names(result.cate, unit_col=unit_col), cate_out)
+    if outliers_out:
+        run.write(_user_names(result.outliers, unit_col=unit_col), outliers_out)
     if plot is not None:
         from pricelab_cli.hpte.plot import effect_path_plot
 
@@ -379,6 +402,18 @@ def _report_hpte(reporter: Reporter, result, method: str) -> None:
             f"baselines {models}; {est.arm_units_['treated']:,} treated and {est.arm_units_['control']:,} "
             f"control {unit}s resampled"
         )
+        audit = est.outliers_
+        if audit.height:
+            counts = audit.group_by("action", "reason", maintain_order=True).agg(
+                pl.len().alias("products"), pl.col("days").sum().alias("days")
+            )
+            parts = [
+                f"{r['products']:,} product(s) {r['action']} ({r['reason']}"
+                + (f"; {r['days']:,} product-days" if r["days"] else "")
+                + ")"
+                for r in counts.iter_rows(named=True)
+            ]
+            reporter.say(f"{name}: " + "; ".join(parts))
     if result.n_ignored_sales_products:
         reporter.say(f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored).")
     table = Table(title=f"{method}: effect per product per day", title_justify="left", box=box.SIMPLE_HEAD)
@@ -573,6 +608,9 @@ def ipw(
     clip: Annotated[
         Optional[float], typer.Option(help="Raise exposure probabilities below this to it (weights at most 1/clip).")
     ] = None,
+    outlier_rule: Annotated[
+        OutlierRule, typer.Option(help="Residuals as hpte makes them: robust (default) or quantile (least squares).")
+    ] = OutlierRule.robust,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -618,6 +656,7 @@ def ipw(
             replays=replays,
             bootstrap=bootstrap,
             clip=clip,
+            outlier_rule=outlier_rule.value,
             seed=seed,
             progress=advance,
         )
@@ -678,6 +717,9 @@ def power(
     interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals [all].")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws in those repetitions.")] = 200,
     trees: Annotated[int, typer.Option(min=1, help="Causal-forest trees per estimate in the study.")] = 10,
+    outlier_rule: Annotated[
+        OutlierRule, typer.Option(help="hpte's outlier rule inside the study (robust or quantile, as in hpte).")
+    ] = OutlierRule.robust,
     jobs: Annotated[int, typer.Option(help="Worker processes [all cores].")] = 0,
     repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
@@ -715,7 +757,9 @@ def power(
             history_table,
             product_table,
             arms,
-            estimator=HpteEstimator(features=product_table, n_bootstrap=bootstrap, n_estimators=trees),
+            estimator=HpteEstimator(
+                features=product_table, n_bootstrap=bootstrap, n_estimators=trees, outlier_rule=outlier_rule.value
+            ),
             outcome=outcome,
             effect=effect,
             reps=reps,
@@ -813,6 +857,16 @@ def simulate_sales_command(
     dispersion: Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")] = 5.0,
     truth_out: Annotated[Optional[str], typer.Option(help="Write the true effects (JSON) here.")] = None,
     product_truth_out: Annotated[Optional[str], typer.Option(help="Write per-product true effects here.")] = None,
+    contamination: Annotated[
+        float, typer.Option(help="Share of products whose sales are spoiled (see --contamination-kinds).")
+    ] = 0.0,
+    contamination_kinds: Annotated[
+        str,
+        typer.Option(help="Comma-separated kinds dealt out in turn: noise, jump, spike, stockout, outlier."),
+    ] = "noise,jump,spike,stockout",
+    clean_out: Annotated[
+        Optional[str], typer.Option(help="Write the same panel without the contamination here (same draws otherwise).")
+    ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     quiet: Quiet = False,
@@ -823,7 +877,7 @@ def simulate_sales_command(
     """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
     from pricelab_cli.simulate import simulate_sales
 
-    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out)
+    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out, clean_out)
     ids = {unit_col: "product_id"}
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
     assignment_table = (
@@ -858,9 +912,13 @@ def simulate_sales_command(
         spillover=spillover,
         base_units=base_units,
         dispersion=dispersion,
+        contamination=contamination,
+        contamination_kinds=contamination_kinds,
         seed=seed,
     )
     run.write(_user_names(result.sales, unit_col=unit_col, time_col=time_col), output)
+    if clean_out:
+        run.write(_user_names(result.clean_sales, unit_col=unit_col, time_col=time_col), clean_out)
     if truth_out:
         io.write_json({**result.truth, "provenance": run.meta()}, truth_out)
     if product_truth_out:

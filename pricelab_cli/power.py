@@ -401,6 +401,7 @@ class HpteEstimator:
     # estimates with 10 trees was within 1% of 100 trees (identical for random days and
     # crossover, whose two cells of a product always share a leaf), at a sixth of the cost.
     n_estimators: int = POWER_TREES
+    outlier_rule: str = "robust"
 
     def __call__(self, sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, with_intervals: bool, seed: int) -> Estimate:
         from pricelab_cli.hpte.estimate import HeterogeneousPanelEffect
@@ -408,6 +409,7 @@ class HpteEstimator:
         fitted = HeterogeneousPanelEffect(
             n_bootstrap=self.n_bootstrap if with_intervals else 0,
             n_estimators=self.n_estimators,
+            outlier_rule=self.outlier_rule,
             n_jobs=1,
             random_state=seed,
         ).fit(sales, assignment, outcome, self.features)

@@ -50,6 +50,33 @@ weekday, Monday = 0), with ``c = price_change`` and ``T_it`` the assigned treate
 - Units are negative binomial (Poisson-gamma) with mean ``lambda_it`` and variance
   ``lambda_it + lambda_it^2 / dispersion``. Blackout days are ordinary days here.
 
+Contamination
+-------------
+``contamination`` is the share of products (``round(share * n)``, chosen at random) whose
+sales are spoiled in one of ``contamination_kinds`` (dealt out in turn, so the kinds are
+equally common). Its draws come from a generator of their own (seeded from ``seed``), so the
+clean panel (``SimulatedSales.clean_sales``) is the same panel without them, draw for draw.
+With ``u_it`` the clean units:
+
+- ``noise``: ``Poisson(u_it * H_it)``, ``H_it ~ Gamma(NOISE_SHAPE, 1 / NOISE_SHAPE)``: the same
+  mean, wild day-to-day swings in history and experiment alike.
+- ``jump``: from a day ``tau_i`` drawn uniformly in the product's experiment window (the last
+  third of the panel without one), ``Poisson((m_i - 1) * lambda0_it)`` extra units,
+  ``m_i ~ U(JUMP_LOW, JUMP_HIGH)``: the level multiplies several-fold, and the extra demand
+  does not respond to price (a listing change, a competitor leaving).
+- ``spike``: on each day with probability ``SPIKE_RATE``, ``Poisson(K * lambda0_it)`` extra
+  units, ``K ~ U(SPIKE_LOW, SPIKE_HIGH)``: bulk orders.
+- ``stockout``: two runs of ``STOCKOUT_MIN..STOCKOUT_MAX`` zero-sales days, one starting in
+  the history and one in the experiment window (anywhere in the panel without one).
+- ``outlier``: the multiplicative family: like ``outlier_share`` above, ``lambda`` shifts by a
+  factor ``exp(s_i)``, ``s_i ~ N(0, 1.5^2)``, from a day in the last third of the panel, and
+  the treatment effect scales with it.
+
+The first four are additive: they leave the demand's response to price alone, so the truth
+is the clean panel's (for ``stockout``, the effect on demand, which the zero days hide).
+``outlier`` carries the effect, so the truth is computed on the shifted demand and
+``effect_clean`` gives the clean panel's.
+
 Truth
 -----
 ``lambda0_it`` is the expected units with no treatment anywhere: the formula above without
@@ -74,7 +101,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,7 +125,14 @@ PROMO_MAX_DAYS = 7
 LEVEL_SD = 0.5
 OUTLIER_SHIFT_SD = 1.5
 WEEKLY_PEAK_DAY = 5.0
-PRODUCT_TRUTH_COLUMNS = ("product_id", "cate", "cate_global", "baseline", "outlier", "elasticity")
+PRODUCT_TRUTH_COLUMNS = ("product_id", "cate", "cate_global", "baseline", "outlier", "elasticity", "contamination")
+CONTAMINATION_KINDS = ("noise", "jump", "spike", "stockout", "outlier")
+ADDITIVE_CONTAMINATION = ("noise", "jump", "spike", "stockout")
+NOISE_SHAPE = 0.05
+JUMP_LOW, JUMP_HIGH = 3.0, 6.0
+SPIKE_RATE = 1.0 / 30.0
+SPIKE_LOW, SPIKE_HIGH = 20.0, 50.0
+STOCKOUT_MIN, STOCKOUT_MAX = 5, 10
 SALES_COLUMNS = ("product_id", "date", "units", "price", "revenue")
 
 _EPOCH = dt.date(1970, 1, 1)
@@ -117,12 +151,16 @@ class SimulatedSales:
         ``n_outliers`` and ``n_edges`` (whole catalog), the panel dates and every parameter.
     product_truth : one row per product in the assignment: ``product_id``, ``cate``,
         ``cate_global``, ``baseline`` (units per day; null when the product has no
-        non-blackout experiment date in the panel), ``outlier``, ``elasticity``.
+        non-blackout experiment date in the panel), ``outlier``, ``elasticity``,
+        ``contamination`` (the kind, null for a clean product).
+    clean_sales : the same panel without the contamination (same draws otherwise); the
+        same frame as ``sales`` when there is none.
     """
 
     sales: pl.DataFrame
     truth: dict
     product_truth: pl.DataFrame
+    clean_sales: pl.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------- catalog
@@ -262,6 +300,8 @@ def simulate_sales(
     spillover: bool = True,
     base_units: float = 20.0,
     dispersion: float = 5.0,
+    contamination: float = 0.0,
+    contamination_kinds: Sequence[str] = ADDITIVE_CONTAMINATION,
     seed: int = 0,
 ) -> SimulatedSales:
     """Simulate daily sales of ``products`` under an assignment, with the known truth.
@@ -289,7 +329,9 @@ def simulate_sales(
     carryover_days : time constant (days) of the treatment effect's decay after treatment.
     spillover : whether treating ``src`` moves the demand of ``dst`` through the edges.
     base_units, dispersion : typical daily units and the negative binomial shape.
-    seed : seed of the only random generator used.
+    contamination, contamination_kinds : share of products whose sales are spoiled, and
+        how (see "Contamination" in the module docstring).
+    seed : seed of the random generators (the contamination has its own, derived from it).
 
     Returns
     -------
@@ -311,7 +353,9 @@ def simulate_sales(
         carryover_days=carryover_days,
         base_units=base_units,
         dispersion=dispersion,
+        contamination=contamination,
     )
+    kinds = _checked_kinds(contamination_kinds)
     _check_count("seed", seed, 0)
     start, end = _as_date(start, "start"), _as_date(end, "end")
     ids = _checked_product_ids(products)
@@ -355,21 +399,32 @@ def simulate_sales(
         carryover_days=carryover_days,
     )
     expected_units *= lambda0
+    spoil = _Contamination.draw(seed, n, n_days, params["contamination"], kinds, analysed_rows, analysed_days)
+    shifted_mean = spoil.shifted_means(expected_units, lambda0) if spoil.any_outlier else None
     units = _negative_binomial(rng, expected_units, dispersion)
     del expected_units
+    clean_units = units
+    if spoil.rows.size:
+        units = spoil.apply(units, lambda0, shifted_mean, dispersion)
 
     price = np.where(promo, 1.0 - promo_depth, 1.0)
     price *= np.where(treated, 1.0 + price_change, 1.0)
     price *= base_price[:, None]
     day_numbers = (np.arange(n_days) + (start - _EPOCH).days).astype(np.int32)
-    sales = pl.DataFrame(
+    keys = pl.DataFrame(
         {
             "product_id": ids.gather(np.repeat(np.arange(n), n_days)),
             "date": pl.Series(np.tile(day_numbers, n)).cast(pl.Date),
-            "units": units.ravel(),
-            "price": price.ravel(),
         }
-    ).with_columns(revenue=pl.col("units") * pl.col("price"))
+    )
+
+    def sales_frame(counts: np.ndarray) -> pl.DataFrame:
+        return keys.with_columns(units=pl.Series(counts.ravel()), price=pl.Series(price.ravel())).with_columns(
+            revenue=pl.col("units") * pl.col("price")
+        )
+
+    sales = sales_frame(units)
+    clean_sales = sales_frame(clean_units) if spoil.rows.size else sales
 
     incoming_weight = (
         np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
@@ -378,10 +433,9 @@ def simulate_sales(
     if spillover and weight_matrix is not None and len(analysed_rows):
         spill = (weight_matrix @ treated.astype(np.float64)) * log_cut
         realised_spill = spill[analysed_rows, analysed_days]
-    product_truth, summary = _truth(
+    truth_inputs = dict(
         ids=ids,
         assigned=assigned,
-        lambda0=lambda0,
         analysed_rows=analysed_rows,
         analysed_days=analysed_days,
         own_elasticity=own_elasticity,
@@ -389,7 +443,13 @@ def simulate_sales(
         log_cut=log_cut,
         outlier=outlier,
         realised_spill=realised_spill,
+        contamination=spoil.kind_labels(),
     )
+    product_truth, summary = _truth(lambda0=lambda0, **truth_inputs)
+    clean_summary = summary
+    if spoil.any_outlier:
+        # The multiplicative kind carries the effect: the truth follows the shifted demand.
+        product_truth, summary = _truth(lambda0=spoil.shift_lambda(lambda0), **truth_inputs)
     truth = {
         "description": (
             "effect: mean over assigned products (equal weights) of the expected change in "
@@ -403,6 +463,10 @@ def simulate_sales(
         **summary,
         "n_catalog": n,
         "n_outliers": int(outlier.sum()),
+        "n_contaminated": int(spoil.rows.size),
+        "contaminated_by_kind": spoil.counts(),
+        "effect_clean": clean_summary["effect"],
+        "contamination_kinds": list(kinds),
         "n_edges": 0 if weight_matrix is None else int(weight_matrix.nnz),
         "start": start.isoformat(),
         "end": end.isoformat(),
@@ -411,7 +475,12 @@ def simulate_sales(
         "spillover": bool(spillover),
         "seed": int(seed),
     }
-    return SimulatedSales(sales=sales.select(SALES_COLUMNS), truth=truth, product_truth=product_truth)
+    return SimulatedSales(
+        sales=sales.select(SALES_COLUMNS),
+        truth=truth,
+        product_truth=product_truth,
+        clean_sales=clean_sales.select(SALES_COLUMNS),
+    )
 
 
 def _untreated_demand(
@@ -527,6 +596,7 @@ def _truth(
     log_cut: float,
     outlier: np.ndarray,
     realised_spill: np.ndarray | None = None,
+    contamination: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per-product truth for assigned products and its equally weighted summary.
 
@@ -554,8 +624,9 @@ def _truth(
             "baseline": baseline,
             "outlier": outlier[rows],
             "elasticity": own_elasticity[rows],
+            "contamination": None if contamination is None else contamination.gather(rows),
         },
-        schema_overrides={"outlier": pl.Boolean},
+        schema_overrides={"outlier": pl.Boolean, "contamination": pl.String},
     ).with_columns(pl.col("cate", "cate_global", "baseline").fill_nan(None))
     known = ~np.isnan(baseline)
     if not known.any():
@@ -575,6 +646,137 @@ def _truth(
         "n_products": int(len(rows)),
     }
     return product_truth.select(PRODUCT_TRUTH_COLUMNS), summary
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Contamination:
+    """Which products are spoiled, how, and the draws that spoil them (own generator)."""
+
+    rows: np.ndarray  # contaminated product rows
+    kind: np.ndarray  # kind name per contaminated row
+    n_products: int
+    n_days: int
+    rng: np.random.Generator
+    start_day: np.ndarray  # per contaminated row: the kind's start day (jump, outlier)
+    factor: np.ndarray  # per contaminated row: jump multiplier, spike size or log shift
+    run_start: np.ndarray  # (rows, 2): stock-out run starts (history, experiment)
+    run_length: np.ndarray  # (rows, 2)
+
+    @classmethod
+    def draw(
+        cls,
+        seed: int,
+        n: int,
+        n_days: int,
+        share: float,
+        kinds: Sequence[str],
+        analysed_rows: np.ndarray,
+        analysed_days: np.ndarray,
+    ) -> "_Contamination":
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+        n_spoiled = int(np.floor(share * n + 0.5)) if kinds else 0
+        rows = rng.permutation(n)[:n_spoiled]
+        kind = np.array([kinds[i % len(kinds)] for i in range(n_spoiled)], dtype=object)
+        # Each product's experiment window (the last third of the panel when it has none).
+        first = np.full(n, (2 * n_days) // 3, dtype=np.int64)
+        last = np.full(n, n_days - 1, dtype=np.int64)
+        if len(analysed_rows):
+            has = np.bincount(analysed_rows, minlength=n) > 0
+            lo = np.full(n, n_days, dtype=np.int64)
+            hi = np.full(n, -1, dtype=np.int64)
+            np.minimum.at(lo, analysed_rows, analysed_days)
+            np.maximum.at(hi, analysed_rows, analysed_days)
+            first, last = np.where(has, lo, first), np.where(has, hi, last)
+        first, last = first[rows], last[rows]
+        # Every parameter is drawn for every spoiled row in a fixed order, whatever its kind.
+        u_start = rng.random(n_spoiled)
+        u_factor = rng.random(n_spoiled)
+        shift = OUTLIER_SHIFT_SD * rng.standard_normal(n_spoiled)
+        u_runs = rng.random((n_spoiled, 2))
+        run_length = rng.integers(STOCKOUT_MIN, STOCKOUT_MAX + 1, size=(n_spoiled, 2))
+        window_start = first + np.floor(u_start * (last - first + 1)).astype(np.int64)
+        late = (2 * n_days) // 3
+        late_start = late + np.floor(u_start * (n_days - late)).astype(np.int64)
+        start_day = np.where(kind == "outlier", late_start, window_start)
+        factor = np.select(
+            [kind == "jump", kind == "spike", kind == "outlier"],
+            [JUMP_LOW + (JUMP_HIGH - JUMP_LOW) * u_factor, SPIKE_LOW + (SPIKE_HIGH - SPIKE_LOW) * u_factor, shift],
+            default=0.0,
+        )
+        history_room = np.maximum(first - run_length[:, 0], 1)
+        window_room = np.maximum(last - first + 1, 1)
+        run_start = np.stack(
+            [np.floor(u_runs[:, 0] * history_room), first + np.floor(u_runs[:, 1] * window_room)], axis=1
+        ).astype(np.int64)
+        return cls(rows, kind, n, n_days, rng, start_day, factor, run_start, run_length)
+
+    @property
+    def any_outlier(self) -> bool:
+        return bool((self.kind == "outlier").any())
+
+    def _later(self, sel: np.ndarray) -> np.ndarray:
+        """(selected rows x days) mask of the days from each row's start day on."""
+        return np.arange(self.n_days)[None, :] >= self.start_day[sel][:, None]
+
+    def shift_lambda(self, lambda0: np.ndarray) -> np.ndarray:
+        """``lambda0`` with the multiplicative kind's level shifts (a copy)."""
+        shifted = lambda0.copy()
+        sel = np.flatnonzero(self.kind == "outlier")
+        shifted[self.rows[sel]] *= np.exp(np.where(self._later(sel), self.factor[sel][:, None], 0.0))
+        return shifted
+
+    def shifted_means(self, expected_units: np.ndarray, lambda0: np.ndarray) -> np.ndarray:
+        """Expected units of the multiplicative kind's rows after their shift."""
+        sel = np.flatnonzero(self.kind == "outlier")
+        return expected_units[self.rows[sel]] * np.exp(np.where(self._later(sel), self.factor[sel][:, None], 0.0))
+
+    def apply(self, units: np.ndarray, lambda0: np.ndarray, shifted_mean: np.ndarray | None, dispersion: float) -> np.ndarray:
+        """Spoiled copy of the clean ``units`` (products x days)."""
+        units = units.copy()
+        rng = self.rng
+        days = self.n_days
+        for name in CONTAMINATION_KINDS:
+            sel = np.flatnonzero(self.kind == name)
+            if not len(sel):
+                continue
+            rows = self.rows[sel]
+            if name == "noise":
+                wild = rng.gamma(NOISE_SHAPE, 1.0 / NOISE_SHAPE, size=(len(sel), days))
+                units[rows] = rng.poisson(units[rows] * wild)
+            elif name == "jump":
+                extra = (self.factor[sel] - 1.0)[:, None] * lambda0[rows] * self._later(sel)
+                units[rows] += rng.poisson(extra)
+            elif name == "spike":
+                bulk = rng.random((len(sel), days)) < SPIKE_RATE
+                units[rows] += rng.poisson(self.factor[sel][:, None] * lambda0[rows] * bulk)
+            elif name == "stockout":
+                day = np.arange(days)[None, None, :]
+                start = self.run_start[sel][:, :, None]
+                out = ((day >= start) & (day < start + self.run_length[sel][:, :, None])).any(axis=1)
+                units[rows] = np.where(out, 0, units[rows])
+            else:  # outlier: fresh counts around the shifted mean
+                units[rows] = _negative_binomial(rng, shifted_mean, dispersion)
+        return units
+
+    def kind_labels(self) -> pl.Series:
+        labels = np.full(self.n_products, None, dtype=object)
+        labels[self.rows] = self.kind
+        return pl.Series(labels.tolist(), dtype=pl.String)
+
+    def counts(self) -> dict[str, int]:
+        return {name: int((self.kind == name).sum()) for name in CONTAMINATION_KINDS if (self.kind == name).any()}
+
+
+def _checked_kinds(kinds: Sequence[str] | str) -> tuple[str, ...]:
+    """Contamination kinds as a tuple of known names (a comma-separated text is accepted)."""
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in CONTAMINATION_KINDS]
+    if unknown:
+        raise UsageError(
+            f"--contamination-kinds: {unknown[0]!r} is not a kind; choose from {', '.join(CONTAMINATION_KINDS)}."
+        )
+    return tuple(dict.fromkeys(kinds))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -611,6 +813,7 @@ def _checked_params(**values: float) -> dict[str, Any]:
         "promo_rate": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
         "promo_depth": (lambda v: 0.0 <= v < 1.0, "at least 0 and below 1"),
         "outlier_share": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
+        "contamination": (lambda v: 0.0 <= v <= 1.0, "between 0 and 1"),
         "carryover_days": (lambda v: v >= 0.0, "at least 0 (0 means no carryover)"),
         "base_units": (lambda v: v > 0.0, "greater than 0"),
         "dispersion": (lambda v: v > 0.0, "greater than 0 (larger is closer to Poisson)"),

@@ -49,7 +49,9 @@ import numpy as np
 import polars as pl
 
 from pricelab_cli.errors import PricelabWarning
+from pricelab_cli.hpte import robust
 from pricelab_cli.hpte.panel import Panel, build_panel
+from pricelab_cli.hpte.robust import RobustAudit
 
 MIN_PRE_DAILY = 28
 MIN_PRE_PERIODS = 8
@@ -79,41 +81,52 @@ class BaselineFit:
         return {full: int(counts[MODEL_TREND]), "level only": int(counts[MODEL_LEVEL]), "left out": int(counts[MODEL_NONE])}
 
 
-def _normal_equations(panel: Panel, y: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stacked X'X (n, k, k) and X'y (n, k) of the level+trend(+weekday) model from grouped sums."""
+def _normal_equations(
+    panel: Panel, y: np.ndarray, rows: np.ndarray, n: int, w: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked X'WX (n, k, k) and X'Wy (n, k) of the level+trend(+weekday) model from grouped
+    sums (``w``: a weight per row of ``rows``; None is unweighted)."""
     code = panel.code[rows]
     t = panel.t[rows]
     yy = y[rows]
+    ones = np.ones(len(rows)) if w is None else w
+    wt, wy = ones * t, ones * yy
     if not panel.daily:
-        count = np.bincount(code, minlength=n)
-        st = np.bincount(code, weights=t, minlength=n)
+        count = np.bincount(code, weights=ones, minlength=n)
+        st = np.bincount(code, weights=wt, minlength=n)
         xtx = np.empty((n, 2, 2))
         xtx[:, 0, 0] = count
         xtx[:, 0, 1] = xtx[:, 1, 0] = st
-        xtx[:, 1, 1] = np.bincount(code, weights=t * t, minlength=n)
-        xty = np.stack([np.bincount(code, weights=yy, minlength=n), np.bincount(code, weights=t * yy, minlength=n)], 1)
+        xtx[:, 1, 1] = np.bincount(code, weights=wt * t, minlength=n)
+        xty = np.stack([np.bincount(code, weights=wy, minlength=n), np.bincount(code, weights=wy * t, minlength=n)], 1)
         return xtx, xty
     key = code * 7 + panel.weekday[rows]
-    count = np.bincount(key, minlength=7 * n).reshape(n, 7).astype(np.float64)
-    st = np.bincount(key, weights=t, minlength=7 * n).reshape(n, 7)
-    sy = np.bincount(key, weights=yy, minlength=7 * n).reshape(n, 7)
+    count = np.bincount(key, weights=ones, minlength=7 * n).reshape(n, 7)
+    st = np.bincount(key, weights=wt, minlength=7 * n).reshape(n, 7)
+    sy = np.bincount(key, weights=wy, minlength=7 * n).reshape(n, 7)
     xtx = np.zeros((n, 8, 8))
     xtx[:, 0, 0] = count.sum(1)
     xtx[:, 0, 1] = xtx[:, 1, 0] = st.sum(1)
-    xtx[:, 1, 1] = np.bincount(code, weights=t * t, minlength=n)
+    xtx[:, 1, 1] = np.bincount(code, weights=wt * t, minlength=n)
     days = np.arange(1, 7)
     xtx[:, 0, 1 + days] = xtx[:, 1 + days, 0] = count[:, 1:]
     xtx[:, 1, 1 + days] = xtx[:, 1 + days, 1] = st[:, 1:]
     xtx[:, 1 + days, 1 + days] = count[:, 1:]
     xty = np.empty((n, 8))
     xty[:, 0] = sy.sum(1)
-    xty[:, 1] = np.bincount(code, weights=t * yy, minlength=n)
+    xty[:, 1] = np.bincount(code, weights=wy * t, minlength=n)
     xty[:, 2:] = sy[:, 1:]
     return xtx, xty
 
 
-def fit_baselines(panel: Panel, y: np.ndarray, *, detrend: bool = True) -> BaselineFit:
-    """Fit every product's baseline on its pre-experiment rows, all products at once."""
+def fit_baselines(
+    panel: Panel, y: np.ndarray, *, detrend: bool = True, pre_weight: np.ndarray | None = None
+) -> BaselineFit:
+    """Fit every product's baseline on its pre-experiment rows, all products at once.
+
+    ``pre_weight`` weights the pre-experiment rows (in panel order; None: all 1), for the
+    robust step's reweighted fits; ``volatility`` is then the weighted residual SD.
+    """
     n = panel.n_products
     pre_rows = np.flatnonzero(panel.pre)
     n_pre = np.bincount(panel.code[pre_rows], minlength=n)
@@ -123,14 +136,17 @@ def fit_baselines(panel: Panel, y: np.ndarray, *, detrend: bool = True) -> Basel
         model = np.where(n_pre >= min_full, MODEL_TREND, model)
     model = model.astype(np.int8)
 
+    w_pre = np.ones(len(pre_rows)) if pre_weight is None else pre_weight
+    w_sum = np.bincount(panel.code[pre_rows], weights=w_pre, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        level = np.bincount(panel.code[pre_rows], weights=y[pre_rows], minlength=n) / n_pre
+        level = np.bincount(panel.code[pre_rows], weights=w_pre * y[pre_rows], minlength=n) / w_sum
+    model = np.where((model != MODEL_NONE) & ~(w_sum > 0), MODEL_NONE, model).astype(np.int8)
     trend = np.zeros(n)
     weekday = np.zeros((n, 7))
     full = np.flatnonzero(model == MODEL_TREND)
     if len(full):
-        full_rows = pre_rows[model[panel.code[pre_rows]] == MODEL_TREND]
-        xtx, xty = _normal_equations(panel, y, full_rows, n)
+        in_full = model[panel.code[pre_rows]] == MODEL_TREND
+        xtx, xty = _normal_equations(panel, y, pre_rows[in_full], n, None if pre_weight is None else w_pre[in_full])
         xtx, xty = xtx[full], xty[full]
         # A tiny ridge on every term but the level keeps each system solvable when a weekday
         # never occurs in a product's history (that weekday's effect is then 0).
@@ -147,9 +163,9 @@ def fit_baselines(panel: Panel, y: np.ndarray, *, detrend: bool = True) -> Basel
     fit = BaselineFit(level, trend, weekday, model, n_pre, np.full(n, np.nan))
     resid = y[pre_rows] - _baseline_at(panel, fit, pre_rows)
     n_params = np.where(model == MODEL_TREND, 8 if panel.daily else 2, 1)
-    ssr = np.bincount(panel.code[pre_rows], weights=resid * resid, minlength=n)
+    ssr = np.bincount(panel.code[pre_rows], weights=w_pre * np.nan_to_num(resid) ** 2, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        fit.volatility[:] = np.where(n_pre > 0, np.sqrt(ssr / np.maximum(n_pre - n_params, 1)), np.nan)
+        fit.volatility[:] = np.where(w_sum > 0, np.sqrt(ssr / np.maximum(w_sum - n_params, 1)), np.nan)
     return fit
 
 
@@ -159,7 +175,9 @@ def _baseline_at(panel: Panel, fit: BaselineFit, rows: np.ndarray) -> np.ndarray
 
 
 def common_shocks(panel: Panel, residual: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Shock per date: mean residual of control experiment rows, else of history rows, else 0."""
+    """Shock per date: mean residual of control experiment rows, else of history rows, else 0.
+
+    The robust step passes residuals already clipped at each product's scale."""
     n_dates = len(panel.dates)
     control = usable & ~panel.pre & (panel.treated == 0)
     history = usable & panel.pre
@@ -184,11 +202,27 @@ class Detrended:
     usable: np.ndarray
     shock: np.ndarray
     fit: BaselineFit
+    audit: RobustAudit | None = None
 
 
-def detrend_panel(panel: Panel, outcome: str, *, detrend: bool = True, remove_shocks: bool = True) -> Detrended:
-    """Baseline prediction, common-shock removal and residuals for one outcome."""
+def detrend_panel(
+    panel: Panel,
+    outcome: str,
+    *,
+    detrend: bool = True,
+    remove_shocks: bool = True,
+    robust: bool = False,
+    screen: bool = True,
+) -> Detrended:
+    """Baseline prediction, common-shock removal and residuals for one outcome.
+
+    ``robust`` runs the robust step of :mod:`~pricelab_cli.hpte.robust` (Huber baseline,
+    robust scale, stock-out runs left out, winsorised residuals, robust shocks and, with
+    ``screen``, the history volatility screen); otherwise the plain least-squares version.
+    """
     y = panel.outcomes[outcome]
+    if robust:
+        return _robust_detrend(panel, y, detrend=detrend, remove_shocks=remove_shocks, screen=screen)
     fit = fit_baselines(panel, y, detrend=detrend)
     usable = fit.model[panel.code] != MODEL_NONE
     baseline = np.full(len(y), np.nan)
@@ -198,6 +232,78 @@ def detrend_panel(panel: Panel, outcome: str, *, detrend: bool = True, remove_sh
     shock = common_shocks(panel, residual, usable) if remove_shocks else np.zeros(len(panel.dates))
     counterfactual = baseline + shock[panel.date_index]
     return Detrended(y - counterfactual, counterfactual, usable, shock, fit)
+
+
+def _robust_detrend(panel: Panel, y: np.ndarray, *, detrend: bool, remove_shocks: bool, screen: bool) -> Detrended:
+    """The robust step (see :mod:`pricelab_cli.hpte.robust`), all products at once."""
+    n = panel.n_products
+    stockout = robust.stockout_rows(panel.code, panel.date_index, y, panel.pre, n)
+    pre_rows = np.flatnonzero(panel.pre)
+    pre_code = panel.code[pre_rows]
+    keep_pre = (~stockout[pre_rows]).astype(np.float64)
+    # A history without noise (to rounding) has no scale to judge residuals by: nothing of
+    # such a product is reweighted, clipped or screened.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        typical = np.bincount(pre_code, weights=np.abs(y[pre_rows]), minlength=n) / np.bincount(pre_code, minlength=n)
+    least_scale = robust.DEGENERATE_SCALE * (np.nan_to_num(typical) + 1.0)
+    fit = fit_baselines(panel, y, detrend=detrend, pre_weight=keep_pre)
+    for iteration in range(robust.HUBER_ITERATIONS + 1):
+        resid = y[pre_rows] - _baseline_at(panel, fit, pre_rows)
+        known = np.isfinite(resid) & (keep_pre > 0)
+        scale = robust.robust_scale(resid[known], pre_code[known], n)
+        scale = np.where(scale > least_scale, scale, np.nan)
+        if iteration == robust.HUBER_ITERATIONS:
+            break
+        weight = robust.huber_weights(np.nan_to_num(resid), scale[pre_code]) * keep_pre
+        fit = fit_baselines(panel, y, detrend=detrend, pre_weight=weight)
+    fit.volatility[:] = scale
+    bound = robust.WINSOR_K * np.where(np.isfinite(scale), scale, np.inf)
+
+    # The screen reads the history alone: level and noise left after winsorising.
+    has_model = fit.model != MODEL_NONE
+    clipped_pre = np.clip(np.nan_to_num(resid), -bound[pre_code], bound[pre_code]) * keep_pre
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_kept = np.bincount(pre_code, weights=keep_pre, minlength=n)
+        history_level = np.bincount(pre_code, weights=np.nan_to_num(y[pre_rows] - resid) * keep_pre, minlength=n) / n_kept
+        history_rms = np.sqrt(np.bincount(pre_code, weights=clipped_pre**2, minlength=n) / n_kept)
+        raw_rms = np.sqrt(np.bincount(pre_code, weights=np.nan_to_num(resid) ** 2 * keep_pre, minlength=n) / n_kept)
+    # Two ways a history is too wild: noise extreme for the product's level, or tails extreme
+    # for its own robust scale (mostly quiet days and rare huge ones, which winsorising at
+    # that scale would cut more on treated days, where sales sit higher).
+    level_z = robust.volatility_z(np.where(has_model, history_level, np.nan), history_rms)
+    tail_z = robust.robust_z(np.log(raw_rms / scale), np.zeros(n, dtype=np.int64))
+    tail_z = np.where(has_model & np.isfinite(scale), tail_z, np.nan)
+    vol_z = np.fmax(level_z, tail_z)
+    screened = (vol_z > robust.VOLATILITY_Z) if screen else np.zeros(n, dtype=bool)
+    usable = has_model[panel.code] & ~screened[panel.code] & ~stockout
+
+    baseline = np.full(len(y), np.nan)
+    rows = np.flatnonzero(usable)
+    baseline[rows] = _baseline_at(panel, fit, rows)
+    residual = y - baseline
+    # Experiment residuals are clipped around the median of each product's experiment rows
+    # (all arms together), history residuals around 0: a product whose level moved in the
+    # experiment keeps the difference between its days, and only what is far from its own
+    # level is cut.
+    exp_rows = rows[~panel.pre[rows]]
+    centre = np.nan_to_num(robust.grouped_median(residual[exp_rows], panel.code[exp_rows], n))
+    row_centre = np.where(panel.pre, 0.0, centre[panel.code])
+    low, high = row_centre - bound[panel.code], row_centre + bound[panel.code]
+    if remove_shocks:
+        shock = common_shocks(panel, np.clip(residual, low, high), usable)
+    else:
+        shock = np.zeros(len(panel.dates))
+    counterfactual = baseline + shock[panel.date_index]
+    raw = y - counterfactual
+    residual = np.clip(raw, low, high)
+    clipped = usable & (residual != raw)
+    audit = robust.RobustAudit(
+        volatility_z=vol_z,
+        screened=screened,
+        n_stockout=np.bincount(panel.code[stockout & has_model[panel.code]], minlength=n),
+        n_winsorised=np.bincount(panel.code[clipped], minlength=n),
+    )
+    return Detrended(residual, counterfactual, usable, shock, fit, audit)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -240,18 +346,30 @@ def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
         )
 
 
-def detrended_outcomes(sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str) -> pl.DataFrame:
+def detrended_outcomes(
+    sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, *, robust: bool = True
+) -> pl.DataFrame:
     """Detrended experiment rows of ``outcome``: one row per analysed (product_id, date).
 
     Returns ``product_id``, ``date``, ``treated`` (Int8), ``residual`` (observed minus
     predicted counterfactual, common shocks removed) and ``counterfactual`` (predicted
     untreated outcome) for every non-blackout experiment date with sales, of every product
     with pre-experiment history (products without any are left out with a warning).
-    Sorted by product (id order) then date.
+    Sorted by product (id order) then date. ``robust`` (the default, as in hpte) gives the
+    robust step's residuals: stock-out days and products screened for wild history are not
+    in the result, and residuals are winsorised; False gives plain least-squares residuals.
     """
     panel = build_panel(sales, assignment, [outcome])
-    detrended = detrend_panel(panel, outcome)
+    detrended = detrend_panel(panel, outcome, robust=robust)
     warn_left_out(panel, detrended.fit, outcome)
+    if detrended.audit is not None and detrended.audit.screened.any():
+        screened = np.flatnonzero(detrended.audit.screened)
+        warnings.warn(
+            f"{outcome}: {len(screened)} product(s) have a history too wild for their sales level and are "
+            f"left out (robust step), e.g. {panel.product_ids[int(screened[0])]!r}.",
+            PricelabWarning,
+            stacklevel=2,
+        )
     rows = np.flatnonzero(~panel.pre & detrended.usable)
     order = np.lexsort((panel.date_index[rows], panel.code[rows]))
     rows = rows[order]

@@ -33,11 +33,27 @@ from pricelab_cli.hpte.forest import (
     leaf_second_difference,
     pre_period_summaries,
 )
-from pricelab_cli.hpte.outliers import DEFAULT_OUTLIER_C, outlier_filter, product_swings
+from pricelab_cli.hpte.outliers import (
+    DEFAULT_OUTLIER_C,
+    OUTLIER_RULES,
+    outlier_filter,
+    product_swings,
+    swing_screen,
+)
 from pricelab_cli.hpte.panel import Panel, build_panel
+from pricelab_cli.hpte.robust import WINSOR_K
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = ("outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift", "n_products", "n_outliers")
+OUTLIER_COLUMNS = ("product_id", "outcome", "action", "reason", "statistic", "days")
+OUTLIER_SCHEMA = {
+    "product_id": None,
+    "outcome": pl.String,
+    "action": pl.String,
+    "reason": pl.String,
+    "statistic": pl.Float64,
+    "days": pl.Int64,
+}
 # Fewer resampling units than this in an arm and the bootstrap cannot see that arm's noise.
 MIN_RELIABLE_UNITS = 5
 # History shown before the start in the effect path: twice the experiment, at least this.
@@ -52,8 +68,12 @@ class HeterogeneousPanelEffect:
     method : ``"hpte"`` (detrended first differences, outlier filter, causal-forest second
         difference) or ``"did"`` (mean after minus mean before, difference of arm means).
     n_bootstrap : bootstrap draws (0: no SE).
-    outlier_c : about how many products the outlier filter drops (tail share ``c / n``).
-    outlier_filter : whether to filter outliers (hpte only).
+    outlier_rule : ``"robust"`` (the default: the robust step of
+        :mod:`~pricelab_cli.hpte.robust` and the adaptive swing screen) or ``"quantile"``
+        (the method source's rule: least-squares residuals, a tail share ``c / n`` dropped).
+    outlier_c : about how many products the quantile rule drops (tail share ``c / n``).
+    outlier_filter : whether to drop products (hpte only); False keeps every product (the
+        robust rule still winsorises residuals and leaves out stock-out days).
     detrend : fit level + trend (+ weekday) baselines; False fits the level only.
     n_estimators, max_samples, min_samples_leaf, n_jobs : the causal forest's size.
     random_state : seed of the forest and of the bootstrap.
@@ -64,6 +84,8 @@ class HeterogeneousPanelEffect:
     estimate_, se_, ci_low_, ci_high_, p_value_, lift_ : the effect per product per day
         (outcome units, products weighted equally) and its uncertainty.
     n_products_, n_outliers_ : products in the estimate; products dropped as outliers.
+    outliers_ : ``OUTLIER_COLUMNS``: every product the robust step dropped, and every
+        product with winsorised or stock-out days, with the reason and its statistic.
     cate_ : ``product_id``, ``cate`` for every assigned product (null when the product is
         not in the estimate, or for ``did``).
     path_ : treated-minus-control mean residual per period relative to the start (None
@@ -79,6 +101,7 @@ class HeterogeneousPanelEffect:
         self,
         method: str = "hpte",
         n_bootstrap: int = 500,
+        outlier_rule: str = "robust",
         outlier_c: float = DEFAULT_OUTLIER_C,
         outlier_filter: bool = True,
         detrend: bool = True,
@@ -91,6 +114,7 @@ class HeterogeneousPanelEffect:
     ) -> None:
         self.method = method
         self.n_bootstrap = n_bootstrap
+        self.outlier_rule = outlier_rule
         self.outlier_c = outlier_c
         self.outlier_filter = outlier_filter
         self.detrend = detrend
@@ -125,13 +149,23 @@ class HeterogeneousPanelEffect:
         self._check_params()
         classic = self.method == "did"
         # Step 1: the classic DID is the first difference against the history's level alone.
-        detrended = detrend_panel(panel, outcome, detrend=self.detrend and not classic, remove_shocks=not classic)
+        robust = self.outlier_rule == "robust" and not classic
+        detrended = detrend_panel(
+            panel,
+            outcome,
+            detrend=self.detrend and not classic,
+            remove_shocks=not classic,
+            robust=robust,
+            screen=self.outlier_filter,
+        )
         warn_left_out(panel, detrended.fit, outcome)
         cells = first_difference(panel, detrended)
         _check_arms(cells, outcome)
         # Step 2.
-        keep_product = self._outlier_mask(panel, detrended, cells)
-        self.n_outliers_ = int((~keep_product).sum())
+        keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
+        screened = detrended.audit.screened if detrended.audit is not None else np.zeros(panel.n_products, dtype=bool)
+        self.n_outliers_ = int((~keep_product).sum() + screened.sum())
+        self.outliers_ = _outlier_table(panel, outcome, detrended, keep_product, swing_z)
         cells = cells.take(keep_product[cells.code])
         _check_arms(cells, outcome, after="the outlier filter")
         # Step 3: the classic DID is the leaf estimator with one leaf.
@@ -162,14 +196,20 @@ class HeterogeneousPanelEffect:
         self.outcome_ = outcome
         return self
 
-    def _outlier_mask(self, panel: Panel, detrended: Detrended, cells: Cells) -> np.ndarray:
-        """Products kept by the outlier filter (everyone for ``did`` or without the filter)."""
+    def _outlier_mask(self, panel: Panel, detrended: Detrended, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
+        """Products kept by the outlier filter (everyone for ``did`` or without the filter),
+        and each product's swing statistic (NaN where not ranked)."""
         keep = np.ones(panel.n_products, dtype=bool)
+        statistic = np.full(panel.n_products, np.nan)
         if self.method == "hpte" and self.outlier_filter:
             swing, stratum = product_swings(cells, detrended.fit.volatility, panel.n_products)
             analysed = np.flatnonzero(stratum >= 0)
-            keep[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
-        return keep
+            if self.outlier_rule == "robust":
+                keep[analysed], statistic[analysed] = swing_screen(swing[analysed], stratum[analysed])
+            else:
+                keep[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
+                statistic[analysed] = swing[analysed]
+        return keep, statistic
 
     def _forest_leaves(self, panel: Panel, detrended: Detrended, cells: Cells, user_features) -> np.ndarray:
         return forest_leaves(
@@ -215,6 +255,8 @@ class HeterogeneousPanelEffect:
     def _check_params(self) -> None:
         if self.method not in METHODS:
             raise UsageError(f"--method {self.method!r} is not one of: {', '.join(METHODS)}.")
+        if self.outlier_rule not in OUTLIER_RULES:
+            raise UsageError(f"--outlier-rule {self.outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
         if self.n_bootstrap < 0:
             raise UsageError(f"--bootstrap {self.n_bootstrap} must be 0 or more.")
         if not self.outlier_c >= 0:
@@ -264,6 +306,47 @@ def _check_arms(cells: Cells, outcome: str, after: str | None = None) -> None:
         if not (cells.treated == arm).any():
             reason = f" after {after}" if after else " with pre-experiment history"
             raise DataError(f"{outcome}: the {name} arm has no products{reason}; both arms need products.")
+
+
+def _outlier_table(
+    panel: Panel, outcome: str, detrended: Detrended, keep_product: np.ndarray, swing_z: np.ndarray
+) -> pl.DataFrame:
+    """The audit trail: one row per product and action of the robust step or the filter."""
+    parts = []
+    audit = detrended.audit
+
+    def rows(mask: np.ndarray, action: str, reason: str, statistic: np.ndarray, days: np.ndarray | None) -> None:
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "product_id": panel.product_ids.gather(idx),
+                        "outcome": outcome,
+                        "action": action,
+                        "reason": reason,
+                        "statistic": statistic[idx].astype(np.float64),
+                        "days": None if days is None else days[idx].astype(np.int64),
+                    },
+                    schema_overrides={"days": pl.Int64},
+                )
+            )
+
+    if audit is not None:
+        rows(audit.screened, "dropped", "history volatility (robust z of noise for its level or of tail weight, the larger)",
+             audit.volatility_z, None)
+    rule_reason = "swing (robust z within arm stratum)" if audit is not None else "swing in the quantile tails"
+    rows(~keep_product, "dropped", rule_reason, swing_z, None)
+    if audit is not None:
+        kept = ~audit.screened & keep_product
+        rows(kept & (audit.n_stockout > 0), "days left out", "stock-out run (zero sales where sales were expected)",
+             audit.n_stockout.astype(np.float64), audit.n_stockout)
+        rows(kept & (audit.n_winsorised > 0), "winsorised", f"residual beyond {WINSOR_K:g} robust SDs",
+             audit.n_winsorised.astype(np.float64), audit.n_winsorised)
+    schema = {**OUTLIER_SCHEMA, "product_id": panel.product_ids.dtype}
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(parts).cast(schema).with_columns(pl.col("statistic").fill_nan(None))
 
 
 def _product_cate(panel: Panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
@@ -327,6 +410,7 @@ class HpteResult:
     ----------
     effects : one row per outcome, columns ``EFFECT_COLUMNS``.
     cate : ``product_id``, ``cate`` (one outcome) or ``product_id``, ``outcome``, ``cate``.
+    outliers : ``OUTLIER_COLUMNS``, every outcome's audit trail of the robust step.
     paths : ``outcome`` plus the columns of ``effect_path`` (for ``--plot``); None when not
         asked for.
     estimators : the fitted estimator of each outcome.
@@ -336,6 +420,7 @@ class HpteResult:
     effects: pl.DataFrame
     cate: pl.DataFrame
     paths: pl.DataFrame | None
+    outliers: pl.DataFrame
     estimators: dict[str, HeterogeneousPanelEffect]
     spacing_days: int
     unit_label: str
@@ -351,6 +436,7 @@ def estimate_hpte(
     method: str = "hpte",
     n_bootstrap: int = 500,
     seed: int = 0,
+    outlier_rule: str = "robust",
     outlier_c: float = DEFAULT_OUTLIER_C,
     outlier_filter: bool = True,
     detrend: bool = True,
@@ -372,7 +458,7 @@ def estimate_hpte(
     features : optional product table (``product_id`` + feature columns) for the forest.
     method : ``hpte`` or ``did``.
     n_bootstrap, seed : bootstrap draws and the seed of the forest and the draws.
-    outlier_c, outlier_filter, detrend : see ``HeterogeneousPanelEffect``.
+    outlier_rule, outlier_c, outlier_filter, detrend : see ``HeterogeneousPanelEffect``.
     effect_paths : compute ``paths`` (the data of ``--plot``); skipping saves a pass.
     labels : names of the tables in error messages, e.g. their file names
         (``{"sales": ..., "assignment": ..., "features": ...}``).
@@ -389,6 +475,7 @@ def estimate_hpte(
         fitted[outcome] = HeterogeneousPanelEffect(
             method=method,
             n_bootstrap=n_bootstrap,
+            outlier_rule=outlier_rule,
             outlier_c=outlier_c,
             outlier_filter=outlier_filter,
             detrend=detrend,
@@ -419,4 +506,7 @@ def estimate_hpte(
         if effect_paths
         else None
     )
-    return HpteResult(effects, cate, paths, fitted, panel.spacing_days, panel.unit_label, panel.n_ignored_sales_products)
+    outliers = pl.concat([est.outliers_ for est in fitted.values()])
+    return HpteResult(
+        effects, cate, paths, outliers, fitted, panel.spacing_days, panel.unit_label, panel.n_ignored_sales_products
+    )

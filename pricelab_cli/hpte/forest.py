@@ -130,7 +130,10 @@ def pre_period_summaries(level: np.ndarray, trend: np.ndarray, volatility: np.nd
     # in an ordinary branch of every split instead of failing the fit.
     bad = ~np.isfinite(matrix)
     if bad.any():
-        medians = np.nanmedian(np.where(bad, np.nan, matrix), axis=0)
+        # A column with no known value at all (a noise-free history) becomes 0.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = np.nanmedian(np.where(bad, np.nan, matrix), axis=0)
         matrix = np.where(bad, np.nan_to_num(medians, nan=0.0)[None, :], matrix)
     return matrix, names
 

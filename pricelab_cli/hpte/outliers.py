@@ -1,5 +1,10 @@
 """Step 2 of hpte: drop products whose first difference lies in the far tails.
 
+Two rules. ``robust`` (the default) drops products whose swing is more than ``SWING_Z``
+robust z-scores from their stratum's median (``swing_screen``; see
+:mod:`pricelab_cli.hpte.robust` for the rest of the robust step). ``quantile`` is the method
+source's rule, described below: a fixed tail share.
+
 The tail share is inversely proportional to the number of products,
 ``q = min(c / n_products, MAX_TAIL_SHARE)``, so about ``c`` products are dropped whatever the
 catalog size: only the few wildest swings go, and a large catalog is not trimmed harder than
@@ -42,9 +47,22 @@ from __future__ import annotations
 import numpy as np
 
 from pricelab_cli.hpte.detrend import Cells
+from pricelab_cli.hpte import robust
 
 DEFAULT_OUTLIER_C = 4.0
 MAX_TAIL_SHARE = 0.1
+OUTLIER_RULES = ("robust", "quantile")
+
+
+def swing_screen(swing: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Products to keep under the robust rule, and each product's robust z-score.
+
+    A product is dropped when its swing lies more than ``SWING_Z`` robust z-scores (median,
+    1.4826 MAD of its arm stratum) from its stratum's median; strata of fewer than
+    ``MIN_STRATUM`` products keep everyone.
+    """
+    z = robust.robust_z(swing, stratum)
+    return ~(np.abs(z) > robust.SWING_Z), z
 
 
 def tail_share(n_products: int, c: float) -> float:

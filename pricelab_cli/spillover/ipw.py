@@ -36,7 +36,9 @@ cells can is *left out* and reported. Hajek (self-normalised) estimates of the m
 in each condition, each cell weighted by 1 / P(its condition), are differenced. The outcome
 is the detrended residual of ``hpte`` (observed minus the product's predicted untreated
 outcome, common date shocks removed), so the estimate is per product per day, in outcome
-units. ``clip`` (optional) raises probabilities below it to it before weighting, bounding
+units. By default these are hpte's robust residuals (see :mod:`pricelab_cli.hpte.robust`):
+winsorised at each product's robust scale, stock-out days left out, and products screened
+for extreme history volatility left out (reported as a warning). ``clip`` (optional) raises probabilities below it to it before weighting, bounding
 every weight by ``1 / clip``.
 
 Standard errors come from a bootstrap over randomisation units (products, or clusters), all
@@ -563,6 +565,7 @@ def ipw_effects(
     bootstrap: int = 500,
     clip: float | None = None,
     method: str = "auto",
+    outlier_rule: str = "robust",
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> IpwResult:
@@ -571,7 +574,12 @@ def ipw_effects(
     See the module docstring for the exposure mapping, the probabilities and the variance.
     ``sales`` needs pre-experiment history for the detrending (``hpte``'s step 1);
     ``progress(n)`` is called as replays (or, when exact, all at once) are done.
+    ``outlier_rule`` chooses hpte's residuals: ``robust`` (the default: stock-out days and
+    products screened for wild history left out, residuals winsorised) or ``quantile``
+    (least-squares residuals, every product kept).
     """
+    if outlier_rule not in ("robust", "quantile"):
+        raise UsageError(f"--outlier-rule {outlier_rule!r} is not one of: robust, quantile.")
     from pricelab_cli.hpte.detrend import detrended_outcomes
 
     exposure = exposure_probs(
@@ -594,7 +602,13 @@ def ipw_effects(
             PricelabWarning,
             stacklevel=2,
         )
-    residuals = detrended_outcomes(sales, assignment.select("product_id", "date", "treated", *[c for c in ("blackout", "cluster_id") if c in assignment.columns]), outcome)
+    kept_columns = [c for c in ("blackout", "cluster_id") if c in assignment.columns]
+    residuals = detrended_outcomes(
+        sales,
+        assignment.select("product_id", "date", "treated", *kept_columns),
+        outcome,
+        robust=outlier_rule == "robust",
+    )
     cells, residuals = align_id_types(exposure.cells, residuals)
     cells = cells.join(
         residuals.select("product_id", "date", pl.col("residual").alias("_y")), on=["product_id", "date"], how="inner", maintain_order="left"

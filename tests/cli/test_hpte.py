@@ -206,3 +206,48 @@ def test_no_outlier_filter_and_no_detrend_flags(run_cli, experiment, tmp_path):
     assert result.code == 0, result.stderr
     assert pl.read_csv(out)["n_outliers"][0] == 0
     assert np.isfinite(pl.read_csv(out)["estimate"][0])
+
+
+@pytest.fixture(scope="module")
+def contaminated(tmp_path_factory):
+    """A time-bound experiment on 300 products, 4% of them with spikes, jumps or stock-outs."""
+    folder = tmp_path_factory.mktemp("hpte_robust")
+    products, _ = simulate_catalog(300, 6, 5, seed=5)
+    design = make_design("time-bound", salt="robust-cli", start=START, end=START + dt.timedelta(days=27))
+    assignment = assign(design, products)
+    sim = simulate_sales(products, assignment=assignment, history_days=91, seed=5, contamination=0.04,
+                         contamination_kinds=("noise", "jump", "spike", "stockout"))
+    sim.sales.write_parquet(folder / "sales.parquet")
+    assignment.write_parquet(folder / "assignment.parquet")
+    sim.product_truth.write_parquet(folder / "truth.parquet")
+    return folder
+
+
+def test_outliers_out_lists_what_the_robust_step_did_with_reasons(run_cli, contaminated, tmp_path):
+    out, audit = tmp_path / "effects.csv", tmp_path / "outliers.csv"
+    result = run_cli(*args(contaminated), "-o", out, "--outliers-out", audit)
+    assert result.code == 0, result.stderr
+    table = pl.read_csv(audit)
+    assert table.columns == ["product_id", "outcome", "action", "reason", "statistic", "days"]
+    assert set(table["action"]) <= {"dropped", "winsorised", "days left out"}
+    truth = pl.read_parquet(contaminated / "truth.parquet")
+    kind_of = dict(zip(truth["product_id"], truth["contamination"]))
+    dropped = table.filter(pl.col("action") == "dropped")
+    # Every stock-out product has its zero run left out; most noisy products are screened.
+    stock = {p for p, k in kind_of.items() if k == "stockout"}
+    left_out = set(table.filter(pl.col("action") == "days left out")["product_id"])
+    assert stock <= left_out | set(dropped["product_id"])
+    noisy = {p for p, k in kind_of.items() if k == "noise"}
+    assert len(noisy & set(dropped["product_id"])) >= len(noisy) // 2
+    effects = pl.read_csv(out)
+    assert effects["n_outliers"][0] == dropped["product_id"].n_unique()
+    assert "dropped (history volatility" in result.stderr and "winsorised" in result.stderr
+
+
+def test_quantile_rule_reproduces_the_source_filter_and_c_needs_it(run_cli, contaminated, tmp_path):
+    quantile = run_cli(*args(contaminated), "--outlier-rule", "quantile", "--outlier-c", "4", "-o", tmp_path / "q.csv")
+    assert quantile.code == 0, quantile.stderr
+    assert pl.read_csv(tmp_path / "q.csv")["n_outliers"][0] == 4
+    misplaced = run_cli(*args(contaminated), "--outlier-c", "4", "-o", tmp_path / "r.csv")
+    assert misplaced.code == 2 and "--outlier-rule quantile" in misplaced.stderr
+    assert not (tmp_path / "r.csv").exists()
