@@ -81,17 +81,30 @@ class BaselineFit:
         return {full: int(counts[MODEL_TREND]), "level only": int(counts[MODEL_LEVEL]), "left out": int(counts[MODEL_NONE])}
 
 
-def _normal_equations(
-    panel: Panel, y: np.ndarray, rows: np.ndarray, n: int, w: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Rows:
+    """The panel columns of a set of rows, gathered once for repeated fits."""
+
+    code: np.ndarray
+    t: np.ndarray
+    weekday: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def of(cls, panel: Panel, y: np.ndarray, rows: np.ndarray) -> "_Rows":
+        return cls(panel.code[rows], panel.t[rows], panel.weekday[rows], y[rows])
+
+    def take(self, keep: np.ndarray) -> "_Rows":
+        return _Rows(self.code[keep], self.t[keep], self.weekday[keep], self.y[keep])
+
+
+def _normal_equations(rows: _Rows, n: int, daily: bool, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stacked X'WX (n, k, k) and X'Wy (n, k) of the level+trend(+weekday) model from grouped
-    sums (``w``: a weight per row of ``rows``; None is unweighted)."""
-    code = panel.code[rows]
-    t = panel.t[rows]
-    yy = y[rows]
-    ones = np.ones(len(rows)) if w is None else w
+    sums (``w``: a weight per row; None is unweighted)."""
+    code, t, yy = rows.code, rows.t, rows.y
+    ones = np.ones(len(code)) if w is None else w
     wt, wy = ones * t, ones * yy
-    if not panel.daily:
+    if not daily:
         count = np.bincount(code, weights=ones, minlength=n)
         st = np.bincount(code, weights=wt, minlength=n)
         xtx = np.empty((n, 2, 2))
@@ -100,7 +113,7 @@ def _normal_equations(
         xtx[:, 1, 1] = np.bincount(code, weights=wt * t, minlength=n)
         xty = np.stack([np.bincount(code, weights=wy, minlength=n), np.bincount(code, weights=wy * t, minlength=n)], 1)
         return xtx, xty
-    key = code * 7 + panel.weekday[rows]
+    key = code * 7 + rows.weekday
     count = np.bincount(key, weights=ones, minlength=7 * n).reshape(n, 7)
     st = np.bincount(key, weights=wt, minlength=7 * n).reshape(n, 7)
     sy = np.bincount(key, weights=wy, minlength=7 * n).reshape(n, 7)
@@ -127,26 +140,41 @@ def fit_baselines(
     ``pre_weight`` weights the pre-experiment rows (in panel order; None: all 1), for the
     robust step's reweighted fits; ``volatility`` is then the weighted residual SD.
     """
+    pre = _Rows.of(panel, y, np.flatnonzero(panel.pre))
+    fit, resid = _fit_rows(pre, panel.n_products, panel.daily, detrend=detrend, weight=pre_weight)
     n = panel.n_products
-    pre_rows = np.flatnonzero(panel.pre)
-    n_pre = np.bincount(panel.code[pre_rows], minlength=n)
-    min_full = MIN_PRE_DAILY if panel.daily else MIN_PRE_PERIODS
+    w_pre = np.ones(len(pre.code)) if pre_weight is None else pre_weight
+    w_sum = np.bincount(pre.code, weights=w_pre, minlength=n)
+    n_params = np.where(fit.model == MODEL_TREND, 8 if panel.daily else 2, 1)
+    ssr = np.bincount(pre.code, weights=w_pre * np.nan_to_num(resid) ** 2, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fit.volatility[:] = np.where(w_sum > 0, np.sqrt(ssr / np.maximum(w_sum - n_params, 1)), np.nan)
+    return fit
+
+
+def _fit_rows(
+    pre: _Rows, n: int, daily: bool, *, detrend: bool, weight: np.ndarray | None
+) -> tuple[BaselineFit, np.ndarray]:
+    """The baseline fit on the pre-experiment rows ``pre`` and their residuals (NaN for
+    products left out); ``volatility`` is left NaN for the caller."""
+    n_pre = np.bincount(pre.code, minlength=n)
+    min_full = MIN_PRE_DAILY if daily else MIN_PRE_PERIODS
     model = np.where(n_pre == 0, MODEL_NONE, MODEL_LEVEL)
     if detrend:
         model = np.where(n_pre >= min_full, MODEL_TREND, model)
-    model = model.astype(np.int8)
 
-    w_pre = np.ones(len(pre_rows)) if pre_weight is None else pre_weight
-    w_sum = np.bincount(panel.code[pre_rows], weights=w_pre, minlength=n)
+    w_pre = np.ones(len(pre.code)) if weight is None else weight
+    w_sum = np.bincount(pre.code, weights=w_pre, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        level = np.bincount(panel.code[pre_rows], weights=w_pre * y[pre_rows], minlength=n) / w_sum
+        level = np.bincount(pre.code, weights=w_pre * pre.y, minlength=n) / w_sum
     model = np.where((model != MODEL_NONE) & ~(w_sum > 0), MODEL_NONE, model).astype(np.int8)
     trend = np.zeros(n)
     weekday = np.zeros((n, 7))
     full = np.flatnonzero(model == MODEL_TREND)
     if len(full):
-        in_full = model[panel.code[pre_rows]] == MODEL_TREND
-        xtx, xty = _normal_equations(panel, y, pre_rows[in_full], n, None if pre_weight is None else w_pre[in_full])
+        in_full = model[pre.code] == MODEL_TREND
+        rows = pre if in_full.all() else pre.take(in_full)
+        xtx, xty = _normal_equations(rows, n, daily, None if weight is None else w_pre[in_full])
         xtx, xty = xtx[full], xty[full]
         # A tiny ridge on every term but the level keeps each system solvable when a weekday
         # never occurs in a product's history (that weekday's effect is then 0).
@@ -156,17 +184,15 @@ def fit_baselines(
         beta = np.linalg.solve(xtx, xty[:, :, None])[:, :, 0]
         level[full] = beta[:, 0]
         trend[full] = beta[:, 1]
-        if panel.daily:
+        if daily:
             weekday[full, 1:] = beta[:, 2:]
     level[model == MODEL_NONE] = np.nan
-
     fit = BaselineFit(level, trend, weekday, model, n_pre, np.full(n, np.nan))
-    resid = y[pre_rows] - _baseline_at(panel, fit, pre_rows)
-    n_params = np.where(model == MODEL_TREND, 8 if panel.daily else 2, 1)
-    ssr = np.bincount(panel.code[pre_rows], weights=w_pre * np.nan_to_num(resid) ** 2, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fit.volatility[:] = np.where(w_sum > 0, np.sqrt(ssr / np.maximum(w_sum - n_params, 1)), np.nan)
-    return fit
+    return fit, pre.y - _baseline_of(fit, pre)
+
+
+def _baseline_of(fit: BaselineFit, rows: _Rows) -> np.ndarray:
+    return fit.level[rows.code] + fit.trend[rows.code] * rows.t + fit.weekday[rows.code, rows.weekday]
 
 
 def _baseline_at(panel: Panel, fit: BaselineFit, rows: np.ndarray) -> np.ndarray:
@@ -239,23 +265,23 @@ def _robust_detrend(panel: Panel, y: np.ndarray, *, detrend: bool, remove_shocks
     n = panel.n_products
     stockout = robust.stockout_rows(panel.code, panel.date_index, y, panel.pre, n)
     pre_rows = np.flatnonzero(panel.pre)
-    pre_code = panel.code[pre_rows]
+    pre = _Rows.of(panel, y, pre_rows)
+    pre_code = pre.code
     keep_pre = (~stockout[pre_rows]).astype(np.float64)
     # A history without noise (to rounding) has no scale to judge residuals by: nothing of
     # such a product is reweighted, clipped or screened.
     with np.errstate(invalid="ignore", divide="ignore"):
-        typical = np.bincount(pre_code, weights=np.abs(y[pre_rows]), minlength=n) / np.bincount(pre_code, minlength=n)
+        typical = np.bincount(pre_code, weights=np.abs(pre.y), minlength=n) / np.bincount(pre_code, minlength=n)
     least_scale = robust.DEGENERATE_SCALE * (np.nan_to_num(typical) + 1.0)
-    fit = fit_baselines(panel, y, detrend=detrend, pre_weight=keep_pre)
+    fit, resid = _fit_rows(pre, n, panel.daily, detrend=detrend, weight=keep_pre)
     for iteration in range(robust.HUBER_ITERATIONS + 1):
-        resid = y[pre_rows] - _baseline_at(panel, fit, pre_rows)
         known = np.isfinite(resid) & (keep_pre > 0)
         scale = robust.robust_scale(resid[known], pre_code[known], n)
         scale = np.where(scale > least_scale, scale, np.nan)
         if iteration == robust.HUBER_ITERATIONS:
             break
         weight = robust.huber_weights(np.nan_to_num(resid), scale[pre_code]) * keep_pre
-        fit = fit_baselines(panel, y, detrend=detrend, pre_weight=weight)
+        fit, resid = _fit_rows(pre, n, panel.daily, detrend=detrend, weight=weight)
     fit.volatility[:] = scale
     bound = robust.WINSOR_K * np.where(np.isfinite(scale), scale, np.inf)
 
@@ -264,7 +290,7 @@ def _robust_detrend(panel: Panel, y: np.ndarray, *, detrend: bool, remove_shocks
     clipped_pre = np.clip(np.nan_to_num(resid), -bound[pre_code], bound[pre_code]) * keep_pre
     with np.errstate(invalid="ignore", divide="ignore"):
         n_kept = np.bincount(pre_code, weights=keep_pre, minlength=n)
-        history_level = np.bincount(pre_code, weights=np.nan_to_num(y[pre_rows] - resid) * keep_pre, minlength=n) / n_kept
+        history_level = np.bincount(pre_code, weights=np.nan_to_num(pre.y - resid) * keep_pre, minlength=n) / n_kept
         history_rms = np.sqrt(np.bincount(pre_code, weights=clipped_pre**2, minlength=n) / n_kept)
         raw_rms = np.sqrt(np.bincount(pre_code, weights=np.nan_to_num(resid) ** 2 * keep_pre, minlength=n) / n_kept)
     # Two ways a history is too wild: noise extreme for the product's level, or tails extreme

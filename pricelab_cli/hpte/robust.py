@@ -108,9 +108,12 @@ def grouped_median(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.n
     out = np.full(n_groups, np.nan)
     if len(values) == 0:
         return out
-    medians = (
-        pl.DataFrame({"g": group, "v": values}).lazy().group_by("g").agg(pl.col("v").median()).collect()
-    )
+    frame = pl.DataFrame({"g": group, "v": values})
+    # Rows of a panel sorted by product come grouped already; polars then skips the hashing.
+    in_order = bool(np.all(group[1:] >= group[:-1]))
+    if in_order:
+        frame = frame.with_columns(pl.col("g").set_sorted())
+    medians = frame.lazy().group_by("g", maintain_order=in_order).agg(pl.col("v").median()).collect()
     out[medians.get_column("g").to_numpy()] = medians.get_column("v").to_numpy()
     return out
 
@@ -139,7 +142,9 @@ def huber_weights(residual: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def zero_runs(code: np.ndarray, date_index: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the length of the run of consecutive zero days it is in (0 on other rows),
     and the order that sorts rows by product and date."""
-    order = np.lexsort((date_index, code))
+    # Panels usually arrive sorted by product and date; checking that is cheaper than a sort.
+    key = code.astype(np.int64) * (int(date_index.max()) + 1) + date_index
+    order = np.arange(len(y)) if np.all(key[1:] > key[:-1]) else np.lexsort((date_index, code))
     c, d = code[order], date_index[order]
     zero = y[order] == 0
     # A run breaks at a non-zero day, a missing date or a new product.

@@ -45,7 +45,7 @@ def test_contamination_writes_a_spoiled_panel_and_its_clean_twin(run_cli, tmp_pa
     assert run_cli("simulate", "catalog", "--n-products", "100", "--n-groups", "4", "--seed", "1",
                    "-o", d / "products.csv", "-q").code == 0
     result = run_cli("simulate", "sales", "--products", d / "products.csv", "--end", "2026-03-31",
-                     "--history-days", "60", "--contamination", "0.08", "--contamination-kinds", "noise,spike",
+                     "--history-days", "60", "--contamination", "0.08", "--contamination-kinds", "noise,stockout",
                      "--seed", "4", "-o", d / "sales.parquet", "--clean-out", d / "clean.parquet",
                      "--truth-out", d / "truth.json", "-q")
     assert result.code == 0, result.stderr
@@ -54,7 +54,7 @@ def test_contamination_writes_a_spoiled_panel_and_its_clean_twin(run_cli, tmp_pa
     differs = sales.join(clean, on=["product_id", "date"], suffix="_clean").filter(pl.col("units") != pl.col("units_clean"))
     assert differs["product_id"].n_unique() == 8  # exactly the contaminated products
     truth = json.loads((d / "truth.json").read_text())
-    assert truth["contaminated_by_kind"] == {"noise": 4, "spike": 4}
+    assert truth["contaminated_by_kind"] == {"noise": 4, "stockout": 4}
     # The same seed without contamination gives the clean twin, byte for byte.
     assert run_cli("simulate", "sales", "--products", d / "products.csv", "--end", "2026-03-31",
                    "--history-days", "60", "--seed", "4", "-o", d / "plain.parquet", "-q").code == 0

@@ -142,13 +142,19 @@ def test_noise_free_panel_gives_the_planted_effect_exactly_despite_common_shocks
 
 def test_detrended_outcomes_has_one_row_per_analysed_product_date():
     products, assignment, sim = simulated("crossover", n=30, seed=1)
-    out = detrended_outcomes(sim.sales, assignment, "units")
+    out = detrended_outcomes(sim.sales, assignment, "units", robust=False)
     assert out.columns == ["product_id", "date", "treated", "residual", "counterfactual"]
     assert out.schema["date"] == pl.Date and out.schema["treated"] == pl.Int8
     analysed = assignment.filter(~pl.col("blackout"))
     assert out.height == analysed.height
     assert out.join(analysed, on=["product_id", "date"], how="anti").height == 0
     assert out.sort("product_id", "date").equals(out)
+    # The robust residuals leave out whole products the volatility screen drops (here one
+    # whose history scores z = 5.9) and stock-out days, and nothing else.
+    with pytest.warns(PricelabWarning, match="too wild for their sales level"):
+        robust = detrended_outcomes(sim.sales, assignment, "units")
+    missing = analysed.join(robust, on=["product_id", "date"], how="anti")
+    assert missing["product_id"].n_unique() == 1 and missing.height == 14
 
 
 def test_weekly_panel_fits_level_and_trend_without_weekday_terms():
