@@ -34,7 +34,8 @@ PY
 step "hpte: heterogeneous panel treatment effect"
 pricelab hpte --sales "$out/sales.parquet" --assignment "$out/assignment.parquet" \
     --features "$data/products.csv" --outcome units --outcome revenue --bootstrap 200 --seed 0 \
-    -o "$out/effects.csv" --cate-out "$out/cate.parquet" --plot "$out/effect_path.png"
+    -o "$out/effects.csv" --cate-out "$out/cate.parquet" --plot "$out/effect_path.png" \
+    --outliers-out "$out/outliers.csv"
 show "$out/effects.csv"
 
 step "spillover-graph: which products are substitutes, from a year of history"
