@@ -101,16 +101,56 @@ class Run:
         io.write_table(df, path, fmt=self.fmt, meta=self.meta())
 
 
-def _run(quiet: bool, seed: int | None, fmt: str | None, *outputs: str | None) -> Run:
+# Flags that name input files (tables or JSON), for the output-path checks.
+_INPUT_FLAGS = ("--sales", "--assignment", "--products", "--features", "--edges", "--history", "--clusters",
+                "--events", "--pairs", "--design")
+
+
+def _run(
+    quiet: bool, seed: int | None, fmt: str | None, *outputs: str | None, documents: tuple[str | None, ...] = ()
+) -> Run:
+    """Start a run: check ``--format`` and every output path before any work is done.
+
+    ``documents`` are outputs that are not tables (JSON, PNG). Messages name the flags as
+    the user typed them on the command line.
+    """
     io.check_format(fmt)  # fail before any work, not at the final write
+    named_outputs, named_inputs = _named_paths([o for o in outputs if o], _ACTIVE.argv)
+    io.check_outputs(named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt)
     reporter = Reporter(quiet=quiet)
     _ACTIVE.reporter = reporter
     return Run(reporter, seed, fmt, tuple(o for o in outputs if o))
 
 
+def _named_paths(outputs: list[str], argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(flag -> output path, flag -> input path), read off the command line."""
+    pairs: list[tuple[str, str]] = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+            pairs.append((flag, value))
+        elif arg.startswith("-") and arg != io.STDIO and i + 1 < len(argv):
+            pairs.append((arg, argv[i + 1]))
+    named_in: dict[str, str] = {}
+    for flag, value in pairs:
+        if flag in _INPUT_FLAGS:
+            repeats = sum(1 for k in named_in if k == flag or k.startswith(f"{flag} #"))
+            named_in[flag if not repeats else f"{flag} #{repeats + 1}"] = value
+    named_out: dict[str, str] = {}
+    remaining = list(outputs)
+    for flag, value in pairs:
+        if flag not in _INPUT_FLAGS and value in remaining:
+            named_out[flag if flag not in named_out else f"{flag} #2"] = value
+            remaining.remove(value)
+    for i, value in enumerate(remaining):
+        named_out[f"output {i + 1}"] = value
+    return named_out, named_in
+
+
 @dataclasses.dataclass
 class _Active:
     reporter: Reporter | None = None
+    argv: list[str] = dataclasses.field(default_factory=list)
 
 
 _ACTIVE = _Active()
@@ -148,7 +188,7 @@ def design(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Derive the salt from this seed.")] = None,
 ) -> None:
     """Write an experiment design (JSON spec) for the assign step."""
-    run = _run(quiet, seed, fmt, output, str(plot) if plot else None)
+    run = _run(quiet, seed, fmt, output, str(plot) if plot else None, documents=(output, str(plot) if plot else None))
     kind_name = kind.value
     _reject_flags_for_kind(
         kind_name,
@@ -336,7 +376,7 @@ def hpte(
     """Estimate the average price effect per product per day (heterogeneous panel treatment effect)."""
     from pricelab_cli.hpte import estimate_hpte
 
-    run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out)
+    run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, documents=(str(plot) if plot else None,))
     if outlier_c is not None and outlier_rule is OutlierRule.robust:
         raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
     outcomes = list(dict.fromkeys(outcome or ["units"]))
@@ -551,7 +591,7 @@ def cluster(
     """Partition the substitutes graph into clusters (Leiden) that assign --clusters randomises together."""
     from pricelab_cli.spillover.cluster import cluster_size_plot, leiden_clusters
 
-    run = _run(quiet, seed, fmt, output, str(plot) if plot else None)
+    run = _run(quiet, seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,))
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=products is not None)
     product_table = (
         run.read(products, required=["product_id"], rename={unit_col: "product_id"}, unique=["product_id"])
@@ -734,7 +774,7 @@ def power(
     """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
     from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
 
-    run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None)
+    run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None, documents=(str(plot) if plot else None,))
     ids = {unit_col: "product_id"}
     history_table = run.read(
         history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
@@ -877,7 +917,7 @@ def simulate_sales_command(
     """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
     from pricelab_cli.simulate import simulate_sales
 
-    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out, clean_out)
+    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,))
     ids = {unit_col: "product_id"}
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
     assignment_table = (
@@ -943,6 +983,7 @@ def _show_click_error(exc: Exception) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run pricelab and exit with the code of the command-line contract."""
     args = sys.argv[1:] if argv is None else list(argv)
+    _ACTIVE.argv = [str(a) for a in args]
     verbose = "--verbose" in args
     code = 0
     with warnings.catch_warnings():
@@ -953,7 +994,9 @@ def main(argv: list[str] | None = None) -> None:
         warnings.showwarning = _show_warning
         try:
             command = typer.main.get_command(app)
-            result = command.main(args=args, prog_name="pricelab", standalone_mode=False)
+            # Every output of the run is committed together at its end, or none is.
+            with io.output_transaction():
+                result = command.main(args=args, prog_name="pricelab", standalone_mode=False)
             code = result if isinstance(result, int) else 0
         except PricelabError as exc:
             if verbose:

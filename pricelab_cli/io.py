@@ -8,6 +8,7 @@ file and the column) are the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import io
 import json
@@ -329,33 +330,172 @@ def _umask() -> int:
     return mask
 
 
+@dataclasses.dataclass
+class _Transaction:
+    """Outputs of one run waiting to be committed together: (temporary, target) file pairs,
+    device or pipe targets written in place at commit, and what goes to standard output."""
+
+    renames: list[tuple[Path, Path]] = dataclasses.field(default_factory=list)
+    in_place: list[tuple[Path, Path]] = dataclasses.field(default_factory=list)
+    stdout: list[bytes] = dataclasses.field(default_factory=list)
+
+    def discard(self) -> None:
+        for tmp, _ in (*self.renames, *self.in_place):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    def commit(self) -> None:
+        try:
+            for tmp, target in self.renames:
+                os.replace(tmp, target)
+            for tmp, target in self.in_place:
+                with open(target, "wb") as sink:
+                    sink.write(tmp.read_bytes())
+        finally:
+            self.discard()
+        for chunk in self.stdout:
+            sys.stdout.buffer.write(chunk)
+        if self.stdout:
+            sys.stdout.buffer.flush()
+
+
+_PENDING: list[_Transaction] = []
+
+
+@contextlib.contextmanager
+def output_transaction() -> Iterator[None]:
+    """Commit every output written inside the block together, or none of them.
+
+    Each output is written to a temporary file beside its target (standard output is held
+    in memory); only when the block ends without an exception are they all renamed into
+    place and the stream written. A run that fails half-way, or is interrupted, leaves every
+    existing file as it was and no temporary file behind.
+    """
+    transaction = _Transaction()
+    _PENDING.append(transaction)
+    try:
+        yield
+    except BaseException:
+        transaction.discard()
+        raise
+    finally:
+        _PENDING.remove(transaction)
+    transaction.commit()
+
+
+def write_stdout(payload: bytes) -> None:
+    """Write to standard output now, or at the commit of the open transaction."""
+    if _PENDING:
+        _PENDING[-1].stdout.append(payload)
+        return
+    sys.stdout.buffer.write(payload)
+    sys.stdout.buffer.flush()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` on success only.
+    """Yield a temporary path beside ``target``; it replaces ``target`` on success only.
 
-    A target that exists and is not a regular file (``/dev/null``, a named pipe) is written
-    in place: renaming over it would replace the device or pipe with a file.
+    Inside ``output_transaction`` the replacement waits for the transaction's commit, so
+    all of a run's outputs land together. A target that exists and is not a regular file
+    (``/dev/null``, a named pipe) is never renamed over (that would replace the device or
+    pipe with a file): it is written in place, at commit inside a transaction.
     """
     target = Path(target)
-    if target.exists() and not target.is_file() and not target.is_dir():
+    special = target.exists() and not target.is_file() and not target.is_dir()
+    if special and not _PENDING:
         yield target
         return
     folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"{target}: the folder {str(folder)!r} does not exist.")
-    if target.is_dir():
-        raise UsageError(f"{target}: is a folder; give a file name for the output.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    if not special:
+        if not folder.is_dir():
+            raise UsageError(f"{target}: the folder {str(folder)!r} does not exist.")
+        if target.is_dir():
+            raise UsageError(f"{target}: is a folder; give a file name for the output.")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=None if special else folder)
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write in {str(folder)!r} ({exc.strerror}).") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         # mkstemp creates 0600 files; outputs get the permissions any new file would.
         os.chmod(tmp_path, 0o666 & ~_umask())
+        if _PENDING:
+            (_PENDING[-1].in_place if special else _PENDING[-1].renames).append((tmp_path, target))
+            return
         os.replace(tmp_path, target)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        raise
+    finally:
+        if not _PENDING:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+
+
+def check_outputs(
+    outputs: Mapping[str, str],
+    inputs: Mapping[str, str],
+    *,
+    documents: Sequence[str] = (),
+    fmt: str | None = None,
+) -> None:
+    """Refuse, before any work, output paths that would lose data or cannot be written.
+
+    ``outputs`` and ``inputs`` map flag names to paths (``-`` for the standard streams);
+    ``documents`` are the outputs that are not tables (JSON, PNG), whose extension is not
+    checked. Every output must differ from every other output and from every input (paths
+    compared after resolving links), at most one output and one input may use the standard
+    stream, and each output's folder must exist and be writable. Violations are usage
+    errors (exit 2) naming the flags.
+    """
+    streamed_out = [flag for flag, path in outputs.items() if path == STDIO]
+    if len(streamed_out) > 1:
+        raise UsageError(
+            f"{' and '.join(streamed_out)} all write to standard output (-); give all but one of them a file."
+        )
+    streamed_in = [flag for flag, path in inputs.items() if path == STDIO]
+    if len(streamed_in) > 1:
+        raise UsageError(
+            f"{' and '.join(streamed_in)} all read standard input (-); only one input can come from a stream."
+        )
+    seen: dict[str, str] = {}
+    for flag, path in inputs.items():
+        if path != STDIO:
+            seen.setdefault(_resolved(path), flag)
+    taken: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if path == STDIO:
+            continue
+        key = _resolved(path)
+        special = _is_special_file(path)
+        if key in seen and not special:
+            raise UsageError(
+                f"{flag} {path} is also the input of {seen[key]}; writing it would destroy the input. "
+                "Write the output to another file."
+            )
+        if key in taken and not special:
+            raise UsageError(f"{taken[key]} and {flag} name the same file {path}; give each output its own file.")
+        taken[key] = flag
+        if special:
+            continue
+        target = Path(path)
+        if target.is_dir():
+            raise UsageError(f"{flag} {path}: is a folder; give a file name for the output.")
+        folder = target.parent if str(target.parent) else Path(".")
+        if not folder.is_dir():
+            raise UsageError(f"{flag} {path}: the folder {str(folder)!r} does not exist.")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {path}: the folder {str(folder)!r} is not writable.")
+        if path not in documents:
+            detect_format(path, fmt)
+
+
+def _resolved(path: str) -> str:
+    return os.path.realpath(os.path.abspath(path))
 
 
 def _table_bytes(df: pl.DataFrame, fmt: str, meta: dict | None) -> bytes:
@@ -387,8 +527,7 @@ def write_table(df: pl.DataFrame, path: str, *, fmt: str | None = None, meta: di
     fmt = detect_format(path, fmt)
     payload = _table_bytes(df, fmt, meta)
     if path == STDIO:
-        sys.stdout.buffer.write(payload)
-        sys.stdout.buffer.flush()
+        write_stdout(payload)
         return
     sidecar = None if fmt == "parquet" or meta is None else Path(f"{path}.meta.json")
     with contextlib.ExitStack() as stack:
@@ -403,8 +542,7 @@ def write_json(obj: Mapping[str, Any], path: str) -> None:
     """Write a JSON document atomically (``-`` for standard output)."""
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     if path == STDIO:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write_stdout(text.encode())
         return
     with atomic_path(path) as tmp:
         tmp.write_text(text)
