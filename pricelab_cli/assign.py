@@ -192,6 +192,15 @@ def assign(
     treated = u < design.treat_share
     if design.kind == "crossover":
         treated ^= np.tile(periods_per_day % 2 == 1, n)
+    analysed = ~np.tile(blackout_per_day, n)
+    if analysed.any() and (treated[analysed].all() or not treated[analysed].any()):
+        arm = "treated" if treated[analysed].all() else "control"
+        warnings.warn(
+            f"every analysed product-day of this assignment is {arm} (treat share {design.treat_share:g}, "
+            f"{n:,} products): nothing can be compared; raise or lower --treat-share, or add products.",
+            PricelabWarning,
+            stacklevel=2,
+        )
     rows = np.repeat(np.arange(n), n_days)
     out = base[rows].with_columns(
         pl.Series("date", dates).cast(pl.Date),

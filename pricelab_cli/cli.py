@@ -391,7 +391,7 @@ def hpte(
     sales_table = run.read(sales, required=["product_id", "date", *outcomes], rename={**ids, time_col: "date"}, dates=["date"])
     assignment_table = run.read(
         assignment,
-        required=["product_id", "date", "treated"],
+        required=list(io.ASSIGNMENT_COLUMNS),
         rename={**ids, time_col: "date", cluster_col: "cluster_id"},
         dates=["date"],
     )
@@ -456,7 +456,8 @@ def _report_hpte(reporter: Reporter, result, method: str) -> None:
             reporter.say(f"{name}: " + "; ".join(parts))
     if result.n_ignored_sales_products:
         reporter.say(f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored).")
-    table = Table(title=f"{method}: effect per product per day", title_justify="left", box=box.SIMPLE_HEAD)
+    per = "day" if result.spacing_days == 1 else f"period ({result.spacing_days} days)"
+    table = Table(title=f"{method}: effect per product per {per}", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("outcome", "estimate", "se", "95% interval", "p", "lift"):
         table.add_column(col, justify="left" if col == "outcome" else "right", no_wrap=True)
 
@@ -644,7 +645,7 @@ def ipw(
         float, typer.Option(help="Exposed when the treated share of incoming substitute weight exceeds this.")
     ] = 0.0,
     replays: Annotated[int, typer.Option(min=1, help="Replays of the design when probabilities are not exact.")] = 200,
-    bootstrap: Annotated[int, typer.Option(min=2, help="Bootstrap draws over randomisation units for the SE.")] = 500,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over randomisation units for the SE (20 or more).")] = 500,
     clip: Annotated[
         Optional[float], typer.Option(help="Raise exposure probabilities below this to it (weights at most 1/clip).")
     ] = None,
@@ -671,7 +672,7 @@ def ipw(
     )
     assignment_table = run.read(
         assignment,
-        required=["product_id", "date", "treated"],
+        required=list(io.ASSIGNMENT_COLUMNS),
         rename={**ids, time_col: "date", cluster_col: "cluster_id"},
         dates=["date"],
         unique=["product_id", "date"],
@@ -923,7 +924,7 @@ def simulate_sales_command(
     assignment_table = (
         run.read(
             assignment,
-            required=["product_id", "date", "treated"],
+            required=list(io.ASSIGNMENT_COLUMNS),
             rename={**ids, time_col: "date"},
             dates=["date"],
             unique=["product_id", "date"],

@@ -166,8 +166,10 @@ def validate(design: Design) -> None:
 def _date(value: Any, field: str, source: str) -> dt.date | None:
     if value is None:
         return None
+    if not isinstance(value, str) or len(value) != 10 or value[4] != "-" or value[7] != "-":
+        raise DesignError(f"{source}: {field} must be a date in quotes (\"YYYY-MM-DD\"), not {value!r}.")
     try:
-        return dt.date.fromisoformat(str(value))
+        return dt.date.fromisoformat(value)
     except ValueError as exc:
         raise DesignError(f"{source}: {field} {value!r} is not an ISO date (YYYY-MM-DD).") from exc
 
@@ -190,14 +192,29 @@ def design_from_dict(spec: Mapping[str, Any], source: str = "design") -> Design:
     values.pop("provenance", None)
     values["start"] = _date(values.get("start"), "start", source)
     values["end"] = _date(values.get("end"), "end", source)
-    try:
-        values["treat_share"] = float(values.get("treat_share", 0.5))
-        for field in ("block_days", "duration_days", "phase_days", "blackout_days", "phases"):
-            if values.get(field) is not None:
-                values[field] = int(values[field])
-    except (TypeError, ValueError) as exc:
-        raise DesignError(f"{source}: {exc}") from exc
-    values["salt"] = str(values.get("salt", ""))
+    # Hand-edited values of the wrong type are refused, never coerced: 14.5 days is not 14.
+    share = values.get("treat_share", 0.5)
+    if isinstance(share, bool) or not isinstance(share, (int, float)):
+        raise DesignError(f"{source}: treat_share must be a number between 0 and 1, not {share!r}.")
+    values["treat_share"] = float(share)
+    for field in ("block_days", "duration_days", "phase_days", "blackout_days", "phases"):
+        value = values.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise DesignError(f"{source}: {field} must be a whole number of days or phases, not {value!r}.")
+    for field in ("salt", "name"):
+        value = values.get(field)
+        if value is not None and not isinstance(value, str):
+            raise DesignError(f"{source}: {field} must be text, not {value!r}.")
+    values["salt"] = values.get("salt") or ""
+    needed = {
+        "time-bound": ("start", "end"),
+        "triggered": ("duration_days",),
+        "random-days": ("start", "end", "block_days"),
+        "crossover": ("start", "phase_days", "blackout_days", "phases"),
+    }[values["kind"]]
+    missing = [field for field in needed if values.get(field) is None]
+    if missing:
+        raise DesignError(f"{source}: a {values['kind']} design needs {', '.join(missing)}, which is missing or null.")
     design = Design(**values)
     try:
         validate(design)

@@ -8,6 +8,7 @@ file and the column) are the same everywhere.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import gzip
 import io
@@ -34,6 +35,8 @@ from pricelab_cli.errors import (
 )
 
 STDIO = "-"
+# The assignment table's columns as the contract names them (all required on input).
+ASSIGNMENT_COLUMNS = ("product_id", "date", "treated", "blackout", "period")
 FORMATS = ("csv", "csv.gz", "tsv", "tsv.gz", "parquet")
 PROVENANCE_KEY = "pricelab"
 # Identifier columns are read as text first so that "00123" keeps its zeros; they become
@@ -106,6 +109,10 @@ def _read_raw(path: str, fmt: str | None) -> pl.DataFrame:
     fmt = sniff_format(data) if path == STDIO else detect_format(path, fmt)
     if not data.strip():
         raise EmptyTableError(f"{label}: the file is empty; expected a table with a header row.")
+    if fmt != "parquet" and data[:4] == b"PAR1":
+        raise InputFileError(
+            f"{label}: this is a Parquet file, but its name says {fmt.upper()}; rename it to .parquet."
+        )
     if fmt == "parquet":
         try:
             return pl.read_parquet(io.BytesIO(data))
@@ -117,6 +124,20 @@ def _read_raw(path: str, fmt: str | None) -> pl.DataFrame:
         except OSError as exc:
             raise InputFileError(f"{label}: not a readable gzip file ({exc}).") from exc
     separator = "\t" if fmt.startswith("tsv") else ","
+    first_line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    names = next(csv.reader([first_line], delimiter=separator), [])
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"{label}: the header names column {repeated[0]!r} more than once; each column needs its own name."
+        )
+    if len(names) == 1 and (";" in first_line or ("\t" in first_line and separator == ",")):
+        used = "semicolons" if ";" in first_line else "tabs"
+        raise DataError(
+            f"{label}: the header is one column {first_line[:60]!r}: the file seems to be separated by "
+            f"{used}, not {'commas' if separator == ',' else 'tabs'}; save it with "
+            f"{'commas' if separator == ',' else 'tabs'} (or name a tab-separated file .tsv)."
+        )
     try:
         header = pl.read_csv(io.BytesIO(data), separator=separator, n_rows=0)
         overrides = {c: pl.String for c in header.columns if c in ID_COLUMNS}
@@ -178,11 +199,46 @@ def read_table(
     df = apply_renames(df, rename, label)
     if df.height == 0 and not allow_empty:
         raise EmptyTableError(f"{label}: the table has a header but no rows.")
+    check_identifiers(df, label)
+    check_finite(df, label)
     df = normalise_ids(df)
     df = parse_dates(df, dates, label)
     if unique:
         check_unique(df, unique, label)
     return df
+
+
+# Beyond this magnitude sums of squares overflow float64 (about 1.8e308).
+MAX_MAGNITUDE = 1e100
+
+
+def check_identifiers(df: pl.DataFrame, label: str) -> None:
+    """A missing identifier (``product_id``, ``src``, ``dst``, ``cluster_id``) is refused,
+    naming the file, the column and the row."""
+    for col in ID_COLUMNS:
+        if col in df.columns and df.get_column(col).null_count():
+            row = int(np.flatnonzero(df.get_column(col).is_null().to_numpy())[0])
+            raise DataError(
+                f"{label}: column {col!r} is empty on row {row + 1} (and {df.get_column(col).null_count() - 1} "
+                "more); every row needs its identifier."
+            )
+
+
+def check_finite(df: pl.DataFrame, label: str) -> None:
+    """Infinite numbers, and numbers too large to be summed, are refused naming the file,
+    column and row (NaN is left to each command: a missing feature is allowed, a missing
+    outcome is not)."""
+    for col, dtype in df.schema.items():
+        if not dtype.is_float():
+            continue
+        values = df.get_column(col)
+        wild = (values.is_infinite() | (values.abs() > MAX_MAGNITUDE)).fill_null(False)
+        if wild.any():
+            row = int(np.flatnonzero(wild.to_numpy())[0])
+            raise DataError(
+                f"{label}: column {col!r} has {values[row]!r} on row {row + 1}; numbers must be finite "
+                f"and below {MAX_MAGNITUDE:.0e} in size."
+            )
 
 
 def apply_renames(df: pl.DataFrame, rename: Mapping[str, str], label: str) -> pl.DataFrame:
@@ -221,16 +277,33 @@ def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFra
         if dtype == pl.Date:
             continue
         if dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
+            # A timestamp is a date only at midnight and without a time zone; cutting a time
+            # of day (or shifting a zone) could move every row to another day.
+            values = df.get_column(col)
+            if getattr(dtype, "time_zone", None):
+                raise ColumnTypeError(
+                    f"{label}: column {col!r} holds timestamps in time zone {dtype.time_zone!r}, not dates; "
+                    "convert them to local dates (YYYY-MM-DD) first."
+                )
+            off_midnight = np.flatnonzero((values.dt.truncate("1d") != values).fill_null(False).to_numpy())
+            if len(off_midnight):
+                raise ColumnTypeError(
+                    f"{label}: column {col!r} holds timestamps with a time of day, e.g. "
+                    f"{values[int(off_midnight[0])]} (row {int(off_midnight[0]) + 1}), not dates; "
+                    "give one date (YYYY-MM-DD) per row."
+                )
             df = df.with_columns(pl.col(col).dt.date())
             continue
         text = df.get_column(col).cast(pl.String)
         parsed = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-        bad = text.filter(parsed.is_null() & text.is_not_null())
-        if len(bad) or text.null_count():
-            value = bad[0] if len(bad) else None
+        bad = np.flatnonzero((parsed.is_null() | text.is_null()).to_numpy())
+        if len(bad):
+            value = text[int(bad[0])]
+            hint = " (a time of day or zone cannot be cut off safely; give one date per row)" if value and (
+                "T" in value or ":" in value) else ""
             raise ColumnTypeError(
                 f"{label}: column {col!r} has a value that is not an ISO date "
-                f"(YYYY-MM-DD): {value!r}."
+                f"(YYYY-MM-DD): {value!r} (row {int(bad[0]) + 1}){hint}."
             )
         df = df.with_columns(parsed.alias(col))
     return df
@@ -274,9 +347,13 @@ def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
         treated = treated.cast(pl.Int8)
     elif not treated.dtype.is_numeric():
         raise ColumnTypeError(f"{label}: column 'treated' must hold 0/1 but has type {treated.dtype}.")
-    bad = treated.filter(~treated.is_in([0, 1]))
-    if len(bad):
-        raise DataError(f"{label}: column 'treated' must hold 0 or 1, found {bad[0]!r}.")
+    # 0.0 / 1.0 (as every pandas export writes them) are 0 and 1; anything else is refused.
+    bad_rows = np.flatnonzero(~((treated == 0) | (treated == 1)).fill_null(False).to_numpy())
+    if len(bad_rows):
+        raise DataError(
+            f"{label}: column 'treated' must hold 0 or 1, found {treated[int(bad_rows[0])]!r} "
+            f"(row {int(bad_rows[0]) + 1})."
+        )
     columns = [treated.cast(pl.Int8).alias("treated")]
     if "blackout" in assignment.columns:
         blackout = assignment.get_column("blackout")

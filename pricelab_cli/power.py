@@ -323,6 +323,9 @@ def power_study(
     (summary, repetitions): one row per design (see ``summarise``) and one per design and
     repetition.
     """
+    from pricelab_cli.hpte.bootstrap import check_bootstrap
+
+    check_bootstrap(getattr(estimator, "n_bootstrap", 0))
     if reps < 2:
         raise UsageError(f"--reps {reps} must be at least 2 (the spread of estimates needs two).")
     if not effect > -1:

@@ -24,8 +24,24 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pricelab_cli.errors import UsageError
+
 # Entries of the index matrix handled at once (about 64 MB of indices and gathered values).
 BATCH_ENTRIES = 4_000_000
+# A percentile 95% interval needs draws in both 2.5% tails: fewer than this and its ends are
+# the extreme draws themselves (one draw gives an "interval" that can exclude the estimate).
+MIN_BOOTSTRAP = 20
+# The draws are kept (8 bytes each) and batched; beyond this a run would take days anyway.
+MAX_BOOTSTRAP = 1_000_000
+
+
+def check_bootstrap(n_bootstrap: int, flag: str = "--bootstrap") -> None:
+    """Refuse a number of draws that cannot give a 95% interval, or that is absurdly large."""
+    if n_bootstrap < 0 or 0 < n_bootstrap < MIN_BOOTSTRAP or n_bootstrap > MAX_BOOTSTRAP:
+        raise UsageError(
+            f"{flag} {n_bootstrap}: give 0 (no SE) or between {MIN_BOOTSTRAP} and {MAX_BOOTSTRAP:,} draws; "
+            f"a 95% interval needs at least {MIN_BOOTSTRAP}."
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

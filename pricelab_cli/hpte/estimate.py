@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
-from pricelab_cli.hpte.bootstrap import bootstrap_se
+from pricelab_cli.hpte.bootstrap import bootstrap_se, check_bootstrap
 from pricelab_cli.hpte.detrend import (
     Cells,
     Detrended,
@@ -35,6 +35,7 @@ from pricelab_cli.hpte.forest import (
 )
 from pricelab_cli.hpte.outliers import (
     DEFAULT_OUTLIER_C,
+    MAX_TAIL_SHARE,
     OUTLIER_RULES,
     outlier_filter,
     product_swings,
@@ -161,6 +162,7 @@ class HeterogeneousPanelEffect:
         warn_left_out(panel, detrended.fit, outcome)
         cells = first_difference(panel, detrended)
         _check_arms(cells, outcome)
+        _warn_without_experiment_rows(panel, detrended, cells, outcome)
         # Step 2.
         keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
         screened = detrended.audit.screened if detrended.audit is not None else np.zeros(panel.n_products, dtype=bool)
@@ -207,6 +209,13 @@ class HeterogeneousPanelEffect:
             if self.outlier_rule == "robust":
                 keep[analysed], statistic[analysed] = swing_screen(swing[analysed], stratum[analysed])
             else:
+                if self.outlier_c / max(len(analysed), 1) > MAX_TAIL_SHARE:
+                    warnings.warn(
+                        f"--outlier-c {self.outlier_c:g} asks for a tail share of {self.outlier_c / len(analysed):.0%} "
+                        f"of {len(analysed):,} products; the quantile rule caps it at {MAX_TAIL_SHARE:.0%}.",
+                        PricelabWarning,
+                        stacklevel=3,
+                    )
                 keep[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
                 statistic[analysed] = swing[analysed]
         return keep, statistic
@@ -257,8 +266,7 @@ class HeterogeneousPanelEffect:
             raise UsageError(f"--method {self.method!r} is not one of: {', '.join(METHODS)}.")
         if self.outlier_rule not in OUTLIER_RULES:
             raise UsageError(f"--outlier-rule {self.outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
-        if self.n_bootstrap < 0:
-            raise UsageError(f"--bootstrap {self.n_bootstrap} must be 0 or more.")
+        check_bootstrap(self.n_bootstrap)
         if not self.outlier_c >= 0:
             raise UsageError(f"--outlier-c {self.outlier_c} must be 0 or more.")
         if self.n_estimators < 1 or self.min_samples_leaf < 1 or self.max_samples < 2:
@@ -299,6 +307,22 @@ class HeterogeneousPanelEffect:
             "n_products": self.n_products_,
             "n_outliers": self.n_outliers_,
         }
+
+
+def _warn_without_experiment_rows(panel: Panel, detrended: Detrended, cells: Cells, outcome: str) -> None:
+    """Name assigned products that have history but no analysed experiment row with sales."""
+    has_cell = np.bincount(cells.code, minlength=panel.n_products) > 0
+    has_history = detrended.fit.model != 0
+    screened = detrended.audit.screened if detrended.audit is not None else np.zeros(panel.n_products, dtype=bool)
+    missing = np.flatnonzero(~has_cell & has_history & ~screened)
+    if len(missing):
+        shown = ", ".join(repr(panel.product_ids[int(i)]) for i in missing[:5])
+        warnings.warn(
+            f"{outcome}: {len(missing)} assigned product(s) have no sales on their analysed experiment dates "
+            f"and are not in the estimate: {shown}{', ...' if len(missing) > 5 else ''}.",
+            PricelabWarning,
+            stacklevel=3,
+        )
 
 
 def _check_arms(cells: Cells, outcome: str, after: str | None = None) -> None:

@@ -580,6 +580,11 @@ def ipw_effects(
     """
     if outlier_rule not in ("robust", "quantile"):
         raise UsageError(f"--outlier-rule {outlier_rule!r} is not one of: robust, quantile.")
+    from pricelab_cli.hpte.bootstrap import check_bootstrap
+
+    check_bootstrap(bootstrap)
+    if bootstrap == 0:
+        raise UsageError("--bootstrap 0: ipw's standard errors come from the bootstrap; give at least 20 draws.")
     from pricelab_cli.hpte.detrend import detrended_outcomes
 
     exposure = exposure_probs(
