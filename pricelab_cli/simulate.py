@@ -109,7 +109,7 @@ import polars as pl
 from scipy import sparse
 
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, UsageError
-from pricelab_cli.io import check_columns, check_numeric, check_unique
+from pricelab_cli.io import assignment_flags, check_columns, check_numeric, check_unique
 
 BRAND_MULTIPLIERS: Mapping[str, float] = {
     "acme": 0.8,
@@ -927,12 +927,9 @@ def _checked_assignment(
         raise ColumnTypeError(f"assignment: column 'date' must hold dates but has type {date.dtype}.")
     if date.null_count():
         raise DataError(f"assignment: column 'date' has {date.null_count()} missing (null) values.")
-    treated = _flag(assignment.get_column("treated"), "treated")
-    blackout = (
-        _flag(assignment.get_column("blackout"), "blackout")
-        if "blackout" in assignment.columns
-        else np.zeros(assignment.height, dtype=bool)
-    )
+    flags = assignment_flags(assignment, "assignment")
+    treated = flags.get_column("treated").to_numpy() == 1
+    blackout = flags.get_column("blackout").to_numpy()
     check_unique(assignment, ["product_id", "date"], "assignment")
     rows = _row_positions(
         assignment.get_column("product_id"),
@@ -942,19 +939,6 @@ def _checked_assignment(
         "every assigned product must be in the products table.",
     )
     return rows, date.cast(pl.Int32).to_numpy().astype(np.int64), treated, blackout
-
-
-def _flag(values: pl.Series, column: str) -> np.ndarray:
-    if values.null_count():
-        raise DataError(f"assignment: column {column!r} has {values.null_count()} missing (null) values.")
-    if values.dtype == pl.Boolean:
-        return values.to_numpy()
-    if not values.dtype.is_numeric():
-        raise ColumnTypeError(f"assignment: column {column!r} must hold 0/1 but has type {values.dtype}.")
-    bad = values.filter(~values.is_in([0, 1]))
-    if len(bad):
-        raise DataError(f"assignment: column {column!r} must hold 0 or 1, found {bad[0]!r}.")
-    return (values == 1).to_numpy()
 
 
 def _panel_dates(

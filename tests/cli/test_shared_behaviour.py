@@ -138,3 +138,125 @@ def test_a_failed_run_commits_none_of_its_outputs(tmp_path):
         io.write_table(pl.DataFrame({"x": [1]}), str(first))
         assert first.read_text() == "old a\n"  # nothing lands before the commit
     assert first.read_text().startswith("x\n1")
+
+
+# --------------------------------------------------------------------------- bad input
+# Every case spoils one input file (a copy; the original is never touched) and runs every
+# command that reads that input: same exit code, a message naming the file (and the column),
+# no traceback, every input and a pre-existing output byte-identical afterwards.
+
+import json  # noqa: E402
+
+import polars as pl  # noqa: E402
+
+
+def csv_text(transform):
+    def spoil(path: pathlib.Path, target: pathlib.Path) -> None:
+        target.write_text(transform(path.read_text()))
+    return spoil
+
+
+def table(transform):
+    def spoil(path: pathlib.Path, target: pathlib.Path) -> None:
+        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+        frame = transform(frame)
+        frame.write_parquet(target) if target.suffix == ".parquet" else frame.write_csv(target)
+    return spoil
+
+
+def parquet_bytes(path: pathlib.Path, target: pathlib.Path) -> None:
+    pl.read_csv(path).write_parquet(target)  # Parquet content under the .csv name
+
+
+def design_field(field, value):
+    def spoil(path: pathlib.Path, target: pathlib.Path) -> None:
+        spec = json.loads(path.read_text())
+        spec[field] = value
+        target.write_text(json.dumps(spec))
+    return spoil
+
+
+def first_column_blank(text: str) -> str:
+    header, first, *rest = text.splitlines()
+    return "\n".join([header, "," + first.split(",", 1)[1], *rest]) + "\n"
+
+
+def late_in_the_day(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("date").cast(pl.Datetime("us")) + pl.duration(hours=10))
+
+
+def in_a_time_zone(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("date").cast(pl.Datetime("us")).dt.replace_time_zone("Europe/Paris"))
+
+
+CSV_INPUTS = ("--products", "--edges")
+DATED_INPUTS = ("--sales", "--assignment", "--history")
+# case -> (inputs it applies to, how the copy is spoiled, exit code, message fragments)
+BAD_INPUT = {
+    "repeated header": (CSV_INPUTS, csv_text(lambda t: t.replace(",", ",product_id,", 1) if t.startswith("product_id")
+                                              else t.replace(",", ",src,", 1)), 65, ["more than once"]),
+    "semicolons": (CSV_INPUTS, csv_text(lambda t: t.replace(",", ";")), 65, ["separated by semicolons"]),
+    "Parquet named .csv": (CSV_INPUTS, parquet_bytes, 66, ["this is a Parquet file"]),
+    "missing identifier": (CSV_INPUTS, csv_text(first_column_blank), 65, ["is empty on row 1"]),
+    "time of day": (DATED_INPUTS, table(late_in_the_day), 65, ["column 'date'", "time of day"]),
+    "time zone": (DATED_INPUTS, table(in_a_time_zone), 65, ["column 'date'", "time zone"]),
+    "infinite outcome": (("--sales", "--history"), table(lambda f: f.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(float("inf")).otherwise(pl.col("units").cast(pl.Float64)).alias("units"))),
+        65, ["column 'units'", "inf on row 1"]),
+    "no blackout column": (("--assignment",), table(lambda f: f.drop("blackout")), 65, ["missing column 'blackout'"]),
+    "no period column": (("--assignment",), table(lambda f: f.drop("period")), 65, ["missing column 'period'"]),
+    "fractional block_days": (("--design",), design_field("block_days", 1.5), 65, ["block_days must be a whole number"]),
+    "block_days as text": (("--design",), design_field("block_days", "1"), 65, ["block_days must be a whole number"]),
+    "start as a number": (("--design",), design_field("start", 20260302), 65, ["start must be a date"]),
+}
+BAD_CASES = [
+    (case, name, flag)
+    for case, (flags, *_rest) in BAD_INPUT.items()
+    for name in COMMANDS
+    for flag in flags
+    if flag in argv(name, pathlib.Path("{d}"))
+]
+
+
+@pytest.mark.parametrize(("case", "name", "flag"), BAD_CASES, ids=[f"{c}-{n}-{f}" for c, n, f in BAD_CASES])
+def test_bad_input_is_refused_naming_file_and_column_with_nothing_touched(run_cli, files, tmp_path, case, name, flag):
+    _, spoil, code, fragments = BAD_INPUT[case]
+    args = argv(name, files)
+    original = pathlib.Path(args[args.index(flag) + 1])
+    bad = tmp_path / f"bad{''.join(original.suffixes)}"
+    spoil(original, bad)
+    args[args.index(flag) + 1] = str(bad)
+    primary, kind = COMMANDS[name][1], COMMANDS[name][3]
+    existing = tmp_path / f"result.{kind}"
+    existing.write_bytes(b"yesterday's result\n")
+    inputs_before, spoiled_before = digest(files), bad.read_bytes()
+    result = run_cli(*args, primary, existing)
+    assert result.code == code, result.stderr
+    assert str(bad) in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert digest(files) == inputs_before and bad.read_bytes() == spoiled_before
+    assert existing.read_bytes() == b"yesterday's result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([bad.name, existing.name])
+
+
+@pytest.mark.parametrize("name", [n for n in COMMANDS if "--assignment" in argv(n, pathlib.Path("{d}"))])
+def test_treated_written_as_floats_is_read_as_zero_one(run_cli, files, tmp_path, name):
+    """0.0 / 1.0, as every pandas export writes them, give the same result as 0 / 1."""
+    args = argv(name, files)
+    floats = tmp_path / "assignment_floats.parquet"
+    pl.read_parquet(files / "assignment.parquet").with_columns(pl.col("treated").cast(pl.Float64)).write_parquet(floats)
+    plain = run_cli(*args, COMMANDS[name][1], tmp_path / "plain.csv", "--seed", "4", "-q")
+    args[args.index("--assignment") + 1] = str(floats)
+    as_floats = run_cli(*args, COMMANDS[name][1], tmp_path / "floats.csv", "--seed", "4", "-q")
+    assert plain.code == as_floats.code == 0, as_floats.stderr
+    assert (tmp_path / "plain.csv").read_bytes() == (tmp_path / "floats.csv").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["hpte", "ipw", "power"])
+@pytest.mark.parametrize("draws", ["1", "19", "2000000"])
+def test_a_bootstrap_that_cannot_give_an_interval_is_a_usage_error(run_cli, files, tmp_path, name, draws):
+    result = run_cli(*argv(name, files), "--bootstrap", draws, "-o", tmp_path / "x.csv")
+    assert result.code == 2 and f"--bootstrap {draws}" in result.stderr and "at least 20" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
