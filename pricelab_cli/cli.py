@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import enum
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -159,7 +160,7 @@ _ACTIVE = _Active()
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     reporter = _ACTIVE.reporter or Reporter()
     if issubclass(category, PricelabWarning):
-        reporter.warn(str(message))
+        reporter.warn(_name_the_file(str(message), _ACTIVE.argv))
 
 
 # ------------------------------------------------------------------ commands
@@ -973,6 +974,24 @@ def simulate_sales_command(
 # ------------------------------------------------------------------ entry point
 
 
+_TABLE_LABEL = re.compile(r"^(sales|history|edges|clusters|assignment|products|features|events|pairs): ")
+
+
+def _name_the_file(message: str, argv: list[str]) -> str:
+    """Messages of the core name a table by its role (``edges: ...``); the user gave a file,
+    so the role becomes the path given to its flag (``--edges my_edges.csv``)."""
+    match = _TABLE_LABEL.match(message)
+    if not match:
+        return message
+    flag = f"--{match.group(1)}"
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith(f"{flag}=") else (argv[i + 1] if arg == flag and i + 1 < len(argv) else None)
+        if value is not None:
+            shown = "standard input" if value == io.STDIO else value
+            return f"{shown}: {message[match.end():]}"
+    return message
+
+
 def _show_click_error(exc: Exception) -> None:
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     ctx = getattr(exc, "ctx", None)
@@ -1004,7 +1023,7 @@ def main(argv: list[str] | None = None) -> None:
                 import traceback
 
                 traceback.print_exc()
-            error(str(exc))
+            error(_name_the_file(str(exc), _ACTIVE.argv))
             code = exc.exit_code
         except typer.TyperException as exc:  # the parser's usage errors (exit 2)
             _show_click_error(exc)

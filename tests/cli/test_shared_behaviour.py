@@ -260,3 +260,23 @@ def test_a_bootstrap_that_cannot_give_an_interval_is_a_usage_error(run_cli, file
     result = run_cli(*argv(name, files), "--bootstrap", draws, "-o", tmp_path / "x.csv")
     assert result.code == 2 and f"--bootstrap {draws}" in result.stderr and "at least 20" in result.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "flag", "spoil", "fragment"),
+    [
+        ("ipw", "--edges", lambda f: f.with_columns(pl.col("src").cast(pl.String) + "x"), "not in the products table"),
+        ("power", "--history", lambda f: f.filter(pl.col("date") >= pl.col("date").max() - pl.duration(days=20)),
+         "cannot hold a 14-day experiment window"),
+        ("cluster", "--edges", lambda f: f.with_columns(dst=pl.col("src")), "join a product to itself"),
+    ],
+)
+def test_messages_from_the_core_name_the_file_the_user_gave(run_cli, files, tmp_path, name, flag, spoil, fragment):
+    args = argv(name, files)
+    original = pathlib.Path(args[args.index(flag) + 1])
+    bad = tmp_path / f"my_table{''.join(original.suffixes)}"
+    table(spoil)(original, bad)
+    args[args.index(flag) + 1] = str(bad)
+    result = run_cli(*args, "-o", tmp_path / "out.csv")
+    assert f"{bad}: " in result.stderr and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
