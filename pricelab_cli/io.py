@@ -565,8 +565,12 @@ def check_outputs(
         folder = target.parent if str(target.parent) else Path(".")
         if not folder.is_dir():
             raise UsageError(f"{flag} {path}: the folder {str(folder)!r} does not exist.")
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UsageError(f"{flag} {path}: the folder {str(folder)!r} is not writable.")
+        try:
+            # A real probe: permission bits say nothing to root, nor about a read-only mount.
+            with tempfile.TemporaryFile(dir=folder, prefix=".pricelab-probe-"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: cannot write in the folder {str(folder)!r} ({exc.strerror}).") from exc
         if path not in documents:
             detect_format(path, fmt)
 

@@ -1,6 +1,7 @@
 """Behaviours every command shares, tested once: help, exit codes, atomic outputs, quiet."""
 
 import json
+import sys
 
 import polars as pl
 import pytest
@@ -103,3 +104,20 @@ def test_writing_to_dev_null_leaves_the_device_alone(run_cli, workdir):
     import stat
 
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_ctrl_c_while_pricelab_starts_exits_130_without_a_traceback():
+    """The first half second is spent loading polars and numpy; an interrupt there is quiet."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    script = shutil.which("pricelab") or os.path.join(os.path.dirname(sys.executable), "pricelab")
+    proc = subprocess.Popen([script, "design", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"Traceback" not in err
