@@ -280,3 +280,51 @@ def test_messages_from_the_core_name_the_file_the_user_gave(run_cli, files, tmp_
     result = run_cli(*args, "-o", tmp_path / "out.csv")
     assert f"{bad}: " in result.stderr and fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_one_armed_assignments_and_a_capped_outlier_c_are_said_loudly(run_cli, files, tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("product_id\nA\n")
+    design = run_cli("design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-05", "--salt", "x",
+                     "--treat-share", "0.01", "-o", tmp_path / "d.json", "-q")
+    assert design.code == 0
+    result = run_cli("assign", "--design", tmp_path / "d.json", "--products", one, "-o", tmp_path / "a.csv")
+    assert result.code == 0 and "every analysed product-day of this assignment is control" in result.stderr
+    capped = run_cli(*argv("hpte", files), "--outlier-rule", "quantile", "--outlier-c", "30", "-o", tmp_path / "e.csv")
+    assert capped.code == 0 and "caps it at 10%" in capped.stderr
+
+
+def test_null_cluster_ids_and_numbers_too_large_to_sum_are_refused(run_cli, files, tmp_path):
+    frame = pl.read_parquet(files / "assignment.parquet")
+    nulls = tmp_path / "clustered.parquet"
+    frame.with_columns(cluster_id=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.lit(1))).write_parquet(nulls)
+    result = run_cli("hpte", "--sales", files / "sales.parquet", "--assignment", nulls, "-o", tmp_path / "e.csv")
+    assert result.code == 65 and f"{nulls}: column 'cluster_id' is empty on row 4" in result.stderr
+    huge = tmp_path / "huge.parquet"
+    pl.read_parquet(files / "sales.parquet").with_columns(pl.col("price") * 1e120).write_parquet(huge)
+    result = run_cli("hpte", "--sales", huge, "--assignment", files / "assignment.parquet", "-o", tmp_path / "e.csv")
+    assert result.code == 65 and "column 'price'" in result.stderr and "below 1e+100" in result.stderr
+    assert not (tmp_path / "e.csv").exists()
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(run_cli, files, tmp_path):
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("no permission to mount a read-only folder here")
+    try:
+        result = run_cli(*argv("hpte", files), "-o", folder / "e.csv")
+        assert result.code == 2 and "Read-only file system" in result.stderr and "-o" in result.stderr
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_weekly_panel_is_summarised_per_period(run_cli, tmp_path):
+    data = pathlib.Path(__file__).parent.parent / "data"
+    result = run_cli("hpte", "--sales", data / "organ_donation_sales.csv", "--assignment",
+                     data / "organ_donation_assignment.csv", "--outcome", "units", "--method", "did",
+                     "--bootstrap", "50", "-o", tmp_path / "did.csv")
+    assert result.code == 0, result.stderr
+    assert "per product per period" in result.stderr and "per product per day" not in result.stderr
