@@ -532,12 +532,14 @@ def check_outputs(
     streamed_out = [flag for flag, path in outputs.items() if path == STDIO]
     if len(streamed_out) > 1:
         raise UsageError(
-            f"{' and '.join(streamed_out)} all write to standard output (-); give all but one of them a file."
+            f"{' and '.join(streamed_out)} {'both' if len(streamed_out) == 2 else 'all'} write to standard output (-); "
+            "give all but one of them a file."
         )
     streamed_in = [flag for flag, path in inputs.items() if path == STDIO]
     if len(streamed_in) > 1:
         raise UsageError(
-            f"{' and '.join(streamed_in)} all read standard input (-); only one input can come from a stream."
+            f"{' and '.join(streamed_in)} {'both' if len(streamed_in) == 2 else 'all'} read standard input (-); "
+            "only one input can come from a stream."
         )
     seen: dict[str, str] = {}
     for flag, path in inputs.items():

@@ -102,7 +102,7 @@ def test_two_outputs_on_stdout_are_refused(run_cli, files, name):
     _, primary, secondary, _ = COMMANDS[name]
     result = run_cli(*argv(name, files), primary, "-", secondary, "-")
     assert result.code == 2 and result.stdout == b""
-    assert "all write to standard output" in result.stderr
+    assert "both write to standard output" in result.stderr
 
 
 @pytest.mark.parametrize("name", WITH_SECONDARY)
@@ -328,3 +328,15 @@ def test_a_weekly_panel_is_summarised_per_period(run_cli, tmp_path):
                      "--bootstrap", "50", "-o", tmp_path / "did.csv")
     assert result.code == 0, result.stderr
     assert "per product per period" in result.stderr and "per product per day" not in result.stderr
+
+
+def test_assigned_products_without_experiment_sales_are_named(run_cli, files, tmp_path):
+    sales = pl.read_parquet(files / "sales.parquet")
+    first = sales["product_id"][0]
+    cut = tmp_path / "cut.parquet"
+    sales.filter(~((pl.col("product_id") == first) & (pl.col("date") >= START))).write_parquet(cut)
+    result = run_cli("hpte", "--sales", cut, "--assignment", files / "assignment.parquet", "--bootstrap", "20",
+                     "-o", tmp_path / "e.csv")
+    assert result.code == 0, result.stderr
+    assert "1 assigned product(s) have no sales on their analysed experiment dates" in result.stderr
+    assert repr(first) in result.stderr
