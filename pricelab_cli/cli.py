@@ -123,8 +123,8 @@ def _run(
     return Run(reporter, seed, fmt, tuple(o for o in outputs if o))
 
 
-def _named_paths(outputs: list[str], argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(flag -> output path, flag -> input path), read off the command line."""
+def _flag_values(argv: list[str]) -> list[tuple[str, str]]:
+    """(flag, value) pairs of a command line: ``--flag value`` and ``--flag=value``."""
     pairs: list[tuple[str, str]] = []
     for i, arg in enumerate(argv):
         if arg.startswith("--") and "=" in arg:
@@ -132,6 +132,12 @@ def _named_paths(outputs: list[str], argv: list[str]) -> tuple[dict[str, str], d
             pairs.append((flag, value))
         elif arg.startswith("-") and arg != io.STDIO and i + 1 < len(argv):
             pairs.append((arg, argv[i + 1]))
+    return pairs
+
+
+def _named_paths(outputs: list[str], argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(flag -> output path, flag -> input path), read off the command line."""
+    pairs = _flag_values(argv)
     named_in: dict[str, str] = {}
     for flag, value in pairs:
         if flag in _INPUT_FLAGS:
@@ -984,9 +990,8 @@ def _name_the_file(message: str, argv: list[str]) -> str:
     if not match:
         return message
     flag = f"--{match.group(1)}"
-    for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith(f"{flag}=") else (argv[i + 1] if arg == flag and i + 1 < len(argv) else None)
-        if value is not None:
+    for given, value in _flag_values(argv):
+        if given == flag:
             shown = "standard input" if value == io.STDIO else value
             return f"{shown}: {message[match.end():]}"
     return message

@@ -133,10 +133,10 @@ def _read_raw(path: str, fmt: str | None) -> pl.DataFrame:
         )
     if len(names) == 1 and (";" in first_line or ("\t" in first_line and separator == ",")):
         used = "semicolons" if ";" in first_line else "tabs"
+        expected = "commas" if separator == "," else "tabs"
         raise DataError(
             f"{label}: the header is one column {first_line[:60]!r}: the file seems to be separated by "
-            f"{used}, not {'commas' if separator == ',' else 'tabs'}; save it with "
-            f"{'commas' if separator == ',' else 'tabs'} (or name a tab-separated file .tsv)."
+            f"{used}, not {expected}; save it with {expected} (or name a tab-separated file .tsv)."
         )
     try:
         header = pl.read_csv(io.BytesIO(data), separator=separator, n_rows=0)
@@ -212,12 +212,17 @@ def read_table(
 MAX_MAGNITUDE = 1e100
 
 
+def first_row(mask: pl.Series) -> int:
+    """Position of the first True of a boolean column (for messages that quote a row)."""
+    return int(mask.arg_true()[0])
+
+
 def check_identifiers(df: pl.DataFrame, label: str) -> None:
     """A missing identifier (``product_id``, ``src``, ``dst``, ``cluster_id``) is refused,
     naming the file, the column and the row."""
     for col in ID_COLUMNS:
         if col in df.columns and df.get_column(col).null_count():
-            row = int(np.flatnonzero(df.get_column(col).is_null().to_numpy())[0])
+            row = first_row(df.get_column(col).is_null())
             raise DataError(
                 f"{label}: column {col!r} is empty on row {row + 1} (and {df.get_column(col).null_count() - 1} "
                 "more); every row needs its identifier."
@@ -234,7 +239,7 @@ def check_finite(df: pl.DataFrame, label: str) -> None:
         values = df.get_column(col)
         wild = (values.is_infinite() | (values.abs() > MAX_MAGNITUDE)).fill_null(False)
         if wild.any():
-            row = int(np.flatnonzero(wild.to_numpy())[0])
+            row = first_row(wild)
             raise DataError(
                 f"{label}: column {col!r} has {values[row]!r} on row {row + 1}; numbers must be finite "
                 f"and below {MAX_MAGNITUDE:.0e} in size."
@@ -285,25 +290,27 @@ def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFra
                     f"{label}: column {col!r} holds timestamps in time zone {dtype.time_zone!r}, not dates; "
                     "convert them to local dates (YYYY-MM-DD) first."
                 )
-            off_midnight = np.flatnonzero((values.dt.truncate("1d") != values).fill_null(False).to_numpy())
-            if len(off_midnight):
+            off_midnight = (values.dt.truncate("1d") != values).fill_null(False)
+            if off_midnight.any():
+                row = first_row(off_midnight)
                 raise ColumnTypeError(
                     f"{label}: column {col!r} holds timestamps with a time of day, e.g. "
-                    f"{values[int(off_midnight[0])]} (row {int(off_midnight[0]) + 1}), not dates; "
+                    f"{values[row]} (row {row + 1}), not dates; "
                     "give one date (YYYY-MM-DD) per row."
                 )
             df = df.with_columns(pl.col(col).dt.date())
             continue
         text = df.get_column(col).cast(pl.String)
         parsed = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-        bad = np.flatnonzero((parsed.is_null() | text.is_null()).to_numpy())
-        if len(bad):
-            value = text[int(bad[0])]
+        bad = parsed.is_null() | text.is_null()
+        if bad.any():
+            row = first_row(bad)
+            value = text[row]
             hint = " (a time of day or zone cannot be cut off safely; give one date per row)" if value and (
                 "T" in value or ":" in value) else ""
             raise ColumnTypeError(
                 f"{label}: column {col!r} has a value that is not an ISO date "
-                f"(YYYY-MM-DD): {value!r} (row {int(bad[0]) + 1}){hint}."
+                f"(YYYY-MM-DD): {value!r} (row {row + 1}){hint}."
             )
         df = df.with_columns(parsed.alias(col))
     return df
@@ -348,12 +355,10 @@ def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
     elif not treated.dtype.is_numeric():
         raise ColumnTypeError(f"{label}: column 'treated' must hold 0/1 but has type {treated.dtype}.")
     # 0.0 / 1.0 (as every pandas export writes them) are 0 and 1; anything else is refused.
-    bad_rows = np.flatnonzero(~((treated == 0) | (treated == 1)).fill_null(False).to_numpy())
-    if len(bad_rows):
-        raise DataError(
-            f"{label}: column 'treated' must hold 0 or 1, found {treated[int(bad_rows[0])]!r} "
-            f"(row {int(bad_rows[0]) + 1})."
-        )
+    bad = ~((treated == 0) | (treated == 1)).fill_null(False)
+    if bad.any():
+        row = first_row(bad)
+        raise DataError(f"{label}: column 'treated' must hold 0 or 1, found {treated[row]!r} (row {row + 1}).")
     columns = [treated.cast(pl.Int8).alias("treated")]
     if "blackout" in assignment.columns:
         blackout = assignment.get_column("blackout")

@@ -400,7 +400,7 @@ def simulate_sales(
     )
     expected_units *= lambda0
     spoil = _Contamination.draw(seed, n, n_days, params["contamination"], kinds, analysed_rows, analysed_days)
-    shifted_mean = spoil.shifted_means(expected_units, lambda0) if spoil.any_outlier else None
+    shifted_mean = spoil.shifted_means(expected_units) if spoil.any_outlier else None
     units = _negative_binomial(rng, expected_units, dispersion)
     del expected_units
     clean_units = units
@@ -718,17 +718,22 @@ class _Contamination:
         """(selected rows x days) mask of the days from each row's start day on."""
         return np.arange(self.n_days)[None, :] >= self.start_day[sel][:, None]
 
+    def _outlier_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Product rows of the multiplicative kind and their (rows x days) demand factors."""
+        sel = np.flatnonzero(self.kind == "outlier")
+        return self.rows[sel], np.exp(np.where(self._later(sel), self.factor[sel][:, None], 0.0))
+
     def shift_lambda(self, lambda0: np.ndarray) -> np.ndarray:
         """``lambda0`` with the multiplicative kind's level shifts (a copy)."""
+        rows, factor = self._outlier_shift()
         shifted = lambda0.copy()
-        sel = np.flatnonzero(self.kind == "outlier")
-        shifted[self.rows[sel]] *= np.exp(np.where(self._later(sel), self.factor[sel][:, None], 0.0))
+        shifted[rows] *= factor
         return shifted
 
-    def shifted_means(self, expected_units: np.ndarray, lambda0: np.ndarray) -> np.ndarray:
+    def shifted_means(self, expected_units: np.ndarray) -> np.ndarray:
         """Expected units of the multiplicative kind's rows after their shift."""
-        sel = np.flatnonzero(self.kind == "outlier")
-        return expected_units[self.rows[sel]] * np.exp(np.where(self._later(sel), self.factor[sel][:, None], 0.0))
+        rows, factor = self._outlier_shift()
+        return expected_units[rows] * factor
 
     def apply(self, units: np.ndarray, lambda0: np.ndarray, shifted_mean: np.ndarray | None, dispersion: float) -> np.ndarray:
         """Spoiled copy of the clean ``units`` (products x days)."""

@@ -230,6 +230,13 @@ class Detrended:
     fit: BaselineFit
     audit: RobustAudit | None = None
 
+    @property
+    def screened(self) -> np.ndarray:
+        """Per product, whether the robust step's volatility screen left it out."""
+        if self.audit is None:
+            return np.zeros(len(self.fit.model), dtype=bool)
+        return self.audit.screened
+
 
 def detrend_panel(
     panel: Panel,

@@ -18,6 +18,7 @@ import polars as pl
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
 from pricelab_cli.hpte.bootstrap import bootstrap_se, check_bootstrap
 from pricelab_cli.hpte.detrend import (
+    MODEL_NONE,
     Cells,
     Detrended,
     detrend_panel,
@@ -165,8 +166,7 @@ class HeterogeneousPanelEffect:
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
         # Step 2.
         keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
-        screened = detrended.audit.screened if detrended.audit is not None else np.zeros(panel.n_products, dtype=bool)
-        self.n_outliers_ = int((~keep_product).sum() + screened.sum())
+        self.n_outliers_ = int((~keep_product).sum() + detrended.screened.sum())
         self.outliers_ = _outlier_table(panel, outcome, detrended, keep_product, swing_z)
         cells = cells.take(keep_product[cells.code])
         _check_arms(cells, outcome, after="the outlier filter")
@@ -312,9 +312,8 @@ class HeterogeneousPanelEffect:
 def _warn_without_experiment_rows(panel: Panel, detrended: Detrended, cells: Cells, outcome: str) -> None:
     """Name assigned products that have history but no analysed experiment row with sales."""
     has_cell = np.bincount(cells.code, minlength=panel.n_products) > 0
-    has_history = detrended.fit.model != 0
-    screened = detrended.audit.screened if detrended.audit is not None else np.zeros(panel.n_products, dtype=bool)
-    missing = np.flatnonzero(~has_cell & has_history & ~screened)
+    has_history = detrended.fit.model != MODEL_NONE
+    missing = np.flatnonzero(~has_cell & has_history & ~detrended.screened)
     if len(missing):
         shown = ", ".join(repr(panel.product_ids[int(i)]) for i in missing[:5])
         warnings.warn(

@@ -188,7 +188,6 @@ def stockout_rows(code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: 
 
 def robust_z(values: np.ndarray, stratum: np.ndarray) -> np.ndarray:
     """(value - stratum median) / (1.4826 * stratum MAD); 0 in strata too small to judge."""
-    z = np.zeros(len(values))
     finite = np.isfinite(values)
     labels, inverse = np.unique(stratum, return_inverse=True)
     k = len(labels)

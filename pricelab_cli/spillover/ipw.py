@@ -578,10 +578,11 @@ def ipw_effects(
     products screened for wild history left out, residuals winsorised) or ``quantile``
     (least-squares residuals, every product kept).
     """
-    if outlier_rule not in ("robust", "quantile"):
-        raise UsageError(f"--outlier-rule {outlier_rule!r} is not one of: robust, quantile.")
     from pricelab_cli.hpte.bootstrap import check_bootstrap
+    from pricelab_cli.hpte.outliers import OUTLIER_RULES
 
+    if outlier_rule not in OUTLIER_RULES:
+        raise UsageError(f"--outlier-rule {outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
     check_bootstrap(bootstrap)
     if bootstrap == 0:
         raise UsageError("--bootstrap 0: ipw's standard errors come from the bootstrap; give at least 20 draws.")
