@@ -56,16 +56,16 @@ def cells(paths: dict[str, str]):
     import numpy as np
     import polars as pl
 
-    from pricelab_cli.hpte.detrend import detrend_panel, first_difference
+    from pricelab_cli.hpte.detrend import detrend_partitions
     from pricelab_cli.hpte.estimate import HeterogeneousPanelEffect
     from pricelab_cli.hpte.forest import encode_features
-    from pricelab_cli.hpte.panel import build_panel
+    from pricelab_cli.hpte.panel import partition_panel
 
-    panel = build_panel(pl.read_parquet(paths["sales"]), pl.read_parquet(paths["assignment"]), ["units"])
-    user = encode_features(pl.read_parquet(paths["products"]), panel.product_ids)
-    detrended = detrend_panel(panel, "units", robust=True)
-    fd = first_difference(panel, detrended)
-    X = HeterogeneousPanelEffect()._cell_features(panel, detrended, fd, user)
+    with partition_panel(pl.read_parquet(paths["sales"]), pl.read_parquet(paths["assignment"]), ["units"]) as panel:
+        user = encode_features(pl.read_parquet(paths["products"]), panel.product_ids)
+        detrended = detrend_partitions(panel, "units", robust=True)
+        fd = detrended.cells
+        X = HeterogeneousPanelEffect()._product_features(panel, detrended, user)[fd.code]
     return X, fd.treated.astype(np.float64), fd.first_difference
 
 

@@ -35,15 +35,16 @@ class Reporter:
             self.console.print(table)
 
     @contextlib.contextmanager
-    def progress(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        """Yield ``advance(n)``; draws a bar on stderr while the block runs."""
-        if self.quiet or total <= 0:
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """Yield ``advance(n)``; draws a bar on stderr while the block runs (a count without
+        an end when ``total`` is None)."""
+        if self.quiet or (total is not None and total <= 0):
             yield lambda n=1: None
             return
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.completed:,}" if total is None else "{task.completed}/{task.total}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self.console,

@@ -48,8 +48,10 @@ import warnings
 import numpy as np
 import polars as pl
 
+from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import PricelabWarning
 from pricelab_cli.hpte import robust
+from pricelab_cli.hpte import panel as panel_layout
 from pricelab_cli.hpte.panel import Panel, build_panel
 from pricelab_cli.hpte.robust import RobustAudit
 
@@ -200,23 +202,45 @@ def _baseline_at(panel: Panel, fit: BaselineFit, rows: np.ndarray) -> np.ndarray
     return fit.level[code] + fit.trend[code] * panel.t[rows] + fit.weekday[code, panel.weekday[rows]]
 
 
+def _date_sums(panel: Panel, values: np.ndarray, usable: np.ndarray, block: int | None = None) -> np.ndarray:
+    """Per block of products (``hpte.panel.SUM_BLOCK``: partitions are whole blocks, and the
+    blocks are added in order, so the shocks come out to the same bits however the products
+    are partitioned) and per date, (control total, control count,
+    history total, history count) of ``values`` over usable control experiment rows and
+    usable history rows: an array (blocks, 4, dates)."""
+    n_dates = len(panel.dates)
+    block = block or panel_layout.SUM_BLOCK
+    n_blocks = max(1, -(-panel.n_products // block))
+    control = usable & ~panel.pre & (panel.treated == 0)
+    history = usable & panel.pre
+    out = np.empty((4, n_blocks, n_dates))
+    for i, mask in enumerate((control, history)):
+        key = (panel.code[mask] // block) * n_dates + panel.date_index[mask]
+        out[2 * i] = np.bincount(key, weights=values[mask], minlength=n_blocks * n_dates).reshape(n_blocks, n_dates)
+        out[2 * i + 1] = np.bincount(key, minlength=n_blocks * n_dates).reshape(n_blocks, n_dates)
+    return out.transpose(1, 0, 2)
+
+
+def add_block_sums(total: np.ndarray | None, blocks: np.ndarray) -> np.ndarray:
+    """``total`` plus each block's sums, one block after another (a fixed order of additions)."""
+    for block in blocks:
+        total = block.copy() if total is None else total + block
+    return total
+
+
+def shocks_from_sums(sums: np.ndarray) -> np.ndarray:
+    """Shock per date: mean residual of control experiment rows, else of history rows, else 0."""
+    control_total, control_count, history_total, history_count = sums
+    with np.errstate(invalid="ignore", divide="ignore"):
+        control_mean, history_mean = control_total / control_count, history_total / history_count
+    return np.where(control_count > 0, control_mean, np.where(history_count > 0, history_mean, 0.0))
+
+
 def common_shocks(panel: Panel, residual: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """Shock per date: mean residual of control experiment rows, else of history rows, else 0.
 
     The robust step passes residuals already clipped at each product's scale."""
-    n_dates = len(panel.dates)
-    control = usable & ~panel.pre & (panel.treated == 0)
-    history = usable & panel.pre
-
-    def date_mean(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        count = np.bincount(panel.date_index[mask], minlength=n_dates)
-        total = np.bincount(panel.date_index[mask], weights=residual[mask], minlength=n_dates)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return total / count, count
-
-    control_mean, control_count = date_mean(control)
-    history_mean, history_count = date_mean(history)
-    return np.where(control_count > 0, control_mean, np.where(history_count > 0, history_mean, 0.0))
+    return shocks_from_sums(add_block_sums(None, _date_sums(panel, residual, usable)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -238,38 +262,54 @@ class Detrended:
         return self.audit.screened
 
 
-def detrend_panel(
-    panel: Panel,
-    outcome: str,
-    *,
-    detrend: bool = True,
-    remove_shocks: bool = True,
-    robust: bool = False,
-    screen: bool = True,
-) -> Detrended:
-    """Baseline prediction, common-shock removal and residuals for one outcome.
+# --------------------------------------------------------------------------- stages
+#
+# The detrending is three stages over partitions of products (see hpte.panel), with a
+# reduction over all products between them:
+#   fit_partition      per partition: baselines, robust scale, stock-outs, screen inputs
+#   screen_products    all products: the volatility screen (robust z-scores across products)
+#   shock_sums         per partition: per-date sums of clipped residuals of usable rows
+#   shocks_from_sums   all dates: the common shocks
+#   partition_residuals per partition: residuals, counterfactuals, winsorised days
+# ``detrend_panel`` runs them on one panel; ``detrend_partitions`` on a partitioned one.
 
-    ``robust`` runs the robust step of :mod:`~pricelab_cli.hpte.robust` (Huber baseline,
-    robust scale, stock-out runs left out, winsorised residuals, robust shocks and, with
-    ``screen``, the history volatility screen); otherwise the plain least-squares version.
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartitionFit:
+    """The first stage on one partition (arrays per product of the partition).
+
+    ``bound`` and ``centre``: a residual is clipped to ``centre +- bound`` (``bound`` is
+    infinite and ``centre`` 0 without the robust step; history rows are centred on 0);
+    ``stockout``: positions of the rows left out as stock-out days; ``screen_inputs``: what
+    the volatility screen reads (robust step only): level, winsorised RMS and raw RMS of
+    the history residuals.
     """
-    y = panel.outcomes[outcome]
-    if robust:
-        return _robust_detrend(panel, y, detrend=detrend, remove_shocks=remove_shocks, screen=screen)
-    fit = fit_baselines(panel, y, detrend=detrend)
-    usable = fit.model[panel.code] != MODEL_NONE
-    baseline = np.full(len(y), np.nan)
-    rows = np.flatnonzero(usable)
-    baseline[rows] = _baseline_at(panel, fit, rows)
-    residual = y - baseline
-    shock = common_shocks(panel, residual, usable) if remove_shocks else np.zeros(len(panel.dates))
-    counterfactual = baseline + shock[panel.date_index]
-    return Detrended(y - counterfactual, counterfactual, usable, shock, fit)
+
+    fit: BaselineFit
+    bound: np.ndarray
+    centre: np.ndarray
+    stockout: np.ndarray
+    screen_inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def usable(self, panel: Panel, screened: np.ndarray) -> np.ndarray:
+        """Rows in the analysis: the product has a baseline and is not screened, and the row
+        is not a stock-out day."""
+        usable = (self.fit.model[panel.code] != MODEL_NONE) & ~screened[panel.code]
+        usable[self.stockout] = False
+        return usable
+
+    def clip_bounds(self, panel: Panel) -> tuple[np.ndarray, np.ndarray]:
+        row_centre = np.where(panel.pre, 0.0, self.centre[panel.code])
+        return row_centre - self.bound[panel.code], row_centre + self.bound[panel.code]
 
 
-def _robust_detrend(panel: Panel, y: np.ndarray, *, detrend: bool, remove_shocks: bool, screen: bool) -> Detrended:
-    """The robust step (see :mod:`pricelab_cli.hpte.robust`), all products at once."""
+def fit_partition(panel: Panel, y: np.ndarray, *, detrend: bool = True, robust_step: bool = False) -> PartitionFit:
+    """Stage one: every product's baseline (least squares, or the robust step's Huber fit
+    with its scale, stock-out days and screen inputs)."""
     n = panel.n_products
+    if not robust_step:
+        fit = fit_baselines(panel, y, detrend=detrend)
+        return PartitionFit(fit, np.full(n, np.inf), np.zeros(n), np.empty(0, dtype=np.int64))
     stockout = robust.stockout_rows(panel.code, panel.date_index, y, panel.pre, n)
     pre_rows = np.flatnonzero(panel.pre)
     pre = _Rows.of(panel, y, pre_rows)
@@ -293,50 +333,107 @@ def _robust_detrend(panel: Panel, y: np.ndarray, *, detrend: bool, remove_shocks
     bound = robust.WINSOR_K * np.where(np.isfinite(scale), scale, np.inf)
 
     # The screen reads the history alone: level and noise left after winsorising.
-    has_model = fit.model != MODEL_NONE
     clipped_pre = np.clip(np.nan_to_num(resid), -bound[pre_code], bound[pre_code]) * keep_pre
     with np.errstate(invalid="ignore", divide="ignore"):
         n_kept = np.bincount(pre_code, weights=keep_pre, minlength=n)
         history_level = np.bincount(pre_code, weights=np.nan_to_num(pre.y - resid) * keep_pre, minlength=n) / n_kept
         history_rms = np.sqrt(np.bincount(pre_code, weights=clipped_pre**2, minlength=n) / n_kept)
         raw_rms = np.sqrt(np.bincount(pre_code, weights=np.nan_to_num(resid) ** 2 * keep_pre, minlength=n) / n_kept)
-    # Two ways a history is too wild: noise extreme for the product's level, or tails extreme
-    # for its own robust scale (mostly quiet days and rare huge ones, which winsorising at
-    # that scale would cut more on treated days, where sales sit higher).
+
+    # Experiment residuals are clipped around the median of each product's experiment rows
+    # (all arms together), history residuals around 0: a product whose level moved in the
+    # experiment keeps the difference between its days, and only what is far from its own
+    # level is cut.
+    exp_rows = np.flatnonzero(~panel.pre & (fit.model[panel.code] != MODEL_NONE) & ~stockout)
+    residual = y[exp_rows] - _baseline_at(panel, fit, exp_rows)
+    centre = np.nan_to_num(robust.grouped_median(residual, panel.code[exp_rows], n))
+    return PartitionFit(fit, bound, centre, np.flatnonzero(stockout), (history_level, history_rms, raw_rms))
+
+
+def screen_products(fit: BaselineFit, screen_inputs, screen: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The volatility screen over all products: (robust z, screened).
+
+    Two ways a history is too wild: noise extreme for the product's level, or tails extreme
+    for its own robust scale (mostly quiet days and rare huge ones, which winsorising at that
+    scale would cut more on treated days, where sales sit higher)."""
+    history_level, history_rms, raw_rms = screen_inputs
+    n = len(fit.model)
+    scale = fit.volatility
+    has_model = fit.model != MODEL_NONE
     level_z = robust.volatility_z(np.where(has_model, history_level, np.nan), history_rms)
     tail_z = robust.robust_z(np.log(raw_rms / scale), np.zeros(n, dtype=np.int64))
     tail_z = np.where(has_model & np.isfinite(scale), tail_z, np.nan)
     vol_z = np.fmax(level_z, tail_z)
     screened = (vol_z > robust.VOLATILITY_Z) if screen else np.zeros(n, dtype=bool)
-    usable = has_model[panel.code] & ~screened[panel.code] & ~stockout
+    return vol_z, screened
 
-    baseline = np.full(len(y), np.nan)
+
+def shock_sums(
+    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, block: int | None = None
+) -> np.ndarray:
+    """Stage two: per block and date sums (see ``_date_sums``) of the clipped residuals of
+    usable rows."""
+    usable = part.usable(panel, screened)
     rows = np.flatnonzero(usable)
-    baseline[rows] = _baseline_at(panel, fit, rows)
-    residual = y - baseline
-    # Experiment residuals are clipped around the median of each product's experiment rows
-    # (all arms together), history residuals around 0: a product whose level moved in the
-    # experiment keeps the difference between its days, and only what is far from its own
-    # level is cut.
-    exp_rows = rows[~panel.pre[rows]]
-    centre = np.nan_to_num(robust.grouped_median(residual[exp_rows], panel.code[exp_rows], n))
-    row_centre = np.where(panel.pre, 0.0, centre[panel.code])
-    low, high = row_centre - bound[panel.code], row_centre + bound[panel.code]
-    if remove_shocks:
-        shock = common_shocks(panel, np.clip(residual, low, high), usable)
-    else:
-        shock = np.zeros(len(panel.dates))
+    residual = np.full(len(y), np.nan)
+    residual[rows] = y[rows] - _baseline_at(panel, part.fit, rows)
+    low, high = part.clip_bounds(panel)
+    return _date_sums(panel, np.clip(residual, low, high), usable, block)
+
+
+def partition_residuals(
+    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray
+) -> tuple[Detrended, np.ndarray]:
+    """Stage three: residuals and counterfactuals of every row (NaN for rows left out), and
+    per product the number of analysed rows whose residual was clipped."""
+    usable = part.usable(panel, screened)
+    rows = np.flatnonzero(usable)
+    baseline = np.full(len(y), np.nan)
+    baseline[rows] = _baseline_at(panel, part.fit, rows)
     counterfactual = baseline + shock[panel.date_index]
     raw = y - counterfactual
+    low, high = part.clip_bounds(panel)
     residual = np.clip(raw, low, high)
-    clipped = usable & (residual != raw)
-    audit = robust.RobustAudit(
-        volatility_z=vol_z,
-        screened=screened,
-        n_stockout=np.bincount(panel.code[stockout & has_model[panel.code]], minlength=n),
-        n_winsorised=np.bincount(panel.code[clipped], minlength=n),
+    winsorised = np.bincount(panel.code[usable & (residual != raw)], minlength=panel.n_products)
+    return Detrended(residual, counterfactual, usable, shock, part.fit), winsorised
+
+
+def _stockout_days(panel: Panel, part: PartitionFit) -> np.ndarray:
+    code = panel.code[part.stockout]
+    return np.bincount(code[part.fit.model[code] != MODEL_NONE], minlength=panel.n_products)
+
+
+def detrend_panel(
+    panel: Panel,
+    outcome: str,
+    *,
+    detrend: bool = True,
+    remove_shocks: bool = True,
+    robust: bool = False,
+    screen: bool = True,
+) -> Detrended:
+    """Baseline prediction, common-shock removal and residuals for one outcome.
+
+    ``robust`` runs the robust step of :mod:`~pricelab_cli.hpte.robust` (Huber baseline,
+    robust scale, stock-out runs left out, winsorised residuals, robust shocks and, with
+    ``screen``, the history volatility screen); otherwise the plain least-squares version.
+    """
+    y = panel.outcomes[outcome]
+    part = fit_partition(panel, y, detrend=detrend, robust_step=robust)
+    n = panel.n_products
+    vol_z, screened = (
+        screen_products(part.fit, part.screen_inputs, screen) if robust else (None, np.zeros(n, dtype=bool))
     )
-    return Detrended(residual, counterfactual, usable, shock, fit, audit)
+    shock = (
+        shocks_from_sums(add_block_sums(None, shock_sums(panel, y, part, screened)))
+        if remove_shocks
+        else np.zeros(len(panel.dates))
+    )
+    detrended, winsorised = partition_residuals(panel, y, part, screened, shock)
+    if not robust:
+        return detrended
+    audit = RobustAudit(volatility_z=vol_z, screened=screened, n_stockout=_stockout_days(panel, part), n_winsorised=winsorised)
+    return dataclasses.replace(detrended, audit=audit)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -352,6 +449,14 @@ class Cells:
     def take(self, keep: np.ndarray) -> "Cells":
         return Cells(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
 
+    def shifted(self, offset: int) -> "Cells":
+        """The same cells with product codes moved by ``offset`` (partition to catalog)."""
+        return dataclasses.replace(self, code=self.code + offset)
+
+    @classmethod
+    def concat(cls, parts: list["Cells"]) -> "Cells":
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
 
 def first_difference(panel: Panel, detrended: Detrended) -> Cells:
     """Mean residual (and mean counterfactual) over each cell's experiment rows."""
@@ -361,10 +466,122 @@ def first_difference(panel: Panel, detrended: Detrended) -> Cells:
     present = np.bincount(key, minlength=2 * panel.n_products) > 0
     cell_key = np.flatnonzero(present)
     cell_of_row = (np.cumsum(present) - 1)[key]
-    n_rows = np.bincount(cell_of_row)
-    fd = np.bincount(cell_of_row, weights=detrended.residual[rows]) / n_rows
-    cf = np.bincount(cell_of_row, weights=detrended.counterfactual[rows]) / n_rows
+    n_rows = np.bincount(cell_of_row, minlength=len(cell_key))
+    fd = np.bincount(cell_of_row, weights=detrended.residual[rows], minlength=len(cell_key)) / n_rows
+    cf = np.bincount(cell_of_row, weights=detrended.counterfactual[rows], minlength=len(cell_key)) / n_rows
     return Cells(cell_key // 2, (cell_key % 2).astype(np.int8), fd, cf, n_rows)
+
+
+def experiment_level(panel: Panel, detrended: Detrended) -> np.ndarray:
+    """Per product, the mean baseline forecast over its analysed experiment rows (NaN
+    without any): the forest's ``pre_level`` feature."""
+    exp_rows = np.flatnonzero(~panel.pre & detrended.usable)
+    forecast = detrended.counterfactual[exp_rows] - detrended.shock[panel.date_index[exp_rows]]
+    count = np.bincount(panel.code[exp_rows], minlength=panel.n_products)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.bincount(panel.code[exp_rows], weights=forecast, minlength=panel.n_products) / count
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CatalogDetrend:
+    """The detrending of every partition of a (partitioned) panel, reduced to what the
+    later steps read: per product (global codes) and per cell, never per row.
+
+    ``fit``, ``shock`` and ``audit`` as in :class:`Detrended`; ``cells`` the first
+    differences; ``level`` the forest's level feature. ``partition_fits``, ``outcome`` and
+    ``screened`` let a later pass recompute any partition's residuals (``residuals``).
+    """
+
+    fit: BaselineFit
+    shock: np.ndarray
+    audit: RobustAudit | None
+    cells: Cells
+    level: np.ndarray
+    screened: np.ndarray
+    partition_fits: list[PartitionFit]
+    outcome: str
+
+    def residuals(self, panel: Panel, k: int, offset: int) -> Detrended:
+        """Partition ``k``'s residuals again (``panel`` is that partition)."""
+        local = self.screened[offset:offset + panel.n_products]
+        return partition_residuals(panel, panel.outcomes[self.outcome], self.partition_fits[k], local, self.shock)[0]
+
+
+def _concat_fits(fits: list[BaselineFit]) -> BaselineFit:
+    return BaselineFit(*(np.concatenate([getattr(f, field.name) for f in fits]) for field in dataclasses.fields(BaselineFit)))
+
+
+# The map tasks of ``detrend_partitions``: plain functions of one partition (a handle that
+# loads it) and small per-partition inputs, so any engine can run them anywhere.
+
+
+def _fit_task(task) -> PartitionFit:
+    handle, outcome, detrend, robust_step = task
+    panel = handle.load()
+    return fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
+
+
+def _shock_task(task) -> np.ndarray:
+    handle, outcome, part, screened, block = task
+    panel = handle.load()
+    return shock_sums(panel, panel.outcomes[outcome], part, screened, block)
+
+
+def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray]:
+    handle, outcome, part, screened, shock = task
+    panel = handle.load()
+    detrended, clipped = partition_residuals(panel, panel.outcomes[outcome], part, screened, shock)
+    cells = first_difference(panel, detrended).shifted(handle.offset)
+    return cells, experiment_level(panel, detrended), clipped, _stockout_days(panel, part)
+
+
+def detrend_partitions(
+    source,
+    outcome: str,
+    *,
+    detrend: bool = True,
+    remove_shocks: bool = True,
+    robust: bool = False,
+    screen: bool = True,
+    engine: LocalEngine | None = None,
+) -> CatalogDetrend:
+    """The three stages of ``detrend_panel`` mapped over the partitions of ``source`` (a
+    :class:`~pricelab_cli.hpte.panel.Panel` or a partitioned panel) by ``engine`` (in this
+    process by default), with the screen and the shocks reduced over all products in
+    between. Each partition is loaded once per stage; only per-product, per-cell and
+    per-date arrays come back."""
+    engine = engine or LocalEngine()
+    handles = source.handles()
+    parts = engine.map(_fit_task, [(h, outcome, detrend, robust) for h in handles])
+    fit = _concat_fits([p.fit for p in parts])
+    n = len(fit.model)
+    if robust:
+        inputs = tuple(np.concatenate([p.screen_inputs[i] for p in parts]) for i in range(3))
+        vol_z, screened = screen_products(fit, inputs, screen)
+    else:
+        vol_z, screened = None, np.zeros(n, dtype=bool)
+    local = [screened[h.offset:h.offset + len(p.fit.model)] for h, p in zip(handles, parts)]
+    if remove_shocks:
+        sums = None
+        # The block size is read here, where the partitions were cut, not in each worker.
+        block = panel_layout.SUM_BLOCK
+        tasks = [(h, outcome, p, s, block) for h, p, s in zip(handles, parts, local)]
+        for block_sums in engine.map(_shock_task, tasks):
+            sums = add_block_sums(sums, block_sums)
+        shock = shocks_from_sums(sums)
+    else:
+        shock = np.zeros(len(source.dates))
+    results = engine.map(_cells_task, [(h, outcome, p, s, shock) for h, p, s in zip(handles, parts, local)])
+    audit = None
+    if robust:
+        audit = RobustAudit(
+            volatility_z=vol_z,
+            screened=screened,
+            n_stockout=np.concatenate([r[3] for r in results]),
+            n_winsorised=np.concatenate([r[2] for r in results]),
+        )
+    cells = Cells.concat([r[0] for r in results])
+    return CatalogDetrend(fit, shock, audit, cells, np.concatenate([r[1] for r in results]), screened, parts, outcome)
 
 
 def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:

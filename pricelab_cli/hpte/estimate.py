@@ -15,14 +15,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
 from pricelab_cli.hpte.bootstrap import bootstrap_se, check_bootstrap
 from pricelab_cli.hpte.detrend import (
     MODEL_NONE,
+    CatalogDetrend,
     Cells,
-    Detrended,
-    detrend_panel,
-    first_difference,
+    detrend_partitions,
     warn_left_out,
 )
 from pricelab_cli.hpte.forest import (
@@ -42,7 +42,7 @@ from pricelab_cli.hpte.outliers import (
     product_swings,
     swing_screen,
 )
-from pricelab_cli.hpte.panel import Panel, build_panel
+from pricelab_cli.hpte.panel import PARTITION_ROWS, Panel, PartitionedPanel, partition_panel
 from pricelab_cli.hpte.robust import WINSOR_K
 
 METHODS = ("hpte", "did")
@@ -136,32 +136,34 @@ class HeterogeneousPanelEffect:
         progress: Callable[[int], None] | None = None,
     ) -> "HeterogeneousPanelEffect":
         """Estimate the effect of the assignment's treatment on ``outcome``."""
-        panel = build_panel(sales, assignment, [outcome])
-        user = encode_features(features, panel.product_ids) if features is not None else None
-        return self.fit_panel(panel, outcome, user, progress)
+        with partition_panel(sales, assignment, [outcome]) as panel:
+            user = encode_features(features, panel.product_ids) if features is not None else None
+            return self.fit_panel(panel, outcome, user, progress)
 
     def fit_panel(
         self,
-        panel: Panel,
+        panel: Panel | PartitionedPanel,
         outcome: str,
         user_features: tuple[np.ndarray, list[str]] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> "HeterogeneousPanelEffect":
-        """``fit`` on a panel already laid out (shared by several outcomes)."""
+        """``fit`` on a panel already laid out (shared by several outcomes), in memory or in
+        partitions (each step maps over the partitions, see :mod:`pricelab_cli.hpte.panel`)."""
         self._check_params()
         classic = self.method == "did"
         # Step 1: the classic DID is the first difference against the history's level alone.
         robust = self.outlier_rule == "robust" and not classic
-        detrended = detrend_panel(
+        detrended = detrend_partitions(
             panel,
             outcome,
             detrend=self.detrend and not classic,
             remove_shocks=not classic,
             robust=robust,
             screen=self.outlier_filter,
+            engine=LocalEngine(self.n_jobs),
         )
         warn_left_out(panel, detrended.fit, outcome)
-        cells = first_difference(panel, detrended)
+        cells = detrended.cells
         _check_arms(cells, outcome)
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
         # Step 2.
@@ -198,7 +200,7 @@ class HeterogeneousPanelEffect:
         self.outcome_ = outcome
         return self
 
-    def _outlier_mask(self, panel: Panel, detrended: Detrended, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
+    def _outlier_mask(self, panel, detrended: CatalogDetrend, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
         """Products kept by the outlier filter (everyone for ``did`` or without the filter),
         and each product's swing statistic (NaN where not ranked)."""
         keep = np.ones(panel.n_products, dtype=bool)
@@ -220,9 +222,11 @@ class HeterogeneousPanelEffect:
                 statistic[analysed] = swing[analysed]
         return keep, statistic
 
-    def _forest_leaves(self, panel: Panel, detrended: Detrended, cells: Cells, user_features) -> np.ndarray:
+    def _forest_leaves(self, panel, detrended: CatalogDetrend, cells: Cells, user_features):
+        features = self._product_features(panel, detrended, user_features)
+        products, index = np.unique(cells.code, return_inverse=True)
         return forest_leaves(
-            self._cell_features(panel, detrended, cells, user_features),
+            features[cells.code],
             cells.treated,
             cells.first_difference,
             n_estimators=self.n_estimators,
@@ -230,6 +234,7 @@ class HeterogeneousPanelEffect:
             min_samples_leaf=self.min_samples_leaf,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
+            distinct_rows=(features[products], index),
         )
 
     def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress) -> None:
@@ -272,16 +277,11 @@ class HeterogeneousPanelEffect:
         if self.n_estimators < 1 or self.min_samples_leaf < 1 or self.max_samples < 2:
             raise UsageError("the forest needs at least 1 tree, leaves of at least 1 cell and 2 samples a tree.")
 
-    def _cell_features(self, panel: Panel, detrended: Detrended, cells: Cells, user_features) -> np.ndarray:
-        """Product features (user columns and pre-period summaries), one row per cell."""
-        exp_rows = np.flatnonzero(~panel.pre & detrended.usable)
-        forecast = detrended.counterfactual[exp_rows] - detrended.shock[panel.date_index[exp_rows]]
-        count = np.bincount(panel.code[exp_rows], minlength=panel.n_products)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            level = np.bincount(panel.code[exp_rows], weights=forecast, minlength=panel.n_products) / count
-        summaries, _ = pre_period_summaries(level, detrended.fit.trend, detrended.fit.volatility, panel.price)
+    def _product_features(self, panel, detrended: CatalogDetrend, user_features) -> np.ndarray:
+        """Product features (user columns and pre-period summaries), one row per product."""
+        summaries, _ = pre_period_summaries(detrended.level, detrended.fit.trend, detrended.fit.volatility, panel.price)
         blocks = [summaries] if user_features is None else [user_features[0], summaries]
-        return np.column_stack(blocks)[cells.code]
+        return np.column_stack(blocks)
 
     def _warn_few_units(self, panel: Panel, outcome: str) -> None:
         few = {arm: n for arm, n in self.arm_units_.items() if n < MIN_RELIABLE_UNITS}
@@ -309,7 +309,7 @@ class HeterogeneousPanelEffect:
         }
 
 
-def _warn_without_experiment_rows(panel: Panel, detrended: Detrended, cells: Cells, outcome: str) -> None:
+def _warn_without_experiment_rows(panel, detrended: CatalogDetrend, cells: Cells, outcome: str) -> None:
     """Name assigned products that have history but no analysed experiment row with sales."""
     has_cell = np.bincount(cells.code, minlength=panel.n_products) > 0
     has_history = detrended.fit.model != MODEL_NONE
@@ -332,7 +332,7 @@ def _check_arms(cells: Cells, outcome: str, after: str | None = None) -> None:
 
 
 def _outlier_table(
-    panel: Panel, outcome: str, detrended: Detrended, keep_product: np.ndarray, swing_z: np.ndarray
+    panel, outcome: str, detrended: CatalogDetrend, keep_product: np.ndarray, swing_z: np.ndarray
 ) -> pl.DataFrame:
     """The audit trail: one row per product and action of the robust step or the filter."""
     parts = []
@@ -372,7 +372,7 @@ def _outlier_table(
     return pl.concat(parts).cast(schema).with_columns(pl.col("statistic").fill_nan(None))
 
 
-def _product_cate(panel: Panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
+def _product_cate(panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
     cate = np.full(panel.n_products, np.nan)
     if cell_cate is not None:
         known = np.isfinite(cell_cate)
@@ -383,35 +383,54 @@ def _product_cate(panel: Panel, cells: Cells, cell_cate: np.ndarray | None) -> p
     return pl.DataFrame({"product_id": panel.product_ids, "cate": cate}).with_columns(pl.col("cate").fill_nan(None))
 
 
-def effect_path(panel: Panel, detrended: Detrended, keep_product: np.ndarray) -> pl.DataFrame:
+def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray) -> pl.DataFrame:
     """Treated-minus-control mean residual per period relative to each product's start.
 
     Before the start a product counts in the arm it has on its first assignment date; during
     the experiment each row counts in its own arm. The band is the 95% normal interval of a
     difference of two independent means. History is shown for twice the experiment's length
-    (at least ``MIN_PATH_PRE_PERIODS`` periods).
+    (at least ``MIN_PATH_PRE_PERIODS`` periods). Residuals are recomputed partition by
+    partition; only per-period sums are kept.
     """
-    rows = np.flatnonzero(detrended.usable & keep_product[panel.code])
-    period = np.rint(panel.t[rows]).astype(np.int64)
-    exp = ~panel.pre[rows]
-    n_exp = int(period[exp].max()) + 1 if exp.any() else 1
+    sums = np.zeros((3, 0))
+    lowest, last_exp = 0, None
+    for k, handle in enumerate(panel.handles()):
+        part = handle.load()
+        offset = handle.offset
+        detrended_k = detrended.residuals(part, k, offset)
+        rows = np.flatnonzero(detrended_k.usable & keep_product[offset:offset + part.n_products][part.code])
+        if not len(rows):
+            continue
+        period = np.rint(part.t[rows]).astype(np.int64)
+        exp = ~part.pre[rows]
+        arm = np.where(exp, part.treated[rows], part.first_arm[part.code[rows]]).astype(np.int64)
+        if exp.any():
+            top = int(period[exp].max())
+            last_exp = top if last_exp is None else max(last_exp, top)
+        # Sums per (period, arm), over a period range that grows to hold every partition's.
+        low = min(lowest, int(period.min())) if sums.shape[1] else int(period.min())
+        high = max(lowest + sums.shape[1] // 2 - 1, int(period.max())) if sums.shape[1] else int(period.max())
+        grown = np.zeros((3, 2 * (high - low + 1)))
+        grown[:, 2 * (lowest - low):2 * (lowest - low) + sums.shape[1]] = sums
+        sums, lowest = grown, low
+        key = (period - lowest) * 2 + arm
+        r = detrended_k.residual[rows]
+        sums[0] += np.bincount(key, minlength=sums.shape[1])
+        sums[1] += np.bincount(key, weights=r, minlength=sums.shape[1])
+        sums[2] += np.bincount(key, weights=r * r, minlength=sums.shape[1])
+    n_exp = last_exp + 1 if last_exp is not None else 1
     first = -max(2 * n_exp, MIN_PATH_PRE_PERIODS)
-    shown = period >= first
-    rows, period, exp = rows[shown], period[shown], exp[shown]
-    arm = np.where(exp, panel.treated[rows], panel.first_arm[panel.code[rows]]).astype(np.int64)
-    span = int(period.max() - first) + 1
-    key = (period - first) * 2 + arm
-    r = detrended.residual[rows]
-    count = np.bincount(key, minlength=2 * span).reshape(span, 2)
-    total = np.bincount(key, weights=r, minlength=2 * span).reshape(span, 2)
-    square = np.bincount(key, weights=r * r, minlength=2 * span).reshape(span, 2)
+    count_all, total_all, square_all = (a.reshape(-1, 2) for a in sums)
+    periods_all = lowest + np.arange(count_all.shape[0])
+    seen = np.flatnonzero(count_all.sum(1) > 0)
+    shown = (periods_all >= first) & (periods_all <= periods_all[seen].max() if len(seen) else False)
+    count, total, square, periods = count_all[shown], total_all[shown], square_all[shown], periods_all[shown]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / count
         var = np.maximum(square / count - mean * mean, 0.0) * count / np.maximum(count - 1, 1)
         diff = mean[:, 1] - mean[:, 0]
         half = 1.959963984540054 * np.sqrt(var[:, 1] / count[:, 1] + var[:, 0] / count[:, 0])
     both = (count[:, 0] > 0) & (count[:, 1] > 0)
-    periods = np.arange(first, first + span)
     return pl.DataFrame(
         {
             "period": periods[both],
@@ -419,8 +438,8 @@ def effect_path(panel: Panel, detrended: Detrended, keep_product: np.ndarray) ->
             "difference": diff[both],
             "ci_low": (diff - half)[both],
             "ci_high": (diff + half)[both],
-            "n_treated": count[both, 1],
-            "n_control": count[both, 0],
+            "n_treated": count[both, 1].astype(np.int64),
+            "n_control": count[both, 0].astype(np.int64),
         }
     ).with_columns(pl.col("ci_low", "ci_high").fill_nan(None))
 
@@ -470,12 +489,17 @@ def estimate_hpte(
     effect_paths: bool = True,
     labels: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    read_progress: Callable[[int], None] | None = None,
+    rows_per_partition: int = PARTITION_ROWS,
+    n_jobs: int = -1,
 ) -> HpteResult:
     """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
 
     Parameters
     ----------
-    sales : ``product_id``, ``date`` and the outcome columns (``price_col`` optional).
+    sales : ``product_id``, ``date`` and the outcome columns (``price_col`` optional), as a
+        frame or a lazy scan (read as a stream of batches: only these columns, only dates up
+        to the assignment's end).
     assignment : ``product_id``, ``date``, ``treated`` [, ``blackout``, ``cluster_id``].
     outcomes : outcome columns, one output row each.
     features : optional product table (``product_id`` + feature columns) for the forest.
@@ -486,11 +510,32 @@ def estimate_hpte(
     labels : names of the tables in error messages, e.g. their file names
         (``{"sales": ..., "assignment": ..., "features": ...}``).
     progress : called with the number of bootstrap draws done, batch by batch.
+    read_progress : called with the number of sales rows read, batch by batch.
+    n_jobs : worker processes for the per-partition steps and threads for the forest (0 or
+        less: every core); the result does not depend on it.
+    rows_per_partition : sales rows per partition of products (see
+        :mod:`pricelab_cli.hpte.panel`); the result depends on it only through the order of
+        floating-point sums (differences of the order of 1e-12 relative).
     """
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")
     labels = dict(labels or {})
-    panel = build_panel(sales, assignment, outcomes, price_col=price_col, labels=labels)
+    with partition_panel(
+        sales, assignment, outcomes, price_col=price_col, labels=labels, rows_per_partition=rows_per_partition,
+        progress=read_progress, engine=LocalEngine(n_jobs),
+    ) as panel:
+        return _estimate_panel(
+            panel, outcomes=outcomes, features=features, method=method, n_bootstrap=n_bootstrap, seed=seed,
+            outlier_rule=outlier_rule, outlier_c=outlier_c, outlier_filter=outlier_filter, detrend=detrend,
+            n_estimators=n_estimators, max_samples=max_samples, min_samples_leaf=min_samples_leaf,
+            effect_paths=effect_paths, labels=labels, progress=progress, n_jobs=n_jobs,
+        )
+
+
+def _estimate_panel(
+    panel: PartitionedPanel, *, outcomes, features, method, n_bootstrap, seed, outlier_rule, outlier_c, outlier_filter,
+    detrend, n_estimators, max_samples, min_samples_leaf, effect_paths, labels, progress, n_jobs,
+) -> HpteResult:
     use_features = features is not None and method == "hpte"
     user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None
     fitted: dict[str, HeterogeneousPanelEffect] = {}
@@ -505,6 +550,7 @@ def estimate_hpte(
             n_estimators=n_estimators,
             max_samples=max_samples,
             min_samples_leaf=min_samples_leaf,
+            n_jobs=n_jobs,
             random_state=seed,
             effect_path=effect_paths,
         ).fit_panel(panel, outcome, user, progress)

@@ -31,9 +31,9 @@ contribute nothing. A tree's estimate is ``theta_t = sum_l m_l D_l / sum_l m_l``
 two-armed leaves (every matched product weighted equally), and the estimate is the mean of
 ``theta_t`` over trees. A product's CATE is the mean over trees of its leaf's ``D_l``.
 
-All trees are handled at once: a sparse indicator matrix (cells x (leaf, arm) pairs of all
-trees) turns every per-leaf sum into one sparse product, and every per-cell sum over trees
-into another.
+Trees are handled one at a time, a few applied at once: a tree's per-(leaf, arm) sums are
+bincounts, and every cell adds its leaf's coefficients, so memory stays at a few arrays of
+cells (two million cells and 100 trees would be 1.6 GB as one leaf matrix).
 
 Linearised contributions
 ------------------------
@@ -52,10 +52,10 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
-from scipy import sparse
 
 from pricelab_cli.errors import DataError, PricelabWarning
 from pricelab_cli.io import align_id_types, check_unique
@@ -151,10 +151,14 @@ def forest_leaves(
     min_samples_leaf: int = DEFAULT_MIN_SAMPLES_LEAF,
     random_state: int = 0,
     n_jobs: int = -1,
-) -> np.ndarray:
-    """Fit the honest causal forest on the cells and return their leaf per tree (n, trees).
+    distinct_rows: tuple[np.ndarray, np.ndarray] | None = None,
+) -> "TreeLeaves | np.ndarray":
+    """Fit the honest causal forest on the cells and give their leaf in every tree.
 
-    Leaf ids are made unique across trees. Too few cells for any split: one shared leaf.
+    Returns the leaves as a ``TreeLeaves`` (handed out tree by tree), or for too few cells
+    for any split an (n, 1) array: one shared leaf. ``distinct_rows`` = (``U``, ``index``)
+    with ``X == U[index]`` lets the trees be applied to the distinct rows only (the cells of
+    one product share its features, so a switchback design has half as many).
     """
     n = len(y)
     if n < 4 * min_samples_leaf or X.shape[1] == 0:
@@ -172,8 +176,41 @@ def forest_leaves(
         n_jobs=n_jobs if n >= 5_000 else 1,
     )
     forest.fit(X, treated.astype(np.float64), y)
-    leaves = forest.apply(X)
-    return leaves
+    if distinct_rows is None:
+        return TreeLeaves(forest, X, None)
+    return TreeLeaves(forest, *distinct_rows)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TreeLeaves:
+    """The leaves of a fitted forest's cells, handed out a few trees at a time.
+
+    Every cell's leaf in every tree would be a (cells x trees) matrix, 1.6 GB for two million
+    cells and 100 trees; the leaf estimator needs one tree at a time, so the trees are applied
+    in batches of ``TREE_BATCH`` (in threads, as the forest's own ``apply`` does).
+    """
+
+    forest: object
+    X: np.ndarray
+    index: np.ndarray | None  # the cells' rows of X (None: one row a cell)
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.forest.estimators_)
+
+    def batches(self):
+        from joblib import Parallel, delayed
+
+        trees = self.forest.estimators_
+        runner = Parallel(n_jobs=self.forest.n_jobs, backend="threading")
+        for start in range(0, len(trees), TREE_BATCH):
+            batch = trees[start:start + TREE_BATCH]
+            leaves = runner(delayed(tree.apply)(self.X, check_input=False) for tree in batch)
+            yield leaves if self.index is None else [leaf[self.index] for leaf in leaves]
+
+
+# Trees applied at once by ``TreeLeaves``.
+TREE_BATCH = 8
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -196,78 +233,80 @@ class LeafSecondDifference:
     n_trees: int
 
 
-def _arm_leaf_indicator(leaves: np.ndarray, treated: np.ndarray) -> tuple[sparse.csr_matrix, np.ndarray]:
-    """Sparse (cells x 2 * all leaves) indicator of each cell's (leaf, arm) in every tree.
-
-    Column ``2 * l + arm`` holds leaf ``l``'s cells of that arm (leaf ids are offset so
-    they are unique across trees). Also returns the tree of each leaf.
-    """
-    n, n_trees = leaves.shape
-    width = leaves.max(axis=0).astype(np.int64) + 1
-    offsets = np.concatenate([[0], np.cumsum(width)[:-1]])
-    total = int(width.sum())
-    index_type = np.int32 if 2 * total < np.iinfo(np.int32).max else np.int64
-    columns = leaves.astype(index_type)  # a copy we may overwrite
-    columns += offsets.astype(index_type)[None, :]
-    columns *= 2
-    columns += treated.astype(index_type)[:, None]
-    nnz = n * n_trees
-    indptr = np.arange(0, nnz + 1, n_trees, dtype=np.int64 if nnz >= 2**31 else index_type)
-    indicator = sparse.csr_matrix((np.ones(nnz), columns.ravel(), indptr), shape=(n, 2 * total))
-    return indicator, np.repeat(np.arange(n_trees), width)
+def _tree_columns(leaves) -> "Iterator[np.ndarray]":
+    """Each tree's leaf of every cell: columns of an (n, trees) array, or a ``TreeLeaves``."""
+    if isinstance(leaves, np.ndarray):
+        for t in range(leaves.shape[1]):
+            yield leaves[:, t]
+        return
+    for batch in leaves.batches():
+        yield from batch
 
 
-def leaf_second_difference(leaves: np.ndarray, treated: np.ndarray, y: np.ndarray, weight: np.ndarray) -> LeafSecondDifference:
+def leaf_second_difference(leaves, treated: np.ndarray, y: np.ndarray, weight: np.ndarray) -> LeafSecondDifference:
     """Average treated-minus-control difference within two-armed leaves, over all trees.
 
     Parameters
     ----------
-    leaves : (n_cells, n_trees) leaf of each cell in each tree.
+    leaves : (n_cells, n_trees) leaf of each cell in each tree, or a ``TreeLeaves``.
     treated : 0/1 arm of each cell.
     y : first difference of each cell.
     weight : the cell's share of its product (1 / number of cells of the product), so that
         every product counts once in a leaf's size.
+
+    One tree at a time: its per-(leaf, arm) sums are bincounts, and each cell gathers its
+    leaf's coefficients of the influence function, so memory stays at a few arrays of cells
+    however many trees there are.
     """
-    indicator, tree_of_leaf = _arm_leaf_indicator(leaves, treated)
-    n_trees = leaves.shape[1]
-    sums = np.asarray(indicator.T @ np.column_stack([np.ones(len(y)), y, weight]))
-    count, total, size = (sums[:, k].reshape(-1, 2) for k in range(3))
-    n_c, n_t = count[:, 0], count[:, 1]
-    m = size.sum(axis=1)
-    valid = (n_t > 0) & (n_c > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_t = np.where(valid, total[:, 1] / n_t, 0.0)
-        mean_c = np.where(valid, total[:, 0] / n_c, 0.0)
-    diff = mean_t - mean_c
-    m_valid = np.where(valid, m, 0.0)
-    tree_size = np.bincount(tree_of_leaf, weights=m_valid, minlength=n_trees)
-    tree_sum = np.bincount(tree_of_leaf, weights=m_valid * diff, minlength=n_trees)
-    used = tree_size > 0
-    if not used.any():
+    n = len(y)
+    arm = treated.astype(np.int64)
+    # Per cell, summed over trees: the influence coefficients (w, y and constant terms, see
+    # the module docstring, still to be divided by the number of trees used), the leaf
+    # difference of two-armed leaves, and how many trees matched the cell.
+    per_cell = np.zeros((5, n))
+    thetas = []
+    for column in _tree_columns(leaves):
+        # Leaf ids are node ids of the tree (a few thousand at most), used as they are.
+        width = int(column.max()) + 1
+        key = column.astype(np.int64) * 2 + arm
+        count = np.bincount(key, minlength=2 * width).reshape(width, 2)
+        total = np.bincount(key, weights=y, minlength=2 * width).reshape(width, 2)
+        size = np.bincount(key, weights=weight, minlength=2 * width).reshape(width, 2)
+        n_c, n_t = count[:, 0], count[:, 1]
+        m = size.sum(axis=1)
+        valid = (n_t > 0) & (n_c > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_t = np.where(valid, total[:, 1] / n_t, 0.0)
+            mean_c = np.where(valid, total[:, 0] / n_c, 0.0)
+        diff = mean_t - mean_c
+        m_valid = np.where(valid, m, 0.0)
+        tree_size = m_valid.sum()
+        if not tree_size > 0:
+            continue
+        theta = float((m_valid * diff).sum() / tree_size)
+        thetas.append(theta)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope_t = np.where(valid, m / tree_size / n_t, 0.0)
+            slope_c = np.where(valid, m / tree_size / n_c, 0.0)
+        # Coefficients per (leaf, arm): column 2 * leaf + arm, control first.
+        coef = np.zeros((5, width, 2))
+        coef[0] = np.where(valid, (diff - theta) / tree_size, 0.0)[:, None]
+        coef[1, :, 1], coef[2, :, 1] = slope_t, slope_t * mean_t
+        coef[1, :, 0], coef[2, :, 0] = -slope_c, -slope_c * mean_c
+        coef[3] = np.where(valid, diff, 0.0)[:, None]
+        coef[4] = valid[:, None]
+        coef = coef.reshape(5, 2 * width)
+        for row in range(5):
+            per_cell[row] += coef[row][key]
+    if not thetas:
         raise DataError(
             "no leaf of the forest holds both treated and control cells, so no second difference "
             "can be formed; check that both arms have products."
         )
-    theta_tree = np.where(used, tree_sum / np.where(used, tree_size, 1.0), 0.0)
-    estimate = float(theta_tree[used].mean())
-
-    # Per (leaf, arm) coefficients of the influence function, so that a cell's contribution
-    # is w * A + y * B - C summed over its leaves; that sum over trees is one sparse product.
-    inv_size = np.where(used, 1.0 / np.where(used, tree_size, 1.0), 0.0)[tree_of_leaf]
+    n_used = len(thetas)
+    estimate = float(np.mean(thetas))
+    influence = (weight * per_cell[0] + y * per_cell[1] - per_cell[2]) / n_used
+    matched = per_cell[4] > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        slope_t = np.where(valid, m * inv_size / n_t, 0.0)
-        slope_c = np.where(valid, m * inv_size / n_c, 0.0)
-    a = np.where(valid, (diff - theta_tree[tree_of_leaf]) * inv_size, 0.0)
-    coef = np.empty((2 * len(valid), 5))
-    coef[0::2, 0] = coef[1::2, 0] = a
-    coef[1::2, 1], coef[1::2, 2] = slope_t, slope_t * mean_t
-    coef[0::2, 1], coef[0::2, 2] = -slope_c, -slope_c * mean_c
-    coef[0::2, 3] = coef[1::2, 3] = np.where(valid, diff, 0.0)
-    coef[0::2, 4] = coef[1::2, 4] = valid
-    per_cell = np.asarray(indicator @ coef)
-    n_used = int(used.sum())
-    influence = (weight * per_cell[:, 0] + y * per_cell[:, 1] - per_cell[:, 2]) / n_used
-    matched = per_cell[:, 4] > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cate = np.where(matched, per_cell[:, 3] / per_cell[:, 4], np.nan)
+        cate = np.where(matched, per_cell[3] / per_cell[4], np.nan)
     return LeafSecondDifference(estimate, influence, cate, matched, n_used)

@@ -11,7 +11,8 @@ Rules
   before the product's first assignment date (blackout dates included in "covered").
 - Its *experiment* rows are the sales dates covered by non-blackout assignment rows. Sales
   dates after its first assignment date that the assignment does not cover (gaps, days after
-  the window) belong to neither and are dropped.
+  the window) belong to neither and are dropped; dates after the assignment's last date are
+  never read.
 - A *cell* is (product, arm): one per product for time-bound and triggered designs, two
   (treated days and control days) for random-days and crossover designs.
 - The randomisation unit is the product, or its cluster when the assignment has
@@ -19,17 +20,37 @@ Rules
 - Time runs in periods of the panel's spacing (the most common gap between consecutive
   distinct sales dates): 1 day for daily panels, 7 for weekly, about 91 for quarterly.
   Weekday terms are used only when the spacing is one day.
+
+Partitions
+----------
+Every step but the last few is a function of one product's rows, or a sum over rows. So the
+panel is laid out in *partitions*: contiguous ranges of product codes (products sorted by id),
+each holding its products' analysed rows sorted by product and date. The sales are read once,
+as a stream of batches; each batch's analysed rows are sent to their partition, which lives
+in memory when there is one partition and in a scratch folder on disk (``TMPDIR``) when there
+are several. A partition is then loaded as a :class:`Panel` of its own, and the steps of
+:mod:`~pricelab_cli.hpte.detrend` map over partitions and reduce their per-product summaries
+and per-date sums; the full panel is never held in memory at once.
+
+The number of partitions depends only on the number of sales rows (``PARTITION_ROWS`` rows a
+partition), never on the input's file layout or row order, so a single file, a folder, a
+glob, hive partitions and an object-store URI holding the same rows give the same bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import shutil
+import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import (
     ColumnTypeError,
     DataError,
@@ -37,17 +58,25 @@ from pricelab_cli.errors import (
     EmptyTableError,
     PricelabWarning,
 )
-from pricelab_cli.io import align_id_types, assignment_flags, check_columns, check_numeric
+from pricelab_cli.io import MAX_MAGNITUDE, assignment_flags, check_columns, check_identifiers, check_numeric
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}
 # States of a (product, date) in the assignment grid; 0 and 1 are the arms.
 NOT_COVERED, BLACKOUT = -1, 2
+# Analysed rows per partition: about 0.5 GB of working memory in the robust step.
+PARTITION_ROWS = 4_000_000
+# Sums over products are taken in blocks of this many products, added in order, and every
+# partition is a whole number of blocks: the sums then have the same bits however the
+# products are partitioned.
+SUM_BLOCK = 1024
+# Rows per batch read from the sales stream.
+BATCH_ROWS = 2_000_000
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Panel:
-    """The analysed rows of a sales panel, as flat arrays (one entry per kept sales row).
+    """The analysed rows of a sales panel (or of one partition of it), as flat arrays.
 
     Attributes
     ----------
@@ -91,6 +120,29 @@ class Panel:
     def n_products(self) -> int:
         return len(self.product_ids)
 
+    # A panel in memory is its own single partition.
+    n_partitions = 1
+
+    def partition(self, k: int) -> "Panel":
+        return self
+
+    def offset(self, k: int) -> int:
+        return 0
+
+    def handles(self) -> list["_InMemory"]:
+        return [_InMemory(self)]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _InMemory:
+    """The handle of a panel already in memory (see ``PartitionHandle``)."""
+
+    panel: Panel
+    offset: int = 0
+
+    def load(self) -> Panel:
+        return self.panel
+
 
 def _as_date(df: pl.DataFrame, col: str, table: str) -> pl.DataFrame:
     dtype = df.schema[col]
@@ -111,144 +163,70 @@ def panel_spacing(day_numbers: np.ndarray) -> int:
     return int(gaps[np.argmax(counts)])
 
 
-def build_panel(
-    sales: pl.DataFrame,
-    assignment: pl.DataFrame,
-    outcomes: Sequence[str],
-    *,
-    price_col: str | None = "price",
-    labels: Mapping[str, str] | None = None,
-) -> Panel:
-    """Check the inputs and lay the sales panel against the assignment.
+# --------------------------------------------------------------------------- the plan
 
-    ``labels`` names the tables in messages (``{"sales": path, "assignment": path}``; by
-    default "sales" and "assignment").
 
-    Raises DataError subclasses (exit 65) for inputs that cannot be analysed: a missing
-    column, duplicate (product_id, date) rows, missing or non-finite outcomes on analysed
-    rows, assigned products absent from the sales table, no pre-experiment history at all,
-    or an arm with no experiment rows. Negative outcomes are kept with a warning.
-    """
-    labels = {**DEFAULT_LABELS, **(labels or {})}
-    sales_label, assignment_label = labels["sales"], labels["assignment"]
-    outcomes = list(dict.fromkeys(outcomes))
-    if not outcomes:
-        raise DataError("no outcome column given; name one with --outcome.")
-    check_columns(sales, ["product_id", "date", *outcomes], sales_label)
-    check_columns(assignment, ["product_id", "date", "treated"], assignment_label)
-    check_numeric(sales, outcomes, sales_label)
-    for table, df in ((sales_label, sales), (assignment_label, assignment)):
-        if df.height == 0:
-            raise EmptyTableError(f"{table}: the table has no rows.")
-    sales = _as_date(sales, "date", sales_label)
-    assignment = _as_date(assignment, "date", assignment_label)
-    has_price = price_col is not None and price_col in sales.columns and price_col not in outcomes
-    if has_price:
-        check_numeric(sales, [price_col], sales_label)
-    for table, df in ((sales_label, sales), (assignment_label, assignment)):
-        for col in ("product_id", "date"):
-            if df.get_column(col).null_count():
-                raise DataError(f"{table}: column {col!r} has {df.get_column(col).null_count()} missing values.")
-    assignment = assignment_flags(assignment, assignment_label)
+@dataclasses.dataclass(frozen=True, eq=False)
+class PanelPlan:
+    """What the assignment alone says: the products (sorted by id, coded 0..n-1), each
+    product's first date and arm, its randomisation unit, and the dense (product x
+    assignment day) grid of states (arm, blackout, not covered)."""
+
+    products: pl.DataFrame
+    state_grid: np.ndarray
+    first_day: int
+    span: int
+    start_day: np.ndarray
+    first_arm: np.ndarray
+    unit: np.ndarray
+    unit_label: str
+
+    @property
+    def n_products(self) -> int:
+        return self.products.height
+
+    @property
+    def last_day(self) -> int:
+        return self.first_day + self.span - 1
+
+
+def plan_panel(assignment: pl.DataFrame, label: str = "assignment") -> PanelPlan:
+    """Check the assignment and lay it out as a :class:`PanelPlan`."""
+    check_columns(assignment, ["product_id", "date", "treated"], label)
+    if assignment.height == 0:
+        raise EmptyTableError(f"{label}: the table has no rows.")
+    assignment = _as_date(assignment, "date", label)
+    for col in ("product_id", "date"):
+        if assignment.get_column(col).null_count():
+            raise DataError(f"{label}: column {col!r} has {assignment.get_column(col).null_count()} missing values.")
+    assignment = assignment_flags(assignment, label)
     has_cluster = "cluster_id" in assignment.columns
-    sales, assignment = align_id_types(sales, assignment)
-
-    products = _products(assignment, has_cluster, assignment_label)
+    products = _products(assignment, has_cluster, label)
     n = products.height
-    ids = products.select("product_id", "_code")
-    sales_ids = sales.select(pl.col("product_id").unique())
-    absent = ids.join(sales_ids, on="product_id", how="anti")
-    if absent.height:
-        raise DataError(
-            f"{assignment_label}: {absent.height} assigned product(s) have no sales rows, e.g. "
-            f"{absent['product_id'][0]!r}; give every assigned product its rows in {sales_label} "
-            "(zero-sales days included) or remove it from the assignment."
-        )
-    n_ignored = sales_ids.height - (n - absent.height)
-
     # The assignment becomes a dense (product x assignment day) grid of states, so each sales
     # row finds its arm by position instead of a second join on (product, date).
-    plan = assignment.join(ids, on="product_id", how="inner", maintain_order="left")
+    plan = assignment.join(products.select("product_id", "_code"), on="product_id", how="inner", maintain_order="left")
     plan_code = plan.get_column("_code").to_numpy().astype(np.int64)
     plan_day = plan.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
     first_day, span = int(plan_day.min()), int(plan_day.max() - plan_day.min()) + 1
     slot = plan_code * span + (plan_day - first_day)
     if pl.Series(slot).n_unique() < len(slot):
-        _raise_duplicates(plan, pl.Series(slot), assignment_label)
+        _raise_duplicates(plan, pl.Series(slot), label)
     state_grid = np.full(n * span, NOT_COVERED, dtype=np.int8)
     state_grid[slot] = np.where(plan.get_column("blackout").to_numpy(), BLACKOUT, plan.get_column("treated").to_numpy())
-
-    value_cols = [*outcomes, *([price_col] if has_price else [])]
-    day = pl.col("date").cast(pl.Int32)
-    offset = day - first_day
-    covered = (offset >= 0) & (offset < span)
-    position = pl.col("_code").cast(pl.Int64) * span + offset.clip(0, span - 1)
-    state = pl.when(covered).then(pl.lit(pl.Series(state_grid)).gather(position)).otherwise(NOT_COVERED)
-    rows = (
-        sales.lazy()
-        .select("product_id", "date", *value_cols)
-        .join(products.lazy().select("product_id", "_code", "_start"), on="product_id", how="inner", maintain_order="left")
-        .with_columns(_day=day, _state=state, _pre_day=pl.col("date") < pl.col("_start"))
-        .collect()
-    )
-    days = rows.get_column("_day")
-    sales_key = rows.get_column("_code").cast(pl.Int64) * (int(days.max() - days.min()) + 1) + (days - days.min())
-    if sales_key.n_unique() < len(sales_key):
-        _raise_duplicates(rows, sales_key, sales_label)
-    rows = rows.filter(
-        ((pl.col("_state") == NOT_COVERED) & pl.col("_pre_day")) | pl.col("_state").is_in([0, 1])
-    )
-    code = rows.get_column("_code").to_numpy().astype(np.int64)
-    day = rows.get_column("_day").to_numpy().astype(np.int64)
-    treated = rows.get_column("_state").to_numpy()
-    pre = treated == NOT_COVERED
-    values = {col: rows.get_column(col).cast(pl.Float64).to_numpy() for col in value_cols}
-    _check_outcome_values(rows, values, outcomes, sales_label)
-    start_day = products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64)
-
-    if not pre.any():
-        raise DataError(
-            f"{sales_label}: no product has sales before its experiment starts, so there is no "
-            "pre-experiment history to compare with; include earlier dates in the sales table."
-        )
-    for arm, name in ((1, "treated"), (0, "control")):
-        if not (treated[~pre] == arm).any():
-            raise DataError(
-                f"{assignment_label}: the {name} arm has no analysed experiment rows with sales "
-                "(no product-date is assigned to it outside blackout); both arms need products."
-            )
-
-    spacing = panel_spacing(day)
-    # Dates as offsets from the first analysed date: a dense index without sorting rows.
-    dates = np.arange(day.min(), day.max() + 1)
-    price = None
-    if has_price:
-        price_values = values[price_col]
-        usable = pre & np.isfinite(price_values)
-        count = np.bincount(code[usable], minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            price = np.bincount(code[usable], weights=price_values[usable], minlength=n) / count
     if has_cluster:
         unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
     else:
         unit = np.arange(n, dtype=np.int64)
-    return Panel(
-        product_ids=products.get_column("product_id"),
-        code=code,
-        date_index=day - dates[0],
-        dates=dates,
-        t=(day - start_day[code]) / spacing,
-        weekday=((day + 3) % 7).astype(np.int8),  # 1970-01-01 was a Thursday
-        pre=pre,
-        treated=treated,
-        outcomes={name: values[name] for name in outcomes},
-        price=price,
+    return PanelPlan(
+        products=products.select("product_id", "_code", "_start"),
+        state_grid=state_grid,
+        first_day=first_day,
+        span=span,
+        start_day=products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64),
         first_arm=products.get_column("_first_arm").to_numpy().astype(np.int8),
         unit=unit,
         unit_label="cluster" if has_cluster else "product",
-        daily=spacing == 1,
-        spacing_days=spacing,
-        n_ignored_sales_products=n_ignored,
     )
 
 
@@ -275,6 +253,519 @@ def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.Dat
     return products
 
 
+# --------------------------------------------------------------------------- partitions
+
+
+class _PartitionStore:
+    """The analysed rows of each partition: in memory, or as raw column files in a folder."""
+
+    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], folder: Path | None) -> None:
+        self.columns = dict(columns)
+        self.folder = folder
+        self._memory: list[dict[str, list[np.ndarray]]] = [{c: [] for c in self.columns} for _ in range(n_parts)]
+
+    def _path(self, k: int, column: str) -> Path:
+        return self.folder / f"{k}.{column}"
+
+    def append(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
+        for column, dtype in self.columns.items():
+            values = np.ascontiguousarray(arrays[column], dtype=dtype)
+            if self.folder is None:
+                self._memory[k][column].append(values)
+            else:
+                with open(self._path(k, column), "ab") as sink:
+                    values.tofile(sink)
+
+    def load(self, k: int) -> dict[str, np.ndarray]:
+        if self.folder is None:
+            parts = self._memory[k]
+            return {
+                c: (np.concatenate(parts[c]) if parts[c] else np.empty(0, dtype=dtype)) for c, dtype in self.columns.items()
+            }
+        out = {}
+        for column, dtype in self.columns.items():
+            path = self._path(k, column)
+            out[column] = np.fromfile(path, dtype=dtype) if path.exists() else np.empty(0, dtype=dtype)
+        return out
+
+    def replace(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
+        if self.folder is None:
+            self._memory[k] = {c: [np.asarray(arrays[c])] for c in self.columns}
+            return
+        for column, dtype in self.columns.items():
+            self._path(k, column).unlink(missing_ok=True)
+        self.append(k, arrays)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartitionHandle:
+    """One partition of a :class:`PartitionedPanel`: where its rows are and the slices of
+    the per-product facts it needs; ``load`` lays it out as a :class:`Panel`."""
+
+    store: "_PartitionStore"
+    k: int
+    offset: int
+    product_ids: pl.Series
+    dates: np.ndarray
+    start_day: np.ndarray
+    price: np.ndarray | None
+    first_arm: np.ndarray
+    unit: np.ndarray
+    unit_label: str
+    spacing_days: int
+    n_ignored_sales_products: int
+    outcome_names: tuple[str, ...]
+
+    @property
+    def n_products(self) -> int:
+        return len(self.product_ids)
+
+    def load(self) -> Panel:
+        rows = self.store.load(self.k)
+        code = rows["code"].astype(np.int64) - self.offset
+        day = rows["day"].astype(np.int64)
+        state = rows["state"]
+        return Panel(
+            product_ids=self.product_ids,
+            code=code,
+            date_index=day - self.dates[0],
+            dates=self.dates,
+            t=(day - self.start_day[code]) / self.spacing_days,
+            weekday=((day + 3) % 7).astype(np.int8),  # 1970-01-01 was a Thursday
+            pre=state == NOT_COVERED,
+            treated=state,
+            outcomes={name: rows[name] for name in self.outcome_names},
+            price=self.price,
+            first_arm=self.first_arm,
+            unit=self.unit,
+            unit_label=self.unit_label,
+            daily=self.spacing_days == 1,
+            spacing_days=self.spacing_days,
+            n_ignored_sales_products=self.n_ignored_sales_products,
+        )
+
+
+@dataclasses.dataclass(eq=False)
+class PartitionedPanel:
+    """A sales panel laid out in partitions of products (see the module docstring).
+
+    Global facts (``product_ids``, ``unit``, ``price``, ``dates``, ...) are those of
+    :class:`Panel`; ``partition(k)`` loads partition ``k`` as a :class:`Panel` whose product
+    codes start at 0 (``offset(k)`` is the global code of its first product). Use it as a
+    context manager (or call ``close``) so that its scratch folder is removed.
+    """
+
+    product_ids: pl.Series
+    dates: np.ndarray
+    price: np.ndarray | None
+    first_arm: np.ndarray
+    unit: np.ndarray
+    unit_label: str
+    spacing_days: int
+    n_ignored_sales_products: int
+    outcome_names: tuple[str, ...]
+    bounds: np.ndarray  # partition k holds codes bounds[k] .. bounds[k+1]-1
+    start_day: np.ndarray
+    _store: _PartitionStore
+    _scratch: Path | None
+
+    @property
+    def n_products(self) -> int:
+        return len(self.product_ids)
+
+    @property
+    def n_partitions(self) -> int:
+        return len(self.bounds) - 1
+
+    @property
+    def daily(self) -> bool:
+        return self.spacing_days == 1
+
+    def offset(self, k: int) -> int:
+        return int(self.bounds[k])
+
+    def handle(self, k: int) -> "PartitionHandle":
+        """What a worker needs to load partition ``k`` (small, and picklable when the
+        partitions are on disk)."""
+        lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
+        return PartitionHandle(
+            store=self._store,
+            k=k,
+            offset=lo,
+            product_ids=self.product_ids.slice(lo, hi - lo),
+            dates=self.dates,
+            start_day=self.start_day[lo:hi],
+            price=None if self.price is None else self.price[lo:hi],
+            first_arm=self.first_arm[lo:hi],
+            unit=self.unit[lo:hi],
+            unit_label=self.unit_label,
+            spacing_days=self.spacing_days,
+            n_ignored_sales_products=self.n_ignored_sales_products,
+            outcome_names=self.outcome_names,
+        )
+
+    def handles(self) -> list["PartitionHandle"]:
+        return [self.handle(k) for k in range(self.n_partitions)]
+
+    def partition(self, k: int) -> Panel:
+        return self.handle(k).load()
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def __enter__(self) -> "PartitionedPanel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _sales_schema(schema: Mapping[str, pl.DataType], outcomes: Sequence[str], price_col: str | None, label: str) -> bool:
+    """Check the sales columns from the schema alone (before any row is read); return
+    whether a price column is used."""
+    empty = pl.DataFrame(schema=schema)
+    check_columns(empty, ["product_id", "date", *outcomes], label)
+    check_numeric(empty, outcomes, label)
+    dtype = schema["date"]
+    if dtype != pl.Date and not isinstance(dtype, pl.Datetime):
+        raise ColumnTypeError(f"{label}: column 'date' must hold dates but has type {dtype}.")
+    has_price = price_col is not None and price_col in schema and price_col not in outcomes
+    if has_price:
+        check_numeric(empty, [price_col], label)
+    return has_price
+
+
+def partition_panel(
+    sales: pl.DataFrame | pl.LazyFrame,
+    assignment: pl.DataFrame,
+    outcomes: Sequence[str],
+    *,
+    price_col: str | None = "price",
+    labels: Mapping[str, str] | None = None,
+    rows_per_partition: int = PARTITION_ROWS,
+    progress=None,
+    engine: LocalEngine | None = None,
+) -> PartitionedPanel:
+    """Check the inputs and lay the sales panel against the assignment, in partitions.
+
+    ``sales`` may be a lazy scan (of a file, a folder, a glob or an object store): only its
+    ``product_id``, ``date``, outcome and price columns are read, only dates up to the
+    assignment's last date, as a stream of batches. ``labels`` names the tables in messages
+    (``{"sales": path, "assignment": path}``). ``progress`` is called with the number of
+    rows read, batch by batch. ``engine`` runs the per-partition checks (in this process by
+    default).
+
+    Raises DataError subclasses (exit 65) for inputs that cannot be analysed: a missing
+    column, duplicate (product_id, date) rows, missing or non-finite outcomes on analysed
+    rows, assigned products absent from the sales table, no pre-experiment history at all,
+    or an arm with no experiment rows. Negative outcomes are kept with a warning.
+    """
+    labels = {**DEFAULT_LABELS, **(labels or {})}
+    sales_label, assignment_label = labels["sales"], labels["assignment"]
+    outcomes = list(dict.fromkeys(outcomes))
+    if not outcomes:
+        raise DataError("no outcome column given; name one with --outcome.")
+    lazy = sales.lazy()
+    schema = lazy.collect_schema()
+    has_price = _sales_schema(schema, outcomes, price_col, sales_label)
+    plan = plan_panel(assignment, assignment_label)
+    n = plan.n_products
+    value_cols = [*outcomes, *([price_col] if has_price else [])]
+
+    total_rows = sales.height if isinstance(sales, pl.DataFrame) else lazy.select(pl.len()).collect().item()
+    if total_rows == 0:
+        raise EmptyTableError(f"{sales_label}: the table has no rows.")
+    n_parts = min(n, max(1, math.ceil(total_rows / rows_per_partition)))
+    # Whole blocks of products (SUM_BLOCK) a partition.
+    per_part = math.ceil(math.ceil(n / n_parts) / SUM_BLOCK) * SUM_BLOCK
+    bounds = np.minimum(np.arange(0, n + per_part, per_part), n)
+    bounds = np.unique(bounds)
+    n_parts = len(bounds) - 1
+    scratch = Path(tempfile.mkdtemp(prefix="pricelab-panel-")) if n_parts > 1 else None
+    columns = {"code": np.dtype(np.int32), "day": np.dtype(np.int32), "state": np.dtype(np.int8)}
+    columns.update({name: np.dtype(np.float64) for name in value_cols})
+    store = _PartitionStore(n_parts, columns, scratch)
+    try:
+        return _fill_partitions(
+            lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
+            sales_label, assignment_label, progress, engine,
+        )
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def _fill_partitions(
+    lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
+    sales_label, assignment_label, progress, engine,
+) -> PartitionedPanel:
+    n = plan.n_products
+    n_parts = len(bounds) - 1
+    products = plan.products
+    # Identifiers are compared as text when the two tables disagree on their type.
+    id_type = products.schema["product_id"]
+    if schema["product_id"] != id_type:
+        id_type = pl.String
+        products = products.with_columns(pl.col("product_id").cast(pl.String))
+    # Integer identifiers find their code by binary search in the sorted ids; others by a join.
+    sorted_ids = products.get_column("product_id").to_numpy() if id_type.is_integer() else None
+    date_expr = pl.col("date") if schema["date"] == pl.Date else pl.col("date").dt.date()
+    last_date = pl.lit(plan.last_day).cast(pl.Int32).cast(pl.Date)
+    stream = (
+        lazy.select("product_id", date_expr.alias("date"), *value_cols)
+        .filter(pl.col("date").is_null() | (pl.col("date") <= last_date))
+    )
+    rows_per_product = np.zeros(n, dtype=np.int64)
+    ignored: list[pl.Series] = []
+    days_seen: set[int] = set()
+    row_offset = 0
+    for batch in stream.collect_batches(chunk_size=BATCH_ROWS):
+        if batch.height == 0:
+            continue
+        _check_batch(batch, sales_label, row_offset)
+        row_offset += batch.height
+        if batch.schema["product_id"] != id_type:
+            batch = batch.with_columns(pl.col("product_id").cast(id_type))
+        code, known = _codes(batch.get_column("product_id"), products, sorted_ids)
+        if not known.all():
+            ignored.append(batch.get_column("product_id").filter(pl.Series(~known)).unique())
+        keep_known = np.flatnonzero(known) if not known.all() else None
+        day = batch.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
+        if keep_known is not None:
+            day = day[keep_known]
+        batch_values = {c: batch.get_column(c).cast(pl.Float64).to_numpy() for c in value_cols}
+        if keep_known is not None:
+            batch_values = {c: v[keep_known] for c, v in batch_values.items()}
+        rows_per_product += np.bincount(code, minlength=n)
+        offset = day - plan.first_day
+        covered = (offset >= 0) & (offset < plan.span)
+        state = np.full(len(code), NOT_COVERED, dtype=np.int8)
+        state[covered] = plan.state_grid[code[covered] * plan.span + offset[covered]]
+        keep = ((state == NOT_COVERED) & (day < plan.start_day[code])) | (state == 0) | (state == 1)
+        keep_idx = np.flatnonzero(keep)
+        code, day, state = code[keep_idx], day[keep_idx], state[keep_idx]
+        values = {c: v[keep_idx] for c, v in batch_values.items()}
+        if len(day):
+            low = int(day.min())
+            days_seen.update((low + np.flatnonzero(np.bincount(day - low))).tolist())
+        part = np.searchsorted(bounds, code, side="right") - 1
+        # A stable sort by partition (a radix sort on small integers) keeps each partition's
+        # rows in arrival order.
+        small = part.astype(np.int16) if n_parts < 2**15 else part
+        order = np.argsort(small, kind="stable") if n_parts > 1 else np.arange(len(part))
+        cuts = np.searchsorted(part[order], np.arange(n_parts + 1))
+        for k in np.flatnonzero(np.diff(cuts)):
+            idx = order[cuts[k]:cuts[k + 1]]
+            store.append(int(k), {"code": code[idx], "day": day[idx], "state": state[idx], **{c: v[idx] for c, v in values.items()}})
+        if progress is not None:
+            progress(batch.height)
+
+    absent = np.flatnonzero(rows_per_product == 0)
+    if len(absent):
+        raise DataError(
+            f"{assignment_label}: {len(absent)} assigned product(s) have no sales rows, e.g. "
+            f"{products['product_id'][int(absent[0])]!r}; give every assigned product its rows in {sales_label} "
+            "(zero-sales days included) or remove it from the assignment."
+        )
+    n_ignored = pl.concat(ignored).n_unique() if ignored else 0
+    if not days_seen:
+        raise DataError(
+            f"{sales_label}: no product has sales before its experiment starts, so there is no "
+            "pre-experiment history to compare with; include earlier dates in the sales table."
+        )
+    distinct_days = np.array(sorted(days_seen), dtype=np.int64)
+    spacing = panel_spacing(distinct_days)
+    dates = np.arange(distinct_days[0], distinct_days[-1] + 1)
+
+    # Each partition's rows sorted by product and date and checked, once, in a fixed order
+    # whatever order the input had (in parallel when there are several partitions).
+    product_ids = plan.products.get_column("product_id")
+    tasks = [
+        _FinalTask(store, k, int(bounds[k]), int(bounds[k + 1]), int(dates[0]), len(dates), tuple(outcomes),
+                   price_col if has_price else None, product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
+                   sales_label)
+        for k in range(n_parts)
+    ]
+    finals = (engine or LocalEngine()).map(_finalize_partition, tasks)
+    price = np.concatenate([f["price"] for f in finals]) if has_price else None
+    n_pre = sum(f["n_pre"] for f in finals)
+    n_arm = np.sum([f["n_arm"] for f in finals], axis=0)
+    negative = [item for f in finals for item in f["negative"]]
+    _warn_negative(negative, product_ids, sales_label)
+    if n_pre == 0:
+        raise DataError(
+            f"{sales_label}: no product has sales before its experiment starts, so there is no "
+            "pre-experiment history to compare with; include earlier dates in the sales table."
+        )
+    for arm, name in ((1, "treated"), (0, "control")):
+        if n_arm[arm] == 0:
+            raise DataError(
+                f"{assignment_label}: the {name} arm has no analysed experiment rows with sales "
+                "(no product-date is assigned to it outside blackout); both arms need products."
+            )
+    return PartitionedPanel(
+        product_ids=product_ids,
+        dates=dates,
+        price=price,
+        first_arm=plan.first_arm,
+        unit=plan.unit,
+        unit_label=plan.unit_label,
+        spacing_days=spacing,
+        n_ignored_sales_products=n_ignored,
+        outcome_names=tuple(outcomes),
+        bounds=bounds,
+        start_day=plan.start_day,
+        _store=store,
+        _scratch=scratch,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _FinalTask:
+    store: _PartitionStore
+    k: int
+    lo: int
+    hi: int
+    first_day: int
+    n_dates: int
+    outcomes: tuple[str, ...]
+    price_col: str | None
+    product_ids: pl.Series
+    label: str
+
+
+def _finalize_partition(task: _FinalTask) -> dict:
+    """Sort a partition's rows by product and date, refuse repeated keys and unusable
+    outcomes, and return its counts, negative outcomes and mean history prices."""
+    rows = task.store.load(task.k)
+    key = rows["code"].astype(np.int64) * task.n_dates + (rows["day"] - task.first_day)
+    if len(key) > 1 and not np.all(key[1:] > key[:-1]):
+        # Date-partitioned inputs arrive date by date: a stable (radix) sort by product
+        # then leaves each product's dates in order, and a full sort is rarely needed.
+        order = np.argsort(rows["code"], kind="stable")
+        if not np.all(key[order][1:] >= key[order][:-1]):
+            order = np.argsort(key, kind="stable")
+        rows = {c: v[order] for c, v in rows.items()}
+        key = key[order]
+        repeated = np.flatnonzero(key[1:] == key[:-1])
+        if len(repeated):
+            _raise_duplicate_rows(rows, repeated, task.product_ids, task.lo, task.label)
+        task.store.replace(task.k, rows)
+    pre = rows["state"] == NOT_COVERED
+    negative = []
+    for name in task.outcomes:
+        y = rows[name]
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            row = int(bad[0])
+            raise DataError(
+                f"{task.label}: column {name!r} has {len(bad)} missing or non-finite value(s) on analysed "
+                f"dates, e.g. product {task.product_ids[int(rows['code'][row]) - task.lo]!r} on "
+                f"{_date_text(rows['day'][row])}; fill them (0 for a day without sales) or remove those rows."
+            )
+        huge = np.flatnonzero(np.abs(y) > MAX_MAGNITUDE)
+        if len(huge):
+            row = int(huge[0])
+            raise DataError(
+                f"{task.label}: column {name!r} has {y[row]!r} for product "
+                f"{task.product_ids[int(rows['code'][row]) - task.lo]!r} on {_date_text(rows['day'][row])}; "
+                f"numbers must be finite and below {MAX_MAGNITUDE:.0e} in size."
+            )
+        below = np.flatnonzero(y < 0)
+        if len(below):
+            negative.append((len(below), name, int(rows["code"][below[0]]), int(rows["day"][below[0]]), float(y[below[0]])))
+    price = None
+    if task.price_col is not None:
+        values = rows[task.price_col]
+        usable = pre & np.isfinite(values)
+        code = rows["code"][usable].astype(np.int64) - task.lo
+        count = np.bincount(code, minlength=task.hi - task.lo)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            price = np.bincount(code, weights=values[usable], minlength=task.hi - task.lo) / count
+    return {
+        "n_pre": int(pre.sum()),
+        "n_arm": np.bincount(rows["state"][~pre].astype(np.int64), minlength=2)[:2],
+        "negative": negative,
+        "price": price,
+    }
+
+
+def _codes(ids: pl.Series, products: pl.DataFrame, sorted_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Product code of each id of a batch (for the known ones) and which ids are known."""
+    if sorted_ids is not None:
+        values = ids.to_numpy()
+        pos = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
+        known = sorted_ids[pos] == values
+        return (pos if known.all() else pos[known]).astype(np.int64), known
+    code = pl.DataFrame({"product_id": ids}).join(products, on="product_id", how="left", maintain_order="left")["_code"]
+    known = code.is_not_null().to_numpy()
+    return code.drop_nulls().to_numpy().astype(np.int64), known
+
+
+def _check_batch(batch: pl.DataFrame, label: str, row_offset: int) -> None:
+    """Missing identifiers or dates are refused (outcomes are checked on analysed rows)."""
+    for col in ("product_id", "date"):
+        nulls = batch.get_column(col).null_count()
+        if nulls:
+            raise DataError(f"{label}: column {col!r} has {nulls} missing values.")
+    try:
+        check_identifiers(batch, label)
+    except DataError as exc:
+        if row_offset:
+            raise DataError(f"{exc} (counting from row {row_offset + 1} of the stream)") from exc
+        raise
+
+
+def _date_text(day: int) -> str:
+    return str(np.datetime64(int(day), "D"))
+
+
+def _raise_duplicate_rows(
+    rows: Mapping[str, np.ndarray], repeated: np.ndarray, product_ids: pl.Series, lo: int, table: str
+) -> None:
+    first = int(repeated[0])
+    raise DuplicateKeyError(
+        f"{table}: {len(repeated) + 1} rows repeat a (product_id, date) key, e.g. "
+        f"product_id={product_ids[int(rows['code'][first]) - lo]}, date={_date_text(rows['day'][first])}; "
+        "each must appear once."
+    )
+
+
+def _warn_negative(negative: list, product_ids: pl.Series, label: str) -> None:
+    """One warning per outcome with negative values (kept as they are)."""
+    by_outcome: dict[str, list] = {}
+    for count, name, code, day, value in negative:
+        by_outcome.setdefault(name, []).append((count, code, day, value))
+    for name, found in by_outcome.items():
+        total = sum(f[0] for f in found)
+        _, code, day, value = found[0]
+        warnings.warn(
+            f"{label}: column {name!r} has {total} negative value(s), e.g. product "
+            f"{product_ids[code]!r} on {_date_text(day)} ({value}); they are used as they are "
+            "(check whether returns were netted into sales).",
+            PricelabWarning,
+            stacklevel=4,
+        )
+
+
+def build_panel(
+    sales: pl.DataFrame,
+    assignment: pl.DataFrame,
+    outcomes: Sequence[str],
+    *,
+    price_col: str | None = "price",
+    labels: Mapping[str, str] | None = None,
+) -> Panel:
+    """The whole panel in memory, as one :class:`Panel` (see :func:`partition_panel`)."""
+    with partition_panel(
+        sales, assignment, outcomes, price_col=price_col, labels=labels, rows_per_partition=max(sales.height, 1)
+    ) as parts:
+        return parts.partition(0)
+
+
 def _raise_duplicates(df: pl.DataFrame, key: pl.Series, table: str) -> None:
     """Raise DuplicateKeyError quoting a repeated (product_id, date); only runs on failure."""
     repeated = df.filter(key.is_duplicated().to_numpy())
@@ -283,27 +774,3 @@ def _raise_duplicates(df: pl.DataFrame, key: pl.Series, table: str) -> None:
         f"{table}: {repeated.height} rows repeat a (product_id, date) key, e.g. "
         f"product_id={first['product_id']}, date={first['date']}; each must appear once."
     )
-
-
-def _check_outcome_values(rows: pl.DataFrame, values: dict[str, np.ndarray], outcomes: Sequence[str], label: str) -> None:
-    """Missing or non-finite outcomes on analysed rows are errors; negative ones a warning."""
-    for name in outcomes:
-        y = values[name]
-        bad = np.flatnonzero(~np.isfinite(y))
-        if len(bad):
-            first = rows.row(int(bad[0]), named=True)
-            raise DataError(
-                f"{label}: column {name!r} has {len(bad)} missing or non-finite value(s) on analysed "
-                f"dates, e.g. product {first['product_id']!r} on {first['date']}; fill them (0 for a "
-                "day without sales) or remove those rows."
-            )
-        negative = np.flatnonzero(y < 0)
-        if len(negative):
-            first = rows.row(int(negative[0]), named=True)
-            warnings.warn(
-                f"{label}: column {name!r} has {len(negative)} negative value(s), e.g. product "
-                f"{first['product_id']!r} on {first['date']} ({first[name]}); they are used as they are "
-                "(check whether returns were netted into sales).",
-                PricelabWarning,
-                stacklevel=3,
-            )

@@ -144,7 +144,18 @@ def zero_runs(code: np.ndarray, date_index: np.ndarray, y: np.ndarray) -> tuple[
     and the order that sorts rows by product and date."""
     # Panels usually arrive sorted by product and date; checking that is cheaper than a sort.
     key = code.astype(np.int64) * (int(date_index.max()) + 1) + date_index
-    order = np.arange(len(y)) if np.all(key[1:] > key[:-1]) else np.lexsort((date_index, code))
+    if np.all(key[1:] > key[:-1]):
+        # Sorted (as every partition is): only the zero days need looking at.
+        zero_rows = np.flatnonzero(y == 0)
+        out = np.zeros(len(y))
+        if len(zero_rows):
+            prev, this = zero_rows[:-1], zero_rows[1:]
+            joined = np.zeros(len(zero_rows), dtype=bool)
+            joined[1:] = (this == prev + 1) & (code[this] == code[prev]) & (date_index[this] == date_index[prev] + 1)
+            run_id = np.cumsum(~joined) - 1
+            out[zero_rows] = np.bincount(run_id)[run_id]
+        return out, np.arange(len(y))
+    order = np.lexsort((date_index, code))
     c, d = code[order], date_index[order]
     zero = y[order] == 0
     # A run breaks at a non-zero day, a missing date or a new product.
