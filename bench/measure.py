@@ -29,6 +29,9 @@ def measure(args: list[str], **kwargs) -> tuple[float, float]:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"benchmark step failed ({done.returncode}): {' '.join(args)}")
     peak_kib = int(done.stderr.rsplit("@@peak_kib=", 1)[1].split()[0])
+    if "@@group_peak_mib=" in done.stderr:
+        global _last_group_peak
+        _last_group_peak = float(done.stderr.rsplit("@@group_peak_mib=", 1)[1].split()[0])
     return seconds, peak_kib / 1024
 
 
@@ -54,3 +57,18 @@ def bench_dir() -> str:
     path = os.environ.get("PRICELAB_BENCH_DIR", "bench_out")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def measure_group(args: list[str], limit_mib: float, **kwargs) -> tuple[float, float, float]:
+    """Run ``args`` under ``memcap.py`` (killed past ``limit_mib``); return (wall seconds,
+    peak RSS of its largest process, sampled peak of its whole process group) in MiB.
+
+    The group figure counts worker processes too, which ``ru_maxrss`` of one process does
+    not; it is sampled every 0.2 s, so a spike shorter than that can escape it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    capped = [sys.executable, os.path.join(here, "memcap.py"), str(limit_mib), "--", *args]
+    seconds, peak = measure(capped, **kwargs)
+    return seconds, peak, _last_group_peak
+
+
+_last_group_peak = 0.0

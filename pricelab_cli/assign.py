@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import warnings
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -27,12 +28,17 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 SRM_ALPHA = 0.001
 ASSIGNMENT_COLUMNS = ("product_id", "date", "treated", "blackout", "period")
+# Rows per piece when an assignment is produced in pieces: tens of MB of columns, small enough
+# for the allocator to reuse memory between pieces (far faster than fresh pages each time).
+CHUNK_ROWS = 1 << 20
 
 
-def fnv1a64(labels: pl.Series) -> np.ndarray:
+def fnv1a64(labels: pl.Series, start: np.uint64 = _FNV_OFFSET) -> np.ndarray:
     """64-bit FNV-1a hash of each UTF-8 string, vectorised over strings.
 
-    The loop runs over character positions (a few dozen), never over strings.
+    ``start`` is the state to continue from: FNV-1a is a left fold, so hashing ``prefix + s``
+    equals hashing ``s`` from the state after ``prefix``. The loop runs over blocks of
+    strings and character positions (a few dozen), never over single strings.
     """
     arr = pa.array(labels.cast(pl.String).to_arrow(), type=pa.large_string())
     if arr.null_count:
@@ -43,12 +49,19 @@ def fnv1a64(labels: pl.Series) -> np.ndarray:
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
     starts = offsets[:-1]
     lengths = np.diff(offsets)
-    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
-    longest = int(lengths.max()) if n else 0
-    for pos in range(longest):
-        active = np.flatnonzero(lengths > pos)
-        byte = data[starts[active] + pos].astype(np.uint64)
-        h[active] = (h[active] ^ byte) * _FNV_PRIME
+    h = np.full(n, start, dtype=np.uint64)
+    for lo in range(0, n, CHUNK_ROWS):  # blocks keep the temporaries small
+        block = h[lo : lo + CHUNK_ROWS]  # a view: updated in place
+        block_starts, block_lengths = starts[lo : lo + CHUNK_ROWS], lengths[lo : lo + CHUNK_ROWS]
+        for pos in range(int(block_lengths.max())):
+            active = block_lengths > pos
+            if active.all():
+                block ^= data[block_starts + pos]
+                block *= _FNV_PRIME
+            else:
+                active = np.flatnonzero(active)
+                byte = data[block_starts[active] + pos].astype(np.uint64)
+                block[active] = (block[active] ^ byte) * _FNV_PRIME
     return h
 
 
@@ -64,7 +77,9 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
 
 def unit_keys(units: pl.Series, salt: str, level: str = "p") -> np.ndarray:
     """The per-unit 64-bit key: FNV-1a of ``salt \\x1f level \\x1f unit``."""
-    return fnv1a64(f"{salt}\x1f{level}\x1f" + units.cast(pl.String))
+    # The prefix is hashed once and every unit continues from its state.
+    prefix = fnv1a64(pl.Series([f"{salt}\x1f{level}\x1f"]))[0]
+    return fnv1a64(units.cast(pl.String), start=prefix)
 
 
 def uniform_draws(keys: np.ndarray, periods: np.ndarray) -> np.ndarray:
@@ -134,6 +149,167 @@ def _event_starts(products: pl.DataFrame, events: pl.DataFrame | None) -> pl.Dat
     return first.select("product_id", "event_date")
 
 
+@dataclasses.dataclass(frozen=True)
+class AssignmentPlan:
+    """Everything the rows of an assignment are computed from, without the rows.
+
+    Each row is a pure function of (salt, randomisation unit, period), so the rows can be
+    made all at once (``frame``) or in pieces of bounded size: ``by_products`` (product-major,
+    the order of ``frame``) or ``by_date`` (one date at a time, products in input order).
+    A catalog of millions of products is written without ever holding all its rows.
+    """
+
+    design: Design
+    units: pl.DataFrame  # product_id [, cluster_id]: the products in the experiment, input order
+    keys: np.ndarray  # per product, the 64-bit key of its randomisation unit
+    first_days: np.ndarray  # per product, its first experiment date in days since 1970-01-01
+    periods: np.ndarray  # per day of the window, its period number
+    blackout: np.ndarray  # per day of the window, whether it is a blackout day
+
+    @property
+    def n_products(self) -> int:
+        return self.units.height
+
+    @property
+    def n_days(self) -> int:
+        return len(self.periods)
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_products * self.n_days
+
+    @property
+    def unit_col(self) -> str:
+        """The randomisation unit: ``cluster_id`` when assigned by cluster, else ``product_id``."""
+        return "cluster_id" if "cluster_id" in self.units.columns else "product_id"
+
+    def rows(self, products: np.ndarray | slice, offsets: np.ndarray | int) -> pl.DataFrame:
+        """The rows of (product position, day of its window) pairs: ``products`` is an array of
+        positions or a slice of them, ``offsets`` one day for all or one per product."""
+        design = self.design
+        keys, first_days = self.keys[products], self.first_days[products]
+        units = self.units[products]
+        offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64), keys.shape)
+        periods = self.periods[offsets]
+        # Crossover: one draw per unit decides its group; the groups swap arms every phase.
+        draw_periods = np.zeros_like(periods) if design.kind == "crossover" else periods
+        treated = uniform_draws(keys, draw_periods) < design.treat_share
+        if design.kind == "crossover":
+            treated ^= periods % 2 == 1
+        out = units.with_columns(
+            pl.Series("date", (first_days + offsets).astype(np.int32)).cast(pl.Date),
+            pl.Series("treated", treated.astype(np.int8)),
+            pl.Series("blackout", self.blackout[offsets]),
+            pl.Series("period", periods.astype(np.int32)),
+        )
+        return out.select(*ASSIGNMENT_COLUMNS, *(["cluster_id"] if self.unit_col == "cluster_id" else []))
+
+    def frame(self) -> pl.DataFrame:
+        """Every row at once: products in input order, then dates."""
+        # Built from pieces: a few large temporaries cost more than many small ones.
+        return pl.concat(self.by_products())
+
+    def by_products(self, max_rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
+        """The rows of ``frame`` in consecutive pieces of whole products (at least one piece)."""
+        n, days = self.n_products, self.n_days
+        step = max(1, max_rows // max(days, 1))
+        for start in range(0, max(n, 1), step):
+            stop = min(n, start + step)
+            yield self.rows(np.repeat(np.arange(start, stop), days), np.tile(np.arange(days), stop - start))
+
+    def by_date(self, max_rows: int = CHUNK_ROWS) -> Iterator[pl.DataFrame]:
+        """The rows date by date, dates increasing, products in input order inside a date; a
+        date of more than ``max_rows`` products comes in consecutive pieces (at least one
+        piece, empty when there is no row)."""
+        n, days = self.n_products, self.n_days
+        if n == 0 or days == 0:
+            yield self.rows(np.arange(0), np.arange(0))
+            return
+        if self.design.kind != "triggered":
+            for offset in range(days):
+                for start in range(0, n, max_rows):
+                    yield self.rows(slice(start, start + max_rows), offset)
+            return
+        # Triggered windows start on each product's own date: a date holds the products whose
+        # window covers it, found by binary search over the products sorted by first day.
+        order = np.argsort(self.first_days, kind="stable")
+        sorted_first = self.first_days[order]
+        for day in range(int(sorted_first[0]), int(sorted_first[-1]) + days):
+            lo = np.searchsorted(sorted_first, day - days + 1, side="left")
+            hi = np.searchsorted(sorted_first, day, side="right")
+            products = np.sort(order[lo:hi])
+            for start in range(0, len(products), max_rows):
+                some = products[start : start + max_rows]
+                yield self.rows(some, day - self.first_days[some])
+
+    def balance(self, tally: BalanceTally) -> BalanceReport:
+        """The balance report from per-date sums (``tally``) and the unit draws of the plan.
+
+        Equals ``balance_report`` of the whole frame, without the frame: every unit is drawn
+        once per period of its window, so the sample-ratio test is a sum over units and
+        periods.
+        """
+        design = self.design
+        first_of_unit = self.units.get_column(self.unit_col).is_first_distinct().to_numpy()
+        keys = self.keys[first_of_unit]
+        draw_periods = [0] if design.kind == "crossover" else np.unique(self.periods).tolist()
+        treated_draws = sum(
+            int((uniform_draws(keys[lo : lo + CHUNK_ROWS], period) < design.treat_share).sum())
+            for lo in range(0, len(keys), CHUNK_ROWS)
+            for period in draw_periods
+        )
+        daily = tally.daily()
+        n_cells = int(daily["n_products"].sum())
+        n_treated = int(daily["_treated"].sum())
+        _warn_if_one_armed(n_treated, n_cells, design, self.n_products)
+        return _report(
+            daily.drop("_treated"),
+            treated_share=n_treated / n_cells if n_cells else float("nan"),
+            n_units=len(keys),
+            n_draws=len(keys) * len(draw_periods),
+            n_treated_draws=treated_draws,
+            design=design,
+        )
+
+
+def plan_assignment(
+    design: Design,
+    products: pl.DataFrame,
+    *,
+    clusters: pl.DataFrame | None = None,
+    events: pl.DataFrame | None = None,
+) -> AssignmentPlan:
+    """Check the inputs of an assignment and gather what its rows are computed from.
+
+    Parameters are those of ``assign``; the rows come from the plan's ``frame``,
+    ``by_products`` or ``by_date``.
+    """
+    units = _units(design, products, clusters)
+    base = units.products
+    keys = units.keys
+    if design.kind == "triggered":
+        starts = _event_starts(base, events)
+        keep = base.with_row_index("_row").join(starts, on="product_id", how="inner", maintain_order="left")
+        skipped = base.height - keep.height
+        if skipped:
+            warnings.warn(
+                f"{skipped} product(s) have no event and are not in the experiment.",
+                PricelabWarning,
+                stacklevel=3,
+            )
+        if keep.height == 0:
+            raise DataError("events: no product of the products table has an event; nothing to assign.")
+        keys = keys[keep["_row"].to_numpy()]
+        first_days = keep["event_date"].cast(pl.Int32).to_numpy().astype(np.int64)
+        base = keep.drop("_row", "event_date")
+        n_days = design.duration_days
+    else:
+        n_days = design.n_days
+        first_days = np.full(base.height, (design.start - dt.date(1970, 1, 1)).days, dtype=np.int64)
+    periods, blackout = _calendar(design, np.arange(n_days, dtype=np.int64))
+    return AssignmentPlan(design, base, keys, first_days, periods, blackout)
+
+
 def assign(
     design: Design,
     products: pl.DataFrame,
@@ -154,62 +330,25 @@ def assign(
 
     Returns
     -------
-    polars.DataFrame sorted by product (input order) then date.
+    polars.DataFrame sorted by product (input order) then date. For catalogs too large to
+    hold, ``plan_assignment`` gives the same rows in pieces.
     """
-    units = _units(design, products, clusters)
-    base = units.products
-    keys = units.keys
-    if design.kind == "triggered":
-        starts = _event_starts(base, events)
-        keep = base.with_row_index("_row").join(starts, on="product_id", how="inner", maintain_order="left")
-        skipped = base.height - keep.height
-        if skipped:
-            warnings.warn(
-                f"{skipped} product(s) have no event and are not in the experiment.",
-                PricelabWarning,
-                stacklevel=2,
-            )
-        if keep.height == 0:
-            raise DataError("events: no product of the products table has an event; nothing to assign.")
-        keys = keys[keep["_row"].to_numpy()]
-        day_offsets = np.arange(design.duration_days, dtype=np.int64)
-        n_days = len(day_offsets)
-        first_dates = keep["event_date"].cast(pl.Int32).to_numpy().astype(np.int64)
-        dates = (np.repeat(first_dates, n_days) + np.tile(day_offsets, len(first_dates))).astype(np.int32)
-        base = keep.drop("_row", "event_date")
-    else:
-        n_days = design.n_days
-        day_offsets = np.arange(n_days, dtype=np.int64)
-        first = (design.start - dt.date(1970, 1, 1)).days
-        dates = np.tile((first + day_offsets).astype(np.int32), base.height)
-    periods_per_day, blackout_per_day = _calendar(design, day_offsets)
-    n = base.height
-    draw_periods = periods_per_day
-    if design.kind == "crossover":
-        # One draw per unit decides its group; the groups swap arms every phase.
-        draw_periods = np.zeros_like(periods_per_day)
-    u = uniform_draws(np.repeat(keys, n_days), np.tile(draw_periods, n))
-    treated = u < design.treat_share
-    if design.kind == "crossover":
-        treated ^= np.tile(periods_per_day % 2 == 1, n)
-    analysed = ~np.tile(blackout_per_day, n)
-    if analysed.any() and (treated[analysed].all() or not treated[analysed].any()):
-        arm = "treated" if treated[analysed].all() else "control"
+    plan = plan_assignment(design, products, clusters=clusters, events=events)
+    out = plan.frame()
+    analysed = out.filter(~pl.col("blackout"))
+    _warn_if_one_armed(int(analysed["treated"].sum()), analysed.height, design, plan.n_products)
+    return out
+
+
+def _warn_if_one_armed(n_treated: int, n_analysed: int, design: Design, n_products: int) -> None:
+    if n_analysed and n_treated in (0, n_analysed):
+        arm = "treated" if n_treated else "control"
         warnings.warn(
             f"every analysed product-day of this assignment is {arm} (treat share {design.treat_share:g}, "
-            f"{n:,} products): nothing can be compared; raise or lower --treat-share, or add products.",
+            f"{n_products:,} products): nothing can be compared; raise or lower --treat-share, or add products.",
             PricelabWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    rows = np.repeat(np.arange(n), n_days)
-    out = base[rows].with_columns(
-        pl.Series("date", dates).cast(pl.Date),
-        pl.Series("treated", treated.astype(np.int8)),
-        pl.Series("blackout", np.tile(blackout_per_day, n)),
-        pl.Series("period", np.tile(periods_per_day.astype(np.int32), n)),
-    )
-    order = [*ASSIGNMENT_COLUMNS, *(["cluster_id"] if clusters is not None else [])]
-    return out.select(order)
 
 
 def _calendar(design: Design, day_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -252,15 +391,77 @@ class BalanceReport:
         return self.srm_p_value < SRM_ALPHA
 
 
+class BalanceTally:
+    """Per-date counts of analysed (non-blackout) cells and of treated ones, summed piece by
+    piece as an assignment streams past (``count``), for ``AssignmentPlan.balance``."""
+
+    def __init__(self) -> None:
+        self._counts: list[pl.DataFrame] = []
+
+    def add(self, piece: pl.DataFrame) -> None:
+        """Add the per-date counts of one piece of an assignment."""
+        self._counts.append(_daily_counts(piece))
+
+    def count(self, pieces: Iterable[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+        """Pass ``pieces`` through unchanged, adding up their per-date counts."""
+        for piece in pieces:
+            self.add(piece)
+            yield piece
+
+    def daily(self) -> pl.DataFrame:
+        """``date``, ``n_products``, ``treated_share`` and the treated count ``_treated``."""
+        counts = pl.concat(self._counts) if self._counts else _daily_counts(
+            pl.DataFrame(schema={"date": pl.Date, "treated": pl.Int8, "blackout": pl.Boolean})
+        )
+        return (
+            counts.group_by("date")
+            .agg(pl.col("n_products").sum(), pl.col("_treated").sum())
+            .sort("date")
+            .with_columns((pl.col("_treated") / pl.col("n_products")).alias("treated_share"))
+            .select("date", "n_products", "treated_share", "_treated")
+        )
+
+
+def _daily_counts(assignment: pl.DataFrame) -> pl.DataFrame:
+    return (
+        assignment.lazy()
+        .filter(~pl.col("blackout"))
+        .group_by("date")
+        .agg(pl.len().cast(pl.Int64).alias("n_products"), pl.col("treated").cast(pl.Int64).sum().alias("_treated"))
+        .collect()
+    )
+
+
+def _report(
+    daily: pl.DataFrame, *, treated_share: float, n_units: int, n_draws: int, n_treated_draws: int, design: Design
+) -> BalanceReport:
+    s = design.treat_share
+    expected = np.array([n_draws * s, n_draws * (1 - s)])
+    observed = np.array([n_treated_draws, n_draws - n_treated_draws])
+    chi2 = float((((observed - expected) ** 2) / expected).sum()) if n_draws else 0.0
+    return BalanceReport(
+        treated_share=treated_share,
+        daily=daily,
+        n_units=n_units,
+        n_draws=n_draws,
+        n_treated_draws=n_treated_draws,
+        expected_share=s,
+        srm_chi2=chi2,
+        srm_p_value=float(stats.chi2.sf(chi2, df=1)) if n_draws else 1.0,
+    )
+
+
 def balance_report(assignment: pl.DataFrame, design: Design) -> BalanceReport:
-    """Summarise the treated share overall, per day, and test for sample-ratio mismatch."""
+    """Summarise the treated share overall, per day, and test for sample-ratio mismatch.
+
+    Works on any assignment table (one read back from a file, rows lost upstream); an
+    assignment streamed from a plan gets the same report from ``AssignmentPlan.balance``.
+    """
     unit = "cluster_id" if "cluster_id" in assignment.columns else "product_id"
     analysed = assignment.filter(~pl.col("blackout"))
-    daily = (
-        analysed.group_by("date")
-        .agg(pl.len().alias("n_products"), pl.col("treated").mean().alias("treated_share"))
-        .sort("date")
-    )
+    tally = BalanceTally()
+    tally.add(assignment)
+    daily = tally.daily().drop("_treated")
     # Rows are product-major and date-sorted, so a draw starts wherever the product or the
     # period changes; this avoids a hash-unique over every cell of a large catalog.
     starts_draw = (
@@ -271,20 +472,13 @@ def balance_report(assignment: pl.DataFrame, design: Design) -> BalanceReport:
         draws = draws.filter(pl.col("period") == 0)
     if unit == "cluster_id":
         draws = draws.unique(subset=[unit, "period"])
-    n = draws.height
-    t = int(draws["treated"].sum())
-    s = design.treat_share
-    expected = np.array([n * s, n * (1 - s)])
-    chi2 = float((((np.array([t, n - t]) - expected) ** 2) / expected).sum()) if n else 0.0
-    return BalanceReport(
+    return _report(
+        daily,
         treated_share=float(analysed["treated"].mean()) if analysed.height else float("nan"),
-        daily=daily,
         n_units=assignment[unit].n_unique(),
-        n_draws=n,
-        n_treated_draws=t,
-        expected_share=s,
-        srm_chi2=chi2,
-        srm_p_value=float(stats.chi2.sf(chi2, df=1)) if n else 1.0,
+        n_draws=draws.height,
+        n_treated_draws=int(draws["treated"].sum()),
+        design=design,
     )
 
 

@@ -14,6 +14,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Annotated, Optional
 
 import polars as pl
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from pricelab_cli import __version__
 from pricelab_cli import io
-from pricelab_cli.assign import BalanceReport, assign as assign_units, balance_report
+from pricelab_cli.assign import BalanceReport, BalanceTally, plan_assignment
 from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
 from pricelab_cli.console import Reporter, error
 from pricelab_cli.errors import PricelabError, PricelabWarning, UsageError
@@ -58,13 +59,39 @@ Format = Annotated[
     typer.Option("--format", help="Format written to stdout (-o -): csv (default) or parquet. Files follow their extension; stdin is recognised."),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; same inputs and seed give identical output bytes.")]
-InputPath = Annotated[str, typer.Option(help="Input table (.csv, .csv.gz, .tsv, .parquet) or - for stdin.")]
-OptionalInput = Annotated[Optional[str], typer.Option(help="Optional input table, or - for stdin.")]
+InputPath = Annotated[
+    str,
+    typer.Option(
+        help="Input table: a file (.csv, .csv.gz, .tsv, .parquet), - for stdin, a folder or 'pattern/*.parquet' "
+        "of Parquet files (date=.../ partitions included), or s3://bucket/prefix/."
+    ),
+]
+OptionalInput = Annotated[Optional[str], typer.Option(help="Optional input table (file, -, folder, pattern or s3://).")]
+StorageOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--storage-option",
+        metavar="KEY=VALUE",
+        help="Object-store setting for s3:// paths, repeatable (e.g. aws_region=eu-west-1); "
+        "the rest comes from the AWS_* environment variables.",
+    ),
+]
 Output = Annotated[str, typer.Option("--output", "-o", help="Output file (format from extension) or - for stdout.")]
 
 
 def _date_option(flag: str, help_text: str):
     return typer.Option(flag, parser=_date_flag, metavar="YYYY-MM-DD", help=help_text)
+
+
+def _storage(pairs: list[str] | None) -> dict[str, str] | None:
+    """--storage-option pairs merged over the AWS_* environment (None when none given: the
+    environment's settings are then taken where an s3:// path is read)."""
+    if not pairs:
+        return None
+    from pricelab_cli import storage
+
+    return storage.storage_options(pairs)
+
 
 UnitCol = Annotated[str, typer.Option("--unit-col", help="Column holding the product id.")]
 TimeCol = Annotated[str, typer.Option("--time-col", help="Column holding the date.")]
@@ -90,16 +117,21 @@ class Run:
     seed: int | None
     fmt: str | None
     outputs: tuple[str, ...]
+    # --storage-option KEY=VALUE pairs for object-store outputs (and inputs).
+    storage_options: dict[str, str] | None = None
 
     def read(self, path: str, **kwargs) -> pl.DataFrame:
         # Input streams are recognised by their first bytes; --format is for output streams.
-        return io.read_table(path, **kwargs)
+        return io.read_table(path, storage_options=self.storage_options, **kwargs)
 
     def meta(self) -> dict:
         return io.provenance(__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
 
-    def write(self, df: pl.DataFrame, path: str) -> None:
-        io.write_table(df, path, fmt=self.fmt, meta=self.meta())
+    def write(self, table: pl.DataFrame | Iterable[pl.DataFrame], path: str, *, partition_by: str = "date") -> None:
+        """Write a table (or its pieces, in order); a folder output is partitioned by ``partition_by``."""
+        io.write_table(
+            table, path, fmt=self.fmt, meta=self.meta(), partition_by=partition_by, storage_options=self.storage_options
+        )
 
 
 # Flags that name input files (tables or JSON), for the output-path checks.
@@ -117,10 +149,14 @@ def _run(
     """
     io.check_format(fmt)  # fail before any work, not at the final write
     named_outputs, named_inputs = _named_paths([o for o in outputs if o], _ACTIVE.argv)
-    io.check_outputs(named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt)
+    # --storage-option values reach the checks too: an s3:// output is probed before any work.
+    storage = _storage([value for flag, value in _flag_values(_ACTIVE.argv) if flag == "--storage-option"])
+    io.check_outputs(
+        named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt, storage_options=storage
+    )
     reporter = Reporter(quiet=quiet)
     _ACTIVE.reporter = reporter
-    return Run(reporter, seed, fmt, tuple(o for o in outputs if o))
+    return Run(reporter, seed, fmt, tuple(o for o in outputs if o), storage)
 
 
 def _flag_values(argv: list[str]) -> list[tuple[str, str]]:
@@ -250,6 +286,7 @@ def assign(
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
     event_col: EventCol = "event_date",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
@@ -257,9 +294,11 @@ def assign(
 ) -> None:
     """Expand a design to one row per product and experiment date (hash-based, stable)."""
     run = _run(quiet, seed, fmt, output)
-    spec = design_from_dict(io.read_json(design_path), source=design_path)
+    run.storage_options = _storage(storage_option)
+    spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    # Assignment hashes product ids only: the catalog's other columns are never read.
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"])
     cluster_table = (
         run.read(
             clusters,
@@ -276,9 +315,14 @@ def assign(
     )
     if spec.kind != "triggered" and event_table is not None:
         run.reporter.warn(f"--events is used by triggered designs only; {spec.kind} ignores it.")
-    result = assign_units(spec, product_table, clusters=cluster_table, events=event_table)
-    run.write(_user_names(result, unit_col=unit_col, time_col=time_col, cluster_col=cluster_col), output)
-    _report_balance(run.reporter, balance_report(result, spec), spec)
+    plan = plan_assignment(spec, product_table, clusters=cluster_table, events=event_table)
+    # The rows are made and written in pieces, never all held at once: a date at a time for
+    # a folder partitioned by date, else whole products at a time (the file's row order).
+    pieces = plan.by_date() if io.is_folder_output(output) else plan.by_products()
+    tally = BalanceTally()
+    renamed = (_user_names(p, unit_col=unit_col, time_col=time_col, cluster_col=cluster_col) for p in tally.count(pieces))
+    run.write(renamed, output, partition_by=time_col)
+    _report_balance(run.reporter, plan.balance(tally), spec)
 
 
 def _user_names(df, *, unit_col="product_id", time_col="date", cluster_col="cluster_id"):
@@ -365,6 +409,9 @@ def hpte(
         bool, typer.Option("--no-detrend", help="Fit each product's level only (no trend or weekday terms).")
     ] = False,
     trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,
+    jobs: Annotated[
+        int, typer.Option(help="Worker processes for the per-partition steps and threads for the forest [all cores].")
+    ] = 0,
     cate_out: Annotated[
         Optional[str], typer.Option("--cate-out", help="Write product_id, cate (per-product effect) here.")
     ] = None,
@@ -375,6 +422,7 @@ def hpte(
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
     price_col: Annotated[str, typer.Option("--price-col", help="Price column of the sales (a forest feature).")] = "price",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
@@ -384,6 +432,7 @@ def hpte(
     from pricelab_cli.hpte import estimate_hpte
 
     run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, documents=(str(plot) if plot else None,))
+    run.storage_options = _storage(storage_option)
     if outlier_c is not None and outlier_rule is OutlierRule.robust:
         raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
     outcomes = list(dict.fromkeys(outcome or ["units"]))
@@ -395,17 +444,28 @@ def hpte(
     ids = {unit_col: "product_id"}
     # Repeated (product_id, date) rows are checked by the core on integer keys, several
     # times faster than a generic check on a catalog's panel; its message names the file.
-    sales_table = run.read(sales, required=["product_id", "date", *outcomes], rename={**ids, time_col: "date"}, dates=["date"])
     assignment_table = run.read(
         assignment,
         required=list(io.ASSIGNMENT_COLUMNS),
         rename={**ids, time_col: "date", cluster_col: "cluster_id"},
         dates=["date"],
+        columns=["product_id", "date", "treated", "blackout", "cluster_id"],
+    )
+    # The sales are scanned, not read: the core streams them in batches, keeping only the
+    # columns it uses and no date after the experiment's last (a Parquet dataset's later
+    # partitions are not even opened), and lays them out in partitions of products.
+    sales_table = io.scan_table(
+        sales,
+        required=["product_id", "date", *outcomes],
+        rename={**ids, time_col: "date"},
+        dates=["date"],
+        storage_options=run.storage_options,
     )
     feature_table = run.read(features, required=["product_id"], rename=ids, unique=["product_id"]) if features else None
     if feature_table is not None and method is HpteMethod.did:
         run.reporter.warn("--features is used by the causal forest only; --method did ignores it.")
-    with run.reporter.progress("bootstrap", bootstrap * len(outcomes)) as advance:
+    with run.reporter.progress("sales rows read", None) as read_rows, \
+            run.reporter.progress("bootstrap", bootstrap * len(outcomes)) as advance:
         result = estimate_hpte(
             sales_table,
             assignment_table,
@@ -422,6 +482,8 @@ def hpte(
             effect_paths=plot is not None,
             labels={"sales": _label(sales), "assignment": _label(assignment), "features": _label(features)},
             progress=advance,
+            read_progress=read_rows,
+            n_jobs=jobs,
             **({} if outlier_c is None else {"outlier_c": outlier_c}),
         )
     run.write(result.effects, output)
@@ -506,32 +568,47 @@ def spillover_graph_command(
         bool, typer.Option("--keep-complements", help="Keep significant negative cross-elasticities too.")
     ] = False,
     hac_lags: Annotated[int, typer.Option(min=0, help="Days of residual autocorrelation the SEs allow for.")] = 14,
+    since: Annotated[
+        Optional[dt.date], _date_option("--since", "Use only history on or after this date (e.g. the last year).")
+    ] = None,
     all_pairs: Annotated[
         Optional[str], typer.Option("--all-pairs", help="Also write every candidate pair: estimate, SE, q-value, status.")
     ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
 ) -> None:
     """Find substitutes: does the price of src move the demand of dst? (cross-price elasticities, FDR cut)."""
+    from pricelab_cli.errors import EmptyTableError
     from pricelab_cli.spillover.graph import spillover_graph
 
     run = _run(quiet, seed, fmt, output, all_pairs)
+    run.storage_options = _storage(storage_option)
     if products is None and pairs is None:
         raise UsageError("give --products (with --group-col) or --pairs to say which pairs to test.")
     ids = {unit_col: "product_id"}
+    # Only the columns the regressions use, and with --since no earlier row (a
+    # date-partitioned folder's earlier partitions are not even opened).
     sales_table = run.read(
         sales,
         required=["product_id", "date", outcome, price_col],
         rename={**ids, time_col: "date"},
         dates=["date"],
         unique=["product_id", "date"],
+        columns=["product_id", "date", outcome, price_col],
+        where=None if since is None else pl.col("date") >= since,
     )
+    if since is not None and sales_table.height == 0:
+        raise EmptyTableError(f"{sales}: no row is dated on or after --since {since}; give an earlier date.")
     product_table = (
-        run.read(products, required=["product_id"] if pairs else ["product_id", group_col], rename=ids, unique=["product_id"])
+        run.read(
+            products, required=["product_id"] if pairs else ["product_id", group_col], rename=ids, unique=["product_id"],
+            columns=["product_id", group_col],
+        )
         if products
         else None
     )
@@ -591,6 +668,7 @@ def cluster(
     plot: Annotated[Optional[Path], typer.Option(help="Draw the distribution of cluster sizes to this PNG.")] = None,
     unit_col: UnitCol = "product_id",
     cluster_col: ClusterCol = "cluster_id",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
@@ -600,9 +678,10 @@ def cluster(
     from pricelab_cli.spillover.cluster import cluster_size_plot, leiden_clusters
 
     run = _run(quiet, seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,))
+    run.storage_options = _storage(storage_option)
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=products is not None)
     product_table = (
-        run.read(products, required=["product_id"], rename={unit_col: "product_id"}, unique=["product_id"])
+        run.read(products, required=["product_id"], rename={unit_col: "product_id"}, unique=["product_id"], columns=["product_id"])
         if products
         else None
     )
@@ -662,6 +741,7 @@ def ipw(
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
@@ -671,12 +751,9 @@ def ipw(
     from pricelab_cli.spillover.ipw import ipw_effects
 
     run = _run(quiet, seed, fmt, output)
+    run.storage_options = _storage(storage_option)
     spec = design_from_dict(io.read_json(design_path), source=design_path)
     ids = {unit_col: "product_id"}
-    sales_table = run.read(
-        sales, required=["product_id", "date", outcome], rename={**ids, time_col: "date"}, dates=["date"],
-        unique=["product_id", "date"],
-    )
     assignment_table = run.read(
         assignment,
         required=list(io.ASSIGNMENT_COLUMNS),
@@ -684,8 +761,14 @@ def ipw(
         dates=["date"],
         unique=["product_id", "date"],
     )
+    # The outcome and nothing after the experiment's last date (never analysed).
+    sales_table = run.read(
+        sales, required=["product_id", "date", outcome], rename={**ids, time_col: "date"}, dates=["date"],
+        unique=["product_id", "date"], columns=["product_id", "date", outcome],
+        where=pl.col("date") <= assignment_table["date"].max(),
+    )
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=True)
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"])
     cluster_table = (
         run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
         if clusters
@@ -774,6 +857,7 @@ def power(
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
@@ -783,13 +867,14 @@ def power(
     from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
 
     run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None, documents=(str(plot) if plot else None,))
+    run.storage_options = _storage(storage_option)
     ids = {unit_col: "product_id"}
     history_table = run.read(
         history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
         dates=["date"], unique=["product_id", "date"],
     )
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-    designs = [design_from_dict(io.read_json(p), source=p) for p in design_paths]
+    designs = [design_from_dict(io.read_json(p, storage_options=run.storage_options), source=p) for p in design_paths]
     cluster_table = (
         run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
         if clusters else None
@@ -917,6 +1002,7 @@ def simulate_sales_command(
     ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
+    storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     fmt: Format = None,
@@ -926,6 +1012,7 @@ def simulate_sales_command(
     from pricelab_cli.simulate import simulate_sales
 
     run = _run(quiet, seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,))
+    run.storage_options = _storage(storage_option)
     ids = {unit_col: "product_id"}
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
     assignment_table = (

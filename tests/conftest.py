@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import sys
+from pathlib import Path
 
 import pytest
 
 from pricelab_cli.cli import main
+
+# The object-store fixtures (a real S3-compatible server) live in tests/object_store.py; the
+# tests folder is not a package, so load that file by path and register its fixtures here.
+_object_store_spec = importlib.util.spec_from_file_location(
+    "pricelab_tests_object_store", Path(__file__).with_name("object_store.py")
+)
+object_store = importlib.util.module_from_spec(_object_store_spec)
+sys.modules[_object_store_spec.name] = object_store
+_object_store_spec.loader.exec_module(object_store)
+s3_server = object_store.s3_server
+s3_bucket = object_store.s3_bucket
 
 
 @dataclasses.dataclass

@@ -3,8 +3,10 @@
 The forest is not refitted per draw. Its leaves are held fixed and each unit's linearised
 contribution ``psi_j`` (see :mod:`pricelab_cli.hpte.forest`) is resampled: a draw that takes
 unit ``j`` ``omega_j`` times moves the estimate by ``sum_j (omega_j - 1) psi_j``. All draws
-are index matrices (draws x units of a stratum) from one seeded generator, processed in
-batches so memory stays bounded; the loop runs over batches, never over single draws.
+are index matrices (draws x units of a stratum), made in ``DRAW_CHUNKS`` fixed chunks each
+from its own generator seeded with (seed, chunk) (so an engine can run the chunks side by
+side and the draws stay the same), processed in batches so memory stays bounded; the loops
+run over chunks and batches, never over single draws.
 
 Units are products, or clusters when the assignment has ``cluster_id``. A unit's stratum is
 its arm composition (treated only, control only, both), and draws keep the stratum sizes, so
@@ -24,6 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import UsageError
 
 # Entries of the index matrix handled at once (about 64 MB of indices and gathered values).
@@ -55,6 +58,45 @@ class BootstrapResult:
     draws: np.ndarray
 
 
+# The draws are made in this many fixed chunks, each from its own seeded stream, so an
+# engine may run them side by side and the draws are the same whichever runs them.
+DRAW_CHUNKS = 4
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _DrawChunk:
+    """Draws ``first`` .. ``first + count - 1`` of a bootstrap: their own stream is seeded
+    with (seed, chunk)."""
+
+    unit_influence: np.ndarray
+    stratum: np.ndarray
+    count: int
+    seed: int
+    chunk: int
+
+
+def _chunk_shifts(task: _DrawChunk) -> np.ndarray:
+    """How far each draw of a chunk moves the estimate: ``sum_j (omega_j - 1) psi_j``."""
+    rng = np.random.default_rng([task.seed, task.chunk])
+    labels = np.unique(task.stratum)
+    members = [np.flatnonzero(task.stratum == label) for label in labels]
+    n_units = max(len(task.unit_influence), 1)
+    batch = max(1, min(task.count, BATCH_ENTRIES // n_units))
+    shifts = np.empty(task.count)
+    done = 0
+    while done < task.count:
+        size = min(batch, task.count - done)
+        shift = np.zeros(size)
+        for rows in members:
+            psi = task.unit_influence[rows]
+            # 32-bit draws take half the random bits and half the memory of 64-bit ones.
+            picks = rng.integers(0, len(rows), size=(size, len(rows)), dtype=np.int32)
+            shift += psi[picks].sum(axis=1) - psi.sum()
+        shifts[done : done + size] = shift
+        done += size
+    return shifts
+
+
 def bootstrap_se(
     estimate: float,
     unit_influence: np.ndarray,
@@ -62,6 +104,7 @@ def bootstrap_se(
     n_bootstrap: int,
     seed: int,
     progress: Callable[[int], None] | None = None,
+    engine: LocalEngine | None = None,
 ) -> BootstrapResult:
     """Bootstrap the estimate by resampling units within strata (linearised statistic).
 
@@ -71,30 +114,20 @@ def bootstrap_se(
     unit_influence : per unit, the sum of its cells' linearised contributions.
     stratum : per unit, its stratum label; draws keep every stratum's size.
     n_bootstrap : number of draws B (0 gives NaN for everything).
-    seed : seed of the generator that makes the draws.
-    progress : called with the number of draws done after each batch.
+    seed : seed of the generators that make the draws.
+    progress : called with the number of draws done after each chunk.
+    engine : runs the ``DRAW_CHUNKS`` chunks of draws (in this process by default).
     """
     if n_bootstrap <= 0:
         nan = float("nan")
         return BootstrapResult(nan, nan, nan, nan, np.empty(0))
-    rng = np.random.default_rng(seed)
-    labels = np.unique(stratum)
-    members = [np.flatnonzero(stratum == label) for label in labels]
-    n_units = max(len(unit_influence), 1)
-    batch = max(1, min(n_bootstrap, BATCH_ENTRIES // n_units))
-    draws = np.empty(n_bootstrap)
-    done = 0
-    while done < n_bootstrap:
-        size = min(batch, n_bootstrap - done)
-        shift = np.zeros(size)
-        for rows in members:
-            psi = unit_influence[rows]
-            picks = rng.integers(0, len(rows), size=(size, len(rows)))
-            shift += psi[picks].sum(axis=1) - psi.sum()
-        draws[done : done + size] = estimate + shift
-        done += size
-        if progress is not None:
-            progress(size)
+    cuts = np.linspace(0, n_bootstrap, min(DRAW_CHUNKS, n_bootstrap) + 1).astype(int)
+    chunks = [
+        _DrawChunk(unit_influence, stratum, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))
+    ]
+    counts = iter([chunk.count for chunk in chunks])
+    advance = None if progress is None else (lambda _: progress(next(counts)))
+    draws = estimate + np.concatenate((engine or LocalEngine()).map(_chunk_shifts, chunks, progress=advance))
     se = float(np.std(draws, ddof=1)) if n_bootstrap > 1 else float("nan")
     ci_low, ci_high = (float(v) for v in np.quantile(draws, [0.025, 0.975]))
     extreme = np.count_nonzero(np.abs(draws - estimate) >= abs(estimate))

@@ -56,6 +56,9 @@ OUTLIER_SCHEMA = {
     "statistic": pl.Float64,
     "days": pl.Int64,
 }
+# From this many resampled units the bootstrap runs in worker processes: below it, starting
+# them costs more than it saves.
+POOL_SIZE = 200_000
 # Fewer resampling units than this in an arm and the bootstrap cannot see that arm's noise.
 MIN_RELIABLE_UNITS = 5
 # History shown before the start in the effect path: twice the experiment, at least this.
@@ -179,6 +182,7 @@ class HeterogeneousPanelEffect:
             else self._forest_leaves(panel, detrended, cells, user_features)
         )
         cells_per_product = np.bincount(cells.code, minlength=panel.n_products)
+        # In this process: shipping the fitted trees to workers costs what it would save.
         leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code])
         self.estimate_ = leaf.estimate
         self.n_products_ = int((np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0).sum())
@@ -248,7 +252,10 @@ class HeterogeneousPanelEffect:
         self.arm_units_ = {"treated": int(has_t.sum()), "control": int(has_c.sum())}
         self._warn_few_units(panel, outcome)
         stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
-        boot = bootstrap_se(self.estimate_, influence[present], stratum, self.n_bootstrap, self.random_state, progress)
+        boot = bootstrap_se(
+            self.estimate_, influence[present], stratum, self.n_bootstrap, self.random_state, progress,
+            self._engine(int(present.sum())),
+        )
         self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
         self.bootstrap_draws_ = boot.draws
 
@@ -265,6 +272,11 @@ class HeterogeneousPanelEffect:
         else:
             counterfactual = float(cells.counterfactual[treated].mean())
         return self.estimate_ / counterfactual if counterfactual != 0 else float("nan")
+
+    def _engine(self, size: int) -> LocalEngine:
+        """Worker processes for the bootstrap chunks of a large catalog (the draws do not
+        depend on where they run); below ``POOL_SIZE`` this process."""
+        return LocalEngine(self.n_jobs if size >= POOL_SIZE else 1)
 
     def _check_params(self) -> None:
         if self.method not in METHODS:

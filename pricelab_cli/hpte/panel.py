@@ -56,9 +56,10 @@ from pricelab_cli.errors import (
     DataError,
     DuplicateKeyError,
     EmptyTableError,
+    PricelabError,
     PricelabWarning,
 )
-from pricelab_cli.io import MAX_MAGNITUDE, assignment_flags, check_columns, check_identifiers, check_numeric
+from pricelab_cli.io import MAX_MAGNITUDE, assignment_flags, check_columns, check_numeric, check_values
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}
@@ -70,6 +71,8 @@ PARTITION_ROWS = 4_000_000
 # partition is a whole number of blocks: the sums then have the same bits however the
 # products are partitioned.
 SUM_BLOCK = 1024
+# Slices of the sales stream read side by side when the partitions go to disk.
+STREAM_SLICES = 8
 # Rows per batch read from the sales stream.
 BATCH_ROWS = 2_000_000
 
@@ -205,15 +208,20 @@ def plan_panel(assignment: pl.DataFrame, label: str = "assignment") -> PanelPlan
     n = products.height
     # The assignment becomes a dense (product x assignment day) grid of states, so each sales
     # row finds its arm by position instead of a second join on (product, date).
-    plan = assignment.join(products.select("product_id", "_code"), on="product_id", how="inner", maintain_order="left")
-    plan_code = plan.get_column("_code").to_numpy().astype(np.int64)
-    plan_day = plan.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
+    ids = products.get_column("product_id")
+    lookup = IdLookup.of(ids)
+    plan_code, _ = lookup.codes(assignment.get_column("product_id"))
+    plan_day = assignment.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
     first_day, span = int(plan_day.min()), int(plan_day.max() - plan_day.min()) + 1
-    slot = plan_code * span + (plan_day - first_day)
-    if pl.Series(slot).n_unique() < len(slot):
-        _raise_duplicates(plan, pl.Series(slot), label)
+    # In place: three temporaries of the assignment's length cost more than the arithmetic.
+    slot = np.multiply(plan_code, span, out=plan_code)
+    slot += plan_day
+    slot -= first_day
     state_grid = np.full(n * span, NOT_COVERED, dtype=np.int8)
-    state_grid[slot] = np.where(plan.get_column("blackout").to_numpy(), BLACKOUT, plan.get_column("treated").to_numpy())
+    state_grid[slot] = np.where(assignment.get_column("blackout").to_numpy(), BLACKOUT, assignment.get_column("treated").to_numpy())
+    # Every slot written once: as many filled slots as rows, else some (product, date) repeats.
+    if np.count_nonzero(state_grid != NOT_COVERED) < len(slot):
+        _raise_duplicates(assignment, pl.Series(slot), label)
     if has_cluster:
         unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
     else:
@@ -232,13 +240,13 @@ def plan_panel(assignment: pl.DataFrame, label: str = "assignment") -> PanelPlan
 
 def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.DataFrame:
     """One row per assigned product, sorted by id: code, first date, first arm, cluster."""
+    first = pl.col("date").arg_min()
     products = (
-        assignment.sort("date", maintain_order=True)
-        .group_by("product_id", maintain_order=True)
+        assignment.group_by("product_id")
         .agg(
-            pl.col("date").first().alias("_start"),
-            pl.col("treated").first().alias("_first_arm"),
-            *([pl.col("cluster_id").n_unique().alias("_n_clusters"), pl.col("cluster_id").first()] if has_cluster else []),
+            pl.col("date").min().alias("_start"),
+            pl.col("treated").get(first).alias("_first_arm"),
+            *([pl.col("cluster_id").n_unique().alias("_n_clusters"), pl.col("cluster_id").get(first)] if has_cluster else []),
         )
         .sort("product_id")
         .with_row_index("_code")
@@ -257,44 +265,59 @@ def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.Dat
 
 
 class _PartitionStore:
-    """The analysed rows of each partition: in memory, or as raw column files in a folder."""
+    """The analysed rows of each partition: in memory, or as raw column files in a folder.
 
-    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], folder: Path | None) -> None:
+    Rows arrive from one or more writers (slices of the input read side by side), each
+    appending to files of its own; once a partition is sorted (``replace``) it is one set of
+    files holding only the ``kept`` columns (the price, reduced to per-product means, is
+    dropped then).
+    """
+
+    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], folder: Path | None, n_writers: int = 1,
+                 kept: Sequence[str] | None = None) -> None:
         self.columns = dict(columns)
+        self.kept = list(kept) if kept is not None else list(self.columns)
         self.folder = folder
+        self.n_writers = n_writers
         self._memory: list[dict[str, list[np.ndarray]]] = [{c: [] for c in self.columns} for _ in range(n_parts)]
+        self._sorted: set[int] = set()
 
-    def _path(self, k: int, column: str) -> Path:
-        return self.folder / f"{k}.{column}"
+    def _path(self, k: int, column: str, writer: int | None = None) -> Path:
+        return self.folder / (f"{k}.{column}" if writer is None else f"{k}.w{writer}.{column}")
 
-    def append(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
+    def append(self, k: int, arrays: Mapping[str, np.ndarray], writer: int = 0) -> None:
         for column, dtype in self.columns.items():
             values = np.ascontiguousarray(arrays[column], dtype=dtype)
             if self.folder is None:
                 self._memory[k][column].append(values)
             else:
-                with open(self._path(k, column), "ab") as sink:
+                with open(self._path(k, column, writer), "ab") as sink:
                     values.tofile(sink)
 
     def load(self, k: int) -> dict[str, np.ndarray]:
         if self.folder is None:
             parts = self._memory[k]
-            return {
-                c: (np.concatenate(parts[c]) if parts[c] else np.empty(0, dtype=dtype)) for c, dtype in self.columns.items()
-            }
+            return {c: (np.concatenate(v) if v else np.empty(0, dtype=self.columns[c])) for c, v in parts.items()}
+        if self._path(k, "code").exists():
+            return {c: np.fromfile(self._path(k, c), dtype=self.columns[c]) for c in self.kept}
         out = {}
         for column, dtype in self.columns.items():
-            path = self._path(k, column)
-            out[column] = np.fromfile(path, dtype=dtype) if path.exists() else np.empty(0, dtype=dtype)
+            pieces = [self._path(k, column, w) for w in range(self.n_writers)]
+            found = [np.fromfile(p, dtype=dtype) for p in pieces if p.exists()]
+            out[column] = np.concatenate(found) if len(found) > 1 else (found[0] if found else np.empty(0, dtype=dtype))
         return out
 
     def replace(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Keep ``arrays`` (sorted) as partition ``k``, only the ``kept`` columns."""
         if self.folder is None:
-            self._memory[k] = {c: [np.asarray(arrays[c])] for c in self.columns}
+            self._memory[k] = {c: [np.asarray(arrays[c])] for c in self.kept}
             return
-        for column, dtype in self.columns.items():
-            self._path(k, column).unlink(missing_ok=True)
-        self.append(k, arrays)
+        for column in self.kept:
+            with open(self._path(k, column), "wb") as sink:
+                np.ascontiguousarray(arrays[column], dtype=self.columns[column]).tofile(sink)
+        for column in self.columns:
+            for w in range(self.n_writers):
+                self._path(k, column, w).unlink(missing_ok=True)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -486,7 +509,11 @@ def partition_panel(
     scratch = Path(tempfile.mkdtemp(prefix="pricelab-panel-")) if n_parts > 1 else None
     columns = {"code": np.dtype(np.int32), "day": np.dtype(np.int32), "state": np.dtype(np.int8)}
     columns.update({name: np.dtype(np.float64) for name in value_cols})
-    store = _PartitionStore(n_parts, columns, scratch)
+    # Several partitions live on disk, and are read into them by STREAM_SLICES writers.
+    store = _PartitionStore(
+        n_parts, columns, scratch, n_writers=STREAM_SLICES if scratch is not None else 1,
+        kept=["code", "day", "state", *outcomes],
+    )
     try:
         return _fill_partitions(
             lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
@@ -511,57 +538,33 @@ def _fill_partitions(
         id_type = pl.String
         products = products.with_columns(pl.col("product_id").cast(pl.String))
     # Integer identifiers find their code by binary search in the sorted ids; others by a join.
-    sorted_ids = products.get_column("product_id").to_numpy() if id_type.is_integer() else None
+    lookup = IdLookup.of(products.get_column("product_id"))
     date_expr = pl.col("date") if schema["date"] == pl.Date else pl.col("date").dt.date()
     last_date = pl.lit(plan.last_day).cast(pl.Int32).cast(pl.Date)
     stream = (
         lazy.select("product_id", date_expr.alias("date"), *value_cols)
         .filter(pl.col("date").is_null() | (pl.col("date") <= last_date))
     )
-    rows_per_product = np.zeros(n, dtype=np.int64)
-    ignored: list[pl.Series] = []
-    days_seen: set[int] = set()
-    row_offset = 0
-    for batch in stream.collect_batches(chunk_size=BATCH_ROWS):
-        if batch.height == 0:
-            continue
-        _check_batch(batch, sales_label, row_offset)
-        row_offset += batch.height
-        if batch.schema["product_id"] != id_type:
-            batch = batch.with_columns(pl.col("product_id").cast(id_type))
-        code, known = _codes(batch.get_column("product_id"), products, sorted_ids)
-        if not known.all():
-            ignored.append(batch.get_column("product_id").filter(pl.Series(~known)).unique())
-        keep_known = np.flatnonzero(known) if not known.all() else None
-        day = batch.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
-        if keep_known is not None:
-            day = day[keep_known]
-        batch_values = {c: batch.get_column(c).cast(pl.Float64).to_numpy() for c in value_cols}
-        if keep_known is not None:
-            batch_values = {c: v[keep_known] for c, v in batch_values.items()}
-        rows_per_product += np.bincount(code, minlength=n)
-        offset = day - plan.first_day
-        covered = (offset >= 0) & (offset < plan.span)
-        state = np.full(len(code), NOT_COVERED, dtype=np.int8)
-        state[covered] = plan.state_grid[code[covered] * plan.span + offset[covered]]
-        keep = ((state == NOT_COVERED) & (day < plan.start_day[code])) | (state == 0) | (state == 1)
-        keep_idx = np.flatnonzero(keep)
-        code, day, state = code[keep_idx], day[keep_idx], state[keep_idx]
-        values = {c: v[keep_idx] for c, v in batch_values.items()}
-        if len(day):
-            low = int(day.min())
-            days_seen.update((low + np.flatnonzero(np.bincount(day - low))).tolist())
-        part = np.searchsorted(bounds, code, side="right") - 1
-        # A stable sort by partition (a radix sort on small integers) keeps each partition's
-        # rows in arrival order.
-        small = part.astype(np.int16) if n_parts < 2**15 else part
-        order = np.argsort(small, kind="stable") if n_parts > 1 else np.arange(len(part))
-        cuts = np.searchsorted(part[order], np.arange(n_parts + 1))
-        for k in np.flatnonzero(np.diff(cuts)):
-            idx = order[cuts[k]:cuts[k + 1]]
-            store.append(int(k), {"code": code[idx], "day": day[idx], "state": state[idx], **{c: v[idx] for c, v in values.items()}})
-        if progress is not None:
-            progress(batch.height)
+    # The stream is cut into slices of rows read side by side (each writing files of its
+    # own); the partitions are sorted afterwards, so the cut changes nothing in the result.
+    total = _count(stream) if store.n_writers > 1 else None
+    cuts = [None] if total is None else np.linspace(0, total, store.n_writers + 1).astype(np.int64)
+    slices = [
+        _StreamSlice(
+            stream, 0 if total is None else int(cuts[w]), None if total is None else int(cuts[w + 1] - cuts[w]), w,
+            id_type, lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds, tuple(value_cols),
+            store, sales_label, None if total is not None else progress,
+        )
+        for w in range(store.n_writers)
+    ]
+    advance = None if progress is None or total is None else (lambda _, it=iter(slices): progress(next(it).length))
+    done = (engine or LocalEngine()).map(_bucket_slice, slices, progress=advance)
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+    rows_per_product = np.sum([r["rows_per_product"] for r in done], axis=0)
+    ignored = [r["ignored"] for r in done if r["ignored"] is not None]
+    days_seen = set(np.concatenate([r["days"] for r in done]).tolist())
 
     absent = np.flatnonzero(rows_per_product == 0)
     if len(absent):
@@ -623,6 +626,98 @@ def _fill_partitions(
     )
 
 
+def _count(stream: pl.LazyFrame) -> int:
+    return stream.select(pl.len()).collect().item()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _StreamSlice:
+    """Rows ``offset`` .. ``offset + length - 1`` of the sales stream (all of it when
+    ``length`` is None), to be sent to their partitions as writer ``writer``."""
+
+    stream: pl.LazyFrame
+    offset: int
+    length: int | None
+    writer: int
+    id_type: pl.DataType
+    lookup: "IdLookup"
+    state_grid: np.ndarray
+    first_day: int
+    span: int
+    start_day: np.ndarray
+    bounds: np.ndarray
+    value_cols: tuple[str, ...]
+    store: _PartitionStore
+    label: str
+    progress: object = None
+
+
+def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
+    """Read one slice of the stream batch by batch, keep its analysed rows (history before
+    each product's start, experiment rows of either arm) and append them to their
+    partitions. Returns the rows per product, the ids not in the assignment and the dates
+    seen; a bad value is returned (not raised), so the first slice's error wins whatever
+    order the slices end in."""
+    n = len(task.start_day)
+    n_parts = len(task.bounds) - 1
+    rows_per_product = np.zeros(n, dtype=np.int64)
+    ignored: list[pl.Series] = []
+    days: list[np.ndarray] = []
+    stream = task.stream if task.length is None else task.stream.slice(task.offset, task.length)
+    row_offset = task.offset
+    try:
+        for batch in stream.collect_batches(chunk_size=BATCH_ROWS):
+            if batch.height == 0:
+                continue
+            _check_batch(batch, task.label, row_offset)
+            row_offset += batch.height
+            if batch.schema["product_id"] != task.id_type:
+                batch = batch.with_columns(pl.col("product_id").cast(task.id_type))
+            code, known = task.lookup.codes(batch.get_column("product_id"))
+            keep_known = None
+            if not known.all():
+                ignored.append(batch.get_column("product_id").filter(pl.Series(~known)).unique())
+                keep_known = np.flatnonzero(known)
+            day = batch.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
+            values = {c: batch.get_column(c).cast(pl.Float64).to_numpy() for c in task.value_cols}
+            if keep_known is not None:
+                day = day[keep_known]
+                values = {c: v[keep_known] for c, v in values.items()}
+            rows_per_product += np.bincount(code, minlength=n)
+            offset = day - task.first_day
+            covered = (offset >= 0) & (offset < task.span)
+            state = np.full(len(code), NOT_COVERED, dtype=np.int8)
+            state[covered] = task.state_grid[code[covered] * task.span + offset[covered]]
+            keep = ((state == NOT_COVERED) & (day < task.start_day[code])) | (state == 0) | (state == 1)
+            keep_idx = np.flatnonzero(keep)
+            code, day, state = code[keep_idx], day[keep_idx], state[keep_idx]
+            values = {c: v[keep_idx] for c, v in values.items()}
+            if len(day):
+                low = int(day.min())
+                days.append(low + np.flatnonzero(np.bincount(day - low)))
+            part = np.searchsorted(task.bounds, code, side="right") - 1
+            # A stable sort by partition (a radix sort on small integers) keeps each
+            # partition's rows in arrival order.
+            small = part.astype(np.int16) if n_parts < 2**15 else part
+            order = np.argsort(small, kind="stable") if n_parts > 1 else np.arange(len(part))
+            cuts = np.searchsorted(part[order], np.arange(n_parts + 1))
+            for k in np.flatnonzero(np.diff(cuts)):
+                idx = order[cuts[k]:cuts[k + 1]]
+                task.store.append(
+                    int(k), {"code": code[idx], "day": day[idx], "state": state[idx], **{c: v[idx] for c, v in values.items()}},
+                    writer=task.writer,
+                )
+            if task.progress is not None:
+                task.progress(batch.height)
+    except PricelabError as exc:
+        return exc
+    return {
+        "rows_per_product": rows_per_product,
+        "ignored": pl.concat(ignored) if ignored else None,
+        "days": np.concatenate(days) if days else np.empty(0, dtype=np.int64),
+    }
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class _FinalTask:
     store: _PartitionStore
@@ -653,7 +748,7 @@ def _finalize_partition(task: _FinalTask) -> dict:
         repeated = np.flatnonzero(key[1:] == key[:-1])
         if len(repeated):
             _raise_duplicate_rows(rows, repeated, task.product_ids, task.lo, task.label)
-        task.store.replace(task.k, rows)
+    task.store.replace(task.k, rows)
     pre = rows["state"] == NOT_COVERED
     negative = []
     for name in task.outcomes:
@@ -693,30 +788,67 @@ def _finalize_partition(task: _FinalTask) -> dict:
     }
 
 
-def _codes(ids: pl.Series, products: pl.DataFrame, sorted_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Product code of each id of a batch (for the known ones) and which ids are known."""
-    if sorted_ids is not None:
+@dataclasses.dataclass(frozen=True, eq=False)
+class IdLookup:
+    """Product code (position among the sorted ids) of any id.
+
+    Integer ids spanning a range not much wider than their number use a table indexed by
+    ``id - lowest`` (one memory read per row); other integers a binary search; text ids a
+    join.
+    """
+
+    ids: pl.Series
+    table: np.ndarray | None = None
+    lowest: int = 0
+
+    # The table may be this many times wider than the number of ids.
+    MAX_SPREAD = 8
+
+    @classmethod
+    def of(cls, ids: pl.Series) -> "IdLookup":
+        if not ids.dtype.is_integer() or len(ids) == 0:
+            return cls(ids)
         values = ids.to_numpy()
-        pos = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
-        known = sorted_ids[pos] == values
-        return (pos if known.all() else pos[known]).astype(np.int64), known
-    code = pl.DataFrame({"product_id": ids}).join(products, on="product_id", how="left", maintain_order="left")["_code"]
-    known = code.is_not_null().to_numpy()
-    return code.drop_nulls().to_numpy().astype(np.int64), known
+        lowest, highest = int(values[0]), int(values[-1])
+        if highest - lowest + 1 > cls.MAX_SPREAD * max(len(values), 1 << 16):
+            return cls(ids)
+        table = np.full(highest - lowest + 1, -1, dtype=np.int64)
+        table[values - lowest] = np.arange(len(values))
+        return cls(ids, table, lowest)
+
+    def codes(self, ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(codes of the known ids, which ids are known)."""
+        if self.table is not None:
+            offset = ids.to_numpy() - self.lowest
+            if len(offset) and offset.min() >= 0 and offset.max() < len(self.table):
+                code = self.table[offset]
+                known = code >= 0
+            else:
+                inside = (offset >= 0) & (offset < len(self.table))
+                code = self.table[np.where(inside, offset, 0)]
+                known = inside & (code >= 0)
+            return (code if known.all() else code[known]), known
+        if self.ids.dtype.is_integer():
+            sorted_ids = self.ids.to_numpy()
+            values = ids.to_numpy()
+            pos = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
+            known = sorted_ids[pos] == values
+            return (pos if known.all() else pos[known]).astype(np.int64), known
+        frame = pl.DataFrame({"product_id": ids})
+        lookup = pl.DataFrame({"product_id": self.ids, "_code": np.arange(len(self.ids))})
+        code = frame.join(lookup, on="product_id", how="left", maintain_order="left")["_code"]
+        known = code.is_not_null().to_numpy()
+        return code.drop_nulls().to_numpy().astype(np.int64), known
 
 
 def _check_batch(batch: pl.DataFrame, label: str, row_offset: int) -> None:
-    """Missing identifiers or dates are refused (outcomes are checked on analysed rows)."""
+    """Missing identifiers or dates, infinite numbers and numbers too large to be summed are
+    refused, naming the row of the input (NaN outcomes are refused on analysed rows only)."""
     for col in ("product_id", "date"):
         nulls = batch.get_column(col).null_count()
         if nulls:
             raise DataError(f"{label}: column {col!r} has {nulls} missing values.")
-    try:
-        check_identifiers(batch, label)
-    except DataError as exc:
-        if row_offset:
-            raise DataError(f"{exc} (counting from row {row_offset + 1} of the stream)") from exc
-        raise
+    check_values(batch, label, row_offset)
 
 
 def _date_text(day: int) -> str:

@@ -47,6 +47,10 @@ Choices the contract leaves open
   on the days ``dst`` sold, or fewer than ``MIN_DF`` residual degrees of freedom.
 - **FDR.** Benjamini-Hochberg over every tested pair, on the two-sided p-values; then
   substitutes (positive weight) are kept, complements too with ``keep_complements``.
+- **Scale.** The date effects are shared by the whole table, so the demeaned panel is held
+  as two dates x products float matrices (built a slice of rows at a time and demeaned in
+  place); the regressions then run block by block, each keeping only its pairs' results.
+  Blocks run with one BLAS thread: their matrices are too small to gain from more.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ import polars as pl
 from scipy import linalg, sparse, stats
 from scipy.linalg import lapack
 from scipy.sparse import csgraph
+from threadpoolctl import threadpool_limits
 
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
 from pricelab_cli.io import align_id_types, check_columns, check_numeric, check_unique
@@ -142,7 +147,8 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     m = len(finite)
     if m == 0:
         return q
-    order = finite[np.argsort(p[finite], kind="stable")]
+    # Tied p-values end with the same q whatever their order, so any sort will do.
+    order = finite[np.argsort(p[finite])]
     scaled = p[order] * m / np.arange(1, m + 1)
     # Step-up: each q is the smallest scaled p at or above its rank.
     q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
@@ -192,6 +198,7 @@ class _Panel:
     log_demand: np.ndarray  # (T, n), 0 where not observed
     log_price: np.ndarray  # (T, n), 0 where not observed
     observed: np.ndarray  # (T, n) bool
+    n_obs: np.ndarray  # (n,) observed dates per product
     price_varies: np.ndarray  # (n,) bool
     n_missing_values: int
 
@@ -202,8 +209,15 @@ def two_way_demean(values: np.ndarray, observed: np.ndarray, tol: float = 1e-10,
     Alternating projections: exact after one pass when every cell is observed, otherwise
     iterated until no mean moves by more than ``tol``. Unobserved cells are 0 on return.
     """
-    v = np.where(observed, values, 0.0)
-    per_col = np.maximum(observed.sum(axis=0), 1)
+    return _demean_in_place(np.where(observed, values, 0.0), observed, observed.sum(axis=0), tol, max_iter)
+
+
+def _demean_in_place(
+    v: np.ndarray, observed: np.ndarray, per_col: np.ndarray, tol: float = 1e-10, max_iter: int = 200
+) -> np.ndarray:
+    """``two_way_demean`` of ``v`` (already 0 where not observed), overwriting it: a panel
+    of a large catalog has room for its matrices, not for copies of them."""
+    per_col = np.maximum(per_col, 1)
     per_row = np.maximum(observed.sum(axis=1), 1)
     for _ in range(max_iter):
         col_mean = v.sum(axis=0) / per_col
@@ -217,7 +231,41 @@ def two_way_demean(values: np.ndarray, observed: np.ndarray, tol: float = 1e-10,
     return v
 
 
+# Rows converted to matrix cells at a time: bounds the float copies of the sales columns.
+_ROWS_PER_STEP = 1 << 22
+# Products whose price spread is measured at a time (bounds a (T x this) temporary).
+_COLUMNS_PER_STEP = 4096
+# A lookup table is used to number integer keys spanning at most this many values.
+_MAX_LOOKUP = 1 << 24
+
+
+def _positions(values: pl.Series, keys: pl.Series) -> np.ndarray:
+    """Position of each value in ``keys`` (every value is one of them), as int32.
+
+    Integer keys with a modest span go through a lookup table (a gather, no hashing of every
+    row); anything else through polars' hash-based replace.
+    """
+    codes = np.arange(len(keys), dtype=np.int32)
+    if values.dtype.is_integer() and keys.dtype == values.dtype and len(keys) and not keys.null_count():
+        key_values = keys.to_numpy().astype(np.int64)
+        low, high = int(key_values.min()), int(key_values.max())
+        if high - low < _MAX_LOOKUP:
+            lookup = np.full(high - low + 1, -1, dtype=np.int32)
+            lookup[key_values - low] = codes
+            out = np.empty(len(values), dtype=np.int32)
+            for start in range(0, len(values), _ROWS_PER_STEP):
+                chunk = values.slice(start, _ROWS_PER_STEP).to_numpy()
+                out[start : start + len(chunk)] = lookup[chunk.astype(np.int64, copy=False) - low]
+            return out
+    return values.replace_strict(keys, pl.Series(codes), return_dtype=pl.Int32).to_numpy()
+
+
 def _panel(sales: pl.DataFrame, ids: pl.Series, outcome: str, price_col: str, label: str) -> _Panel:
+    """Build the demeaned matrices from the sales rows.
+
+    The rows are turned into cells a slice at a time and the matrices are demeaned in place,
+    so the memory needed beyond the sales table is about that of the matrices themselves.
+    """
     check_columns(sales, ["product_id", "date", outcome, price_col], label)
     check_numeric(sales, [outcome, price_col], label)
     rows = sales.select("product_id", "date", pl.col(outcome).alias("_y"), pl.col(price_col).alias("_p"))
@@ -226,37 +274,57 @@ def _panel(sales: pl.DataFrame, ids: pl.Series, outcome: str, price_col: str, la
     # so a pair's estimate does not depend on which other pairs were asked for.
     others = rows.select(pl.col("product_id").unique(maintain_order=True)).join(candidates, on="product_id", how="anti")
     universe = pl.concat([candidates["product_id"], others["product_id"]])
-    index = pl.DataFrame({"product_id": universe, "_col": np.arange(len(universe), dtype=np.int64)})
-    rows = rows.join(index, on="product_id", how="inner")
+    if rows["product_id"].null_count():
+        rows = rows.filter(pl.col("product_id").is_not_null())  # no product, no cell
     if rows.schema["date"] != pl.Date:
         raise DataError(f"{label}: column 'date' must hold dates (YYYY-MM-DD) but has type {rows.schema['date']}.")
-    check_unique(rows, ["product_id", "date"], label)
-    usable = rows.filter(pl.col("_y").is_not_null() & pl.col("_p").is_not_null() & pl.col("date").is_not_null())
+    if any(rows[col].null_count() for col in ("date", "_y", "_p")):
+        check_unique(rows, ["product_id", "date"], label)
+        usable = rows.filter(pl.col("_y").is_not_null() & pl.col("_p").is_not_null() & pl.col("date").is_not_null())
+    else:
+        usable = rows  # checked for repeated cells below, where that is cheap
     n_missing_values = rows.height - usable.height
-    _check_values(usable, outcome, price_col, label)
     if usable.height == 0:
         raise EmptyTableError(f"{label}: no row has both {outcome!r} and {price_col!r} for the candidate products.")
-    day = usable["date"].to_physical().to_numpy()
-    dates = np.unique(day)
-    t_idx = np.searchsorted(dates, day)
-    p_idx = usable["_col"].to_numpy()
+    dates = usable["date"].unique().sort()
+    t_idx = _positions(usable["date"].to_physical(), dates.to_physical())
+    p_idx = _positions(usable["product_id"], universe)
     shape = (len(dates), len(universe))
     observed = np.zeros(shape, dtype=bool)
-    observed[t_idx, p_idx] = True
     demand = np.zeros(shape)
-    demand[t_idx, p_idx] = np.log1p(usable["_y"].cast(pl.Float64).to_numpy())
     price = np.zeros(shape)
-    price[t_idx, p_idx] = np.log(usable["_p"].cast(pl.Float64).to_numpy())
+    all_valid = True
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for start in range(0, usable.height, _ROWS_PER_STEP):
+            rows_now = slice(start, start + _ROWS_PER_STEP)
+            # Flat cell numbers: scattering through one index is several times faster than two.
+            cells = t_idx[rows_now].astype(np.int64) * len(universe) + p_idx[rows_now]
+            y = usable["_y"].slice(start, _ROWS_PER_STEP).cast(pl.Float64).to_numpy()
+            p = usable["_p"].slice(start, _ROWS_PER_STEP).cast(pl.Float64).to_numpy()
+            all_valid &= bool(np.isfinite(y).all() & (y >= 0).all() & np.isfinite(p).all() & (p > 0).all())
+            observed.reshape(-1)[cells] = True
+            demand.reshape(-1)[cells] = np.log1p(y)
+            price.reshape(-1)[cells] = np.log(p)
+    del t_idx, p_idx
+    n_obs = observed.sum(axis=0)
+    if int(n_obs.sum()) != usable.height:  # two rows landed on one cell
+        check_unique(rows, ["product_id", "date"], label)
+    if not all_valid:
+        _check_values(usable, outcome, price_col, label)
     # A price that never changes carries no information about anyone's demand; found on
     # the raw log price, before the date means mix other products in.
-    n_obs = observed.sum(axis=0)
-    mean = price.sum(axis=0) / np.maximum(n_obs, 1)
-    spread = np.sqrt((((price - mean) * observed) ** 2).sum(axis=0) / np.maximum(n_obs, 1))
-    price_varies = (spread > 1e-9) & (n_obs > 1)
+    price_varies = np.zeros(len(universe), dtype=bool)
+    for first in range(0, len(universe), _COLUMNS_PER_STEP):
+        cols = slice(first, first + _COLUMNS_PER_STEP)
+        sub, seen, count = price[:, cols], observed[:, cols], n_obs[cols]
+        mean = sub.sum(axis=0) / np.maximum(count, 1)
+        spread = np.sqrt((((sub - mean) * seen) ** 2).sum(axis=0) / np.maximum(count, 1))
+        price_varies[cols] = (spread > 1e-9) & (count > 1)
     return _Panel(
-        log_demand=two_way_demean(demand, observed),
-        log_price=two_way_demean(price, observed),
+        log_demand=_demean_in_place(demand, observed, n_obs),
+        log_price=_demean_in_place(price, observed, n_obs),
         observed=observed,
+        n_obs=n_obs,
         price_varies=price_varies,
         n_missing_values=n_missing_values,
     )
@@ -283,10 +351,13 @@ def _check_values(usable: pl.DataFrame, outcome: str, price_col: str, label: str
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _Candidates:
+    """Candidate pairs in block order (block, dst, src); no pair crosses a block."""
+
     ids: pl.Series  # the product universe, in output order
-    src: np.ndarray  # positions in ids, sorted by block
+    src: np.ndarray  # positions in ids
     dst: np.ndarray
-    block: np.ndarray
+    bounds: np.ndarray  # block b holds pairs bounds[b]:bounds[b + 1]
+    order: np.ndarray  # pairs in output order (by src, then dst): positions in block order
 
 
 def _group_candidates(products: pl.DataFrame, group_col: str) -> _Candidates:
@@ -300,24 +371,42 @@ def _group_candidates(products: pl.DataFrame, group_col: str) -> _Candidates:
             PricelabWarning,
             stacklevel=3,
         )
-    ids = products["product_id"]
     members = (
         products.select(pl.col(group_col).alias("_group"))
         .with_row_index("_pos")
         .filter(pl.col("_group").is_not_null())
         .with_columns(pl.col("_group").rank("dense").cast(pl.Int64).alias("_block"))
     )
-    pairs = (
-        members.select(pl.col("_pos").alias("src"), "_block")
-        .join(members.select(pl.col("_pos").alias("dst"), "_block"), on="_block")
-        .filter(pl.col("src") != pl.col("dst"))
-        .sort("_block", "dst", "src")
-    )
+    # Every ordered pair of a group, written down directly (a self-join of the groups would
+    # hold all pairs several times over): members sorted by block, then position.
+    by_block = np.argsort(members["_block"].to_numpy(), kind="stable")
+    pos = members["_pos"].to_numpy().astype(np.int64)[by_block]
+    block = members["_block"].to_numpy()[by_block]
+    first = np.flatnonzero(np.diff(block, prepend=np.int64(-1)) != 0)
+    sizes = np.diff(np.append(first, len(block)))
+    start = np.repeat(first, sizes)  # where each member's block starts
+    local = np.arange(len(pos)) - start  # rank of the member in its block
+    n_src = np.repeat(sizes, sizes) - 1  # pairs with the member as dst
+    pair_start = np.cumsum(n_src) - n_src
+    dst_member = np.repeat(np.arange(len(pos)), n_src)
+    src_local = np.arange(len(dst_member)) - pair_start[dst_member]
+    dst_local = local[dst_member]
+    src_local += src_local >= dst_local  # skip the dst itself
+    src_member = start[dst_member] + src_local
+    # In output order each member's pairs as src form one run (runs in product order);
+    # inside it the dsts follow their block order, with the src itself left out.
+    by_pos = np.argsort(pos)
+    run_start = np.empty(len(pos), dtype=np.int64)
+    run_start[by_pos] = np.cumsum(n_src[by_pos]) - n_src[by_pos]
+    out_index = run_start[src_member] + dst_local - (dst_local > src_local)
+    order = np.empty(len(out_index), dtype=np.int64)
+    order[out_index] = np.arange(len(out_index))
     return _Candidates(
-        ids,
-        pairs["src"].cast(pl.Int64).to_numpy(),
-        pairs["dst"].cast(pl.Int64).to_numpy(),
-        pairs["_block"].to_numpy(),
+        products["product_id"],
+        src=pos[src_member].astype(np.int32),
+        dst=pos[dst_member].astype(np.int32),
+        bounds=np.append(pair_start[first[sizes > 1]], len(dst_member)),
+        order=order,
     )
 
 
@@ -331,6 +420,7 @@ def _pair_candidates(pairs: pl.DataFrame, products: pl.DataFrame | None) -> _Can
         raise EmptyTableError("pairs: no pair of two different products to test.")
     if products is not None:
         check_columns(products, ["product_id"], "products")
+        check_unique(products, ["product_id"], "products")
         ids = products["product_id"]
     else:
         ids = pl.concat([pairs["src"], pairs["dst"]]).unique(maintain_order=True)
@@ -350,8 +440,12 @@ def _pair_candidates(pairs: pl.DataFrame, products: pl.DataFrame | None) -> _Can
     graph = sparse.coo_matrix((np.ones(len(pos["src"])), (pos["src"], pos["dst"])), shape=(n, n))
     _, component = csgraph.connected_components(graph, directed=True, connection="weak")
     block = component[pos["dst"]]
-    order = np.lexsort((pos["src"], pos["dst"], block))
-    return _Candidates(ids.alias("product_id"), pos["src"][order], pos["dst"][order], block[order])
+    by_block = np.lexsort((pos["src"], pos["dst"], block))
+    src, dst, block = pos["src"][by_block], pos["dst"][by_block], block[by_block]
+    starts = np.flatnonzero(np.diff(block, prepend=block[0] - 1) != 0)
+    return _Candidates(
+        ids.alias("product_id"), src, dst, bounds=np.append(starts, len(block)), order=np.lexsort((dst, src))
+    )
 
 
 # --------------------------------------------------------------------------- estimation
@@ -525,52 +619,58 @@ def cross_price_elasticities(
             stacklevel=2,
         )
     est = _Estimates.empty(len(cand.src))
-    has_history = panel.observed.any(axis=0)
+    has_history = panel.n_obs > 0
     n_days_total = panel.observed.shape[0]
-    blocks, starts = np.unique(cand.block, return_index=True)
-    bounds = np.append(starts, len(cand.block))
-    how = np.zeros(len(blocks), dtype=np.int64)
-    for b in range(len(blocks)):
-        sl = slice(bounds[b], bounds[b + 1])
-        how[b] = _estimate_block(panel, cand.src[sl], cand.dst[sl], has_history, hac_lags, method, est, sl)
-        if progress is not None:
-            progress(len(np.unique(cand.dst[sl])))
+    n_blocks = len(cand.bounds) - 1
+    how = np.zeros(n_blocks, dtype=np.int64)
+    # A block's matrices are small (a group's prices over the dates): BLAS threads cost
+    # more to start and join than they save, and on a busy machine many times more.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for b in range(n_blocks):
+            sl = slice(cand.bounds[b], cand.bounds[b + 1])
+            how[b] = _estimate_block(panel, cand.src[sl], cand.dst[sl], has_history, hac_lags, method, est, sl)
+            if progress is not None:
+                progress(len(np.unique(cand.dst[sl])))
+    del panel  # only the per-pair results are needed from here on
     fallback = {
         PAIRWISE_FEW_DAYS: f"have too many products for a joint regression on {n_days_total} days",
         PAIRWISE_COLLINEAR: "have prices that move together (or make up the whole sales table, so "
         "date effects absorb their average price)",
     }
     for code, why in fallback.items():
-        n_blocks = int((how == code).sum())
-        if n_blocks:
+        n_fallback = int((how == code).sum())
+        if n_fallback:
             warnings.warn(
-                f"{n_blocks} block(s) {why}; their pairs were tested one at a time (own price "
+                f"{n_fallback} block(s) {why}; their pairs were tested one at a time (own price "
                 "controlled, other prices of the block not).",
                 PricelabWarning,
                 stacklevel=2,
             )
     n_pairwise = int(np.isin(how, [PAIRWISE_REQUESTED, PAIRWISE_FEW_DAYS, PAIRWISE_COLLINEAR]).sum())
-    tested = est.status == TESTED
+    return _pair_table(cand, est), n_blocks, n_pairwise
+
+
+def _pair_table(cand: _Candidates, est: _Estimates) -> pl.DataFrame:
+    """One row per candidate pair, in output order (src, then dst)."""
+    order = cand.order
+    tested = est.status[order] == TESTED
+    weight, var, df = (np.where(tested, values[order], np.nan) for values in (est.weight, est.var, est.df))
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(est.var)
-        t_stat = np.where(tested, est.weight / se, np.nan)
-        p_value = np.where(tested, 2.0 * stats.t.sf(np.abs(t_stat), np.maximum(est.df, 1)), np.nan)
-    out = pl.DataFrame(
-        {
-            "src": cand.ids.gather(cand.src),
-            "dst": cand.ids.gather(cand.dst),
-            "weight": np.where(tested, est.weight, np.nan),
-            "se": np.where(tested, se, np.nan),
-            "t_stat": t_stat,
-            "p_value": p_value,
-            "n_days": est.n_days,
-            "status": pl.Series(est.status).replace_strict(_STATUS, return_dtype=pl.String),
-            "_src": cand.src,
-            "_dst": cand.dst,
-        }
-    ).with_columns(pl.col("weight", "se", "t_stat", "p_value").fill_nan(None))
-    out = out.sort("_src", "_dst").drop("_src", "_dst")
-    return out, len(blocks), n_pairwise
+        se = np.sqrt(var)
+        t_stat = weight / se
+        p_value = np.where(tested, 2.0 * stats.t.sf(np.abs(t_stat), np.maximum(df, 1)), np.nan)
+    return pl.DataFrame(
+        [
+            cand.ids.gather(cand.src[order]).alias("src"),
+            cand.ids.gather(cand.dst[order]).alias("dst"),
+            pl.Series("weight", weight, nan_to_null=True),
+            pl.Series("se", se, nan_to_null=True),
+            pl.Series("t_stat", t_stat, nan_to_null=True),
+            pl.Series("p_value", p_value, nan_to_null=True),
+            pl.Series("n_days", est.n_days[order]),
+            pl.Series("status", est.status[order]).replace_strict(_STATUS, return_dtype=pl.String),
+        ]
+    )
 
 
 def _estimate_block(
@@ -595,7 +695,7 @@ def _estimate_block(
     weight = np.full(len(src), np.nan)
     var = np.full(len(src), np.nan)
     df = np.full(len(src), np.nan)
-    n_obs = panel.observed[:, dst].sum(axis=0)
+    n_obs = panel.n_obs[dst]
     how = JOINT
     if not (len(eqs) and len(regs)):
         how = NOTHING

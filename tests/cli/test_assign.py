@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from pricelab_cli.io import read_provenance
@@ -85,3 +86,99 @@ def test_broken_pipe_exits_zero_quietly(inputs, tmp_path):
     assert done.stdout.splitlines()[0] == "product_id,date,treated,blackout,period"
     assert done.stdout.splitlines()[-1] == "status=0"
     assert done.stderr == ""
+
+
+def read_folder(folder) -> pl.DataFrame:
+    return pl.read_parquet(folder, hive_partitioning=True)
+
+
+@pytest.mark.parametrize("design_args", [
+    ["random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--block-days", "3"],
+    ["crossover", "--start", "2026-03-02", "--phase-days", "4", "--blackout-days", "1"],
+])
+def test_a_folder_output_holds_the_same_rows_as_a_file_one_date_per_partition(run_cli, tmp_path, design_args):
+    products = tmp_path / "products.csv"
+    pl.DataFrame({"product_id": [f"sku-{i}" for i in range(500, 0, -1)]}).write_csv(products)
+    assert run_cli("design", *design_args, "--salt", "f", "-o", tmp_path / "d.json").code == 0
+    args = ["assign", "--design", tmp_path / "d.json", "--products", products, "--seed", "2"]
+    as_file = run_cli(*args, "-o", tmp_path / "a.parquet")
+    as_folder = run_cli(*args, "-o", f"{tmp_path}/a/")
+    assert as_file.code == as_folder.code == 0, as_folder.stderr
+    assert as_file.stderr == as_folder.stderr, "the same balance report"
+    single = pl.read_parquet(tmp_path / "a.parquet")
+    folder = read_folder(tmp_path / "a").select(single.columns)
+    dates = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert dates == [f"date={d}" for d in single["date"].unique().sort().cast(pl.String)]
+    assert all([f.name for f in (tmp_path / "a" / d).iterdir()] == ["part-0.parquet"] for d in dates)
+    # Partitions come back date by date; inside each, rows keep the products file's order.
+    assert folder.equals(single.sort("date", maintain_order=True))
+    for part in (tmp_path / "a").rglob("*.parquet"):
+        meta = json.loads(pq.read_schema(part).metadata[b"pricelab"])
+        assert meta == read_provenance(str(tmp_path / "a.parquet"))
+
+
+def test_cluster_and_triggered_assignments_to_folders_equal_their_files(run_cli, inputs):
+    d = inputs["dir"]
+    (d / "clusters.csv").write_text("product_id,cluster_id\n007,a\n42,a\nx-1,b\n8,b\n")
+    (d / "events.csv").write_text("product_id,event_date\n42,2026-05-01\n8,2026-05-03\nx-1,2026-04-29\n")
+    assert run_cli("design", "triggered", "--duration-days", "3", "--salt", "t", "-o", d / "t.json").code == 0
+    for name, extra in {
+        "clustered": ["--design", inputs["design"], "--clusters", d / "clusters.csv"],
+        "triggered": ["--design", d / "t.json", "--events", d / "events.csv"],
+    }.items():
+        args = ["assign", "--products", inputs["products"], *extra, "-q"]
+        assert run_cli(*args, "-o", d / f"{name}.parquet").code == 0
+        assert run_cli(*args, "-o", f"{d}/{name}/").code == 0
+        single = pl.read_parquet(d / f"{name}.parquet")
+        folder = read_folder(d / name).select(single.columns)
+        assert folder.equals(single.sort("date", maintain_order=True)), name
+
+
+def test_a_renamed_date_column_names_the_partitions(run_cli, inputs):
+    out = inputs["dir"] / "renamed"
+    result = run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "--time-col", "day", "-o", f"{out}/", "-q")
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir())[0] == "day=2026-03-02"
+
+
+def test_a_folder_of_the_users_is_refused_before_any_work(run_cli, inputs):
+    mine = inputs["dir"] / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    result = run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "-o", mine)
+    assert result.code == 2
+    assert f"-o {mine}: the folder exists and is not a pricelab dataset (it holds notes.txt" in result.stderr
+    assert "SRM" not in result.stderr, "refused before the assignment is computed"
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_outputs_to_object_storage_equal_local_ones_and_a_failed_run_leaves_nothing(run_cli, inputs, s3_server, s3_bucket, monkeypatch):
+    s3_server.use(monkeypatch)
+    d = inputs["dir"]
+    args = ["assign", "--design", inputs["design"], "--products", inputs["products"], "--seed", "3", "-q"]
+    assert run_cli(*args, "-o", d / "a.parquet").code == 0
+    assert run_cli(*args, "-o", d / "a.csv").code == 0
+    assert run_cli(*args, "-o", f"s3://{s3_bucket}/runs/a.parquet").code == 0
+    # Credentials given as --storage-option only reach the checks and the upload too.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    keys = ["--storage-option", "aws_access_key_id=testing", "--storage-option", "aws_secret_access_key=testing"]
+    result = run_cli(*args, "-o", f"s3://{s3_bucket}/runs/a.csv", *keys)
+    assert result.code == 0, result.stderr
+    objects = [k for k in s3_server.list_keys(s3_bucket) if not k.endswith("/")]
+    assert objects == ["runs/a.csv", "runs/a.csv.meta.json", "runs/a.parquet"]
+    assert s3_server.read(s3_bucket, "runs/a.csv") == (d / "a.csv").read_bytes()
+    assert s3_server.read(s3_bucket, "runs/a.parquet") == (d / "a.parquet").read_bytes(), "{output} in the provenance"
+    meta = json.loads(s3_server.read(s3_bucket, "runs/a.csv.meta.json"))
+    assert meta["command"].startswith("pricelab assign --design") and "-o {output}" in meta["command"]
+    assert "--storage-option aws_secret_access_key=***" in meta["command"], "no credential in the clear"
+    assert "testing" not in meta["command"]
+
+    (d / "bad.csv").write_text("sku\n1\n")
+    failed = run_cli("assign", "--design", inputs["design"], "--products", d / "bad.csv", "-o", f"s3://{s3_bucket}/runs/b.csv", *keys)
+    assert failed.code == 65 and "missing column 'product_id'" in failed.stderr
+    missing = run_cli(*args, "-o", "s3://no-such-bucket/a.csv", *keys)
+    assert missing.code == 66 and "s3://no-such-bucket/a.csv: the bucket 'no-such-bucket' does not exist" in missing.stderr
+    as_folder = run_cli(*args, "-o", f"s3://{s3_bucket}/runs/folder/", *keys)
+    assert as_folder.code == 2 and "name one object" in as_folder.stderr
+    assert [k for k in s3_server.list_keys(s3_bucket) if not k.endswith("/")] == objects, "failed runs upload nothing"

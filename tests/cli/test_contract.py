@@ -35,6 +35,7 @@ def workdir(tmp_path, run_cli):
 
 
 def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
 
@@ -45,7 +46,9 @@ CASES = {
     "empty table": (65, "the table has a header but no rows", lambda d: ["--products", write(d / "p.csv", "product_id\n")]),
     "empty file": (65, "the file is empty", lambda d: ["--products", write(d / "p.csv", "")]),
     "missing file": (66, "nope.csv: no such file", lambda d: ["--products", d / "nope.csv"]),
-    "folder as file": (66, "is a folder, not a file", lambda d: ["--products", d]),
+    # A folder is a dataset input; one without Parquet files cannot be read as a table.
+    "folder as file": (66, "is a folder, not a file, and holds no Parquet files", lambda d: [
+        "--products", write(d / "notes" / "readme.txt", "hi").parent]),
     "corrupt parquet": (66, "not a readable Parquet file", lambda d: ["--products", write(d / "p.parquet", "not parquet")]),
     "unknown extension": (2, "cannot tell the format from the extension", lambda d: ["--products", write(d / "p.xlsx", "x")]),
     "unknown stream format": (2, "--format 'xlsx' is not one of: csv, csv.gz, tsv, tsv.gz, parquet", lambda d: [

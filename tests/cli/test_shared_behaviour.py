@@ -340,3 +340,53 @@ def test_assigned_products_without_experiment_sales_are_named(run_cli, files, tm
     assert result.code == 0, result.stderr
     assert "1 assigned product(s) have no sales on their analysed experiment dates" in result.stderr
     assert repr(first) in result.stderr
+
+
+# --------------------------------------------------------------------------- datasets
+# Every table flag of every command also takes a folder of Parquet files: the same table
+# split over two files in two sub-folders gives the same output bytes as the single file,
+# and files that disagree are refused naming the folder, both files and the column.
+
+TABLE_FLAGS = ("--sales", "--history", "--assignment", "--products", "--edges")
+DATASET_CASES = [(name, flag) for name in COMMANDS for flag in TABLE_FLAGS if flag in argv(name, pathlib.Path("{d}"))]
+
+
+def as_dataset(original: pathlib.Path, folder: pathlib.Path, spoil=None) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write the table of ``original`` as ``folder/a/part-0.parquet`` and ``folder/b/part-0.parquet``."""
+    frame = io.read_table(str(original))
+    half = frame.height // 2
+    first, second = folder / "a" / "part-0.parquet", folder / "b" / "part-0.parquet"
+    for path, part in ((first, frame.head(half)), (second, frame.slice(half))):
+        path.parent.mkdir(parents=True)
+        (spoil(part) if spoil is not None and path == second else part).write_parquet(path)
+    return first, second
+
+
+@pytest.mark.parametrize(("name", "flag"), DATASET_CASES, ids=[f"{n}-{f}" for n, f in DATASET_CASES])
+def test_every_table_input_can_be_a_folder_of_parquet_files(run_cli, files, tmp_path, name, flag):
+    args = argv(name, files)
+    plain = run_cli(*args, COMMANDS[name][1], tmp_path / "plain.csv", "--seed", "4", "-q")
+    assert plain.code == 0, plain.stderr
+    as_dataset(pathlib.Path(args[args.index(flag) + 1]), tmp_path / "dataset")
+    args[args.index(flag) + 1] = str(tmp_path / "dataset")
+    folder = run_cli(*args, COMMANDS[name][1], tmp_path / "folder.csv", "--seed", "4", "-q")
+    assert folder.code == 0, folder.stderr
+    assert (tmp_path / "folder.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+
+
+@pytest.mark.parametrize(("name", "flag"), DATASET_CASES, ids=[f"{n}-{f}" for n, f in DATASET_CASES])
+def test_a_folder_whose_files_disagree_is_refused_naming_both_files(run_cli, files, tmp_path, name, flag):
+    args = argv(name, files)
+    folder = tmp_path / "dataset"
+    first, second = as_dataset(pathlib.Path(args[args.index(flag) + 1]), folder,
+                               spoil=lambda part: part.with_columns(pl.col(part.columns[0]).cast(pl.String)))
+    column = pl.read_parquet(first).columns[0]
+    args[args.index(flag) + 1] = str(folder)
+    existing = tmp_path / f"result.{COMMANDS[name][3]}"
+    existing.write_bytes(b"yesterday's result\n")
+    result = run_cli(*args, COMMANDS[name][1], existing)
+    assert result.code == 65, result.stderr
+    assert f"{folder}: its files disagree on column {column!r}" in result.stderr
+    assert str(first) in result.stderr and str(second) in result.stderr and "Traceback" not in result.stderr
+    assert existing.read_bytes() == b"yesterday's result\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["dataset", existing.name])

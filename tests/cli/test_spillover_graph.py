@@ -96,3 +96,42 @@ def test_bad_input_exits_with_its_code_and_no_output(run_cli, files, tmp_path, c
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_since_uses_only_rows_on_or_after_the_date(run_cli, files, tmp_path):
+    d = files
+    since = dt.date(2025, 7, 1)
+    recent = tmp_path / "recent.parquet"
+    pl.read_parquet(d / "history.parquet").filter(pl.col("date") >= since).write_parquet(recent)
+    common = ["--products", d / "products.csv", "-q"]
+    runs = {
+        "since": ["--sales", d / "history.parquet", "--since", since.isoformat()],
+        "prefiltered": ["--sales", recent],
+        "full": ["--sales", d / "history.parquet"],
+    }
+    for name, args in runs.items():
+        result = run_cli("spillover-graph", *args, *common, "-o", tmp_path / f"{name}.csv", "--all-pairs", tmp_path / f"{name}_pairs.csv")
+        assert result.code == 0, result.stderr
+    assert (tmp_path / "since.csv").read_bytes() == (tmp_path / "prefiltered.csv").read_bytes()
+    assert (tmp_path / "since_pairs.csv").read_bytes() == (tmp_path / "prefiltered_pairs.csv").read_bytes()
+    # 184 days from July 1 to December 31; the full year would give 365.
+    assert pl.read_csv(tmp_path / "since_pairs.csv")["n_days"].unique().to_list() == [184]
+    assert pl.read_csv(tmp_path / "full_pairs.csv")["n_days"].unique().to_list() == [365]
+
+
+@pytest.mark.parametrize(
+    "value, code, message",
+    [
+        ("2025-13-01", 2, "'2025-13-01' is not a date in YYYY-MM-DD form"),
+        ("last-year", 2, "'last-year' is not a date in YYYY-MM-DD form"),
+        ("2026-01-01", 65, "history.parquet: no row is dated on or after --since 2026-01-01"),
+    ],
+)
+def test_a_bad_since_is_refused_naming_the_value(run_cli, files, tmp_path, value, code, message):
+    d = files
+    out = tmp_path / "edges.csv"
+    result = run_cli("spillover-graph", "--sales", d / "history.parquet", "--products", d / "products.csv", "--since", value, "-o", out)
+    assert result.code == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()

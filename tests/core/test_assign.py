@@ -1,4 +1,6 @@
 import datetime as dt
+import sys
+import warnings
 
 import numpy as np
 import polars as pl
@@ -7,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from pricelab_cli.assign import assign, balance_report, fnv1a64, uniform_draws, unit_keys
+from pricelab_cli.assign import (
+    BalanceTally,
+    assign,
+    balance_report,
+    fnv1a64,
+    plan_assignment,
+    uniform_draws,
+    unit_keys,
+)
 from pricelab_cli.design import make_design
 from pricelab_cli.errors import DataError, DuplicateKeyError, PricelabWarning
 
@@ -170,3 +180,61 @@ def test_balance_report_flags_sample_ratio_mismatch():
     skewed = balance_report(lost, design)
     assert skewed.srm_suspect and skewed.srm_p_value < 1e-6
     assert skewed.daily.height == 7
+
+
+def _designs():
+    return [
+        make_design("random-days", salt="a", start=START, end=D(2026, 3, 29), block_days=3),
+        make_design("crossover", salt="b", start=START, phase_days=5, blackout_days=2, phases=3),
+        make_design("time-bound", salt="c", start=START, end=D(2026, 3, 9), treat_share=0.3),
+        make_design("triggered", salt="d", duration_days=6),
+    ]
+
+
+@pytest.mark.parametrize("design", _designs(), ids=lambda d: d.kind)
+@pytest.mark.parametrize("by_cluster", [False, True], ids=["products", "clusters"])
+def test_pieces_of_a_plan_hold_the_rows_of_the_whole_and_give_the_same_balance(design, by_cluster):
+    rng = np.random.default_rng(0)
+    prods = pl.DataFrame({"product_id": [f"p{i}" for i in rng.permutation(3000)]})
+    clusters = prods.with_columns(cluster_id=pl.int_range(pl.len()) // 7) if by_cluster else None
+    events = pl.DataFrame({
+        "product_id": prods["product_id"].sample(2000, seed=1),
+        "event_date": [START + dt.timedelta(days=int(x)) for x in rng.integers(0, 40, 2000)],
+    })
+    kw = dict(clusters=clusters, events=events if design.kind == "triggered" else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PricelabWarning)
+        whole = assign(design, prods, **kw)
+        plan = plan_assignment(design, prods, **kw)
+    assert plan.n_rows == whole.height
+    assert pl.concat(plan.by_products(max_rows=5000)).equals(whole), "product-major pieces are the frame in order"
+    tally = BalanceTally()
+    by_date = list(tally.count(plan.by_date()))
+    assert all(piece["date"].n_unique() == 1 for piece in by_date), "one date per piece"
+    assert [piece["date"][0] for piece in by_date] == sorted(whole["date"].unique())
+    assert pl.concat(by_date).equals(whole.sort("date", maintain_order=True)), "products keep their order in a date"
+    streamed, reference = plan.balance(tally), balance_report(whole, design)
+    for field in ("treated_share", "n_units", "n_draws", "n_treated_draws", "srm_chi2", "srm_p_value"):
+        assert getattr(streamed, field) == getattr(reference, field), field
+    assert streamed.daily.equals(reference.daily)
+    assert reference.n_units == (clusters["cluster_id"].n_unique() if by_cluster else whole["product_id"].n_unique())
+
+
+def test_a_one_armed_stream_is_said_once_its_counts_are_in():
+    design = make_design("time-bound", salt="x", start=START, end=D(2026, 3, 5), treat_share=0.01)
+    plan = plan_assignment(design, products(1))
+    tally = BalanceTally()
+    for _ in tally.count(plan.by_date()):
+        pass
+    with pytest.warns(PricelabWarning, match="every analysed product-day of this assignment is control"):
+        report = plan.balance(tally)
+    assert report.treated_share == 0.0 and report.n_draws == 1
+
+
+def test_unit_keys_continue_the_hash_of_the_salt_prefix_in_blocks(monkeypatch):
+    assign_module = sys.modules[assign.__module__]  # the package exports a function of that name
+    ids = pl.Series(["", "7", "sku-0042", "prodüct", "a" * 40, "42"])
+    whole = [int(fnv1a64(pl.Series([f"s\x1fp\x1f{i}"]))[0]) for i in ids]
+    assert unit_keys(ids, "s").tolist() == whole
+    monkeypatch.setattr(assign_module, "CHUNK_ROWS", 4)  # blocks of mixed and equal lengths
+    assert unit_keys(ids, "s").tolist() == whole

@@ -95,3 +95,67 @@ def test_rows_after_the_experiment_are_not_read_and_scratch_is_removed(spoiled, 
     reference = run(sales, assignment, rows_per_partition=sales.height // 4)
     assert result.effects["estimate"].item() == pytest.approx(reference.effects["estimate"].item(), rel=1e-9)
     assert not list(tmp_path.glob("pricelab-panel-*"))
+
+
+def test_a_large_forest_grows_on_a_seeded_sample_of_cells_and_leaves_every_cell(spoiled, monkeypatch):
+    from econml.grf import CausalForest
+
+    products, assignment, sales = spoiled
+    full = run(sales, assignment, products)
+    fitted_on = []
+    original = CausalForest.fit
+
+    def spy(self, X, T, y, **kw):
+        fitted_on.append(len(y))
+        return original(self, X, T, y, **kw)
+
+    monkeypatch.setattr(CausalForest, "fit", spy)
+    monkeypatch.setattr("pricelab_cli.hpte.forest.FOREST_CELLS", 300)
+    pooled = run(sales, assignment, products)
+    again = run(sales, assignment, products)
+    assert fitted_on == [300, 300]
+    assert pooled.effects.equals(again.effects)
+    # Every matched product still gets a CATE: all cells were dropped down the trees.
+    assert pooled.cate["cate"].null_count() == full.cate["cate"].null_count()
+    a, b = full.effects.row(0, named=True), pooled.effects.row(0, named=True)
+    assert abs(a["estimate"] - b["estimate"]) < 0.5 * a["se"]
+
+
+@pytest.mark.parametrize(
+    "ids, queries",
+    [
+        ([3, 5, 9, 10], [9, 3, 4, 11, -2, 10]),  # a table (dense range)
+        ([-(10**15), 7, 10**15], [7, 8, 10**15, -(10**15)]),  # a binary search (sparse)
+        (["a1", "b2", "c3"], ["c3", "zz", "a1"]),  # a join (text)
+    ],
+    ids=["table", "search", "join"],
+)
+def test_id_lookup_codes_known_ids_and_flags_the_rest(ids, queries):
+    from pricelab_cli.hpte.panel import IdLookup
+
+    lookup = IdLookup.of(pl.Series(ids))
+    code, known = lookup.codes(pl.Series(queries))
+    expected = [ids.index(q) for q in queries if q in ids]
+    assert code.tolist() == expected
+    assert known.tolist() == [q in ids for q in queries]
+
+
+def test_tree_groups_and_bootstrap_chunks_give_the_same_bits_in_worker_processes():
+    from pricelab_cli.engine import LocalEngine
+    from pricelab_cli.hpte.bootstrap import bootstrap_se
+    from pricelab_cli.hpte.forest import leaf_second_difference
+
+    rng = np.random.default_rng(4)
+    n, trees = 3000, 9
+    leaves = rng.integers(0, 40, size=(n, trees)) * 2 + 1
+    treated = rng.integers(0, 2, n).astype(np.int8)
+    y = rng.normal(size=n) + treated
+    weight = np.full(n, 0.5)
+    here = leaf_second_difference(leaves, treated, y, weight)
+    pooled = leaf_second_difference(leaves, treated, y, weight, LocalEngine(2))
+    assert here.estimate == pooled.estimate
+    assert np.array_equal(here.influence, pooled.influence) and np.array_equal(here.cate, pooled.cate, equal_nan=True)
+    stratum = rng.integers(1, 4, n)
+    a = bootstrap_se(here.estimate, here.influence, stratum, 101, seed=8)
+    b = bootstrap_se(here.estimate, here.influence, stratum, 101, seed=8, engine=LocalEngine(2))
+    assert np.array_equal(a.draws, b.draws) and len(a.draws) == 101

@@ -183,7 +183,7 @@ def test_linearised_bootstrap_agrees_with_recomputing_and_with_refitting():
 
     level = np.bincount(cells.code, weights=cells.counterfactual, minlength=panel.n_products)
     X = pre_period_summaries(level, detrended.fit.trend, detrended.fit.volatility, panel.price)[0][cells.code]
-    leaves = forest_leaves(X, cells.treated, cells.first_difference, n_estimators=TREES, random_state=0)
+    leaves = forest_leaves(X, cells.treated, cells.first_difference, n_estimators=TREES, random_state=0).matrix()
     weight = np.ones(len(cells.code))
     rng = np.random.default_rng(1)
     arms = [np.flatnonzero(cells.treated == arm) for arm in (0, 1)]

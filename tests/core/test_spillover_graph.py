@@ -18,9 +18,13 @@ from scipy import stats
 
 from pricelab_cli.errors import DataError, EmptyTableError, MissingColumnError, PricelabWarning, UsageError
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
+from pricelab_cli.errors import DuplicateKeyError
+from pricelab_cli.spillover import graph as graph_module
 from pricelab_cli.spillover.graph import (
     EDGE_COLUMNS,
+    _group_candidates,
     _joint_block,
+    _panel,
     benjamini_hochberg,
     cross_price_elasticities,
     spillover_graph,
@@ -82,6 +86,59 @@ def test_two_way_demean_unbalanced_leaves_no_row_or_column_mean():
     assert np.all(out[~observed] == 0)
     assert np.abs(out.sum(0) / observed.sum(0)).max() < 1e-8
     assert np.abs(out.sum(1) / observed.sum(1)).max() < 1e-8
+
+
+def test_panel_built_a_slice_at_a_time_equals_the_panel_built_at_once(planted, monkeypatch):
+    """Rows are turned into cells in slices and price spreads measured in column blocks
+    (bounded memory on a large catalog); the matrices must not depend on the slicing."""
+    products, _, sales = planted
+    gappy = sales.filter(pl.Series(np.random.default_rng(21).random(sales.height) > 0.2)).sample(fraction=1.0, seed=22)
+    whole = _panel(gappy, products["product_id"], "units", "price", "sales")
+    monkeypatch.setattr(graph_module, "_ROWS_PER_STEP", 1000)
+    monkeypatch.setattr(graph_module, "_COLUMNS_PER_STEP", 7)
+    sliced = _panel(gappy, products["product_id"], "units", "price", "sales")
+    for name in ("log_demand", "log_price", "observed", "n_obs", "price_varies"):
+        assert np.array_equal(getattr(whole, name), getattr(sliced, name)), name
+    assert whole.observed.sum() == gappy.height
+    # A repeated (product, date) in another slice than its twin is still caught.
+    repeated = pl.concat([gappy, gappy.tail(1)])
+    with pytest.raises(DuplicateKeyError, match=r"sales: 2 rows repeat a \(product_id, date\) key"):
+        _panel(repeated, products["product_id"], "units", "price", "sales")
+
+
+def test_product_ids_too_spread_for_a_lookup_table_give_the_same_estimates(planted):
+    products, _, sales = planted
+    far = 10**15
+    shifted, *_ = cross_price_elasticities(
+        sales.with_columns(pl.col("product_id") * far), products.with_columns(pl.col("product_id") * far)
+    )
+    plain, *_ = cross_price_elasticities(sales, products)
+    assert_frame_equal(shifted.with_columns(pl.col("src", "dst") // far), plain, check_exact=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_candidates_are_every_ordered_pair_of_a_group(seed):
+    """Against a self-join: pairs in block order (group, dst, src) and the output order (src, dst)."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    labels = rng.choice([f"g{i}" for i in range(40)] + [None], size=n).tolist()  # singletons and nulls too
+    products = pl.DataFrame({"product_id": rng.permutation(n) + 1000, "category": labels})
+    with pytest.warns(PricelabWarning, match="have no 'category' value"):
+        cand = _group_candidates(products, "category")
+    members = products.with_row_index("pos").filter(pl.col("category").is_not_null())
+    expected = (
+        members.select(pl.col("pos").alias("src"), "category")
+        .join(members.select(pl.col("pos").alias("dst"), "category"), on="category")
+        .filter(pl.col("src") != pl.col("dst"))
+        .sort("category", "dst", "src")
+    )
+    assert np.array_equal(cand.src, expected["src"].to_numpy())
+    assert np.array_equal(cand.dst, expected["dst"].to_numpy())
+    block_of = expected["category"].to_numpy()
+    assert np.array_equal(cand.bounds, np.append(np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]), len(block_of)))
+    out_src, out_dst = cand.src[cand.order], cand.dst[cand.order]
+    assert np.array_equal(np.lexsort((out_dst, out_src)), np.arange(len(out_src))), "output sorted by src, then dst"
+    assert np.array_equal(np.sort(cand.order), np.arange(len(cand.order))), "a permutation"
 
 
 # --------------------------------------------------------------------------- regression

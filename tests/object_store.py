@@ -1,0 +1,174 @@
+"""A real S3-compatible server for the tests: moto's standalone server on 127.0.0.1.
+
+``s3_server`` (session scope) starts ``python -m moto.server`` on a free loopback port in its
+own process group, waits until it answers, and stops that group at the end. It carries the
+endpoint, the AWS variables a user would set (``.env``), and helpers that use boto3 (a test
+dependency, never needed at run time) to create buckets, upload local files and read back
+what pricelab wrote. ``s3_bucket`` gives each test a fresh, empty bucket.
+
+Tests that run the CLI against the server call ``s3_server.use(monkeypatch)``, which clears
+every other AWS variable and sets ``.env``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+STARTUP_SECONDS = 60
+_bucket_numbers = itertools.count()
+
+
+@dataclasses.dataclass
+class S3Server:
+    endpoint: str
+    env: dict[str, str]
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_REGION"],
+        )
+
+    def use(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point the process at this server: other AWS_* variables removed, ``.env`` set."""
+        for name in list(os.environ):
+            if name.startswith("AWS_"):
+                monkeypatch.delenv(name)
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+
+    def create_bucket(self, name: str | None = None) -> str:
+        """Create a bucket (a fresh unique name when none is given) and return its name."""
+        name = name or f"pricelab-{os.getpid()}-{next(_bucket_numbers)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def upload(self, local: str | Path, bucket: str, prefix: str = "") -> list[str]:
+        """Upload a file, or a folder tree keeping its relative paths, under ``prefix``.
+
+        Returns the keys written, sorted; ``s3://{bucket}/{prefix}`` then mirrors ``local``.
+        """
+        local = Path(local)
+        prefix = prefix.strip("/")
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        client, keys = self.client(), []
+        for file in files:
+            relative = file.name if local.is_file() else file.relative_to(local).as_posix()
+            key = f"{prefix}/{relative}" if prefix else relative
+            client.upload_file(str(file), bucket, key)
+            keys.append(key)
+        return sorted(keys)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        paginator = self.client().get_paginator("list_objects_v2")
+        return sorted(
+            obj["Key"]
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        )
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the server's own process group (it leads it), nothing else."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+@contextlib.contextmanager
+def running_s3_server(log_path: Path, server_env: dict[str, str] | None = None) -> Iterator[S3Server]:
+    """Start moto's server on a free loopback port, yield it once it answers, then stop it.
+
+    ``server_env`` adds variables for the server process only (for example
+    ``INITIAL_NO_AUTH_ACTION_COUNT=0``, which makes moto check credentials).
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(server_env or {})},
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _answers(endpoint):
+            if process.poll() is not None or time.monotonic() > deadline:
+                state = f"exited with {process.returncode}" if process.poll() is not None else "still silent"
+                pytest.fail(
+                    f"moto S3 server on {endpoint} did not answer within {STARTUP_SECONDS} s ({state}); "
+                    f"its output:\n{log_path.read_text(errors='replace')[-2000:]}"
+                )
+            time.sleep(0.1)
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+            # Never ask the cloud instance-metadata address for anything from a test.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        yield S3Server(endpoint, env)
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A moto S3 server on 127.0.0.1 for the whole session (one per xdist worker)."""
+    with running_s3_server(tmp_path_factory.mktemp("moto") / "server.log") as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on ``s3_server``."""
+    return s3_server.create_bucket()
