@@ -762,10 +762,11 @@ def ipw(
         unique=["product_id", "date"],
     )
     # The outcome and nothing after the experiment's last date (never analysed).
-    sales_table = run.read(
+    # Scanned, as for hpte: the detrending streams the sales into partitions of products,
+    # reading only these columns and no date after the assignment's last.
+    sales_table = io.scan_table(
         sales, required=["product_id", "date", outcome], rename={**ids, time_col: "date"}, dates=["date"],
-        unique=["product_id", "date"], columns=["product_id", "date", outcome],
-        where=pl.col("date") <= assignment_table["date"].max(),
+        storage_options=run.storage_options,
     )
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=True)
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"])

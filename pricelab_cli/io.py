@@ -248,34 +248,6 @@ def _pattern_root(pattern: str) -> str:
     return "/" if not root and pattern.startswith("/") else root
 
 
-def _pattern_regex(pattern: str) -> re.Pattern:
-    """A pattern as a regular expression: ``*`` and ``?`` stay within a folder, ``**/``
-    crosses any number of folders (glob's rules, also for object keys)."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]*/)*")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1 : end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
 def _relative_parts(path: str, root: str) -> list[str]:
     rest = path[len(root) :] if root and path.startswith(root) else path
     return [part for part in rest.split("/") if part]

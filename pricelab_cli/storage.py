@@ -213,7 +213,7 @@ def list_objects(uri: str, options: Mapping[str, Any] | None = None) -> list[str
     try:
         if _has_glob(key):
             root = key[: _first_glob(key)].rsplit("/", 1)[0] if "/" in key[: _first_glob(key)] else ""
-            pattern = _glob_regex(key)
+            pattern = glob_regex(key)
             keys = [k for k in _keys_under(s3, bucket, root) if pattern.fullmatch(k)]
         else:
             info = s3.get_file_info(f"{bucket}/{key}".rstrip("/")) if key.strip("/") else None
@@ -392,7 +392,7 @@ def _first_glob(key: str) -> int:
     return min(key.index(ch) for ch in _GLOB_CHARS if ch in key)
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> re.Pattern[str]:
     """A glob over keys: ``**`` crosses ``/``, ``*`` and ``?`` stay within a segment."""
     out, i = [], 0
     while i < len(pattern):

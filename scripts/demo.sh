@@ -18,10 +18,10 @@ pricelab design random-days --start 2026-03-02 --end 2026-03-29 --salt demo-2026
 step "assign: every product, every day, by hash of (salt, product, day)"
 pricelab assign --design "$out/design.json" --products "$data/products.csv" -o "$out/assignment.parquet"
 
-step "the experiment runs: its sales are simulated here, with a known true effect"
+step "the experiment runs: its sales are simulated here, with a known true effect (written as a date-partitioned Parquet folder, as a warehouse export would be)"
 pricelab simulate sales --products "$data/products.csv" --assignment "$out/assignment.parquet" \
     --edges "$data/true_edges.csv" --history-days 120 --seed 11 \
-    -o "$out/sales.parquet" --truth-out "$out/truth.json"
+    -o "$out/sales/" --truth-out "$out/truth.json"
 python - "$out/truth.json" <<'PY'
 import json, sys
 t = json.load(open(sys.argv[1]))
@@ -32,7 +32,7 @@ print(f"  if every product were treated (spillover included):                {t[
 PY
 
 step "hpte: heterogeneous panel treatment effect"
-pricelab hpte --sales "$out/sales.parquet" --assignment "$out/assignment.parquet" \
+pricelab hpte --sales "$out/sales/" --assignment "$out/assignment.parquet" \
     --features "$data/products.csv" --outcome units --outcome revenue --bootstrap 200 --seed 0 \
     -o "$out/effects.csv" --cate-out "$out/cate.parquet" --plot "$out/effect_path.png" \
     --outliers-out "$out/outliers.csv"
@@ -47,7 +47,7 @@ pricelab cluster --edges "$out/edges.parquet" --products "$data/products.csv" --
     --seed 0 -o "$out/clusters.parquet"
 
 step "ipw: direct and spillover effects from the design's own exposure probabilities"
-pricelab ipw --sales "$out/sales.parquet" --assignment "$out/assignment.parquet" \
+pricelab ipw --sales "$out/sales/" --assignment "$out/assignment.parquet" \
     --edges "$out/edges.parquet" --design "$out/design.json" --products "$data/products.csv" \
     --outcome units --seed 0 -o "$out/spillover.csv"
 show "$out/spillover.csv"

@@ -43,6 +43,7 @@ rows (blackout rows are not in the panel).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import numpy as np
@@ -52,7 +53,7 @@ from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import PricelabWarning
 from pricelab_cli.hpte import robust
 from pricelab_cli.hpte import panel as panel_layout
-from pricelab_cli.hpte.panel import Panel, build_panel
+from pricelab_cli.hpte.panel import Panel, build_panel, partition_panel
 from pricelab_cli.hpte.robust import RobustAudit
 
 MIN_PRE_DAILY = 28
@@ -99,6 +100,20 @@ class _Rows:
     def take(self, keep: np.ndarray) -> "_Rows":
         return _Rows(self.code[keep], self.t[keep], self.weekday[keep], self.y[keep])
 
+    # The robust step refits the same rows several times; what does not depend on the
+    # weights is computed once.
+    @functools.cached_property
+    def day_key(self) -> np.ndarray:
+        """Product x weekday key of each row (``code * 7 + weekday``)."""
+        return self.code * 7 + self.weekday
+
+    def counts(self, n: int) -> np.ndarray:
+        """Rows per product (cached for one ``n``)."""
+        cached = self.__dict__.get("_counts")
+        if cached is None or len(cached) != n:
+            cached = self.__dict__["_counts"] = np.bincount(self.code, minlength=n)
+        return cached
+
 
 def _normal_equations(rows: _Rows, n: int, daily: bool, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stacked X'WX (n, k, k) and X'Wy (n, k) of the level+trend(+weekday) model from grouped
@@ -115,7 +130,7 @@ def _normal_equations(rows: _Rows, n: int, daily: bool, w: np.ndarray | None = N
         xtx[:, 1, 1] = np.bincount(code, weights=wt * t, minlength=n)
         xty = np.stack([np.bincount(code, weights=wy, minlength=n), np.bincount(code, weights=wy * t, minlength=n)], 1)
         return xtx, xty
-    key = code * 7 + rows.weekday
+    key = rows.day_key
     count = np.bincount(key, weights=ones, minlength=7 * n).reshape(n, 7)
     st = np.bincount(key, weights=wt, minlength=7 * n).reshape(n, 7)
     sy = np.bincount(key, weights=wy, minlength=7 * n).reshape(n, 7)
@@ -159,7 +174,7 @@ def _fit_rows(
 ) -> tuple[BaselineFit, np.ndarray]:
     """The baseline fit on the pre-experiment rows ``pre`` and their residuals (NaN for
     products left out); ``volatility`` is left NaN for the caller."""
-    n_pre = np.bincount(pre.code, minlength=n)
+    n_pre = pre.counts(n)
     min_full = MIN_PRE_DAILY if daily else MIN_PRE_PERIODS
     model = np.where(n_pre == 0, MODEL_NONE, MODEL_LEVEL)
     if detrend:
@@ -597,7 +612,7 @@ def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
 
 
 def detrended_outcomes(
-    sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, *, robust: bool = True
+    sales: pl.DataFrame | pl.LazyFrame, assignment: pl.DataFrame, outcome: str, *, robust: bool = True
 ) -> pl.DataFrame:
     """Detrended experiment rows of ``outcome``: one row per analysed (product_id, date).
 
@@ -608,27 +623,38 @@ def detrended_outcomes(
     Sorted by product (id order) then date. ``robust`` (the default, as in hpte) gives the
     robust step's residuals: stock-out days and products screened for wild history are not
     in the result, and residuals are winsorised; False gives plain least-squares residuals.
+    ``sales`` may be a lazy scan: it is streamed into partitions of products as for hpte, and
+    only the experiment rows come back.
     """
-    panel = build_panel(sales, assignment, [outcome])
-    detrended = detrend_panel(panel, outcome, robust=robust)
-    warn_left_out(panel, detrended.fit, outcome)
-    if detrended.audit is not None and detrended.audit.screened.any():
-        screened = np.flatnonzero(detrended.audit.screened)
-        warnings.warn(
-            f"{outcome}: {len(screened)} product(s) have a history too wild for their sales level and are "
-            f"left out (robust step), e.g. {panel.product_ids[int(screened[0])]!r}.",
-            PricelabWarning,
-            stacklevel=2,
-        )
-    rows = np.flatnonzero(~panel.pre & detrended.usable)
-    order = np.lexsort((panel.date_index[rows], panel.code[rows]))
-    rows = rows[order]
-    return pl.DataFrame(
-        {
-            "product_id": panel.product_ids.gather(panel.code[rows]),
-            "date": pl.Series(panel.dates[panel.date_index[rows]].astype(np.int32)).cast(pl.Date),
-            "treated": pl.Series(panel.treated[rows], dtype=pl.Int8),
-            "residual": detrended.residual[rows],
-            "counterfactual": detrended.counterfactual[rows],
-        }
-    )
+    # Every core when the panel is large enough to be cut into partitions (on disk).
+    engine = LocalEngine(0)
+    with partition_panel(sales, assignment, [outcome], price_col=None, engine=engine) as panel:
+        detrended = detrend_partitions(panel, outcome, robust=robust, engine=engine)
+        warn_left_out(panel, detrended.fit, outcome)
+        if detrended.audit is not None and detrended.audit.screened.any():
+            screened = np.flatnonzero(detrended.audit.screened)
+            warnings.warn(
+                f"{outcome}: {len(screened)} product(s) have a history too wild for their sales level and are "
+                f"left out (robust step), e.g. {panel.product_ids[int(screened[0])]!r}.",
+                PricelabWarning,
+                stacklevel=2,
+            )
+        # Partition by partition: only experiment rows are kept (rows are sorted by product
+        # and date within a partition, and partitions follow each other in product order).
+        frames = []
+        for k, handle in enumerate(panel.handles()):
+            part = handle.load()
+            rows_k = detrended.residuals(part, k, handle.offset)
+            rows = np.flatnonzero(~part.pre & rows_k.usable)
+            frames.append(
+                pl.DataFrame(
+                    {
+                        "product_id": part.product_ids.gather(part.code[rows]),
+                        "date": pl.Series(part.dates[part.date_index[rows]].astype(np.int32)).cast(pl.Date),
+                        "treated": pl.Series(part.treated[rows], dtype=pl.Int8),
+                        "residual": rows_k.residual[rows],
+                        "counterfactual": rows_k.counterfactual[rows],
+                    }
+                )
+            )
+    return pl.concat(frames)

@@ -42,7 +42,7 @@ from pricelab_cli.hpte.outliers import (
     product_swings,
     swing_screen,
 )
-from pricelab_cli.hpte.panel import PARTITION_ROWS, Panel, PartitionedPanel, partition_panel
+from pricelab_cli.hpte.panel import Panel, PartitionedPanel, partition_panel
 from pricelab_cli.hpte.robust import WINSOR_K
 
 METHODS = ("hpte", "did")
@@ -502,7 +502,7 @@ def estimate_hpte(
     labels: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
     read_progress: Callable[[int], None] | None = None,
-    rows_per_partition: int = PARTITION_ROWS,
+    rows_per_partition: int | None = None,
     n_jobs: int = -1,
 ) -> HpteResult:
     """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
@@ -525,9 +525,8 @@ def estimate_hpte(
     read_progress : called with the number of sales rows read, batch by batch.
     n_jobs : worker processes for the per-partition steps and threads for the forest (0 or
         less: every core); the result does not depend on it.
-    rows_per_partition : sales rows per partition of products (see
-        :mod:`pricelab_cli.hpte.panel`); the result depends on it only through the order of
-        floating-point sums (differences of the order of 1e-12 relative).
+    rows_per_partition : sales rows per partition of products (default
+        ``hpte.panel.PARTITION_ROWS``); the result does not depend on it.
     """
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")

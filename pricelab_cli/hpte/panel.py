@@ -467,7 +467,7 @@ def partition_panel(
     *,
     price_col: str | None = "price",
     labels: Mapping[str, str] | None = None,
-    rows_per_partition: int = PARTITION_ROWS,
+    rows_per_partition: int | None = None,
     progress=None,
     engine: LocalEngine | None = None,
 ) -> PartitionedPanel:
@@ -478,7 +478,7 @@ def partition_panel(
     assignment's last date, as a stream of batches. ``labels`` names the tables in messages
     (``{"sales": path, "assignment": path}``). ``progress`` is called with the number of
     rows read, batch by batch. ``engine`` runs the per-partition checks (in this process by
-    default).
+    default). ``rows_per_partition`` defaults to ``PARTITION_ROWS``.
 
     Raises DataError subclasses (exit 65) for inputs that cannot be analysed: a missing
     column, duplicate (product_id, date) rows, missing or non-finite outcomes on analysed
@@ -500,7 +500,7 @@ def partition_panel(
     total_rows = sales.height if isinstance(sales, pl.DataFrame) else lazy.select(pl.len()).collect().item()
     if total_rows == 0:
         raise EmptyTableError(f"{sales_label}: the table has no rows.")
-    n_parts = min(n, max(1, math.ceil(total_rows / rows_per_partition)))
+    n_parts = min(n, max(1, math.ceil(total_rows / (rows_per_partition or PARTITION_ROWS))))
     # Whole blocks of products (SUM_BLOCK) a partition.
     per_part = math.ceil(math.ceil(n / n_parts) / SUM_BLOCK) * SUM_BLOCK
     bounds = np.minimum(np.arange(0, n + per_part, per_part), n)

@@ -159,3 +159,13 @@ def test_tree_groups_and_bootstrap_chunks_give_the_same_bits_in_worker_processes
     a = bootstrap_se(here.estimate, here.influence, stratum, 101, seed=8)
     b = bootstrap_se(here.estimate, here.influence, stratum, 101, seed=8, engine=LocalEngine(2))
     assert np.array_equal(a.draws, b.draws) and len(a.draws) == 101
+
+
+def test_detrended_outcomes_for_ipw_are_the_same_from_partitions(spoiled, monkeypatch):
+    from pricelab_cli.hpte import detrended_outcomes
+
+    products, assignment, sales = spoiled
+    whole = detrended_outcomes(sales, assignment, "units")
+    monkeypatch.setattr("pricelab_cli.hpte.panel.PARTITION_ROWS", sales.height // 6)
+    cut = detrended_outcomes(sales.sample(fraction=1.0, shuffle=True, seed=2).lazy(), assignment, "units")
+    assert cut.equals(whole)

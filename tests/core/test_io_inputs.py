@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pricelab_cli import io
+from pricelab_cli import io, storage
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, InputFileError, MissingColumnError
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
 
@@ -270,13 +270,13 @@ def test_an_empty_dataset_is_an_empty_table(tmp_path, sales):
 
 
 def test_patterns_follow_glob_rules():
-    rx = io._pattern_regex("s3://b/sales/**/*.parquet")
+    rx = storage.glob_regex("s3://b/sales/**/*.parquet")
     assert rx.fullmatch("s3://b/sales/a.parquet") and rx.fullmatch("s3://b/sales/date=1/x/a.parquet")
     assert not rx.fullmatch("s3://b/salesx/a.parquet")
-    one = io._pattern_regex("s3://b/sales/*.parquet")
+    one = storage.glob_regex("s3://b/sales/*.parquet")
     assert one.fullmatch("s3://b/sales/a.parquet") and not one.fullmatch("s3://b/sales/d/a.parquet")
-    assert io._pattern_regex("x/part-[!0].parquet").fullmatch("x/part-1.parquet")
-    assert not io._pattern_regex("x/part-[!0].parquet").fullmatch("x/part-0.parquet")
+    assert storage.glob_regex("x/part-[!0].parquet").fullmatch("x/part-1.parquet")
+    assert not storage.glob_regex("x/part-[!0].parquet").fullmatch("x/part-0.parquet")
     assert io._pattern_root("s3://b/sales/date=*/p.parquet") == "s3://b/sales"
     assert io._pattern_root("/*.parquet") == "/" and io._pattern_root("*.parquet") == ""
 
