@@ -31,7 +31,6 @@ LIMIT_MIB = 4096.0
 
 def make_inputs(folder: str) -> dict[str, str]:
     """Simulated catalog, random-days assignment and an 84-day sales panel (Parquet)."""
-    import polars as pl
 
     from pricelab_cli import assign, make_design, simulate_catalog, simulate_sales
 

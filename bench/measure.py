@@ -7,7 +7,6 @@ runs in its own process and nothing else in the benchmark inflates it.
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import time

@@ -53,7 +53,7 @@ from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import PricelabWarning
 from pricelab_cli.hpte import robust
 from pricelab_cli.hpte import panel as panel_layout
-from pricelab_cli.hpte.panel import Panel, build_panel, partition_panel
+from pricelab_cli.hpte.panel import Panel, partition_panel
 from pricelab_cli.hpte.robust import RobustAudit
 
 MIN_PRE_DAILY = 28

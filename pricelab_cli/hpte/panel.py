@@ -529,7 +529,6 @@ def _fill_partitions(
     lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
     sales_label, assignment_label, progress, engine,
 ) -> PartitionedPanel:
-    n = plan.n_products
     n_parts = len(bounds) - 1
     products = plan.products
     # Identifiers are compared as text when the two tables disagree on their type.

@@ -8,7 +8,6 @@ the file and the column.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import pathlib
 import re
 
