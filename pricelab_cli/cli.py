@@ -140,17 +140,23 @@ _INPUT_FLAGS = ("--sales", "--assignment", "--products", "--features", "--edges"
 
 
 def _run(
-    quiet: bool, seed: int | None, fmt: str | None, *outputs: str | None, documents: tuple[str | None, ...] = ()
+    quiet: bool,
+    seed: int | None,
+    fmt: str | None,
+    *outputs: str | None,
+    documents: tuple[str | None, ...] = (),
+    storage_option: list[str] | None = None,
 ) -> Run:
     """Start a run: check ``--format`` and every output path before any work is done.
 
-    ``documents`` are outputs that are not tables (JSON, PNG). Messages name the flags as
-    the user typed them on the command line.
+    ``documents`` are outputs that are not tables (JSON, PNG); ``storage_option`` the
+    command's ``--storage-option`` pairs. Messages name the flags as the user typed them on
+    the command line.
     """
     io.check_format(fmt)  # fail before any work, not at the final write
     named_outputs, named_inputs = _named_paths([o for o in outputs if o], _ACTIVE.argv)
     # --storage-option values reach the checks too: an s3:// output is probed before any work.
-    storage = _storage([value for flag, value in _flag_values(_ACTIVE.argv) if flag == "--storage-option"])
+    storage = _storage(storage_option)
     io.check_outputs(
         named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt, storage_options=storage
     )
@@ -293,8 +299,7 @@ def assign(
     seed: Seed = 0,
 ) -> None:
     """Expand a design to one row per product and experiment date (hash-based, stable)."""
-    run = _run(quiet, seed, fmt, output)
-    run.storage_options = _storage(storage_option)
+    run = _run(quiet, seed, fmt, output, storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
     # Assignment hashes product ids only: the catalog's other columns are never read.
@@ -431,8 +436,10 @@ def hpte(
     """Estimate the average price effect per product per day (heterogeneous panel treatment effect)."""
     from pricelab_cli.hpte import estimate_hpte
 
-    run = _run(quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, documents=(str(plot) if plot else None,))
-    run.storage_options = _storage(storage_option)
+    run = _run(
+        quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out,
+        documents=(str(plot) if plot else None,), storage_option=storage_option,
+    )
     if outlier_c is not None and outlier_rule is OutlierRule.robust:
         raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
     outcomes = list(dict.fromkeys(outcome or ["units"]))
@@ -586,8 +593,7 @@ def spillover_graph_command(
     from pricelab_cli.errors import EmptyTableError
     from pricelab_cli.spillover.graph import spillover_graph
 
-    run = _run(quiet, seed, fmt, output, all_pairs)
-    run.storage_options = _storage(storage_option)
+    run = _run(quiet, seed, fmt, output, all_pairs, storage_option=storage_option)
     if products is None and pairs is None:
         raise UsageError("give --products (with --group-col) or --pairs to say which pairs to test.")
     ids = {unit_col: "product_id"}
@@ -677,8 +683,10 @@ def cluster(
     """Partition the substitutes graph into clusters (Leiden) that assign --clusters randomises together."""
     from pricelab_cli.spillover.cluster import cluster_size_plot, leiden_clusters
 
-    run = _run(quiet, seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,))
-    run.storage_options = _storage(storage_option)
+    run = _run(
+        quiet, seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,),
+        storage_option=storage_option,
+    )
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=products is not None)
     product_table = (
         run.read(products, required=["product_id"], rename={unit_col: "product_id"}, unique=["product_id"], columns=["product_id"])
@@ -750,8 +758,7 @@ def ipw(
     """Direct and spillover effects by inverse-probability weighting, with exposure probabilities from the design."""
     from pricelab_cli.spillover.ipw import ipw_effects
 
-    run = _run(quiet, seed, fmt, output)
-    run.storage_options = _storage(storage_option)
+    run = _run(quiet, seed, fmt, output, storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path), source=design_path)
     ids = {unit_col: "product_id"}
     assignment_table = run.read(
@@ -867,8 +874,10 @@ def power(
     """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
     from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
 
-    run = _run(quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None, documents=(str(plot) if plot else None,))
-    run.storage_options = _storage(storage_option)
+    run = _run(
+        quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None,
+        documents=(str(plot) if plot else None,), storage_option=storage_option,
+    )
     ids = {unit_col: "product_id"}
     history_table = run.read(
         history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
@@ -1012,8 +1021,10 @@ def simulate_sales_command(
     """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
     from pricelab_cli.simulate import simulate_sales
 
-    run = _run(quiet, seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,))
-    run.storage_options = _storage(storage_option)
+    run = _run(
+        quiet, seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,),
+        storage_option=storage_option,
+    )
     ids = {unit_col: "product_id"}
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
     assignment_table = (
