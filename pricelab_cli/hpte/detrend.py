@@ -251,13 +251,6 @@ def shocks_from_sums(sums: np.ndarray) -> np.ndarray:
     return np.where(control_count > 0, control_mean, np.where(history_count > 0, history_mean, 0.0))
 
 
-def common_shocks(panel: Panel, residual: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Shock per date: mean residual of control experiment rows, else of history rows, else 0.
-
-    The robust step passes residuals already clipped at each product's scale."""
-    return shocks_from_sums(add_block_sums(None, _date_sums(panel, residual, usable)))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Detrended:
     """Residuals and counterfactuals per panel row (NaN for products left out)."""

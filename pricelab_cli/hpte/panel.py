@@ -123,16 +123,8 @@ class Panel:
     def n_products(self) -> int:
         return len(self.product_ids)
 
-    # A panel in memory is its own single partition.
-    n_partitions = 1
-
-    def partition(self, k: int) -> "Panel":
-        return self
-
-    def offset(self, k: int) -> int:
-        return 0
-
     def handles(self) -> list["_InMemory"]:
+        """A panel in memory is its own single partition."""
         return [_InMemory(self)]
 
 
@@ -374,7 +366,7 @@ class PartitionedPanel:
 
     Global facts (``product_ids``, ``unit``, ``price``, ``dates``, ...) are those of
     :class:`Panel`; ``partition(k)`` loads partition ``k`` as a :class:`Panel` whose product
-    codes start at 0 (``offset(k)`` is the global code of its first product). Use it as a
+    codes start at 0 (its handle's ``offset`` is the global code of its first product). Use it as a
     context manager (or call ``close``) so that its scratch folder is removed.
     """
 
@@ -403,9 +395,6 @@ class PartitionedPanel:
     @property
     def daily(self) -> bool:
         return self.spacing_days == 1
-
-    def offset(self, k: int) -> int:
-        return int(self.bounds[k])
 
     def handle(self, k: int) -> "PartitionHandle":
         """What a worker needs to load partition ``k`` (small, and picklable when the
