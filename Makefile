@@ -4,14 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Tests run on every core; statistical studies carry the `slow` marker and still run here.
-PYTEST_ARGS ?= -n auto
+# The Ray tests share one xdist group (one two-node cluster for all of them).
+PYTEST_ARGS ?= -n auto --dist loadgroup
 
 .PHONY: demo test test-fast bench bench-scale lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

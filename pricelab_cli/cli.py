@@ -6,6 +6,7 @@ No statistics live here. Errors raised by the core are mapped to exit codes once
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -14,7 +15,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Optional
 
 import polars as pl
@@ -99,6 +100,17 @@ ClusterCol = Annotated[str, typer.Option("--cluster-col", help="Column holding t
 EventCol = Annotated[str, typer.Option("--event-col", help="Column holding the event date.")]
 
 
+EngineOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--engine",
+        help="Where the partition tasks run: local (this machine) or ray (the Ray cluster at RAY_ADDRESS) "
+        "[PRICELAB_ENGINE, else local].",
+        show_default=False,
+    ),
+]
+
+
 class DesignKind(str, enum.Enum):
     time_bound = "time-bound"
     triggered = "triggered"
@@ -163,6 +175,23 @@ def _run(
     reporter = Reporter(quiet=quiet)
     _ACTIVE.reporter = reporter
     return Run(reporter, seed, fmt, tuple(o for o in outputs if o), storage)
+
+
+@contextlib.contextmanager
+def _engine(run: Run, name: str | None, jobs: int = 0) -> Iterator:
+    """The engine a command's partition tasks run on (``--engine``, else ``PRICELAB_ENGINE``),
+    with a progress bar over the tasks; on a cluster, says where the work ran when it is done."""
+    from pricelab_cli.engine import make_engine
+
+    with run.reporter.tasks("partition tasks") as counter:
+        engine = make_engine(name, jobs, counter)
+        try:
+            yield engine
+            summary = engine.summary() if engine.remote else None
+        finally:
+            engine.close()
+    if summary:
+        run.reporter.say(f"engine: {summary}")
 
 
 def _flag_values(argv: list[str]) -> list[tuple[str, str]]:
@@ -417,6 +446,15 @@ def hpte(
     jobs: Annotated[
         int, typer.Option(help="Worker processes for the per-partition steps and threads for the forest [all cores].")
     ] = 0,
+    engine: EngineOption = None,
+    partition_rows: Annotated[
+        Optional[int],
+        typer.Option(
+            "--partition-rows", min=1000,
+            help="Sales rows per partition of products, one task's share of the work; the result does not "
+            "depend on it [4,000,000].",
+        ),
+    ] = None,
     cate_out: Annotated[
         Optional[str], typer.Option("--cate-out", help="Write product_id, cate (per-product effect) here.")
     ] = None,
@@ -471,7 +509,7 @@ def hpte(
     feature_table = run.read(features, required=["product_id"], rename=ids, unique=["product_id"]) if features else None
     if feature_table is not None and method is HpteMethod.did:
         run.reporter.warn("--features is used by the causal forest only; --method did ignores it.")
-    with run.reporter.progress("sales rows read", None) as read_rows, \
+    with _engine(run, engine, jobs) as chosen, run.reporter.progress("sales rows read", None) as read_rows, \
             run.reporter.progress("bootstrap", bootstrap * len(outcomes)) as advance:
         result = estimate_hpte(
             sales_table,
@@ -491,6 +529,8 @@ def hpte(
             progress=advance,
             read_progress=read_rows,
             n_jobs=jobs,
+            engine=chosen,
+            rows_per_partition=partition_rows,
             **({} if outlier_c is None else {"outlier_c": outlier_c}),
         )
     run.write(result.effects, output)
@@ -583,6 +623,7 @@ def spillover_graph_command(
     ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
+    engine: EngineOption = None,
     storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -620,7 +661,7 @@ def spillover_graph_command(
     )
     pair_table = run.read(pairs, required=["src", "dst"]) if pairs else None
     n_equations = pair_table["dst"].n_unique() if pair_table is not None else product_table.height
-    with run.reporter.progress("cross-price regressions", n_equations) as advance:
+    with _engine(run, engine, 1) as chosen, run.reporter.progress("cross-price regressions", n_equations) as advance:
         graph = spillover_graph(
             sales_table,
             product_table,
@@ -632,6 +673,7 @@ def spillover_graph_command(
             keep_complements=keep_complements,
             hac_lags=hac_lags,
             progress=advance,
+            engine=chosen,
         )
     run.write(graph.edges, output)
     if all_pairs:
@@ -749,6 +791,7 @@ def ipw(
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
+    engine: EngineOption = None,
     storage_option: StorageOption = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -782,7 +825,8 @@ def ipw(
         if clusters
         else None
     )
-    with run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance:
+    with _engine(run, engine, 0) as chosen, \
+            run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance:
         result = ipw_effects(
             sales_table,
             assignment_table,
@@ -798,6 +842,7 @@ def ipw(
             outlier_rule=outlier_rule.value,
             seed=seed,
             progress=advance,
+            engine=chosen,
         )
     run.write(result.effects, output)
     _report_ipw(run.reporter, result, outcome)
@@ -860,6 +905,7 @@ def power(
         OutlierRule, typer.Option(help="hpte's outlier rule inside the study (robust or quantile, as in hpte).")
     ] = OutlierRule.robust,
     jobs: Annotated[int, typer.Option(help="Worker processes [all cores].")] = 0,
+    engine: EngineOption = None,
     repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
     unit_col: UnitCol = "product_id",
@@ -894,8 +940,8 @@ def power(
         run.read(events, required=["product_id", "event_date"], rename=ids, dates=["event_date"]) if events else None
     )
     arms = design_arms(designs, cluster_table)
-    workers = jobs if jobs > 0 else (os.cpu_count() or 1)
-    with run.reporter.progress(f"{len(arms)} designs x {reps} repetitions", reps) as advance:
+    with _engine(run, engine, jobs) as chosen, \
+            run.reporter.progress(f"{len(arms)} designs x {reps} repetitions", reps) as advance:
         summary, repetitions = power_study(
             history_table,
             product_table,
@@ -911,8 +957,9 @@ def power(
             events=event_table,
             interval_reps=interval_reps,
             seed=seed,
-            n_jobs=workers,
+            n_jobs=jobs,
             on_progress=advance,
+            engine=chosen,
         )
     run.write(summary, output)
     if repetitions_out:

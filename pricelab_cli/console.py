@@ -55,6 +55,41 @@ class Reporter:
             yield lambda n=1: bar.advance(task, n)
 
 
+    @contextlib.contextmanager
+    def tasks(self, description: str) -> Iterator["TaskBar"]:
+        """Yield a counter of tasks (``add(n)`` as a stage of ``n`` starts, ``done(n)`` as
+        they finish) drawn as one bar on stderr whose total grows stage by stage."""
+        if self.quiet:
+            yield TaskBar(None, None)
+            return
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        with bar:
+            yield TaskBar(bar, bar.add_task(description, total=0))
+
+
+class TaskBar:
+    """The counter ``Reporter.tasks`` yields (see :class:`pricelab_cli.engine.TaskCounter`)."""
+
+    def __init__(self, bar: Progress | None, task) -> None:
+        self._bar, self._task, self._total = bar, task, 0
+
+    def add(self, n: int) -> None:
+        self._total += n
+        if self._bar is not None:
+            self._bar.update(self._task, total=self._total)
+
+    def done(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+
 def error(text: str) -> None:
     """The one error line a failed run prints."""
     Console(stderr=True, highlight=False, soft_wrap=True).print(

@@ -1,13 +1,26 @@
 """Where the per-partition work of a command runs.
 
 A command's work is split into plain functions over one partition of products (``map``) and
-a reduction of their small results in the calling process; an engine only decides where the
-``map`` runs. The statistics never ask which engine they run on, and every engine returns the
-results in the order of the items, so the answer is the same on each.
+a reduction of their small results in the calling process (the driver); an engine only
+decides where the ``map`` runs. The statistics never ask which engine they run on, and every
+engine returns the results in the order of the items, so the answer is the same on each.
 
 ``LocalEngine`` runs the tasks in this process (``n_jobs=1``) or in a pool of worker
 processes on this machine (joblib's process backend: each worker loads its partition from the
-scratch folder itself, so only per-partition summaries travel back).
+scratch folder itself, so only per-partition summaries travel back). ``RayEngine``
+(:mod:`pricelab_cli.ray_engine`, the ``pricelab[ray]`` extra) runs the same functions as
+tasks of a Ray cluster, and keeps the partitions themselves in the cluster's object store.
+
+Two more verbs serve data too large to travel with every task:
+
+- ``share(value)`` puts a large read-only input (the assignment grid, bootstrap influences)
+  where the tasks can reach it once; a task turns what it gets back into the value with
+  :func:`resolve`. On this machine it is the value itself.
+- ``map_kept(fn, items, n_kept)`` runs tasks whose function returns ``(small, big_1, ...,
+  big_n)``: the small part comes back, the big parts stay with the engine (Ray's object
+  store) as handles that later tasks :func:`resolve`. ``remote`` says whether an engine
+  keeps them away from the driver; the local engine keeps its partitions in a scratch
+  folder instead (see :mod:`pricelab_cli.hpte.panel`).
 """
 
 from __future__ import annotations
@@ -16,7 +29,23 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from pricelab_cli.errors import UsageError
+
 T = TypeVar("T")
+
+ENGINES = ("local", "ray")
+ENGINE_ENV = "PRICELAB_ENGINE"
+
+
+class TaskCounter:
+    """What an engine reports its progress to: ``add(n)`` as a stage of ``n`` tasks starts,
+    ``done(n)`` as tasks finish. The default does nothing."""
+
+    def add(self, n: int) -> None:  # noqa: D102
+        pass
+
+    def done(self, n: int = 1) -> None:  # noqa: D102
+        pass
 
 
 class LocalEngine:
@@ -27,30 +56,88 @@ class LocalEngine:
     n_jobs : worker processes; 1 runs every task in this process, 0 or less uses every core.
     """
 
-    def __init__(self, n_jobs: int = 1) -> None:
+    name = "local"
+    remote = False
+
+    def __init__(self, n_jobs: int = 1, counter: TaskCounter | None = None) -> None:
         self.n_jobs = n_jobs
+        self.counter = counter or TaskCounter()
 
     @property
     def workers(self) -> int:
         return self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1)
 
-    def map(self, fn: Callable[..., T], items: Sequence[Any], progress: Callable[[int], None] | None = None) -> list[T]:
-        """``[fn(item) for item in items]``, in order; ``progress(1)`` after each task."""
+    def with_jobs(self, n_jobs: int) -> "LocalEngine":
+        """The same engine with another number of workers (same progress counter)."""
+        return LocalEngine(n_jobs, self.counter)
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, fn: Callable[..., T], items: Sequence[Any], progress: Callable[[Any], None] | None = None) -> list[T]:
+        """``[fn(item) for item in items]``, in order; ``progress(item)`` as each task ends."""
+        self.counter.add(len(items))
         if self.workers == 1 or len(items) < 2:
-            return list(_in_process(fn, items, progress))
+            return list(_in_process(fn, items, progress, self.counter))
         from joblib import Parallel, delayed
 
         results: list[T] = []
         runner = Parallel(n_jobs=min(self.workers, len(items)), return_as="generator")
-        for result in runner(delayed(fn)(item) for item in items):
+        for item, result in zip(items, runner(delayed(fn)(item) for item in items)):
             results.append(result)
+            self.counter.done(1)
             if progress is not None:
-                progress(1)
+                progress(item)
         return results
 
+    def map_kept(self, fn: Callable[..., tuple], items: Sequence[Any], n_kept: int,
+                 progress: Callable[[Any], None] | None = None) -> list[tuple[Any, list[Any]]]:
+        """``fn(item)`` returns ``(small, big_1, ..., big_n_kept)``; here every part comes back."""
+        out = self.map(fn, items, progress)
+        return [(result[0], list(result[1:1 + n_kept])) for result in out]
 
-def _in_process(fn: Callable[..., T], items: Iterable[Any], progress) -> Iterable[T]:
+    def describe(self) -> str:
+        return f"local ({self.workers} worker{'s' if self.workers != 1 else ''})"
+
+    def close(self) -> None:
+        pass
+
+
+def _in_process(fn: Callable[..., T], items: Iterable[Any], progress, counter: TaskCounter) -> Iterable[T]:
     for item in items:
         yield fn(item)
+        counter.done(1)
         if progress is not None:
-            progress(1)
+            progress(item)
+
+
+def resolve(value: Any) -> Any:
+    """The value behind what ``share`` or ``map_kept`` handed out (itself on this machine).
+
+    Recognises a Ray object reference by its type's module, so the local engine never
+    imports ray."""
+    if type(value).__module__.split(".")[0] == "ray":
+        import ray
+
+        return ray.get(value)
+    return value
+
+
+def engine_name(name: str | None) -> str:
+    """``--engine`` if given, else ``PRICELAB_ENGINE``, else ``local``; checked."""
+    chosen = name if name is not None else os.environ.get(ENGINE_ENV) or "local"
+    chosen = chosen.strip().lower()
+    if chosen not in ENGINES:
+        source = "--engine" if name is not None else ENGINE_ENV
+        raise UsageError(f"{source} {chosen!r} is not one of: {', '.join(ENGINES)}.")
+    return chosen
+
+
+def make_engine(name: str | None, n_jobs: int = 0, counter: TaskCounter | None = None):
+    """The engine a command runs on: ``local`` (``n_jobs`` processes, 0 = every core) or
+    ``ray`` (the cluster at ``RAY_ADDRESS``; see :mod:`pricelab_cli.ray_engine`)."""
+    if engine_name(name) == "ray":
+        from pricelab_cli.ray_engine import RayEngine
+
+        return RayEngine.connect(counter=counter)
+    return LocalEngine(n_jobs, counter)

@@ -508,8 +508,11 @@ def _scan_parquet(
     else:
         hive, above = {}, []
     try:
+        # Local files by absolute path: the plan may be read by processes (engine tasks)
+        # that do not share this one's working directory.
+        files = list(source.files) if source.remote else [os.path.abspath(f) for f in source.files]
         scan = pl.scan_parquet(
-            list(source.files),
+            files,
             hive_partitioning=bool(hive),
             hive_schema=hive or None,
             glob=False,  # the files are listed already; a '[' in a name is not a pattern

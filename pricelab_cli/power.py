@@ -45,6 +45,7 @@ from scipy import sparse, stats
 
 from pricelab_cli.assign import assign
 from pricelab_cli.design import Design
+from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import DataError, UsageError
 from pricelab_cli.io import row_positions
 
@@ -250,6 +251,12 @@ def _chunk(study: _Study, reps: Sequence[int]) -> list[dict]:
         return [row for rep in reps for row in _repetition(study, rep)]
 
 
+def _chunk_task(item: tuple[object, Sequence[int]]) -> list[dict]:
+    """A chunk of repetitions as an engine task: (the study or its shared handle, reps)."""
+    study, reps = item
+    return _chunk(resolve(study), reps)
+
+
 def summarise(repetitions: pl.DataFrame) -> pl.DataFrame:
     """One row per design: bias, se, rmse, power, coverage, mde (outcome units per product per day).
 
@@ -301,6 +308,7 @@ def power_study(
     seed: int = 0,
     n_jobs: int = 1,
     on_progress: Callable[[int], None] | None = None,
+    engine=None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Run the Monte Carlo design comparison.
 
@@ -317,6 +325,9 @@ def power_study(
         power); default all.
     n_jobs : worker processes; repetitions are split into chunks across them.
     on_progress : called with the number of repetitions just finished.
+    engine : where the chunks run (default ``LocalEngine(n_jobs)``; a ``RayEngine`` runs them
+        as tasks of a cluster). Each repetition seeds itself, so the result does not depend
+        on the engine or on the chunking.
 
     Returns
     -------
@@ -367,21 +378,11 @@ def power_study(
     for index, arm in enumerate(study.arms):
         assign(window_design(arm.design, history_end, f"power:check:{index}"), study.products,
                clusters=arm.clusters, events=events)
-    rows = []
-    chunks = _chunks(reps, n_jobs)
-    if n_jobs == 1:
-        for chunk in chunks:
-            rows += _chunk(study, chunk)
-            if on_progress:
-                on_progress(len(chunk))
-    else:
-        from joblib import Parallel, delayed
-
-        jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_chunk)(study, chunk) for chunk in chunks)
-        for chunk, result in zip(chunks, jobs):
-            rows += result
-            if on_progress:
-                on_progress(len(chunk))
+    engine = engine if engine is not None else LocalEngine(n_jobs)
+    shared = engine.share(study)
+    chunks = [(shared, chunk) for chunk in _chunks(reps, engine.workers)]
+    advance = None if on_progress is None else (lambda item: on_progress(len(item[1])))
+    rows = [row for result in engine.map(_chunk_task, chunks, progress=advance) for row in result]
     order = {arm.label: i for i, arm in enumerate(study.arms)}
     repetitions = pl.DataFrame(rows).sort(pl.col("design").replace_strict(order), "rep")
     return summarise(repetitions), repetitions

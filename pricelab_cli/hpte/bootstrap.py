@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pricelab_cli.engine import LocalEngine
+from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import UsageError
 
 # Entries of the index matrix handled at once (about 64 MB of indices and gathered values).
@@ -68,8 +68,7 @@ class _DrawChunk:
     """Draws ``first`` .. ``first + count - 1`` of a bootstrap: their own stream is seeded
     with (seed, chunk)."""
 
-    unit_influence: np.ndarray
-    stratum: np.ndarray
+    data: object  # (unit influence, stratum), or the engine's handle of it
     count: int
     seed: int
     chunk: int
@@ -78,9 +77,10 @@ class _DrawChunk:
 def _chunk_shifts(task: _DrawChunk) -> np.ndarray:
     """How far each draw of a chunk moves the estimate: ``sum_j (omega_j - 1) psi_j``."""
     rng = np.random.default_rng([task.seed, task.chunk])
-    labels = np.unique(task.stratum)
-    members = [np.flatnonzero(task.stratum == label) for label in labels]
-    n_units = max(len(task.unit_influence), 1)
+    unit_influence, stratum = resolve(task.data)
+    labels = np.unique(stratum)
+    members = [np.flatnonzero(stratum == label) for label in labels]
+    n_units = max(len(unit_influence), 1)
     batch = max(1, min(task.count, BATCH_ENTRIES // n_units))
     shifts = np.empty(task.count)
     done = 0
@@ -88,7 +88,7 @@ def _chunk_shifts(task: _DrawChunk) -> np.ndarray:
         size = min(batch, task.count - done)
         shift = np.zeros(size)
         for rows in members:
-            psi = task.unit_influence[rows]
+            psi = unit_influence[rows]
             # 32-bit draws take half the random bits and half the memory of 64-bit ones.
             picks = rng.integers(0, len(rows), size=(size, len(rows)), dtype=np.int32)
             shift += psi[picks].sum(axis=1) - psi.sum()
@@ -122,12 +122,11 @@ def bootstrap_se(
         nan = float("nan")
         return BootstrapResult(nan, nan, nan, nan, np.empty(0))
     cuts = np.linspace(0, n_bootstrap, min(DRAW_CHUNKS, n_bootstrap) + 1).astype(int)
-    chunks = [
-        _DrawChunk(unit_influence, stratum, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))
-    ]
-    counts = iter([chunk.count for chunk in chunks])
-    advance = None if progress is None else (lambda _: progress(next(counts)))
-    draws = estimate + np.concatenate((engine or LocalEngine()).map(_chunk_shifts, chunks, progress=advance))
+    engine = engine or LocalEngine()
+    data = engine.share((unit_influence, stratum))
+    chunks = [_DrawChunk(data, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))]
+    advance = None if progress is None else (lambda chunk: progress(chunk.count))
+    draws = estimate + np.concatenate(engine.map(_chunk_shifts, chunks, progress=advance))
     se = float(np.std(draws, ddof=1)) if n_bootstrap > 1 else float("nan")
     ci_low, ci_high = (float(v) for v in np.quantile(draws, [0.025, 0.975]))
     extreme = np.count_nonzero(np.abs(draws - estimate) >= abs(estimate))

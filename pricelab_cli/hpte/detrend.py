@@ -511,8 +511,27 @@ class CatalogDetrend:
 
     def residuals(self, panel: Panel, k: int, offset: int) -> Detrended:
         """Partition ``k``'s residuals again (``panel`` is that partition)."""
-        local = self.screened[offset:offset + panel.n_products]
-        return partition_residuals(panel, panel.outcomes[self.outcome], self.partition_fits[k], local, self.shock)[0]
+        return self.for_partition(k, offset).residuals(panel)
+
+    def for_partition(self, k: int, offset: int) -> "PartitionResiduals":
+        """What a task needs to recompute partition ``k``'s residuals (small: per product of
+        the partition and per date)."""
+        fit = self.partition_fits[k]
+        local = self.screened[offset:offset + len(fit.fit.model)]
+        return PartitionResiduals(fit, local, self.shock, self.outcome)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartitionResiduals:
+    """One partition's baseline fits, screen and the common shocks: its residuals again."""
+
+    fit: PartitionFit
+    screened: np.ndarray
+    shock: np.ndarray
+    outcome: str
+
+    def residuals(self, panel: Panel) -> Detrended:
+        return partition_residuals(panel, panel.outcomes[self.outcome], self.fit, self.screened, self.shock)[0]
 
 
 def _concat_fits(fits: list[BaselineFit]) -> BaselineFit:
@@ -605,7 +624,7 @@ def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
 
 
 def detrended_outcomes(
-    sales: pl.DataFrame | pl.LazyFrame, assignment: pl.DataFrame, outcome: str, *, robust: bool = True
+    sales: pl.DataFrame | pl.LazyFrame, assignment: pl.DataFrame, outcome: str, *, robust: bool = True, engine=None
 ) -> pl.DataFrame:
     """Detrended experiment rows of ``outcome``: one row per analysed (product_id, date).
 
@@ -617,10 +636,10 @@ def detrended_outcomes(
     robust step's residuals: stock-out days and products screened for wild history are not
     in the result, and residuals are winsorised; False gives plain least-squares residuals.
     ``sales`` may be a lazy scan: it is streamed into partitions of products as for hpte, and
-    only the experiment rows come back.
+    only the experiment rows come back. ``engine`` runs the partition tasks (every core of
+    this machine by default).
     """
-    # Every core when the panel is large enough to be cut into partitions (on disk).
-    engine = LocalEngine(0)
+    engine = engine or LocalEngine(0)
     with partition_panel(sales, assignment, [outcome], price_col=None, engine=engine) as panel:
         detrended = detrend_partitions(panel, outcome, robust=robust, engine=engine)
         warn_left_out(panel, detrended.fit, outcome)
@@ -632,22 +651,24 @@ def detrended_outcomes(
                 PricelabWarning,
                 stacklevel=2,
             )
-        # Partition by partition: only experiment rows are kept (rows are sorted by product
+        # Partition by partition: only experiment rows come back (rows are sorted by product
         # and date within a partition, and partitions follow each other in product order).
-        frames = []
-        for k, handle in enumerate(panel.handles()):
-            part = handle.load()
-            rows_k = detrended.residuals(part, k, handle.offset)
-            rows = np.flatnonzero(~part.pre & rows_k.usable)
-            frames.append(
-                pl.DataFrame(
-                    {
-                        "product_id": part.product_ids.gather(part.code[rows]),
-                        "date": pl.Series(part.dates[part.date_index[rows]].astype(np.int32)).cast(pl.Date),
-                        "treated": pl.Series(part.treated[rows], dtype=pl.Int8),
-                        "residual": rows_k.residual[rows],
-                        "counterfactual": rows_k.counterfactual[rows],
-                    }
-                )
-            )
+        tasks = [(h, detrended.for_partition(k, h.offset)) for k, h in enumerate(panel.handles())]
+        frames = engine.map(_experiment_rows_task, tasks)
     return pl.concat(frames)
+
+
+def _experiment_rows_task(task) -> pl.DataFrame:
+    handle, inputs = task
+    part = handle.load()
+    rows_k = inputs.residuals(part)
+    rows = np.flatnonzero(~part.pre & rows_k.usable)
+    return pl.DataFrame(
+        {
+            "product_id": part.product_ids.gather(part.code[rows]),
+            "date": pl.Series(part.dates[part.date_index[rows]].astype(np.int32)).cast(pl.Date),
+            "treated": pl.Series(part.treated[rows], dtype=pl.Int8),
+            "residual": rows_k.residual[rows],
+            "counterfactual": rows_k.counterfactual[rows],
+        }
+    )

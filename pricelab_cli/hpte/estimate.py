@@ -83,6 +83,8 @@ class HeterogeneousPanelEffect:
     n_estimators, max_samples, min_samples_leaf, n_jobs : the causal forest's size.
     random_state : seed of the forest and of the bootstrap.
     effect_path : whether to compute ``path_`` (the data of ``--plot``).
+    engine : where the partition tasks run (:mod:`pricelab_cli.engine`); default this
+        machine with ``n_jobs`` workers. The result does not depend on it.
 
     Attributes (after ``fit``)
     --------------------------
@@ -116,6 +118,7 @@ class HeterogeneousPanelEffect:
         n_jobs: int = -1,
         random_state: int = 0,
         effect_path: bool = True,
+        engine=None,
     ) -> None:
         self.method = method
         self.n_bootstrap = n_bootstrap
@@ -129,6 +132,7 @@ class HeterogeneousPanelEffect:
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.effect_path = effect_path
+        self.engine = engine
 
     def fit(
         self,
@@ -163,7 +167,7 @@ class HeterogeneousPanelEffect:
             remove_shocks=not classic,
             robust=robust,
             screen=self.outlier_filter,
-            engine=LocalEngine(self.n_jobs),
+            engine=self._partition_engine(),
         )
         warn_left_out(panel, detrended.fit, outcome)
         cells = detrended.cells
@@ -199,7 +203,7 @@ class HeterogeneousPanelEffect:
 
         self.lift_ = self._lift(cells, leaf.matched, classic)
         self.cate_ = _product_cate(panel, cells, None if classic else leaf.cate)
-        self.path_ = effect_path(panel, detrended, keep_product) if self.effect_path else None
+        self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
         self.outcome_ = outcome
         return self
@@ -273,10 +277,14 @@ class HeterogeneousPanelEffect:
             counterfactual = float(cells.counterfactual[treated].mean())
         return self.estimate_ / counterfactual if counterfactual != 0 else float("nan")
 
-    def _engine(self, size: int) -> LocalEngine:
-        """Worker processes for the bootstrap chunks of a large catalog (the draws do not
-        depend on where they run); below ``POOL_SIZE`` this process."""
-        return LocalEngine(self.n_jobs if size >= POOL_SIZE else 1)
+    def _partition_engine(self):
+        return self.engine if self.engine is not None else LocalEngine(self.n_jobs)
+
+    def _engine(self, size: int):
+        """The engine's workers for the bootstrap chunks of a large catalog (the draws do
+        not depend on where they run); below ``POOL_SIZE`` this process."""
+        engine = self._partition_engine()
+        return engine if size >= POOL_SIZE else LocalEngine(1, engine.counter)
 
     def _check_params(self) -> None:
         if self.method not in METHODS:
@@ -395,41 +403,29 @@ def _product_cate(panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataF
     return pl.DataFrame({"product_id": panel.product_ids, "cate": cate}).with_columns(pl.col("cate").fill_nan(None))
 
 
-def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray) -> pl.DataFrame:
+def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engine=None) -> pl.DataFrame:
     """Treated-minus-control mean residual per period relative to each product's start.
 
     Before the start a product counts in the arm it has on its first assignment date; during
     the experiment each row counts in its own arm. The band is the 95% normal interval of a
     difference of two independent means. History is shown for twice the experiment's length
     (at least ``MIN_PATH_PRE_PERIODS`` periods). Residuals are recomputed partition by
-    partition; only per-period sums are kept.
+    partition (a task each, run by ``engine``); only per-period sums come back.
     """
-    sums = np.zeros((3, 0))
-    lowest, last_exp = 0, None
-    for k, handle in enumerate(panel.handles()):
-        part = handle.load()
-        offset = handle.offset
-        detrended_k = detrended.residuals(part, k, offset)
-        rows = np.flatnonzero(detrended_k.usable & keep_product[offset:offset + part.n_products][part.code])
-        if not len(rows):
-            continue
-        period = np.rint(part.t[rows]).astype(np.int64)
-        exp = ~part.pre[rows]
-        arm = np.where(exp, part.treated[rows], part.first_arm[part.code[rows]]).astype(np.int64)
-        if exp.any():
-            top = int(period[exp].max())
-            last_exp = top if last_exp is None else max(last_exp, top)
-        # Sums per (period, arm), over a period range that grows to hold every partition's.
-        low = min(lowest, int(period.min())) if sums.shape[1] else int(period.min())
-        high = max(lowest + sums.shape[1] // 2 - 1, int(period.max())) if sums.shape[1] else int(period.max())
-        grown = np.zeros((3, 2 * (high - low + 1)))
-        grown[:, 2 * (lowest - low):2 * (lowest - low) + sums.shape[1]] = sums
-        sums, lowest = grown, low
-        key = (period - lowest) * 2 + arm
-        r = detrended_k.residual[rows]
-        sums[0] += np.bincount(key, minlength=sums.shape[1])
-        sums[1] += np.bincount(key, weights=r, minlength=sums.shape[1])
-        sums[2] += np.bincount(key, weights=r * r, minlength=sums.shape[1])
+    tasks = [
+        (h, detrended.for_partition(k, h.offset), keep_product[h.offset:h.offset + len(h.product_ids)])
+        for k, h in enumerate(panel.handles())
+    ]
+    found = [r for r in (engine or LocalEngine()).map(_path_sums_task, tasks) if r is not None]
+    lowest = min((r[0] for r in found), default=0)
+    highest = max((r[0] + r[1].shape[1] // 2 - 1 for r in found), default=-1)
+    sums = np.zeros((3, 2 * (highest - lowest + 1)))
+    # Added in partition order: the same bits whichever engine ran the tasks.
+    for low, part_sums, _ in found:
+        start = 2 * (low - lowest)
+        sums[:, start:start + part_sums.shape[1]] += part_sums
+    tops = [r[2] for r in found if r[2] is not None]
+    last_exp = max(tops) if tops else None
     n_exp = last_exp + 1 if last_exp is not None else 1
     first = -max(2 * n_exp, MIN_PATH_PRE_PERIODS)
     count_all, total_all, square_all = (a.reshape(-1, 2) for a in sums)
@@ -454,6 +450,31 @@ def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray) -> p
             "n_control": count[both, 0].astype(np.int64),
         }
     ).with_columns(pl.col("ci_low", "ci_high").fill_nan(None))
+
+
+def _path_sums_task(task) -> tuple[int, np.ndarray, int | None] | None:
+    """One partition's count, sum and sum of squares of residuals per (period, arm), from
+    its lowest period on, and its last experiment period."""
+    handle, inputs, keep = task
+    part = handle.load()
+    detrended_k = inputs.residuals(part)
+    rows = np.flatnonzero(detrended_k.usable & keep[part.code])
+    if not len(rows):
+        return None
+    period = np.rint(part.t[rows]).astype(np.int64)
+    exp = ~part.pre[rows]
+    arm = np.where(exp, part.treated[rows], part.first_arm[part.code[rows]]).astype(np.int64)
+    last_exp = int(period[exp].max()) if exp.any() else None
+    low = int(period.min())
+    width = 2 * (int(period.max()) - low + 1)
+    key = (period - low) * 2 + arm
+    r = detrended_k.residual[rows]
+    sums = np.stack([
+        np.bincount(key, minlength=width).astype(np.float64),
+        np.bincount(key, weights=r, minlength=width),
+        np.bincount(key, weights=r * r, minlength=width),
+    ])
+    return low, sums, last_exp
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -504,6 +525,7 @@ def estimate_hpte(
     read_progress: Callable[[int], None] | None = None,
     rows_per_partition: int | None = None,
     n_jobs: int = -1,
+    engine=None,
 ) -> HpteResult:
     """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
 
@@ -527,25 +549,28 @@ def estimate_hpte(
         less: every core); the result does not depend on it.
     rows_per_partition : sales rows per partition of products (default
         ``hpte.panel.PARTITION_ROWS``); the result does not depend on it.
+    engine : where the partition tasks run (``LocalEngine(n_jobs)`` by default, or a
+        ``RayEngine``); the result does not depend on it.
     """
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")
     labels = dict(labels or {})
+    engine = engine if engine is not None else LocalEngine(n_jobs)
     with partition_panel(
         sales, assignment, outcomes, price_col=price_col, labels=labels, rows_per_partition=rows_per_partition,
-        progress=read_progress, engine=LocalEngine(n_jobs),
+        progress=read_progress, engine=engine,
     ) as panel:
         return _estimate_panel(
             panel, outcomes=outcomes, features=features, method=method, n_bootstrap=n_bootstrap, seed=seed,
             outlier_rule=outlier_rule, outlier_c=outlier_c, outlier_filter=outlier_filter, detrend=detrend,
             n_estimators=n_estimators, max_samples=max_samples, min_samples_leaf=min_samples_leaf,
-            effect_paths=effect_paths, labels=labels, progress=progress, n_jobs=n_jobs,
+            effect_paths=effect_paths, labels=labels, progress=progress, n_jobs=n_jobs, engine=engine,
         )
 
 
 def _estimate_panel(
     panel: PartitionedPanel, *, outcomes, features, method, n_bootstrap, seed, outlier_rule, outlier_c, outlier_filter,
-    detrend, n_estimators, max_samples, min_samples_leaf, effect_paths, labels, progress, n_jobs,
+    detrend, n_estimators, max_samples, min_samples_leaf, effect_paths, labels, progress, n_jobs, engine,
 ) -> HpteResult:
     use_features = features is not None and method == "hpte"
     user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None
@@ -564,6 +589,7 @@ def _estimate_panel(
             n_jobs=n_jobs,
             random_state=seed,
             effect_path=effect_paths,
+            engine=engine,
         ).fit_panel(panel, outcome, user, progress)
     effects = pl.DataFrame(
         [est.summary() for est in fitted.values()],

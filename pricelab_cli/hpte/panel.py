@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pricelab_cli.engine import LocalEngine
+from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import (
     ColumnTypeError,
     DataError,
@@ -73,6 +73,9 @@ PARTITION_ROWS = 4_000_000
 SUM_BLOCK = 1024
 # Slices of the sales stream read side by side when the partitions go to disk.
 STREAM_SLICES = 8
+# With an engine that keeps the partitions, a slice of the stream holds at most about this
+# many rows (a worker holds its slice's rows until it hands them over).
+REMOTE_SLICE_ROWS = 25_000_000
 # Rows per batch read from the sales stream.
 BATCH_ROWS = 2_000_000
 
@@ -265,6 +268,8 @@ class _PartitionStore:
     dropped then).
     """
 
+    remote = False
+
     def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], folder: Path | None, n_writers: int = 1,
                  kept: Sequence[str] | None = None) -> None:
         self.columns = dict(columns)
@@ -299,6 +304,15 @@ class _PartitionStore:
             out[column] = np.concatenate(found) if len(found) > 1 else (found[0] if found else np.empty(0, dtype=dtype))
         return out
 
+    def take(self, k: int) -> dict[str, np.ndarray]:
+        """``load(k)`` of a store in memory, which then forgets partition ``k``."""
+        rows = self.load(k)
+        self._memory[k] = {c: [] for c in self.columns}
+        return rows
+
+    def view(self, k: int) -> "_PartitionStore":
+        return self
+
     def replace(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Keep ``arrays`` (sorted) as partition ``k``, only the ``kept`` columns."""
         if self.folder is None:
@@ -312,12 +326,49 @@ class _PartitionStore:
                 self._path(k, column, w).unlink(missing_ok=True)
 
 
+class _ObjectStore:
+    """The partitions of an engine that keeps them itself (Ray's object store): the pieces
+    each slice of the input sent to a partition, until the partition is sorted into one
+    object. A task gets a ``view`` holding its own partition's handles only."""
+
+    remote = True
+
+    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str]) -> None:
+        self.columns = dict(columns)
+        self.kept = list(kept)
+        self.pieces: list[list] = [[] for _ in range(n_parts)]
+        self.sorted: list = [None] * n_parts
+
+    def add_pieces(self, per_partition: Sequence) -> None:
+        for k, piece in enumerate(per_partition):
+            self.pieces[k].append(piece)
+
+    def set_sorted(self, k: int, handle) -> None:
+        """Partition ``k`` is now the one sorted object ``handle``; its pieces are let go."""
+        self.sorted[k] = handle
+        self.pieces[k] = []
+
+    def view(self, k: int) -> "_ObjectStore":
+        view = _ObjectStore(len(self.pieces), self.columns, self.kept)
+        view.pieces[k], view.sorted[k] = list(self.pieces[k]), self.sorted[k]
+        return view
+
+    def load(self, k: int) -> dict[str, np.ndarray]:
+        if self.sorted[k] is not None:
+            return resolve(self.sorted[k])
+        found = [piece for piece in (resolve(p) for p in self.pieces[k]) if piece is not None]
+        return {
+            c: np.concatenate([piece[c] for piece in found]) if found else np.empty(0, dtype=dtype)
+            for c, dtype in self.columns.items()
+        }
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class PartitionHandle:
     """One partition of a :class:`PartitionedPanel`: where its rows are and the slices of
     the per-product facts it needs; ``load`` lays it out as a :class:`Panel`."""
 
-    store: "_PartitionStore"
+    store: "_PartitionStore | _ObjectStore"
     k: int
     offset: int
     product_ids: pl.Series
@@ -381,7 +432,7 @@ class PartitionedPanel:
     outcome_names: tuple[str, ...]
     bounds: np.ndarray  # partition k holds codes bounds[k] .. bounds[k+1]-1
     start_day: np.ndarray
-    _store: _PartitionStore
+    _store: "_PartitionStore | _ObjectStore"
     _scratch: Path | None
 
     @property
@@ -401,7 +452,7 @@ class PartitionedPanel:
         partitions are on disk)."""
         lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
         return PartitionHandle(
-            store=self._store,
+            store=self._store.view(k),
             k=k,
             offset=lo,
             product_ids=self.product_ids.slice(lo, hi - lo),
@@ -495,14 +546,20 @@ def partition_panel(
     bounds = np.minimum(np.arange(0, n + per_part, per_part), n)
     bounds = np.unique(bounds)
     n_parts = len(bounds) - 1
-    scratch = Path(tempfile.mkdtemp(prefix="pricelab-panel-")) if n_parts > 1 else None
+    engine = engine or LocalEngine()
     columns = {"code": np.dtype(np.int32), "day": np.dtype(np.int32), "state": np.dtype(np.int8)}
     columns.update({name: np.dtype(np.float64) for name in value_cols})
-    # Several partitions live on disk, and are read into them by STREAM_SLICES writers.
-    store = _PartitionStore(
-        n_parts, columns, scratch, n_writers=STREAM_SLICES if scratch is not None else 1,
-        kept=["code", "day", "state", *outcomes],
-    )
+    kept = ["code", "day", "state", *outcomes]
+    if engine.remote:
+        # The engine keeps the partitions (a cluster's object store), whatever their number.
+        scratch = None
+        store = _ObjectStore(n_parts, columns, kept)
+    else:
+        # Several partitions live on disk, and are read into them by STREAM_SLICES writers.
+        scratch = Path(tempfile.mkdtemp(prefix="pricelab-panel-")) if n_parts > 1 else None
+        store = _PartitionStore(
+            n_parts, columns, scratch, n_writers=STREAM_SLICES if scratch is not None else 1, kept=kept,
+        )
     try:
         return _fill_partitions(
             lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
@@ -535,21 +592,34 @@ def _fill_partitions(
     )
     # The stream is cut into slices of rows read side by side (each writing files of its
     # own); the partitions are sorted afterwards, so the cut changes nothing in the result.
-    total = _count(stream) if store.n_writers > 1 else None
-    cuts = [None] if total is None else np.linspace(0, total, store.n_writers + 1).astype(np.int64)
+    remote = store.remote
+    total = _count(stream) if remote or store.n_writers > 1 else None
+    n_slices = 1 if total is None else (max(STREAM_SLICES, math.ceil(total / REMOTE_SLICE_ROWS)) if remote else store.n_writers)
+    cuts = [None] if total is None else np.linspace(0, total, n_slices + 1).astype(np.int64)
+    # What every slice needs of the plan travels to the engine once.
+    inputs = engine.share(_SliceInputs(lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds))
     slices = [
         _StreamSlice(
             stream, 0 if total is None else int(cuts[w]), None if total is None else int(cuts[w + 1] - cuts[w]), w,
-            id_type, lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds, tuple(value_cols),
-            store, sales_label, None if total is not None else progress,
+            id_type, inputs, tuple(value_cols),
+            _PartitionStore(n_parts, store.columns, None) if remote else store,
+            sales_label, None if total is not None else progress,
         )
-        for w in range(store.n_writers)
+        for w in range(n_slices)
     ]
-    advance = None if progress is None or total is None else (lambda _, it=iter(slices): progress(next(it).length))
-    done = (engine or LocalEngine()).map(_bucket_slice, slices, progress=advance)
+    advance = None if progress is None or total is None else (lambda piece: progress(piece.length))
+    if remote:
+        kept_pieces = engine.map_kept(_bucket_kept, slices, n_parts, progress=advance)
+        done = [small for small, _ in kept_pieces]
+    else:
+        done = engine.map(_bucket_slice, slices, progress=advance)
     for result in done:
         if isinstance(result, BaseException):
             raise result
+    if remote:
+        for _, pieces in kept_pieces:
+            store.add_pieces(pieces)
+        del kept_pieces
     rows_per_product = np.sum([r["rows_per_product"] for r in done], axis=0)
     ignored = [r["ignored"] for r in done if r["ignored"] is not None]
     days_seen = set(np.concatenate([r["days"] for r in done]).tolist())
@@ -575,12 +645,18 @@ def _fill_partitions(
     # whatever order the input had (in parallel when there are several partitions).
     product_ids = plan.products.get_column("product_id")
     tasks = [
-        _FinalTask(store, k, int(bounds[k]), int(bounds[k + 1]), int(dates[0]), len(dates), tuple(outcomes),
+        _FinalTask(store.view(k), k, int(bounds[k]), int(bounds[k + 1]), int(dates[0]), len(dates), tuple(outcomes),
                    price_col if has_price else None, product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
                    sales_label)
         for k in range(n_parts)
     ]
-    finals = (engine or LocalEngine()).map(_finalize_partition, tasks)
+    if remote:
+        sorted_parts = engine.map_kept(_finalize_kept, tasks, 1)
+        for k, (_, (rows,)) in enumerate(sorted_parts):
+            store.set_sorted(k, rows)
+        finals = [small for small, _ in sorted_parts]
+    else:
+        finals = engine.map(_finalize_partition, tasks)
     price = np.concatenate([f["price"] for f in finals]) if has_price else None
     n_pre = sum(f["n_pre"] for f in finals)
     n_arm = np.sum([f["n_arm"] for f in finals], axis=0)
@@ -619,21 +695,29 @@ def _count(stream: pl.LazyFrame) -> int:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class _StreamSlice:
-    """Rows ``offset`` .. ``offset + length - 1`` of the sales stream (all of it when
-    ``length`` is None), to be sent to their partitions as writer ``writer``."""
+class _SliceInputs:
+    """What every slice of the stream needs of the plan (shared through the engine)."""
 
-    stream: pl.LazyFrame
-    offset: int
-    length: int | None
-    writer: int
-    id_type: pl.DataType
     lookup: "IdLookup"
     state_grid: np.ndarray
     first_day: int
     span: int
     start_day: np.ndarray
     bounds: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _StreamSlice:
+    """Rows ``offset`` .. ``offset + length - 1`` of the sales stream (all of it when
+    ``length`` is None), to be sent to their partitions as writer ``writer``; ``inputs`` is
+    a ``_SliceInputs`` or the engine's handle of one."""
+
+    stream: pl.LazyFrame
+    offset: int
+    length: int | None
+    writer: int
+    id_type: pl.DataType
+    inputs: object
     value_cols: tuple[str, ...]
     store: _PartitionStore
     label: str
@@ -646,8 +730,9 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     partitions. Returns the rows per product, the ids not in the assignment and the dates
     seen; a bad value is returned (not raised), so the first slice's error wins whatever
     order the slices end in."""
-    n = len(task.start_day)
-    n_parts = len(task.bounds) - 1
+    plan: _SliceInputs = resolve(task.inputs)
+    n = len(plan.start_day)
+    n_parts = len(plan.bounds) - 1
     rows_per_product = np.zeros(n, dtype=np.int64)
     ignored: list[pl.Series] = []
     days: list[np.ndarray] = []
@@ -661,7 +746,7 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
             row_offset += batch.height
             if batch.schema["product_id"] != task.id_type:
                 batch = batch.with_columns(pl.col("product_id").cast(task.id_type))
-            code, known = task.lookup.codes(batch.get_column("product_id"))
+            code, known = plan.lookup.codes(batch.get_column("product_id"))
             keep_known = None
             if not known.all():
                 ignored.append(batch.get_column("product_id").filter(pl.Series(~known)).unique())
@@ -672,18 +757,18 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
                 day = day[keep_known]
                 values = {c: v[keep_known] for c, v in values.items()}
             rows_per_product += np.bincount(code, minlength=n)
-            offset = day - task.first_day
-            covered = (offset >= 0) & (offset < task.span)
+            offset = day - plan.first_day
+            covered = (offset >= 0) & (offset < plan.span)
             state = np.full(len(code), NOT_COVERED, dtype=np.int8)
-            state[covered] = task.state_grid[code[covered] * task.span + offset[covered]]
-            keep = ((state == NOT_COVERED) & (day < task.start_day[code])) | (state == 0) | (state == 1)
+            state[covered] = plan.state_grid[code[covered] * plan.span + offset[covered]]
+            keep = ((state == NOT_COVERED) & (day < plan.start_day[code])) | (state == 0) | (state == 1)
             keep_idx = np.flatnonzero(keep)
             code, day, state = code[keep_idx], day[keep_idx], state[keep_idx]
             values = {c: v[keep_idx] for c, v in values.items()}
             if len(day):
                 low = int(day.min())
                 days.append(low + np.flatnonzero(np.bincount(day - low)))
-            part = np.searchsorted(task.bounds, code, side="right") - 1
+            part = np.searchsorted(plan.bounds, code, side="right") - 1
             # A stable sort by partition (a radix sort on small integers) keeps each
             # partition's rows in arrival order.
             small = part.astype(np.int16) if n_parts < 2**15 else part
@@ -706,6 +791,16 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     }
 
 
+def _bucket_kept(task: _StreamSlice) -> tuple:
+    """``_bucket_slice`` for an engine that keeps the partitions: the slice's rows of each
+    partition are returned (to stay in the engine) after the small result."""
+    result = _bucket_slice(task)
+    n_parts = len(resolve(task.inputs).bounds) - 1
+    if isinstance(result, BaseException):
+        return (result, *([None] * n_parts))
+    return (result, *(task.store.take(k) for k in range(n_parts)))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class _FinalTask:
     store: _PartitionStore
@@ -722,7 +817,21 @@ class _FinalTask:
 
 def _finalize_partition(task: _FinalTask) -> dict:
     """Sort a partition's rows by product and date, refuse repeated keys and unusable
-    outcomes, and return its counts, negative outcomes and mean history prices."""
+    outcomes, keep the sorted rows in the store, and return its counts, negative outcomes
+    and mean history prices."""
+    summary, rows = _sort_and_check(task)
+    task.store.replace(task.k, rows)
+    return summary
+
+
+def _finalize_kept(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
+    """``_finalize_partition`` for an engine that keeps the partitions: the sorted rows
+    (the kept columns) are returned, to stay in the engine."""
+    summary, rows = _sort_and_check(task)
+    return summary, {c: rows[c] for c in task.store.kept}
+
+
+def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
     rows = task.store.load(task.k)
     key = rows["code"].astype(np.int64) * task.n_dates + (rows["day"] - task.first_day)
     if len(key) > 1 and not np.all(key[1:] > key[:-1]):
@@ -736,7 +845,6 @@ def _finalize_partition(task: _FinalTask) -> dict:
         repeated = np.flatnonzero(key[1:] == key[:-1])
         if len(repeated):
             _raise_duplicate_rows(rows, repeated, task.product_ids, task.lo, task.label)
-    task.store.replace(task.k, rows)
     pre = rows["state"] == NOT_COVERED
     negative = []
     for name in task.outcomes:
@@ -773,7 +881,7 @@ def _finalize_partition(task: _FinalTask) -> dict:
         "n_arm": np.bincount(rows["state"][~pre].astype(np.int64), minlength=2)[:2],
         "negative": negative,
         "price": price,
-    }
+    }, rows
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -66,6 +66,7 @@ from scipy.linalg import lapack
 from scipy.sparse import csgraph
 from threadpoolctl import threadpool_limits
 
+from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
 from pricelab_cli.io import align_id_types, check_columns, check_numeric, check_unique
 
@@ -74,6 +75,9 @@ MIN_DF = 10
 METHODS = ("auto", "pairwise")
 EDGE_COLUMNS = ("src", "dst", "weight", "t_stat", "p_value")
 PAIR_COLUMNS = ("src", "dst", "weight", "se", "t_stat", "p_value", "q_value", "n_days", "status")
+# Tasks per engine worker the blocks are grouped into (a few each, so loads balance and
+# progress moves).
+BLOCK_TASKS = 8
 # Bounds the (pairs x days) work arrays to about 100 MB each.
 _CHUNK_CELLS = 12_000_000
 
@@ -581,6 +585,7 @@ def cross_price_elasticities(
     hac_lags: int = HAC_LAGS,
     method: str = "auto",
     progress: Callable[[int], None] | None = None,
+    engine=None,
 ) -> tuple[pl.DataFrame, int, int]:
     """Estimate the cross-price elasticity of every candidate pair (see the module docstring).
 
@@ -588,7 +593,9 @@ def cross_price_elasticities(
     ``products``, or the rows ``src``, ``dst`` of ``pairs`` when given. ``method="auto"``
     regresses each demand on every price of its block unless the block has too many products
     for its days or collinear prices (then pair by pair); ``"pairwise"`` always pair by pair.
-    ``progress(n)`` is called as blocks with ``n`` demand equations are done.
+    ``progress(n)`` is called as blocks with ``n`` demand equations are done. ``engine``
+    runs the blocks, grouped into tasks (this process by default); each block's regressions
+    are the same wherever they run.
 
     Returns
     -------
@@ -618,19 +625,23 @@ def cross_price_elasticities(
             PricelabWarning,
             stacklevel=2,
         )
-    est = _Estimates.empty(len(cand.src))
     has_history = panel.n_obs > 0
     n_days_total = panel.observed.shape[0]
     n_blocks = len(cand.bounds) - 1
+    engine = engine if engine is not None else LocalEngine()
+    shared = engine.share(_BlockInputs(panel, cand.src, cand.dst, cand.bounds, has_history, hac_lags, method))
+    cuts = _task_cuts(cand.bounds, BLOCK_TASKS * engine.workers)
+    tasks = [(shared, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    before = _equations_before(cand)
+    advance = None if progress is None else (lambda task: progress(int(before[task[2]] - before[task[1]])))
+    est = _Estimates.empty(len(cand.src))
     how = np.zeros(n_blocks, dtype=np.int64)
-    # A block's matrices are small (a group's prices over the dates): BLAS threads cost
-    # more to start and join than they save, and on a busy machine many times more.
-    with threadpool_limits(limits=1, user_api="blas"):
-        for b in range(n_blocks):
-            sl = slice(cand.bounds[b], cand.bounds[b + 1])
-            how[b] = _estimate_block(panel, cand.src[sl], cand.dst[sl], has_history, hac_lags, method, est, sl)
-            if progress is not None:
-                progress(len(np.unique(cand.dst[sl])))
+    for (_, lo, hi), (part, part_how) in zip(tasks, engine.map(_blocks_task, tasks, progress=advance)):
+        sl = slice(cand.bounds[lo], cand.bounds[hi])
+        est.weight[sl], est.var[sl], est.df[sl], est.n_days[sl], est.status[sl] = (
+            part.weight, part.var, part.df, part.n_days, part.status
+        )
+        how[lo:hi] = part_how
     del panel  # only the per-pair results are needed from here on
     fallback = {
         PAIRWISE_FEW_DAYS: f"have too many products for a joint regression on {n_days_total} days",
@@ -648,6 +659,58 @@ def cross_price_elasticities(
             )
     n_pairwise = int(np.isin(how, [PAIRWISE_REQUESTED, PAIRWISE_FEW_DAYS, PAIRWISE_COLLINEAR]).sum())
     return _pair_table(cand, est), n_blocks, n_pairwise
+
+
+@dataclasses.dataclass(frozen=True)
+class _BlockInputs:
+    """What every block task reads: the panel and the candidate pairs (shared once)."""
+
+    panel: _Panel
+    src: np.ndarray
+    dst: np.ndarray
+    bounds: np.ndarray
+    has_history: np.ndarray
+    lags: int
+    method: str
+
+
+def _task_cuts(bounds: np.ndarray, n_tasks: int) -> np.ndarray:
+    """Block numbers cutting the blocks into about ``n_tasks`` runs of similar pair counts."""
+    n_blocks = len(bounds) - 1
+    if n_blocks <= n_tasks:
+        return np.arange(n_blocks + 1)
+    targets = np.linspace(0, bounds[-1], n_tasks + 1)[1:-1]
+    cuts = np.searchsorted(bounds, targets)
+    return np.unique(np.concatenate([[0], cuts, [n_blocks]]))
+
+
+def _equations_before(cand: _Candidates) -> np.ndarray:
+    """Demand equations (distinct dst) of the blocks before each block boundary; a block's
+    pairs hold each dst in one run."""
+    first = np.ones(len(cand.dst), dtype=bool)
+    first[1:] = cand.dst[1:] != cand.dst[:-1]
+    first[cand.bounds[:-1]] = True
+    return np.concatenate([[0], np.cumsum(np.add.reduceat(first, cand.bounds[:-1]))])
+
+
+def _blocks_task(task: tuple[object, int, int]) -> tuple[_Estimates, np.ndarray]:
+    """Blocks ``lo`` .. ``hi - 1`` as one engine task: their pairs' estimates and how each
+    block was estimated."""
+    shared, lo, hi = task
+    inputs: _BlockInputs = resolve(shared)
+    base = int(inputs.bounds[lo])
+    est = _Estimates.empty(int(inputs.bounds[hi]) - base)
+    how = np.zeros(hi - lo, dtype=np.int64)
+    # A block's matrices are small (a group's prices over the dates): BLAS threads cost
+    # more to start and join than they save, and on a busy machine many times more.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for b in range(lo, hi):
+            sl = slice(int(inputs.bounds[b]), int(inputs.bounds[b + 1]))
+            how[b - lo] = _estimate_block(
+                inputs.panel, inputs.src[sl], inputs.dst[sl], inputs.has_history, inputs.lags, inputs.method, est,
+                slice(sl.start - base, sl.stop - base),
+            )
+    return est, how
 
 
 def _pair_table(cand: _Candidates, est: _Estimates) -> pl.DataFrame:
@@ -751,6 +814,7 @@ def spillover_graph(
     hac_lags: int = HAC_LAGS,
     method: str = "auto",
     progress: Callable[[int], None] | None = None,
+    engine=None,
 ) -> SpilloverGraph:
     """Estimate the substitutes graph: significant cross-price effects at false-discovery rate ``fdr``.
 
@@ -765,6 +829,7 @@ def spillover_graph(
     keep_complements : also keep significant negative cross-elasticities (complements).
     hac_lags : lags (in dates) of residual autocorrelation the standard errors allow for.
     method : ``"auto"`` or ``"pairwise"``, see ``cross_price_elasticities``.
+    engine : where the block regressions run (:mod:`pricelab_cli.engine`); default this process.
 
     Returns
     -------
@@ -782,6 +847,7 @@ def spillover_graph(
         hac_lags=hac_lags,
         method=method,
         progress=progress,
+        engine=engine,
     )
     q = benjamini_hochberg(table["p_value"].fill_null(np.nan).to_numpy())
     table = table.with_columns(pl.Series("q_value", q).fill_nan(None)).select(PAIR_COLUMNS)

@@ -568,6 +568,7 @@ def ipw_effects(
     outlier_rule: str = "robust",
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    engine=None,
 ) -> IpwResult:
     """Direct, spillover and total effects of an experiment by inverse-probability weighting.
 
@@ -576,7 +577,8 @@ def ipw_effects(
     ``progress(n)`` is called as replays (or, when exact, all at once) are done.
     ``outlier_rule`` chooses hpte's residuals: ``robust`` (the default: stock-out days and
     products screened for wild history left out, residuals winsorised) or ``quantile``
-    (least-squares residuals, every product kept).
+    (least-squares residuals, every product kept). ``engine`` runs the detrending's
+    partition tasks (every core of this machine by default; the result does not depend on it).
     """
     from pricelab_cli.hpte.bootstrap import check_bootstrap
     from pricelab_cli.hpte.outliers import OUTLIER_RULES
@@ -614,6 +616,7 @@ def ipw_effects(
         assignment.select("product_id", "date", "treated", *kept_columns),
         outcome,
         robust=outlier_rule == "robust",
+        engine=engine,
     )
     cells, residuals = align_id_types(exposure.cells, residuals)
     cells = cells.join(

@@ -1,0 +1,192 @@
+"""The Ray engine: a command's partition tasks run on a Ray cluster (``pricelab[ray]``).
+
+The driver (the ``pricelab`` process) connects to the cluster by Ray's own rule, the
+``RAY_ADDRESS`` environment variable: ``auto`` (or ``host:6379``) joins a cluster started on
+this machine with ``ray start --head``, ``ray://host:10001`` one elsewhere through Ray
+Client. The functions the tasks run are those the local engine runs in-process; only where
+they run differs:
+
+- ``map`` submits one task per item and gathers the results in item order;
+- ``map_kept`` keeps the large parts of each task's result in the object store, owned by the
+  driver, so the cluster rebuilds them by re-running their task when a node is lost;
+- ``share`` puts a large read-only input in the object store once.
+
+Failures a cluster can have (a worker or node lost after Ray's own retries, the cluster gone)
+become :class:`EngineError` (exit 1) naming what was lost; errors in the data raised by a
+task are re-raised as themselves, so their exit codes and messages are the local engine's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pricelab_cli.engine import TaskCounter
+from pricelab_cli.errors import PricelabError
+
+START_HINT = (
+    "start one with `ray start --head` and `export RAY_ADDRESS=auto` (or set RAY_ADDRESS=ray://HOST:10001 "
+    "for a cluster elsewhere), or run with --engine local"
+)
+# How often a task is tried again after its worker or node is lost (Ray's own retry).
+TASK_RETRIES = 3
+
+
+class EngineError(PricelabError):
+    """The cluster could not be reached or lost work it could not redo (exit 1)."""
+
+    exit_code = 1
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise EngineError(
+            "--engine ray needs Ray: install it with `pip install 'pricelab[ray]'`, or run with --engine local."
+        ) from exc
+    return ray
+
+
+def _call(fn: Callable, item: Any, n_kept: int):
+    """The task body: ``fn(item)``, with the id of the node that ran it beside the small part."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    result = fn(item)
+    if n_kept:
+        return ((result[0], node), *result[1:1 + n_kept])
+    return result, node
+
+
+class RayEngine:
+    """Run ``map`` tasks on the Ray cluster this process is connected to."""
+
+    name = "ray"
+    remote = True
+
+    def __init__(self, ray_module, address: str, counter: TaskCounter | None = None) -> None:
+        self._ray = ray_module
+        self.address = address
+        self.counter = counter or TaskCounter()
+        self.nodes_used: set[str] = set()
+        self.tasks_run = 0
+        # SPREAD: a command's tasks are few and heavy (a partition each), so they go to every
+        # node rather than queue on the first one that has a free CPU.
+        self._task = ray_module.remote(max_retries=TASK_RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD")(_call)
+
+    @classmethod
+    def connect(cls, counter: TaskCounter | None = None) -> "RayEngine":
+        address = os.environ.get("RAY_ADDRESS", "").strip()
+        if not address:
+            raise EngineError(f"--engine ray needs a running Ray cluster, and RAY_ADDRESS is not set: {START_HINT}.")
+        _check_reachable(address)
+        ray = _import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(
+                    address=address,
+                    logging_level="ERROR",
+                    log_to_driver=False,
+                )
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError by Ray version
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise EngineError(
+                    f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
+                    f"{START_HINT}."
+                ) from None
+        return cls(ray, address, counter)
+
+    @property
+    def workers(self) -> int:
+        return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
+    def with_jobs(self, n_jobs: int) -> "RayEngine":
+        """The cluster decides how many tasks run at once: the same engine."""
+        return self
+
+    def share(self, value: Any) -> Any:
+        return self._ray.put(value)
+
+    def map(self, fn: Callable, items: Sequence[Any], progress: Callable[[Any], None] | None = None) -> list:
+        refs = [self._task.remote(fn, item, 0) for item in items]
+        results = self._gather(refs, items, progress)
+        return [value for value, _ in results]
+
+    def map_kept(self, fn: Callable, items: Sequence[Any], n_kept: int,
+                 progress: Callable[[Any], None] | None = None) -> list[tuple[Any, list[Any]]]:
+        calls = [self._task.options(num_returns=1 + n_kept).remote(fn, item, n_kept) for item in items]
+        if n_kept == 0:
+            calls = [[ref] for ref in calls]
+        smalls = self._gather([refs[0] for refs in calls], items, progress)
+        return [(small, list(refs[1:])) for (small, _), refs in zip(smalls, calls)]
+
+    def _gather(self, refs: list, items: Sequence[Any], progress) -> list:
+        """Results in item order; progress as tasks finish, in whatever order they do."""
+        ray = self._ray
+        self.counter.add(len(refs))
+        position = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    self.counter.done(1)
+                    if progress is not None:
+                        # Fetching the small result here also surfaces a failed task at once.
+                        ray.get(ref)
+                        progress(items[position[ref]])
+            results = ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if hasattr(exc, "cause") else None
+            if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):
+                raise cause from None
+            raise EngineError(f"a task failed on the Ray cluster: {_first_line(exc)}") from None
+        except ray.exceptions.RayError as exc:
+            raise EngineError(
+                f"the Ray cluster at RAY_ADDRESS={self.address!r} lost work it could not redo "
+                f"({type(exc).__name__}: {_first_line(exc)}); nothing was written. Check the cluster "
+                "(`ray status`) and run the command again."
+            ) from None
+        self.tasks_run += len(results)
+        self.nodes_used.update(node for _, node in results)
+        return results
+
+    def describe(self) -> str:
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        cpus = self.workers
+        return f"ray at {self.address} ({len(nodes)} node{'s' if len(nodes) != 1 else ''}, {cpus} CPU{'s' if cpus != 1 else ''})"
+
+    def summary(self) -> str:
+        """Where this run's tasks ran, for the run's report."""
+        nodes = len(self.nodes_used)
+        return f"{self.describe()}; {self.tasks_run} tasks ran on {nodes} node{'s' if nodes != 1 else ''}"
+
+    def close(self) -> None:
+        if self._ray.is_initialized():
+            self._ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) nothing answers on, at once: Ray itself
+    keeps trying for minutes. ``auto`` and other forms are left to Ray."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or "/" in target:
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise EngineError(
+            f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} "
+            f"({exc.strerror or type(exc).__name__}); {START_HINT}."
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
