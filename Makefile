@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The Ray tests share one xdist group (one two-node cluster for all of them).
 PYTEST_ARGS ?= -n auto --dist loadgroup
 
-.PHONY: demo test test-fast bench bench-scale lock clean
+.PHONY: demo test test-fast bench bench-scale bench-ray lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ bench: $(STAMP)
 # under bench_out/ (about 2 GB on disk) and takes a quarter of an hour.
 bench-scale: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/scale_hpte.py
+
+# hpte on a two-node Ray cluster started on this machine (head and worker, one CPU each):
+# 200,000 products against the local engine, then 5,000,000 products x 84 days (generated
+# day by day under bench_out/). Sizes: make bench-ray RAY_SIZES="200000 1000000".
+RAY_SIZES ?=
+bench-ray: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_ray.py $(RAY_SIZES)
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml.
 lock: $(STAMP)
