@@ -76,10 +76,10 @@ class NodeWatch(threading.Thread):
         self.cluster, self.cap = cluster, cap_mib
         self.peak = {"head": 0.0, "worker": 0.0}
         self.killed = ""
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.5):
+        while not self._done.wait(0.5):
             for name in ("head", "worker"):
                 process = getattr(self.cluster, name)
                 if process is None:
@@ -92,7 +92,7 @@ class NodeWatch(threading.Thread):
                     return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join()
 
 
@@ -121,8 +121,10 @@ def run_size(n_products: int, cluster_module) -> bool:
         env = {**cluster.env, "PRICELAB_ENGINE": "ray"}
         seconds, _, driver = measure_group([*pricelab(), *args, "-o", ray_out], limit_mib=2 * DRIVER_GOAL_MIB, env=env)
     finally:
-        watch.stop()
-        cluster.stop()
+        try:
+            watch.stop()
+        finally:
+            cluster.stop()
     if watch.killed:
         print(f"FAIL  the watchdog stopped the cluster: {watch.killed}", flush=True)
         return False
