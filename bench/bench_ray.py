@@ -30,6 +30,7 @@ import polars as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
 from measure import bench_dir, measure_group, pricelab, report  # noqa: E402
+from memcap import group_pids  # noqa: E402
 from scale_data import generate  # noqa: E402
 
 HISTORY_DAYS = 56
@@ -51,19 +52,11 @@ def _load_cluster_module():
 def group_pss_mib(pgid: int) -> float:
     """Summed proportional set size (MiB) of process group ``pgid``."""
     total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+    for pid in group_pids(pgid):
         try:
-            with open(f"/proc/{pid}/stat") as fh:
-                if int(fh.read().rsplit(")", 1)[1].split()[2]) != pgid:
-                    continue
             with open(f"/proc/{pid}/smaps_rollup") as fh:
-                for line in fh:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except (OSError, IndexError, ValueError):
+                total += next(int(line.split()[1]) for line in fh if line.startswith("Pss:")) * 1024
+        except (OSError, StopIteration, ValueError):
             continue
     return total / 2**20
 

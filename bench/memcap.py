@@ -16,17 +16,26 @@ import sys
 import time
 
 
-def group_rss_mib(pgid: int) -> float:
-    """Summed resident memory (MiB) of every process in process group ``pgid``."""
-    total = 0
+def group_pids(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (field 5 of /proc/PID/stat)."""
+    pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # field 5 of stat: the process group
-                continue
+                if int(fh.read().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(pid))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+def group_rss_mib(pgid: int) -> float:
+    """Summed resident memory (MiB) of every process in process group ``pgid``."""
+    total = 0
+    for pid in group_pids(pgid):
+        try:
             with open(f"/proc/{pid}/statm") as fh:
                 total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
