@@ -489,12 +489,17 @@ def hpte(
     ids = {unit_col: "product_id"}
     # Repeated (product_id, date) rows are checked by the core on integer keys, several
     # times faster than a generic check on a catalog's panel; its message names the file.
-    assignment_table = run.read(
+    # Scanned, not read: the core reads it while planning the partitions and lets it go, so
+    # a catalog's assignment (hundreds of millions of rows) is not held through the run.
+    assignment_table = io.scan_table(
         assignment,
         required=list(io.ASSIGNMENT_COLUMNS),
         rename={**ids, time_col: "date", cluster_col: "cluster_id"},
         dates=["date"],
-        columns=["product_id", "date", "treated", "blackout", "cluster_id"],
+        storage_options=run.storage_options,
+    )
+    assignment_table = assignment_table.select(
+        [c for c in ("product_id", "date", "treated", "blackout", "cluster_id") if c in assignment_table.collect_schema()]
     )
     # The sales are scanned, not read: the core streams them in batches, keeping only the
     # columns it uses and no date after the experiment's last (a Parquet dataset's later

@@ -504,7 +504,7 @@ class HpteResult:
 
 def estimate_hpte(
     sales: pl.DataFrame,
-    assignment: pl.DataFrame,
+    assignment: pl.DataFrame | pl.LazyFrame,
     *,
     outcomes: Sequence[str] = ("units",),
     features: pl.DataFrame | None = None,

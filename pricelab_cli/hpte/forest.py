@@ -353,11 +353,19 @@ def leaf_second_difference(
     an engine may run side by side.
     """
     groups = _tree_groups(leaves, treated.astype(np.int64), y, weight)
+    engine = engine or LocalEngine()
     thetas: list[float] = []
     per_cell = None
-    for group_thetas, group_cells in (engine or LocalEngine()).map(_group_sums, groups):
-        thetas += group_thetas
-        per_cell = group_cells if per_cell is None else per_cell + group_cells
+    # As many groups at a time as the engine runs side by side, summed in group order as
+    # they come back: only that many (5, cells) arrays are held at once.
+    step = max(1, min(engine.workers, len(groups)))
+    for start in range(0, len(groups), step):
+        for group_thetas, group_cells in engine.map(_group_sums, groups[start:start + step]):
+            thetas += group_thetas
+            if per_cell is None:
+                per_cell = group_cells
+            else:
+                per_cell += group_cells
     if not thetas:
         raise DataError(
             "no leaf of the forest holds both treated and control cells, so no second difference "

@@ -73,6 +73,8 @@ PARTITION_ROWS = 4_000_000
 SUM_BLOCK = 1024
 # Slices of the sales stream read side by side when the partitions go to disk.
 STREAM_SLICES = 8
+# Assignment rows laid into the plan's grid at a time.
+PLAN_CHUNK_ROWS = 8_000_000
 # With an engine that keeps the partitions, a slice of the stream holds at most about this
 # many rows (a worker holds its slice's rows until it hands them over).
 REMOTE_SLICE_ROWS = 25_000_000
@@ -188,8 +190,14 @@ class PanelPlan:
         return self.first_day + self.span - 1
 
 
-def plan_panel(assignment: pl.DataFrame, label: str = "assignment") -> PanelPlan:
-    """Check the assignment and lay it out as a :class:`PanelPlan`."""
+def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment") -> PanelPlan:
+    """Check the assignment and lay it out as a :class:`PanelPlan`.
+
+    A lazy scan is read here and let go on return, so a caller that passes one never holds
+    the assignment's rows while the panel is analysed."""
+    if isinstance(assignment, pl.LazyFrame):
+        assignment = assignment.collect()
+        check_values(assignment, label)  # what ``read_table`` checks of a table read whole
     check_columns(assignment, ["product_id", "date", "treated"], label)
     if assignment.height == 0:
         raise EmptyTableError(f"{label}: the table has no rows.")
@@ -205,18 +213,19 @@ def plan_panel(assignment: pl.DataFrame, label: str = "assignment") -> PanelPlan
     # row finds its arm by position instead of a second join on (product, date).
     ids = products.get_column("product_id")
     lookup = IdLookup.of(ids)
-    plan_code, _ = lookup.codes(assignment.get_column("product_id"))
-    plan_day = assignment.get_column("date").cast(pl.Int32).to_numpy().astype(np.int64)
-    first_day, span = int(plan_day.min()), int(plan_day.max() - plan_day.min()) + 1
-    # In place: three temporaries of the assignment's length cost more than the arithmetic.
-    slot = np.multiply(plan_code, span, out=plan_code)
-    slot += plan_day
-    slot -= first_day
+    dates = assignment.get_column("date").cast(pl.Int32)
+    first_day, span = int(dates.min()), int(dates.max() - dates.min()) + 1
     state_grid = np.full(n * span, NOT_COVERED, dtype=np.int8)
-    state_grid[slot] = np.where(assignment.get_column("blackout").to_numpy(), BLACKOUT, assignment.get_column("treated").to_numpy())
+    # Rows a chunk at a time: a catalog's assignment has hundreds of millions of rows, and
+    # each temporary of its length would cost a byte per row per byte of its type.
+    for lo in range(0, assignment.height, PLAN_CHUNK_ROWS):
+        chunk = assignment.slice(lo, PLAN_CHUNK_ROWS)
+        state_grid[_plan_slots(chunk, lookup, first_day, span)] = np.where(
+            chunk.get_column("blackout").to_numpy(), BLACKOUT, chunk.get_column("treated").to_numpy()
+        )
     # Every slot written once: as many filled slots as rows, else some (product, date) repeats.
-    if np.count_nonzero(state_grid != NOT_COVERED) < len(slot):
-        _raise_duplicates(assignment, pl.Series(slot), label)
+    if np.count_nonzero(state_grid != NOT_COVERED) < assignment.height:
+        _raise_duplicates(assignment, pl.Series(_plan_slots(assignment, lookup, first_day, span)), label)
     if has_cluster:
         unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
     else:
@@ -231,6 +240,18 @@ def plan_panel(assignment: pl.DataFrame, label: str = "assignment") -> PanelPlan
         unit=unit,
         unit_label="cluster" if has_cluster else "product",
     )
+
+
+def _plan_slots(rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: int) -> np.ndarray:
+    """Position of each assignment row in the (product x assignment day) grid."""
+    code, _ = lookup.codes(rows.get_column("product_id"))
+    # In place (on a fresh int64 array): temporaries of the rows' length cost more than the
+    # arithmetic.
+    slot = code.astype(np.int64, copy=False)
+    slot *= span
+    slot += rows.get_column("date").cast(pl.Int32).to_numpy()
+    slot -= first_day
+    return slot
 
 
 def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.DataFrame:
@@ -502,7 +523,7 @@ def _sales_schema(schema: Mapping[str, pl.DataType], outcomes: Sequence[str], pr
 
 def partition_panel(
     sales: pl.DataFrame | pl.LazyFrame,
-    assignment: pl.DataFrame,
+    assignment: pl.DataFrame | pl.LazyFrame,
     outcomes: Sequence[str],
     *,
     price_col: str | None = "price",
@@ -981,7 +1002,7 @@ def _warn_negative(negative: list, product_ids: pl.Series, label: str) -> None:
 
 def build_panel(
     sales: pl.DataFrame,
-    assignment: pl.DataFrame,
+    assignment: pl.DataFrame | pl.LazyFrame,
     outcomes: Sequence[str],
     *,
     price_col: str | None = "price",
