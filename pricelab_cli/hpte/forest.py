@@ -220,14 +220,18 @@ class TreeLeaves:
         from joblib import Parallel, delayed
 
         runner = Parallel(n_jobs=self.n_jobs, backend="threading")
-        for start in range(0, len(self.trees), TREE_BATCH):
-            batch = self.trees[start:start + TREE_BATCH]
+        # Fewer trees at once on many cells: each tree's leaves are a cells-long array.
+        cells = len(self.X) + (0 if self.index is None else len(self.index))
+        size = max(1, min(TREE_BATCH, LEAF_ENTRIES // max(cells, 1)))
+        for start in range(0, len(self.trees), size):
+            batch = self.trees[start:start + size]
             leaves = runner(delayed(tree.apply)(self.X, check_input=False) for tree in batch)
             yield leaves if self.index is None else [leaf[self.index] for leaf in leaves]
 
 
-# Trees applied at once by ``TreeLeaves``.
+# Trees applied at once by ``TreeLeaves``, fewer when their leaves would pass LEAF_ENTRIES.
 TREE_BATCH = 8
+LEAF_ENTRIES = 40_000_000
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -74,7 +74,7 @@ SUM_BLOCK = 1024
 # Slices of the sales stream read side by side when the partitions go to disk.
 STREAM_SLICES = 8
 # Assignment rows laid into the plan's grid at a time.
-PLAN_CHUNK_ROWS = 8_000_000
+PLAN_CHUNK_ROWS = 2_000_000
 # With an engine that keeps the partitions, a slice of the stream holds at most about this
 # many rows (a worker holds its slice's rows until it hands them over).
 REMOTE_SLICE_ROWS = 25_000_000
@@ -193,11 +193,17 @@ class PanelPlan:
 def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment") -> PanelPlan:
     """Check the assignment and lay it out as a :class:`PanelPlan`.
 
-    A lazy scan is read here and let go on return, so a caller that passes one never holds
-    the assignment's rows while the panel is analysed."""
+    A lazy scan is streamed: one pass of per-product aggregates, then one of batches laid
+    into the grid, so a catalog's assignment (hundreds of millions of rows) is never held
+    whole. When a check fails on the stream, the table is read whole and checked as a read
+    table is, so the message names the row as it always does."""
     if isinstance(assignment, pl.LazyFrame):
-        assignment = assignment.collect()
-        check_values(assignment, label)  # what ``read_table`` checks of a table read whole
+        try:
+            return _plan_streamed(assignment, label)
+        except (PricelabError, pl.exceptions.PolarsError):
+            whole = assignment.collect()
+            check_values(whole, label)  # what ``read_table`` checks of a table read whole
+            return plan_panel(whole, label)
     check_columns(assignment, ["product_id", "date", "treated"], label)
     if assignment.height == 0:
         raise EmptyTableError(f"{label}: the table has no rows.")
@@ -237,6 +243,71 @@ def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment
         span=span,
         start_day=products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64),
         first_arm=products.get_column("_first_arm").to_numpy().astype(np.int8),
+        unit=unit,
+        unit_label="cluster" if has_cluster else "product",
+    )
+
+
+class _StreamCheckFailed(DataError):
+    """A check failed on the streamed assignment; the whole-table path words the message."""
+
+
+def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
+    schema = assignment.collect_schema()
+    check_columns(pl.DataFrame(schema=schema), ["product_id", "date", "treated"], label)
+    if schema["date"] != pl.Date:
+        raise _StreamCheckFailed("dates need typing")
+    has_cluster = "cluster_id" in schema
+    # Aggregates that stream (min and max, not a value picked at the first date).
+    products = (
+        assignment.group_by("product_id")
+        .agg(
+            pl.col("date").min().alias("_start"),
+            pl.col("date").max().alias("_end"),
+            *([pl.col("cluster_id").min(), pl.col("cluster_id").max().alias("_last_cluster")] if has_cluster else []),
+        )
+        .sort("product_id")
+        .with_row_index("_code")
+        .collect(engine="streaming")
+    )
+    n = products.height
+    if n == 0 or products.get_column("product_id").null_count() or products.get_column("_start").null_count():
+        raise _StreamCheckFailed("empty, or missing ids or dates")
+    if has_cluster and (products.get_column("cluster_id") != products.get_column("_last_cluster")).any():
+        raise _StreamCheckFailed("a product in two clusters, or a missing cluster_id")
+    lookup = IdLookup.of(products.get_column("product_id"))
+    start_day = products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64)
+    first_day = int(start_day.min())
+    span = int(products.get_column("_end").cast(pl.Int32).max()) - first_day + 1
+    state_grid = np.full(n * span, NOT_COVERED, dtype=np.int8)
+    first_arm = np.zeros(n, dtype=np.int8)
+    n_rows = 0
+    for batch in assignment.collect_batches(chunk_size=PLAN_CHUNK_ROWS):
+        check_values(batch, label, n_rows)
+        if batch.get_column("date").null_count():
+            raise _StreamCheckFailed("missing dates")
+        batch = assignment_flags(batch, label)
+        slot = _plan_slots(batch, lookup, first_day, span)
+        treated = batch.get_column("treated").to_numpy()
+        state_grid[slot] = np.where(batch.get_column("blackout").to_numpy(), BLACKOUT, treated)
+        # A product's first arm is its arm on its first date (blackout or not).
+        code, offset = np.divmod(slot, span)
+        at_start = np.flatnonzero(offset + first_day == start_day[code])
+        first_arm[code[at_start]] = treated[at_start]
+        n_rows += batch.height
+    if np.count_nonzero(state_grid != NOT_COVERED) < n_rows:
+        raise _StreamCheckFailed("repeated keys")
+    if has_cluster:
+        unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
+    else:
+        unit = np.arange(n, dtype=np.int64)
+    return PanelPlan(
+        products=products.select("product_id", "_code", "_start"),
+        state_grid=state_grid,
+        first_day=first_day,
+        span=span,
+        start_day=start_day,
+        first_arm=first_arm,
         unit=unit,
         unit_label="cluster" if has_cluster else "product",
     )
