@@ -171,6 +171,9 @@ class HeterogeneousPanelEffect:
         )
         warn_left_out(panel, detrended.fit, outcome)
         cells = detrended.cells
+        # From here on the cells are the filtered ones; the detrending keeps its per-product
+        # arrays only.
+        detrended = dataclasses.replace(detrended, cells=None)
         _check_arms(cells, outcome)
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
         # Step 2.
@@ -234,7 +237,7 @@ class HeterogeneousPanelEffect:
         features = self._product_features(panel, detrended, user_features)
         products, index = np.unique(cells.code, return_inverse=True)
         return forest_leaves(
-            features[cells.code],
+            None,
             cells.treated,
             cells.first_difference,
             n_estimators=self.n_estimators,

@@ -151,7 +151,7 @@ def pre_period_summaries(level: np.ndarray, trend: np.ndarray, volatility: np.nd
 
 
 def forest_leaves(
-    X: np.ndarray,
+    X: np.ndarray | None,
     treated: np.ndarray,
     y: np.ndarray,
     *,
@@ -167,10 +167,15 @@ def forest_leaves(
     Returns the leaves as a ``TreeLeaves`` (handed out tree by tree), or for too few cells
     for any split an (n, 1) array: one shared leaf. ``distinct_rows`` = (``U``, ``index``)
     with ``X == U[index]`` lets the trees be applied to the distinct rows only (the cells of
-    one product share its features, so a switchback design has half as many).
+    one product share its features, so a switchback design has half as many); ``X`` may
+    then be None, and only the rows a fit uses are gathered.
     """
     n = len(y)
-    if n < 4 * min_samples_leaf or X.shape[1] == 0:
+    # The cells' features, when only their distinct rows are given, are gathered for the
+    # cells a fit uses and no more (the whole (cells, features) matrix is not made).
+    table, cell_rows = (X, None) if X is not None else distinct_rows
+    cell_x = (lambda pick: table[pick]) if cell_rows is None else (lambda pick: table[cell_rows[pick]])
+    if n < 4 * min_samples_leaf or table.shape[1] == 0:
         return np.zeros((n, 1), dtype=np.int64)
     from econml.grf import CausalForest  # heavy import, only when a forest is fitted
 
@@ -187,9 +192,9 @@ def forest_leaves(
     if n > FOREST_CELLS:
         # The trees grow on a seeded sample of cells; every cell is then dropped down them.
         pool = np.sort(np.random.default_rng(random_state).choice(n, FOREST_CELLS, replace=False))
-        forest.fit(X[pool], treated[pool].astype(np.float64), y[pool])
+        forest.fit(cell_x(pool), treated[pool].astype(np.float64), y[pool])
     else:
-        forest.fit(X, treated.astype(np.float64), y)
+        forest.fit(cell_x(slice(None)), treated.astype(np.float64), y)
     rows, index = (X, None) if distinct_rows is None else distinct_rows
     return TreeLeaves(list(forest.estimators_), rows, index, forest.n_jobs)
 

@@ -712,11 +712,12 @@ def _fill_partitions(
         for _, pieces in kept_pieces:
             store.add_pieces(pieces)
         del kept_pieces
-    rows_per_product = np.sum([r["rows_per_product"] for r in done], axis=0)
+    # Which products have a sales row: each slice's bits, or-ed (a bit a product).
+    has_rows = np.unpackbits(np.bitwise_or.reduce([r["has_rows"] for r in done]), count=len(products))
     ignored = [r["ignored"] for r in done if r["ignored"] is not None]
     days_seen = set(np.concatenate([r["days"] for r in done]).tolist())
 
-    absent = np.flatnonzero(rows_per_product == 0)
+    absent = np.flatnonzero(has_rows == 0)
     if len(absent):
         raise DataError(
             f"{assignment_label}: {len(absent)} assigned product(s) have no sales rows, e.g. "
@@ -819,8 +820,8 @@ class _StreamSlice:
 def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     """Read one slice of the stream batch by batch, keep its analysed rows (history before
     each product's start, experiment rows of either arm) and append them to their
-    partitions. Returns the rows per product, the ids not in the assignment and the dates
-    seen; a bad value is returned (not raised), so the first slice's error wins whatever
+    partitions. Returns which products have rows (packed bits), the ids not in the
+    assignment and the dates seen; a bad value is returned (not raised), so the first slice's error wins whatever
     order the slices end in."""
     plan: _SliceInputs = resolve(task.inputs)
     n = len(plan.start_day)
@@ -877,7 +878,7 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     except PricelabError as exc:
         return exc
     return {
-        "rows_per_product": rows_per_product,
+        "has_rows": np.packbits(rows_per_product > 0),
         "ignored": pl.concat(ignored) if ignored else None,
         "days": np.concatenate(days) if days else np.empty(0, dtype=np.int64),
     }
