@@ -232,17 +232,26 @@ def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment
     # Every slot written once: as many filled slots as rows, else some (product, date) repeats.
     if np.count_nonzero(state_grid != NOT_COVERED) < assignment.height:
         _raise_duplicates(assignment, pl.Series(_plan_slots(assignment, lookup, first_day, span)), label)
+    return _plan(
+        products, state_grid, first_day, span, products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64),
+        products.get_column("_first_arm").to_numpy().astype(np.int8), has_cluster,
+    )
+
+
+def _plan(products: pl.DataFrame, state_grid: np.ndarray, first_day: int, span: int, start_day: np.ndarray,
+          first_arm: np.ndarray, has_cluster: bool) -> PanelPlan:
+    """The plan, with each product's randomisation unit (its cluster, or itself)."""
     if has_cluster:
         unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
     else:
-        unit = np.arange(n, dtype=np.int64)
+        unit = np.arange(products.height, dtype=np.int64)
     return PanelPlan(
         products=products.select("product_id", "_code", "_start"),
         state_grid=state_grid,
         first_day=first_day,
         span=span,
-        start_day=products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64),
-        first_arm=products.get_column("_first_arm").to_numpy().astype(np.int8),
+        start_day=start_day,
+        first_arm=first_arm,
         unit=unit,
         unit_label="cluster" if has_cluster else "product",
     )
@@ -297,20 +306,7 @@ def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
         n_rows += batch.height
     if np.count_nonzero(state_grid != NOT_COVERED) < n_rows:
         raise _StreamCheckFailed("repeated keys")
-    if has_cluster:
-        unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
-    else:
-        unit = np.arange(n, dtype=np.int64)
-    return PanelPlan(
-        products=products.select("product_id", "_code", "_start"),
-        state_grid=state_grid,
-        first_day=first_day,
-        span=span,
-        start_day=start_day,
-        first_arm=first_arm,
-        unit=unit,
-        unit_label="cluster" if has_cluster else "product",
-    )
+    return _plan(products, state_grid, first_day, span, start_day, first_arm, has_cluster)
 
 
 def _plan_slots(rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: int) -> np.ndarray:
