@@ -37,7 +37,7 @@ bench-scale: $(STAMP)
 # day by day under bench_out/). Sizes: make bench-ray RAY_SIZES="200000 1000000".
 RAY_SIZES ?=
 bench-ray: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/bench_ray.py $(RAY_SIZES)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/ray_hpte.py $(RAY_SIZES)
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml.
 lock: $(STAMP)

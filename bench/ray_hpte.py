@@ -13,7 +13,7 @@ At the comparison size (200,000 products by default) hpte also runs with ``--eng
 on the same inputs: the two outputs must be the same bytes, and Ray's time within twice the
 local time.
 
-Goals: driver <= 4 GB, each node <= 3 GB. ``python bench/bench_ray.py 200000 1000000``
+Goals: driver <= 4 GB, each node <= 3 GB. ``python bench/ray_hpte.py 200000 1000000``
 runs chosen sizes (default: 200,000 then 5,000,000).
 """
 
