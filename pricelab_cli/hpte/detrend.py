@@ -49,7 +49,7 @@ import warnings
 import numpy as np
 import polars as pl
 
-from pricelab_cli.engine import LocalEngine
+from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import PricelabWarning
 from pricelab_cli.hpte import robust
 from pricelab_cli.hpte import panel as panel_layout
@@ -497,7 +497,8 @@ class CatalogDetrend:
 
     ``fit``, ``shock`` and ``audit`` as in :class:`Detrended`; ``cells`` the first
     differences; ``level`` the forest's level feature. ``partition_fits``, ``outcome`` and
-    ``screened`` let a later pass recompute any partition's residuals (``residuals``).
+    ``screened`` let a later pass recompute any partition's residuals (``residuals``);
+    ``partition_refs`` are the same fits as the engine keeps them, handed to tasks.
     """
 
     fit: BaselineFit
@@ -508,6 +509,7 @@ class CatalogDetrend:
     screened: np.ndarray
     partition_fits: list[PartitionFit]
     outcome: str
+    partition_refs: list | None = None
 
     def residuals(self, panel: Panel, k: int, offset: int) -> Detrended:
         """Partition ``k``'s residuals again (``panel`` is that partition)."""
@@ -518,20 +520,21 @@ class CatalogDetrend:
         the partition and per date)."""
         fit = self.partition_fits[k]
         local = self.screened[offset:offset + len(fit.fit.model)]
-        return PartitionResiduals(fit, local, self.shock, self.outcome)
+        ref = fit if self.partition_refs is None else self.partition_refs[k]
+        return PartitionResiduals(ref, local, self.shock, self.outcome)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PartitionResiduals:
     """One partition's baseline fits, screen and the common shocks: its residuals again."""
 
-    fit: PartitionFit
+    fit: object  # PartitionFit, or the engine's handle of it
     screened: np.ndarray
     shock: np.ndarray
     outcome: str
 
     def residuals(self, panel: Panel) -> Detrended:
-        return partition_residuals(panel, panel.outcomes[self.outcome], self.fit, self.screened, self.shock)[0]
+        return partition_residuals(panel, panel.outcomes[self.outcome], resolve(self.fit), self.screened, self.shock)[0]
 
 
 def _concat_fits(fits: list[BaselineFit]) -> BaselineFit:
@@ -542,20 +545,22 @@ def _concat_fits(fits: list[BaselineFit]) -> BaselineFit:
 # loads it) and small per-partition inputs, so any engine can run them anywhere.
 
 
-def _fit_task(task) -> PartitionFit:
+def _fit_task(task) -> tuple[None, PartitionFit]:
+    """The partition's fits, kept by the engine (the later tasks take its handle)."""
     handle, outcome, detrend, robust_step = task
     panel = handle.load()
-    return fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
+    return None, fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
 
 
 def _shock_task(task) -> np.ndarray:
     handle, outcome, part, screened, block = task
     panel = handle.load()
-    return shock_sums(panel, panel.outcomes[outcome], part, screened, block)
+    return shock_sums(panel, panel.outcomes[outcome], resolve(part), screened, block)
 
 
 def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray]:
     handle, outcome, part, screened, shock = task
+    part = resolve(part)
     panel = handle.load()
     detrended, clipped = partition_residuals(panel, panel.outcomes[outcome], part, screened, shock)
     cells = first_difference(panel, detrended).shifted(handle.offset)
@@ -579,7 +584,10 @@ def detrend_partitions(
     per-date arrays come back."""
     engine = engine or LocalEngine()
     handles = source.handles()
-    parts = engine.map(_fit_task, [(h, outcome, detrend, robust) for h in handles])
+    # Each partition's fits stay with the engine; the later tasks get their handles, so the
+    # driver never sends them out again.
+    refs = [kept[0] for _, kept in engine.map_kept(_fit_task, [(h, outcome, detrend, robust) for h in handles], 1)]
+    parts = [resolve(ref) for ref in refs]
     fit = _concat_fits([p.fit for p in parts])
     n = len(fit.model)
     if robust:
@@ -592,13 +600,13 @@ def detrend_partitions(
         sums = None
         # The block size is read here, where the partitions were cut, not in each worker.
         block = panel_layout.SUM_BLOCK
-        tasks = [(h, outcome, p, s, block) for h, p, s in zip(handles, parts, local)]
+        tasks = [(h, outcome, ref, s, block) for h, ref, s in zip(handles, refs, local)]
         for block_sums in engine.map(_shock_task, tasks):
             sums = add_block_sums(sums, block_sums)
         shock = shocks_from_sums(sums)
     else:
         shock = np.zeros(len(source.dates))
-    results = engine.map(_cells_task, [(h, outcome, p, s, shock) for h, p, s in zip(handles, parts, local)])
+    results = engine.map(_cells_task, [(h, outcome, ref, s, shock) for h, ref, s in zip(handles, refs, local)])
     audit = None
     if robust:
         audit = RobustAudit(
@@ -608,7 +616,9 @@ def detrend_partitions(
             n_winsorised=np.concatenate([r[2] for r in results]),
         )
     cells = Cells.concat([r[0] for r in results])
-    return CatalogDetrend(fit, shock, audit, cells, np.concatenate([r[1] for r in results]), screened, parts, outcome)
+    return CatalogDetrend(
+        fit, shock, audit, cells, np.concatenate([r[1] for r in results]), screened, parts, outcome, refs
+    )
 
 
 def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
