@@ -31,14 +31,15 @@ def group_pids(pgid: int) -> list[int]:
     return pids
 
 
-def group_rss_mib(pgid: int) -> float:
-    """Summed resident memory (MiB) of every process in process group ``pgid``."""
+def group_rss_mib(pgid: int, field: str = "Rss") -> float:
+    """Summed resident memory (MiB) of every process in process group ``pgid``; with
+    ``field="Pss"`` the proportional set size (shared pages split among their users)."""
     total = 0
     for pid in group_pids(pgid):
         try:
-            with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                total += next(int(line.split()[1]) for line in fh if line.startswith(f"{field}:")) * 1024
+        except (OSError, StopIteration, ValueError):
             continue
     return total / 2**20
 

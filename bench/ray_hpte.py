@@ -30,7 +30,7 @@ import polars as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
 from measure import bench_dir, measure_group, pricelab, report  # noqa: E402
-from memcap import group_pids  # noqa: E402
+from memcap import group_rss_mib  # noqa: E402
 from scale_data import generate  # noqa: E402
 
 HISTORY_DAYS = 56
@@ -49,18 +49,6 @@ def _load_cluster_module():
     return module
 
 
-def group_pss_mib(pgid: int) -> float:
-    """Summed proportional set size (MiB) of process group ``pgid``."""
-    total = 0
-    for pid in group_pids(pgid):
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as fh:
-                total += next(int(line.split()[1]) for line in fh if line.startswith("Pss:")) * 1024
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total / 2**20
-
-
 class NodeWatch(threading.Thread):
     """Samples each node's group PSS; stops the cluster past ``cap_mib``."""
 
@@ -77,7 +65,7 @@ class NodeWatch(threading.Thread):
                 process = getattr(self.cluster, name)
                 if process is None:
                     continue
-                mib = group_pss_mib(process.pid)
+                mib = group_rss_mib(process.pid, "Pss")
                 self.peak[name] = max(self.peak[name], mib)
                 if mib > self.cap:
                     self.killed = f"{name} node at {mib:.0f} MiB (cap {self.cap:.0f} MiB)"
