@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 import threading
 import time
@@ -106,6 +107,8 @@ def run_size(n_products: int, cluster_module) -> bool:
             watch.stop()
         finally:
             cluster.stop()
+            # Ray's session folder holds the objects it spilled to disk (14 GB at 5M x 84).
+            shutil.rmtree(root / "ray", ignore_errors=True)
     if watch.killed:
         print(f"FAIL  the watchdog stopped the cluster: {watch.killed}", flush=True)
         return False
