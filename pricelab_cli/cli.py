@@ -498,8 +498,9 @@ def hpte(
         dates=["date"],
         storage_options=run.storage_options,
     )
+    present = assignment_table.collect_schema()
     assignment_table = assignment_table.select(
-        [c for c in ("product_id", "date", "treated", "blackout", "cluster_id") if c in assignment_table.collect_schema()]
+        [c for c in ("product_id", "date", "treated", "blackout", "cluster_id") if c in present]
     )
     # The sales are scanned, not read: the core streams them in batches, keeping only the
     # columns it uses and no date after the experiment's last (a Parquet dataset's later

@@ -56,7 +56,6 @@ class LocalEngine:
     n_jobs : worker processes; 1 runs every task in this process, 0 or less uses every core.
     """
 
-    name = "local"
     remote = False
 
     def __init__(self, n_jobs: int = 1, counter: TaskCounter | None = None) -> None:
@@ -66,10 +65,6 @@ class LocalEngine:
     @property
     def workers(self) -> int:
         return self.n_jobs if self.n_jobs > 0 else (os.cpu_count() or 1)
-
-    def with_jobs(self, n_jobs: int) -> "LocalEngine":
-        """The same engine with another number of workers (same progress counter)."""
-        return LocalEngine(n_jobs, self.counter)
 
     def share(self, value: Any) -> Any:
         return value
@@ -95,9 +90,6 @@ class LocalEngine:
         """``fn(item)`` returns ``(small, big_1, ..., big_n_kept)``; here every part comes back."""
         out = self.map(fn, items, progress)
         return [(result[0], list(result[1:1 + n_kept])) for result in out]
-
-    def describe(self) -> str:
-        return f"local ({self.workers} worker{'s' if self.workers != 1 else ''})"
 
     def close(self) -> None:
         pass

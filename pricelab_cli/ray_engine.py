@@ -63,7 +63,6 @@ def _call(fn: Callable, item: Any, n_kept: int):
 class RayEngine:
     """Run ``map`` tasks on the Ray cluster this process is connected to."""
 
-    name = "ray"
     remote = True
 
     def __init__(self, ray_module, address: str, counter: TaskCounter | None = None) -> None:
@@ -102,10 +101,6 @@ class RayEngine:
     def workers(self) -> int:
         return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
 
-    def with_jobs(self, n_jobs: int) -> "RayEngine":
-        """The cluster decides how many tasks run at once: the same engine."""
-        return self
-
     def share(self, value: Any) -> Any:
         return self._ray.put(value)
 
@@ -127,17 +122,17 @@ class RayEngine:
         ray = self._ray
         self.counter.add(len(refs))
         position = {ref: i for i, ref in enumerate(refs)}
+        results: list = [None] * len(refs)
         pending = list(refs)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
+                    # Fetched as it ends: a failed task surfaces at once.
+                    results[position[ref]] = ray.get(ref)
                     self.counter.done(1)
                     if progress is not None:
-                        # Fetching the small result here also surfaces a failed task at once.
-                        ray.get(ref)
                         progress(items[position[ref]])
-            results = ray.get(refs)
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause if hasattr(exc, "cause") else None
             if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):

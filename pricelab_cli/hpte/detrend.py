@@ -496,9 +496,10 @@ class CatalogDetrend:
     later steps read: per product (global codes) and per cell, never per row.
 
     ``fit``, ``shock`` and ``audit`` as in :class:`Detrended`; ``cells`` the first
-    differences; ``level`` the forest's level feature. ``partition_fits``, ``outcome`` and
-    ``screened`` let a later pass recompute any partition's residuals (``residuals``);
-    ``partition_refs`` are the same fits as the engine keeps them, handed to tasks.
+    differences; ``level`` the forest's level feature. ``partition_fits`` (each
+    partition's fits as the engine keeps them: the fits, or a handle of them), ``outcome``
+    and ``screened`` let a later task recompute any partition's residuals
+    (``for_partition``).
     """
 
     fit: BaselineFit
@@ -507,21 +508,14 @@ class CatalogDetrend:
     cells: Cells
     level: np.ndarray
     screened: np.ndarray
-    partition_fits: list[PartitionFit]
+    partition_fits: list
     outcome: str
-    partition_refs: list | None = None
 
-    def residuals(self, panel: Panel, k: int, offset: int) -> Detrended:
-        """Partition ``k``'s residuals again (``panel`` is that partition)."""
-        return self.for_partition(k, offset).residuals(panel)
-
-    def for_partition(self, k: int, offset: int) -> "PartitionResiduals":
-        """What a task needs to recompute partition ``k``'s residuals (small: per product of
-        the partition and per date)."""
-        fit = self.partition_fits[k]
-        local = self.screened[offset:offset + len(fit.fit.model)]
-        ref = fit if self.partition_refs is None else self.partition_refs[k]
-        return PartitionResiduals(ref, local, self.shock, self.outcome)
+    def for_partition(self, handle) -> "PartitionResiduals":
+        """What a task needs to recompute the residuals of the partition ``handle`` loads
+        (small: per product of the partition and per date)."""
+        local = self.screened[handle.offset:handle.offset + len(handle.product_ids)]
+        return PartitionResiduals(self.partition_fits[handle.k], local, self.shock, self.outcome)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -616,9 +610,7 @@ def detrend_partitions(
             n_winsorised=np.concatenate([r[2] for r in results]),
         )
     cells = Cells.concat([r[0] for r in results])
-    return CatalogDetrend(
-        fit, shock, audit, cells, np.concatenate([r[1] for r in results]), screened, parts, outcome, refs
-    )
+    return CatalogDetrend(fit, shock, audit, cells, np.concatenate([r[1] for r in results]), screened, refs, outcome)
 
 
 def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
@@ -663,7 +655,7 @@ def detrended_outcomes(
             )
         # Partition by partition: only experiment rows come back (rows are sorted by product
         # and date within a partition, and partitions follow each other in product order).
-        tasks = [(h, detrended.for_partition(k, h.offset)) for k, h in enumerate(panel.handles())]
+        tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
         frames = engine.map(_experiment_rows_task, tasks)
     return pl.concat(frames)
 

@@ -416,8 +416,8 @@ def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engi
     partition (a task each, run by ``engine``); only per-period sums come back.
     """
     tasks = [
-        (h, detrended.for_partition(k, h.offset), keep_product[h.offset:h.offset + len(h.product_ids)])
-        for k, h in enumerate(panel.handles())
+        (h, detrended.for_partition(h), keep_product[h.offset:h.offset + len(h.product_ids)])
+        for h in panel.handles()
     ]
     found = [r for r in (engine or LocalEngine()).map(_path_sums_task, tasks) if r is not None]
     lowest = min((r[0] for r in found), default=0)

@@ -171,9 +171,9 @@ def forest_leaves(
     then be None, and only the rows a fit uses are gathered.
     """
     n = len(y)
-    # The cells' features, when only their distinct rows are given, are gathered for the
-    # cells a fit uses and no more (the whole (cells, features) matrix is not made).
-    table, cell_rows = (X, None) if X is not None else distinct_rows
+    # With distinct rows, the cells' features are gathered for the cells a fit uses and no
+    # more (the whole (cells, features) matrix is not made).
+    table, cell_rows = (X, None) if distinct_rows is None else distinct_rows
     cell_x = (lambda pick: table[pick]) if cell_rows is None else (lambda pick: table[cell_rows[pick]])
     if n < 4 * min_samples_leaf or table.shape[1] == 0:
         return np.zeros((n, 1), dtype=np.int64)
@@ -195,8 +195,7 @@ def forest_leaves(
         forest.fit(cell_x(pool), treated[pool].astype(np.float64), y[pool])
     else:
         forest.fit(cell_x(slice(None)), treated.astype(np.float64), y)
-    rows, index = (X, None) if distinct_rows is None else distinct_rows
-    return TreeLeaves(list(forest.estimators_), rows, index, forest.n_jobs)
+    return TreeLeaves(list(forest.estimators_), table, cell_rows, forest.n_jobs)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

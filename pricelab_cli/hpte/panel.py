@@ -139,6 +139,11 @@ class _InMemory:
 
     panel: Panel
     offset: int = 0
+    k: int = 0
+
+    @property
+    def product_ids(self) -> pl.Series:
+        return self.panel.product_ids
 
     def load(self) -> Panel:
         return self.panel
@@ -225,10 +230,7 @@ def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment
     # Rows a chunk at a time: a catalog's assignment has hundreds of millions of rows, and
     # each temporary of its length would cost a byte per row per byte of its type.
     for lo in range(0, assignment.height, PLAN_CHUNK_ROWS):
-        chunk = assignment.slice(lo, PLAN_CHUNK_ROWS)
-        state_grid[_plan_slots(chunk, lookup, first_day, span)] = np.where(
-            chunk.get_column("blackout").to_numpy(), BLACKOUT, chunk.get_column("treated").to_numpy()
-        )
+        _lay_rows(state_grid, assignment.slice(lo, PLAN_CHUNK_ROWS), lookup, first_day, span)
     # Every slot written once: as many filled slots as rows, else some (product, date) repeats.
     if np.count_nonzero(state_grid != NOT_COVERED) < assignment.height:
         _raise_duplicates(assignment, pl.Series(_plan_slots(assignment, lookup, first_day, span)), label)
@@ -296,9 +298,7 @@ def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
         if batch.get_column("date").null_count():
             raise _StreamCheckFailed("missing dates")
         batch = assignment_flags(batch, label)
-        slot = _plan_slots(batch, lookup, first_day, span)
-        treated = batch.get_column("treated").to_numpy()
-        state_grid[slot] = np.where(batch.get_column("blackout").to_numpy(), BLACKOUT, treated)
+        slot, treated = _lay_rows(state_grid, batch, lookup, first_day, span)
         # A product's first arm is its arm on its first date (blackout or not).
         code, offset = np.divmod(slot, span)
         at_start = np.flatnonzero(offset + first_day == start_day[code])
@@ -307,6 +307,16 @@ def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
     if np.count_nonzero(state_grid != NOT_COVERED) < n_rows:
         raise _StreamCheckFailed("repeated keys")
     return _plan(products, state_grid, first_day, span, start_day, first_arm, has_cluster)
+
+
+def _lay_rows(
+    state_grid: np.ndarray, rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write the rows' states (arm, or blackout) into the grid; return their slots and arms."""
+    slot = _plan_slots(rows, lookup, first_day, span)
+    treated = rows.get_column("treated").to_numpy()
+    state_grid[slot] = np.where(rows.get_column("blackout").to_numpy(), BLACKOUT, treated)
+    return slot, treated
 
 
 def _plan_slots(rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: int) -> np.ndarray:
@@ -817,12 +827,12 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     """Read one slice of the stream batch by batch, keep its analysed rows (history before
     each product's start, experiment rows of either arm) and append them to their
     partitions. Returns which products have rows (packed bits), the ids not in the
-    assignment and the dates seen; a bad value is returned (not raised), so the first slice's error wins whatever
-    order the slices end in."""
+    assignment and the dates seen; a bad value is returned (not raised), so the first
+    slice's error wins whatever order the slices end in."""
     plan: _SliceInputs = resolve(task.inputs)
     n = len(plan.start_day)
     n_parts = len(plan.bounds) - 1
-    rows_per_product = np.zeros(n, dtype=np.int64)
+    has_rows = np.zeros(n, dtype=bool)
     ignored: list[pl.Series] = []
     days: list[np.ndarray] = []
     stream = task.stream if task.length is None else task.stream.slice(task.offset, task.length)
@@ -845,7 +855,7 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
             if keep_known is not None:
                 day = day[keep_known]
                 values = {c: v[keep_known] for c, v in values.items()}
-            rows_per_product += np.bincount(code, minlength=n)
+            has_rows[code] = True
             offset = day - plan.first_day
             covered = (offset >= 0) & (offset < plan.span)
             state = np.full(len(code), NOT_COVERED, dtype=np.int8)
@@ -874,7 +884,7 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     except PricelabError as exc:
         return exc
     return {
-        "has_rows": np.packbits(rows_per_product > 0),
+        "has_rows": np.packbits(has_rows),
         "ignored": pl.concat(ignored) if ignored else None,
         "days": np.concatenate(days) if days else np.empty(0, dtype=np.int64),
     }

@@ -8,7 +8,9 @@ They share one xdist group, so one cluster serves them all.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -68,14 +70,13 @@ def test_ray_without_ray_address_says_how_to_start_one(chain, tmp_path, monkeypa
     assert not (tmp_path / "effects.csv").exists() and not (tmp_path / "cate.parquet").exists()
 
 
-def test_an_unreachable_cluster_is_a_clear_error(chain, tmp_path, monkeypatch):
+def test_an_unreachable_cluster_is_a_clear_error(chain, tmp_path):
     pytest.importorskip("ray")
-    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")  # the discard port: nothing listens
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     args = ["spillover-graph", "--sales", str(SAMPLE / "history.parquet"), "--products", str(SAMPLE / "products.csv"),
             "--engine", "ray", "-o", str(tmp_path / "edges.csv")]
-    result = subprocess.run([PRICELAB, *args], capture_output=True, text=True, timeout=60,
-                            env={**__import__("os").environ, "RAY_ADDRESS": "127.0.0.1:9", "RAY_AUTH_MODE": "disabled"})
+    # The discard port: nothing listens there.
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9", "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run([PRICELAB, *args], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1, result.stderr
     assert "could not connect to the Ray cluster at RAY_ADDRESS='127.0.0.1:9'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -180,11 +181,7 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
             time.sleep(0.05)
         time.sleep(1.0)
         assert process.poll() is None, "hpte ended before the worker could be killed: give it more work"
-        raylet = ray_cluster.worker_raylet_pid()
-        import os
-        import signal
-
-        os.kill(raylet, signal.SIGKILL)
+        os.kill(ray_cluster.worker_raylet_pid(), signal.SIGKILL)
         _, stderr = process.communicate(timeout=240)
     finally:
         if process.poll() is None:

@@ -169,3 +169,41 @@ def test_detrended_outcomes_for_ipw_are_the_same_from_partitions(spoiled, monkey
     monkeypatch.setattr("pricelab_cli.hpte.panel.PARTITION_ROWS", sales.height // 6)
     cut = detrended_outcomes(sales.sample(fraction=1.0, shuffle=True, seed=2).lazy(), assignment, "units")
     assert cut.equals(whole)
+
+
+@pytest.mark.parametrize("kind", ["crossover", "triggered", "random-days"])
+@pytest.mark.parametrize("clustered", [False, True])
+def test_a_streamed_assignment_gives_the_plan_of_the_table_read_whole(kind, clustered, monkeypatch):
+    from pricelab_cli.hpte import panel as layout
+
+    _, assignment, _ = simulated(kind, n=120, seed=8)
+    if clustered:
+        assignment = assignment.with_columns((pl.col("product_id").cast(pl.Int64) // 3).alias("cluster_id"))
+    # Small batches, so the grid and the first arms are filled over many of them.
+    monkeypatch.setattr(layout, "PLAN_CHUNK_ROWS", 257)
+    shuffled = assignment.sample(fraction=1.0, shuffle=True, seed=1)
+    streamed = layout._plan_streamed(shuffled.lazy(), "assignment")
+    whole = layout.plan_panel(assignment, "assignment")
+    assert streamed.products.equals(whole.products)
+    for name in ("state_grid", "start_day", "first_arm", "unit"):
+        assert np.array_equal(getattr(streamed, name), getattr(whole, name)), name
+    assert (streamed.first_day, streamed.span, streamed.unit_label) == (whole.first_day, whole.span, whole.unit_label)
+    if kind == "crossover":
+        assert (whole.state_grid == layout.BLACKOUT).any()
+
+
+def test_a_failed_check_on_a_streamed_assignment_names_what_the_table_read_whole_names():
+    from pricelab_cli.errors import PricelabError
+    from pricelab_cli.hpte.panel import plan_panel
+
+    _, assignment, _ = simulated("random-days", n=60, seed=9)
+    repeated = pl.concat([assignment, assignment.head(1)])
+    split = assignment.with_columns(pl.col("product_id").alias("cluster_id")).with_columns(
+        pl.when(pl.col("date") == pl.col("date").max()).then(pl.lit(-1)).otherwise(pl.col("cluster_id")).alias("cluster_id")
+    )
+    for bad in (repeated, split):
+        with pytest.raises(PricelabError) as whole:
+            plan_panel(bad, "a.parquet")
+        with pytest.raises(PricelabError) as streamed:
+            plan_panel(bad.lazy(), "a.parquet")
+        assert type(streamed.value) is type(whole.value) and str(streamed.value) == str(whole.value)
