@@ -25,6 +25,7 @@ Two more verbs serve data too large to travel with every task:
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -101,6 +102,19 @@ def _in_process(fn: Callable[..., T], items: Iterable[Any], progress, counter: T
         counter.done(1)
         if progress is not None:
             progress(item)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's freed pages back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing happens).
+
+    Threads that make many small allocations (a forest's fit: 0.35 GB on 400,000 cells)
+    leave the freed memory in per-thread arenas that glibc keeps for reuse, and the
+    process would carry it to the end of the run."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def resolve(value: Any) -> Any:

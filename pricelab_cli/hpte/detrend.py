@@ -66,13 +66,15 @@ MODEL_NAMES = {MODEL_NONE: "left out", MODEL_LEVEL: "level only", MODEL_TREND: "
 class BaselineFit:
     """Per-product baseline coefficients fitted on pre-experiment rows.
 
-    ``weekday`` is (n_products, 7) with Monday's column 0; ``model`` is one of MODEL_*.
+    ``weekday`` is (n_products, 7) with Monday's column 0 (None in the catalog-wide copy of
+    a partitioned panel: only the tasks that compute residuals read it, from their
+    partition's fits); ``model`` is one of MODEL_*.
     ``volatility`` is the residual standard deviation of the history (NaN without one).
     """
 
     level: np.ndarray
     trend: np.ndarray
-    weekday: np.ndarray
+    weekday: np.ndarray | None
     model: np.ndarray
     n_pre: np.ndarray
     volatility: np.ndarray
@@ -532,18 +534,25 @@ class PartitionResiduals:
 
 
 def _concat_fits(fits: list[BaselineFit]) -> BaselineFit:
-    return BaselineFit(*(np.concatenate([getattr(f, field.name) for f in fits]) for field in dataclasses.fields(BaselineFit)))
+    def joined(name: str) -> np.ndarray | None:
+        values = [getattr(f, name) for f in fits]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    return BaselineFit(*(joined(field.name) for field in dataclasses.fields(BaselineFit)))
 
 
 # The map tasks of ``detrend_partitions``: plain functions of one partition (a handle that
 # loads it) and small per-partition inputs, so any engine can run them anywhere.
 
 
-def _fit_task(task) -> tuple[None, PartitionFit]:
-    """The partition's fits, kept by the engine (the later tasks take its handle)."""
+def _fit_task(task) -> tuple[tuple[BaselineFit, tuple | None], PartitionFit]:
+    """The partition's fits, kept by the engine (the later tasks take its handle), and what
+    the driver reads of them: the fits without the weekday effects, and the screen's
+    inputs."""
     handle, outcome, detrend, robust_step = task
     panel = handle.load()
-    return None, fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
+    part = fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
+    return (dataclasses.replace(part.fit, weekday=None), part.screen_inputs), part
 
 
 def _shock_task(task) -> np.ndarray:
@@ -579,17 +588,20 @@ def detrend_partitions(
     engine = engine or LocalEngine()
     handles = source.handles()
     # Each partition's fits stay with the engine; the later tasks get their handles, so the
-    # driver never sends them out again.
-    refs = [kept[0] for _, kept in engine.map_kept(_fit_task, [(h, outcome, detrend, robust) for h in handles], 1)]
-    parts = [resolve(ref) for ref in refs]
-    fit = _concat_fits([p.fit for p in parts])
+    # driver never sends them out again, and it takes back only what it reduces over the
+    # catalog (per product: the model, level, trend and volatility; the screen's inputs).
+    fitted = engine.map_kept(_fit_task, [(h, outcome, detrend, robust) for h in handles], 1)
+    refs = [kept[0] for _, kept in fitted]
+    fit = _concat_fits([small[0] for small, _ in fitted])
     n = len(fit.model)
     if robust:
-        inputs = tuple(np.concatenate([p.screen_inputs[i] for p in parts]) for i in range(3))
+        inputs = tuple(np.concatenate([small[1][i] for small, _ in fitted]) for i in range(3))
         vol_z, screened = screen_products(fit, inputs, screen)
+        del inputs
     else:
         vol_z, screened = None, np.zeros(n, dtype=bool)
-    local = [screened[h.offset:h.offset + len(p.fit.model)] for h, p in zip(handles, parts)]
+    del fitted
+    local = [screened[h.offset:h.offset + len(h.product_ids)] for h in handles]
     if remove_shocks:
         sums = None
         # The block size is read here, where the partitions were cut, not in each worker.

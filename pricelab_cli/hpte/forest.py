@@ -63,7 +63,7 @@ from collections.abc import Iterator
 import numpy as np
 import polars as pl
 
-from pricelab_cli.engine import LocalEngine
+from pricelab_cli.engine import LocalEngine, release_freed_memory
 from pricelab_cli.errors import DataError, PricelabWarning
 from pricelab_cli.io import align_id_types, check_unique
 
@@ -195,7 +195,10 @@ def forest_leaves(
         forest.fit(cell_x(pool), treated[pool].astype(np.float64), y[pool])
     else:
         forest.fit(cell_x(slice(None)), treated.astype(np.float64), y)
-    return TreeLeaves(list(forest.estimators_), table, cell_rows, forest.n_jobs)
+    trees, threads = list(forest.estimators_), forest.n_jobs
+    del forest
+    release_freed_memory()
+    return TreeLeaves(trees, table, cell_rows, threads)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -229,8 +232,14 @@ class TreeLeaves:
         size = max(1, min(TREE_BATCH, LEAF_ENTRIES // max(cells, 1)))
         for start in range(0, len(self.trees), size):
             batch = self.trees[start:start + size]
-            leaves = runner(delayed(tree.apply)(self.X, check_input=False) for tree in batch)
+            leaves = runner(delayed(_leaf_ids)(tree, self.X) for tree in batch)
             yield leaves if self.index is None else [leaf[self.index] for leaf in leaves]
+
+
+def _leaf_ids(tree, X: np.ndarray) -> np.ndarray:
+    """A tree's leaf (node id) of every row, as 32-bit integers: half the memory of the
+    tree's own 64-bit answer, and node ids of a tree are far below 2**31."""
+    return tree.apply(X, check_input=False).astype(np.int32)
 
 
 # Trees applied at once by ``TreeLeaves``, fewer when their leaves would pass LEAF_ENTRIES.
@@ -297,13 +306,15 @@ def _tree_columns(leaves) -> "Iterator[np.ndarray]":
         yield from batch
 
 
-def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray]:
+def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray]:
     """One group of trees: each used tree's estimate, and per cell the sums over the group's
-    trees of its influence coefficients (w, y and constant terms, see the module docstring,
-    still to be divided by the number of trees used), of its leaf difference in two-armed
-    leaves, and of how many trees matched it (an array (5, cells))."""
+    trees of its influence (see the module docstring; still to be divided by the number of
+    trees used) and of its leaf difference in two-armed leaves, and how many trees matched
+    it. Three cells-long arrays (8 + 8 + 4 bytes a cell) are all that comes back."""
     arm, y, weight = group.arm, group.y, group.weight
-    per_cell = np.zeros((5, len(y)))
+    influence = np.zeros(len(y))
+    cate_sum = np.zeros(len(y))
+    matches = np.zeros(len(y), dtype=np.int32)
     thetas = []
     for column in _tree_columns(group.leaves):
         # Leaf ids are node ids of the tree (a few thousand at most), used as they are.
@@ -328,17 +339,15 @@ def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray]:
         with np.errstate(invalid="ignore", divide="ignore"):
             slope_t = np.where(valid, m / tree_size / n_t, 0.0)
             slope_c = np.where(valid, m / tree_size / n_c, 0.0)
-        # Coefficients per (leaf, arm): column 2 * leaf + arm, control first.
-        coef = np.zeros((5, width, 2))
-        coef[0] = np.where(valid, (diff - theta) / tree_size, 0.0)[:, None]
-        coef[1, :, 1], coef[2, :, 1] = slope_t, slope_t * mean_t
-        coef[1, :, 0], coef[2, :, 0] = -slope_c, -slope_c * mean_c
-        coef[3] = np.where(valid, diff, 0.0)[:, None]
-        coef[4] = valid[:, None]
-        coef = coef.reshape(5, 2 * width)
-        for row in range(5):
-            per_cell[row] += coef[row][key]
-    return thetas, per_cell
+        # Per leaf: the weight's coefficient; per (leaf, arm), column 2 * leaf + arm with
+        # control first: the first difference's coefficient and the constant.
+        of_weight = np.where(valid, (diff - theta) / tree_size, 0.0)
+        of_y = np.column_stack([-slope_c, slope_t]).reshape(-1)
+        constant = np.column_stack([-slope_c * mean_c, slope_t * mean_t]).reshape(-1)
+        influence += weight * of_weight[column] + y * of_y[key] - constant[key]
+        cate_sum += np.where(valid, diff, 0.0)[column]
+        matches += valid[column]
+    return thetas, influence, cate_sum, matches
 
 
 def leaf_second_difference(
@@ -363,17 +372,19 @@ def leaf_second_difference(
     groups = _tree_groups(leaves, treated.astype(np.int64), y, weight)
     engine = engine or LocalEngine()
     thetas: list[float] = []
-    per_cell = None
+    influence = cate_sum = matches = None
     # As many groups at a time as the engine runs side by side, summed in group order as
-    # they come back: only that many (5, cells) arrays are held at once.
+    # they come back: only that many groups' arrays are held at once.
     step = max(1, min(engine.workers, len(groups)))
     for start in range(0, len(groups), step):
-        for group_thetas, group_cells in engine.map(_group_sums, groups[start:start + step]):
+        for group_thetas, group_influence, group_cate, group_matches in engine.map(_group_sums, groups[start:start + step]):
             thetas += group_thetas
-            if per_cell is None:
-                per_cell = group_cells
+            if influence is None:
+                influence, cate_sum, matches = group_influence, group_cate, group_matches
             else:
-                per_cell += group_cells
+                influence += group_influence
+                cate_sum += group_cate
+                matches += group_matches
     if not thetas:
         raise DataError(
             "no leaf of the forest holds both treated and control cells, so no second difference "
@@ -381,8 +392,8 @@ def leaf_second_difference(
         )
     n_used = len(thetas)
     estimate = float(np.mean(thetas))
-    influence = (weight * per_cell[0] + y * per_cell[1] - per_cell[2]) / n_used
-    matched = per_cell[4] > 0
+    influence /= n_used
+    matched = matches > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        cate = np.where(matched, per_cell[3] / per_cell[4], np.nan)
+        cate = np.where(matched, cate_sum / matches, np.nan)
     return LeafSecondDifference(estimate, influence, cate, matched, n_used)
