@@ -16,9 +16,11 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from pricelab_cli.assign import AssignmentPlan, BalanceTally, assign, balance_report, plan_assignment  # noqa: E402
 from pricelab_cli.design import Design, design_from_dict, make_design  # noqa: E402
+from pricelab_cli.diagnostics import carryover_check, covariate_balance, minimum_detectable_effect  # noqa: E402
 from pricelab_cli.engine import LocalEngine  # noqa: E402
 from pricelab_cli.hpte import HeterogeneousPanelEffect, detrended_outcomes, estimate_hpte  # noqa: E402
 from pricelab_cli.hpte.panel import partition_panel  # noqa: E402
+from pricelab_cli.hpte.placebo import estimate_placebo  # noqa: E402
 from pricelab_cli.io import read_table, scan_table  # noqa: E402
 from pricelab_cli.power import HpteEstimator, design_arms, power_study  # noqa: E402
 from pricelab_cli.simulate import SimulatedSales, simulate_catalog, simulate_sales  # noqa: E402
@@ -35,14 +37,18 @@ __all__ = [
     "__version__",
     "assign",
     "balance_report",
+    "carryover_check",
+    "covariate_balance",
     "design_arms",
     "design_from_dict",
     "detrended_outcomes",
     "estimate_hpte",
+    "estimate_placebo",
     "exposure_probs",
     "ipw_effects",
     "leiden_clusters",
     "make_design",
+    "minimum_detectable_effect",
     "partition_panel",
     "plan_assignment",
     "power_study",

@@ -139,10 +139,15 @@ class Run:
     def meta(self) -> dict:
         return io.provenance(__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
 
-    def write(self, table: pl.DataFrame | Iterable[pl.DataFrame], path: str, *, partition_by: str = "date") -> None:
-        """Write a table (or its pieces, in order); a folder output is partitioned by ``partition_by``."""
+    def write(
+        self, table: pl.DataFrame | Iterable[pl.DataFrame], path: str, *, partition_by: str = "date",
+        extra: dict | None = None,
+    ) -> None:
+        """Write a table (or its pieces, in order); a folder output is partitioned by ``partition_by``.
+        ``extra`` adds facts about the table to its provenance record."""
         io.write_table(
-            table, path, fmt=self.fmt, meta=self.meta(), partition_by=partition_by, storage_options=self.storage_options
+            table, path, fmt=self.fmt, meta={**self.meta(), **(extra or {})}, partition_by=partition_by,
+            storage_options=self.storage_options,
         )
 
 
@@ -461,6 +466,22 @@ def hpte(
     plot: Annotated[
         Optional[Path], typer.Option(help="Draw the treated-minus-control path of detrended outcomes to this PNG.")
     ] = None,
+    placebo_out: Annotated[
+        Optional[str],
+        typer.Option(
+            "--placebo-out",
+            help="Also run the estimator on a fake experiment inside the history (the last stretch as long as the "
+            "experiment, same arms) and write its effects here; warns when its p-value is below 0.05.",
+        ),
+    ] = None,
+    carryover_out: Annotated[
+        Optional[str],
+        typer.Option(
+            "--carryover-out",
+            help="Switchback designs: write the carryover check here (first analysed day after a switch against "
+            "the later days of the same arm, per outcome and arm, with the blackout that would remove it).",
+        ),
+    ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -475,7 +496,7 @@ def hpte(
     from pricelab_cli.hpte import estimate_hpte
 
     run = _run(
-        quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out,
+        quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, placebo_out, carryover_out,
         documents=(str(plot) if plot else None,), storage_option=storage_option,
     )
     if outlier_c is not None and outlier_rule is OutlierRule.robust:
@@ -515,40 +536,81 @@ def hpte(
     feature_table = run.read(features, required=["product_id"], rename=ids, unique=["product_id"]) if features else None
     if feature_table is not None and method is HpteMethod.did:
         run.reporter.warn("--features is used by the causal forest only; --method did ignores it.")
+    options = dict(
+        outcomes=outcomes,
+        features=feature_table,
+        method=method.value,
+        n_bootstrap=bootstrap,
+        seed=seed,
+        outlier_rule=outlier_rule.value,
+        outlier_filter=not no_outlier_filter,
+        detrend=not no_detrend,
+        n_estimators=trees,
+        price_col=price_col,
+        labels={"sales": _label(sales), "assignment": _label(assignment), "features": _label(features)},
+        n_jobs=jobs,
+        rows_per_partition=partition_rows,
+        **({} if outlier_c is None else {"outlier_c": outlier_c}),
+    )
+    runs = 2 if placebo_out else 1
     with _engine(run, engine, jobs) as chosen, run.reporter.progress("sales rows read", None) as read_rows, \
-            run.reporter.progress("bootstrap", bootstrap * len(outcomes)) as advance:
+            run.reporter.progress("bootstrap", bootstrap * len(outcomes) * runs) as advance:
         result = estimate_hpte(
-            sales_table,
-            assignment_table,
-            outcomes=outcomes,
-            features=feature_table,
-            method=method.value,
-            n_bootstrap=bootstrap,
-            seed=seed,
-            outlier_rule=outlier_rule.value,
-            outlier_filter=not no_outlier_filter,
-            detrend=not no_detrend,
-            n_estimators=trees,
-            price_col=price_col,
-            effect_paths=plot is not None,
-            labels={"sales": _label(sales), "assignment": _label(assignment), "features": _label(features)},
-            progress=advance,
-            read_progress=read_rows,
-            n_jobs=jobs,
-            engine=chosen,
-            rows_per_partition=partition_rows,
-            **({} if outlier_c is None else {"outlier_c": outlier_c}),
+            sales_table, assignment_table, effect_paths=plot is not None, progress=advance, read_progress=read_rows,
+            engine=chosen, **options,
         )
+        if placebo_out:
+            from pricelab_cli.hpte.placebo import estimate_placebo
+
+            placebo, window = estimate_placebo(
+                sales_table, assignment_table, progress=advance, read_progress=read_rows, engine=chosen, **options
+            )
+        if carryover_out:
+            carryover = _carryover_table(sales_table, assignment_table, outcomes, chosen)
     run.write(result.effects, output)
     if cate_out:
-        run.write(_user_names(result.cate, unit_col=unit_col), cate_out)
+        # The forest's split shares travel with the CATEs (the report's "effect by feature").
+        splits = {name: est.forest_splits_ for name, est in result.estimators.items()}
+        run.write(_user_names(result.cate, unit_col=unit_col), cate_out, extra={"forest_splits": splits})
     if outliers_out:
         run.write(_user_names(result.outliers, unit_col=unit_col), outliers_out)
     if plot is not None:
         from pricelab_cli.hpte.plot import effect_path_plot
 
         effect_path_plot(result.paths, result.effects, str(plot), spacing_days=result.spacing_days)
+    if placebo_out:
+        from pricelab_cli.hpte.placebo import placebo_warnings
+
+        run.write(placebo.effects, placebo_out)
+    if carryover_out:
+        run.write(carryover, carryover_out)
     _report_hpte(run.reporter, result, method.value)
+    if placebo_out:
+        run.reporter.say(
+            f"placebo: fake experiment {window.fake_start} to {window.fake_end} ({window.periods} periods before "
+            f"the start on {window.real_start}), written to {placebo_out}"
+        )
+        for message in placebo_warnings(placebo.effects, window):
+            run.reporter.warn(message)
+
+
+def _carryover_table(sales, assignment, outcomes: list[str], engine) -> pl.DataFrame:
+    """``outcome`` plus the carryover check's columns, for each outcome (``hpte --carryover-out``)."""
+    from pricelab_cli.diagnostics import carryover_check
+    from pricelab_cli.hpte import detrended_outcomes
+
+    grid = assignment.collect() if isinstance(assignment, pl.LazyFrame) else assignment
+    tables = []
+    for name in outcomes:
+        with warnings.catch_warnings():
+            # The estimate has already said what it had to about these rows.
+            warnings.simplefilter("ignore")
+            residuals = detrended_outcomes(sales, grid, name, engine=engine)
+        check = carryover_check(residuals, grid)
+        tables.append(check.table.select(pl.lit(name).alias("outcome"), pl.all()))
+        if check.table["n_products"].max() == 0:
+            _ACTIVE.reporter.warn(f"carryover: no product of the assignment switches arm, so {name} has no carryover to check.")
+    return pl.concat(tables)
 
 
 def _label(path: str | None) -> str:
@@ -580,11 +642,13 @@ def _report_hpte(reporter: Reporter, result, method: str) -> None:
         reporter.say(f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored).")
     per = "day" if result.spacing_days == 1 else f"period ({result.spacing_days} days)"
     table = Table(title=f"{method}: effect per product per {per}", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("outcome", "estimate", "se", "95% interval", "p", "lift"):
+    for col in ("outcome", "estimate", "se", "95% interval", "p", "lift", "MDE"):
         table.add_column(col, justify="left" if col == "outcome" else "right", no_wrap=True)
 
     def num(v) -> str:
-        return "-" if v is None else f"{v:.4g}"
+        return "-" if v is None or v != v else f"{v:.4g}"
+
+    from pricelab_cli.diagnostics import minimum_detectable_effect
 
     for row in result.effects.iter_rows(named=True):
         table.add_row(
@@ -594,7 +658,10 @@ def _report_hpte(reporter: Reporter, result, method: str) -> None:
             f"{num(row['ci_low'])} to {num(row['ci_high'])}",
             num(row["p_value"]),
             "-" if row["lift"] is None else f"{100 * row['lift']:+.2f}%",
+            num(minimum_detectable_effect(row["se"]) if row["se"] is not None else None),
         )
+    table.caption = "MDE: the smallest effect this experiment detects 80% of the time (5% two-sided test), 2.8 SEs."
+    table.caption_justify = "left"
     reporter.table(table)
 
 
@@ -987,6 +1054,86 @@ def power(
 
 
 # ------------------------------------------------------------------ simulate
+
+@app.command(
+    epilog="Example: pricelab report --design design.json --assignment assignment.parquet --sales sales/ "
+    "--effects effects.csv --cate cate.parquet --products products.csv --placebo placebo.csv -o report.html --markdown"
+)
+def report(
+    design_path: Annotated[str, typer.Option("--design", help="The design JSON the assignment was drawn from.")],
+    assignment: Annotated[str, typer.Option(help="The assignment written by `pricelab assign`.")],
+    sales: Annotated[str, typer.Option(help="The sales the effects were estimated from (history and experiment).")],
+    effects: Annotated[str, typer.Option(help="The effects output of `pricelab hpte`.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The HTML page to write (self-contained).")] = "report.html",
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Also write the readout as Markdown (<output>.md, PNGs in <output>_files/).")
+    ] = False,
+    cate: Annotated[Optional[str], typer.Option(help="The --cate-out output of hpte.")] = None,
+    products: Annotated[
+        Optional[str], typer.Option(help="Products table with features: balance and effect by feature.")
+    ] = None,
+    placebo: Annotated[Optional[str], typer.Option(help="The --placebo-out output of hpte.")] = None,
+    spillover: Annotated[Optional[str], typer.Option(help="The output of `pricelab ipw`.")] = None,
+    clusters: Annotated[Optional[str], typer.Option(help="The output of `pricelab cluster`.")] = None,
+    power: Annotated[Optional[str], typer.Option(help="The output of `pricelab power`.")] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    cluster_col: ClusterCol = "cluster_id",
+    storage_option: StorageOption = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Write the experiment's readout: one self-contained HTML page (headline, design, effect path, heterogeneity, spillover, checks, provenance)."""
+    from pricelab_cli import report as readout
+
+    if not output.endswith((".html", ".htm")):
+        raise UsageError(f"-o {output}: the report is an HTML page; give a name ending in .html.")
+    stem = output.rsplit(".", 1)[0]
+    md_path, image_folder = (f"{stem}.md", f"{stem}_files") if markdown else (None, None)
+    # Nothing in the report is random; --seed is recorded, as for every command.
+    run = _run(quiet, seed, fmt, documents=(output, md_path), storage_option=storage_option)
+    spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
+    ids = {unit_col: "product_id"}
+    assignment_table = run.read(
+        assignment, required=list(io.ASSIGNMENT_COLUMNS), rename={**ids, time_col: "date", cluster_col: "cluster_id"},
+        dates=["date"], unique=["product_id", "date"],
+    )
+    effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
+    outcomes = effect_table["outcome"].to_list()
+    sales_table = io.scan_table(
+        sales, required=["product_id", "date", *outcomes], rename={**ids, time_col: "date"}, dates=["date"],
+        storage_options=run.storage_options,
+    )
+    optional = {
+        "cate": run.read(cate, required=["product_id", "cate"], rename=ids) if cate else None,
+        "products": run.read(products, required=["product_id"], rename=ids, unique=["product_id"]) if products else None,
+        "placebo": run.read(placebo, required=["outcome", "estimate", "p_value"]) if placebo else None,
+        "spillover": run.read(spillover, required=["effect", "estimate", "ci_low", "ci_high", "p_value", "n"])
+        if spillover else None,
+        "clusters": run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"})
+        if clusters else None,
+        "power": run.read(power, required=["design", "bias", "se", "power", "coverage"]) if power else None,
+    }
+    paths = {"design": design_path, "assignment": assignment, "sales": sales, "effects": effects, "cate": cate,
+             "products": products, "placebo": placebo, "spillover": spillover, "clusters": clusters, "power": power}
+    with run.reporter.progress("report", None):
+        result = readout.build_report(
+            design=spec, assignment=assignment_table, sales=sales_table, effects=effect_table, paths=paths,
+            command=run.meta()["command"], **optional,
+        )
+    with io.atomic_path(output) as tmp:
+        Path(tmp).write_text(readout.render_html(result), encoding="utf-8")
+    if markdown:
+        os.makedirs(image_folder, exist_ok=True)
+        for picture in result.pictures.values():
+            with io.atomic_path(os.path.join(image_folder, picture.name)) as tmp:
+                Path(tmp).write_bytes(picture.data)
+        with io.atomic_path(md_path) as tmp:
+            Path(tmp).write_text(readout.render_markdown(result, os.path.basename(image_folder)), encoding="utf-8")
+    run.reporter.say(f"report: {output}" + (f" and {md_path}" if markdown else ""))
+
 
 simulate_app = typer.Typer(
     help="Synthetic catalogs and sales panels with known effects (to test designs and estimators).\n\n"

@@ -93,10 +93,13 @@ def design_grid(design: Design, path: str, n_products: int = 12, lead_days: int 
     save_figure(fig, path)
 
 
-def save_figure(fig, path: str) -> None:
-    """Save a figure atomically as PNG and release it."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+def save_figure(fig, path) -> None:
+    """Save a figure as PNG (atomically to a path, or into a binary stream) and release it."""
+    if hasattr(path, "write"):
+        fig.savefig(path, format="png")
+    else:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
@@ -113,5 +116,35 @@ def power_bars(summary: pl.DataFrame, path: str) -> None:
     for ax in (left, right):
         ax.set_xticks(x, labels, rotation=20, ha="right")
         ax.set_ylabel("outcome units per product per day")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def cate_histogram(values: np.ndarray, outcome: str, path: str) -> None:
+    """The distribution of per-product effects, with zero and the median marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.2), dpi=110)
+    if len(values):
+        ax.hist(values, bins=min(40, max(10, len(values) // 10)), color="#1f77b4", alpha=0.85)
+        ax.axvline(float(np.median(values)), color="#d62728", linewidth=1.4, label=f"median {np.median(values):.3g}")
+    ax.axvline(0.0, color="black", linewidth=0.8, linestyle=":", label="no effect")
+    ax.set_xlabel(f"effect on {outcome} per day (one value per product)")
+    ax.set_ylabel("products")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def effect_by_feature(features: list[tuple[str, pl.DataFrame]], outcome: str, path: str) -> None:
+    """Mean per-product effect by quarter of each feature (``features``: name and a table of
+    ``x`` (the quarter's mean value), ``cate`` and ``len`` per quarter)."""
+    fig, axes = plt.subplots(1, len(features), figsize=(3.6 * len(features) + 0.6, 3.2), dpi=110, squeeze=False)
+    for ax, (name, means) in zip(axes[0], features):
+        labels = [f"{x:.3g}" for x in means["x"].to_list()]
+        ax.bar(range(len(labels)), means["cate"].to_numpy(), color="#2ca02c")
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlabel(f"{name} (mean of each quarter)")
+        ax.set_title(name, fontsize=10)
+    axes[0, 0].set_ylabel(f"mean effect on {outcome}")
     fig.tight_layout()
     save_figure(fig, path)

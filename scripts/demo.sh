@@ -35,7 +35,7 @@ step "hpte: heterogeneous panel treatment effect"
 pricelab hpte --sales "$out/sales/" --assignment "$out/assignment.parquet" \
     --features "$data/products.csv" --outcome units --outcome revenue --bootstrap 200 --seed 0 \
     -o "$out/effects.csv" --cate-out "$out/cate.parquet" --plot "$out/effect_path.png" \
-    --outliers-out "$out/outliers.csv"
+    --outliers-out "$out/outliers.csv" --placebo-out "$out/placebo.csv"
 show "$out/effects.csv"
 
 step "spillover-graph: which products are substitutes, from a year of history"
@@ -51,4 +51,11 @@ pricelab ipw --sales "$out/sales/" --assignment "$out/assignment.parquet" \
     --edges "$out/edges.parquet" --design "$out/design.json" --products "$data/products.csv" \
     --outcome units --seed 0 -o "$out/spillover.csv"
 show "$out/spillover.csv"
+
+step "report: the readout for the people who decide (one self-contained HTML page, and Markdown)"
+pricelab report --design "$out/design.json" --assignment "$out/assignment.parquet" --sales "$out/sales/" \
+    --effects "$out/effects.csv" --cate "$out/cate.parquet" --products "$data/products.csv" \
+    --placebo "$out/placebo.csv" --spillover "$out/spillover.csv" --clusters "$out/clusters.parquet" \
+    -o "$out/report.html" --markdown
 printf '\ndemo outputs are in %s/\n' "$out" >&2
+printf 'report: %s\n' "$(cd "$out" && pwd)/report.html"

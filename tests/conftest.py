@@ -71,3 +71,13 @@ def run_cli():
         return _run([str(a) for a in args], stdin)
 
     return runner
+
+
+@pytest.fixture(scope="module")
+def run_cli_module():
+    """``run_cli`` for module-scoped fixtures (a chain of commands shared by a module's tests)."""
+
+    def runner(*args: str, stdin: bytes = b"") -> CliResult:
+        return _run([str(a) for a in args], stdin)
+
+    return runner

@@ -30,6 +30,7 @@ from pricelab_cli.hpte.forest import (
     DEFAULT_MIN_SAMPLES_LEAF,
     DEFAULT_TREES,
     encode_features,
+    TreeLeaves,
     forest_leaves,
     leaf_second_difference,
     pre_period_summaries,
@@ -102,6 +103,8 @@ class HeterogeneousPanelEffect:
     n_unmatched_ : products never in a two-armed leaf (not in the estimate).
     arm_units_ : resampling units with treated and with control cells.
     bootstrap_draws_ : the bootstrap replicates of the estimate.
+    forest_splits_ : each forest feature's share of the forest's splits (empty for ``did``
+        or when no tree split).
     """
 
     def __init__(
@@ -183,6 +186,7 @@ class HeterogeneousPanelEffect:
         cells = cells.take(keep_product[cells.code])
         _check_arms(cells, outcome, after="the outlier filter")
         # Step 3: the classic DID is the leaf estimator with one leaf.
+        self.forest_splits_ = {}
         leaves = (
             np.zeros((len(cells.code), 1), dtype=np.int64)
             if classic
@@ -234,9 +238,9 @@ class HeterogeneousPanelEffect:
         return keep, statistic
 
     def _forest_leaves(self, panel, detrended: CatalogDetrend, cells: Cells, user_features):
-        features = self._product_features(panel, detrended, user_features)
+        features, names = self._product_features(panel, detrended, user_features)
         products, index = np.unique(cells.code, return_inverse=True)
-        return forest_leaves(
+        leaves = forest_leaves(
             None,
             cells.treated,
             cells.first_difference,
@@ -247,6 +251,10 @@ class HeterogeneousPanelEffect:
             n_jobs=self.n_jobs,
             distinct_rows=(features[products], index),
         )
+        counts = leaves.split_counts(len(names)) if isinstance(leaves, TreeLeaves) else np.zeros(len(names))
+        total = counts.sum()
+        self.forest_splits_ = {n: float(c / total) for n, c in zip(names, counts)} if total else {}
+        return leaves
 
     def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress) -> None:
         """Resample units (products or clusters) within their arm strata."""
@@ -300,11 +308,13 @@ class HeterogeneousPanelEffect:
         if self.n_estimators < 1 or self.min_samples_leaf < 1 or self.max_samples < 2:
             raise UsageError("the forest needs at least 1 tree, leaves of at least 1 cell and 2 samples a tree.")
 
-    def _product_features(self, panel, detrended: CatalogDetrend, user_features) -> np.ndarray:
-        """Product features (user columns and pre-period summaries), one row per product."""
-        summaries, _ = pre_period_summaries(detrended.level, detrended.fit.trend, detrended.fit.volatility, panel.price)
-        blocks = [summaries] if user_features is None else [user_features[0], summaries]
-        return np.column_stack(blocks)
+    def _product_features(self, panel, detrended: CatalogDetrend, user_features) -> tuple[np.ndarray, list[str]]:
+        """Product features (user columns and pre-period summaries), one row per product, and
+        their names."""
+        summaries, names = pre_period_summaries(detrended.level, detrended.fit.trend, detrended.fit.volatility, panel.price)
+        if user_features is None:
+            return summaries, names
+        return np.column_stack([user_features[0], summaries]), [*user_features[1], *names]
 
     def _warn_few_units(self, panel: Panel, outcome: str) -> None:
         few = {arm: n for arm, n in self.arm_units_.items() if n < MIN_RELIABLE_UNITS}

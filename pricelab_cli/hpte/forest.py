@@ -219,6 +219,14 @@ class TreeLeaves:
     def n_trees(self) -> int:
         return len(self.trees)
 
+    def split_counts(self, n_features: int) -> np.ndarray:
+        """How many splits of all the trees use each feature (column of ``X``)."""
+        counts = np.zeros(n_features, dtype=np.int64)
+        for tree in self.trees:
+            used = tree.tree_.feature
+            counts += np.bincount(used[used >= 0], minlength=n_features)[:n_features]
+        return counts
+
     def matrix(self) -> np.ndarray:
         """All leaves at once, (cells, trees): for small problems and checks."""
         return np.column_stack([leaf for batch in self.batches() for leaf in batch])

@@ -57,6 +57,9 @@ def test_writes_one_row_per_outcome_with_the_contract_columns(run_cli, experimen
     meta = json.loads((tmp_path / "effects.csv.meta.json").read_text())
     assert meta["seed"] == 1 and "hpte" in meta["command"]
     assert io.read_provenance(str(cate))["seed"] == 1
+    # The forest's split shares travel with the CATEs, per outcome, over the features it used.
+    splits = io.read_provenance(str(cate))["forest_splits"]["units"]
+    assert abs(sum(splits.values()) - 1) < 1e-9 and {"quality", "pre_level"} <= set(splits)
     assert "effect per product per day" in result.stderr and "baselines" in result.stderr
 
 
@@ -251,3 +254,28 @@ def test_quantile_rule_reproduces_the_source_filter_and_c_needs_it(run_cli, cont
     misplaced = run_cli(*args(contaminated), "--outlier-c", "4", "-o", tmp_path / "r.csv")
     assert misplaced.code == 2 and "--outlier-rule quantile" in misplaced.stderr
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_placebo_and_carryover_outputs(run_cli, experiment, tmp_path):
+    """--placebo-out: the effects columns for the fake experiment before the start;
+    --carryover-out: one row per outcome and arm."""
+    placebo, carryover = tmp_path / "placebo.csv", tmp_path / "carryover.csv"
+    result = run_cli(*args(experiment), "-o", tmp_path / "effects.csv", "--placebo-out", placebo,
+                     "--carryover-out", carryover)
+    assert result.code == 0, result.stderr
+    fake = pl.read_csv(placebo)
+    assert fake.columns == list(EFFECT_COLUMNS) and fake["outcome"].to_list() == ["units"]
+    assert "placebo: fake experiment 2024-05-13 to 2024-06-02" in result.stderr
+    checks = pl.read_csv(carryover)
+    assert checks["arm"].to_list() == ["control", "treated"] and (checks["n_products"] > 100).all()
+    assert "MDE" in result.stderr
+
+
+def test_placebo_needs_history_as_long_as_the_experiment(run_cli, experiment, tmp_path):
+    short = tmp_path / "sales.parquet"
+    pl.read_parquet(experiment / "sales.parquet").filter(pl.col("date") >= START - dt.timedelta(days=25)).write_parquet(short)
+    out = tmp_path / "effects.csv"
+    result = run_cli("hpte", "--sales", short, "--assignment", experiment / "assignment.parquet", "--bootstrap", "100",
+                     "-o", out, "--placebo-out", tmp_path / "placebo.csv")
+    assert result.code == 65 and "a placebo needs" in result.stderr
+    assert not out.exists() and not (tmp_path / "placebo.csv").exists()

@@ -1,0 +1,485 @@
+"""The experiment readout: one self-contained HTML page (and the same as Markdown).
+
+``build_report`` reads the files of a finished chain (design, assignment, sales, effects and
+optionally cate, products, placebo, spillover, clusters, power), computes the diagnostics a
+reviewer asks for (:mod:`pricelab_cli.diagnostics`, the placebo of
+:mod:`pricelab_cli.hpte.placebo`) and the pictures, and returns what the templates show.
+``render_html`` fills ``templates/report.html.j2`` (CSS inline, pictures as ``data:`` URIs,
+nothing fetched when the page is opened); ``render_markdown`` fills ``report.md.j2`` with the
+pictures as PNG files beside it. Numbers are shown to 4 significant digits; each headline
+number also carries its exact value in a ``data-value`` attribute.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import math
+import io as io_bytes
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pricelab_cli import __version__
+from pricelab_cli import io
+from pricelab_cli.assign import balance_report
+from pricelab_cli.design import Design
+from pricelab_cli.diagnostics import (
+    ALPHA,
+    MDE_POWER,
+    SMD_LIMIT,
+    carryover_check,
+    covariate_balance,
+    minimum_detectable_effect,
+)
+from pricelab_cli.engine import LocalEngine
+
+SWITCHBACK = ("random-days", "crossover")
+# Features shown in "effect by feature", at most.
+TOP_FEATURES = 3
+PASS, LOOK, NOT_RUN, NOT_APPLICABLE = "pass", "look again", "not run", "not applicable"
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A number as the page shows it (``digits`` significant digits; a dash when missing)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}g}"
+
+
+def pct(value, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:+.{digits}%}"
+
+
+def p_text(p) -> str:
+    if p is None or (isinstance(p, float) and not math.isfinite(p)):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+@dataclasses.dataclass
+class Picture:
+    """A PNG the report shows: its file name beside a Markdown report, its bytes, a caption."""
+
+    name: str
+    data: bytes
+    caption: str
+
+    @property
+    def uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.data).decode("ascii")
+
+
+@dataclasses.dataclass
+class Report:
+    """Everything the templates show (see ``build_report``)."""
+
+    title: str
+    tested: dict
+    headlines: list[dict]
+    pictures: dict[str, Picture]
+    heterogeneity: dict | None
+    spillover: list[dict] | None
+    clusters: dict | None
+    power: list[dict] | None
+    balance: dict
+    diagnostics: list[dict]
+    provenance: list[dict]
+    command: str
+    version: str
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a file, or of every file of a folder (in sorted order); None for a stream
+    or an object-store URI."""
+    p = Path(path)
+    if path == io.STDIO or not p.exists():
+        return None
+    digest = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            digest.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_record(path: str | None) -> dict:
+    """The provenance record of a pricelab output (empty when there is none)."""
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        return io.read_provenance(path) or {}
+    except Exception:  # a file without readable metadata has no record
+        return {}
+
+
+def _provenance_row(role: str, path: str) -> dict:
+    record = None
+    try:
+        record = io.read_provenance(path) if Path(path).is_file() else None
+    except Exception:  # a file without readable metadata has no provenance to show
+        record = None
+    if record is None and Path(path).is_dir():
+        parts = sorted(Path(path).rglob("*.parquet"))
+        record = io.read_provenance(str(parts[0])) if parts else None
+    if record is None and path.endswith(".json") and Path(path).is_file():
+        record = io.read_json(path).get("provenance")
+    record = record or {}
+    return {
+        "role": role,
+        "path": path,
+        "sha256": file_digest(path) or "–",
+        "command": record.get("command", "–"),
+        "version": record.get("version", "–"),
+        "seed": "–" if record.get("seed") is None else record["seed"],
+    }
+
+
+def _picture_of(draw, name: str, caption: str) -> Picture:
+    """Draw a figure into memory with ``draw(stream)`` and keep its PNG bytes."""
+    stream = io_bytes.BytesIO()
+    draw(stream)
+    return Picture(name, stream.getvalue(), caption)
+
+
+def _headline(row: dict) -> dict:
+    """One outcome's headline in numbers and in plain words."""
+    name, est, lo, hi, p, lift = (row[k] for k in ("outcome", "estimate", "ci_low", "ci_high", "p_value", "lift"))
+    mde = minimum_detectable_effect(row["se"]) if row["se"] is not None else float("nan")
+    baseline = est / lift if lift not in (None, 0) and est is not None and math.isfinite(lift) else float("nan")
+    mde_share = mde / abs(baseline) if math.isfinite(mde) and math.isfinite(baseline) and baseline else float("nan")
+    clear = p is not None and p < ALPHA
+    direction = "higher" if (est or 0) >= 0 else "lower"
+    words = [
+        f"On an average day, {name} of a treated product came out {fmt(abs(est) if est is not None else None)} "
+        f"{direction} than it would have without the change"
+        + (f" ({pct(lift)} against what was expected)." if lift is not None else "."),
+    ]
+    if lo is not None and hi is not None:
+        words.append(f"The true effect very likely (95%) lies between {fmt(lo)} and {fmt(hi)}.")
+    if p is None:
+        words.append("No bootstrap was run, so there is no measure of how sure this is.")
+    elif clear:
+        words.append(f"A difference this large would rarely appear by chance alone (p = {p_text(p)}).")
+    else:
+        words.append(
+            f"This could well be chance (p = {p_text(p)}): the experiment cannot tell it apart from no effect."
+        )
+    if math.isfinite(mde):
+        share = f" ({mde_share:.1%} of expected {name})" if math.isfinite(mde_share) else ""
+        words.append(
+            f"It could reliably detect ({MDE_POWER:.0%} of the time) an effect of {fmt(mde)}{share} or more."
+        )
+    return {
+        "outcome": name,
+        "estimate": est,
+        "se": row["se"],
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_value": p,
+        "lift": lift,
+        "mde": mde,
+        "n_products": row["n_products"],
+        "n_outliers": row["n_outliers"],
+        "clear": clear,
+        "verdict": "clear effect" if clear else "no clear effect",
+        "sentence": " ".join(words),
+        "shown": {
+            "estimate": fmt(est), "ci_low": fmt(lo), "ci_high": fmt(hi), "p_value": p_text(p),
+            "lift": pct(lift), "mde": fmt(mde),
+        },
+    }
+
+
+def _tested(design: Design, assignment: pl.DataFrame) -> dict:
+    analysed = assignment.filter(~pl.col("blackout")) if "blackout" in assignment.columns else assignment
+    dates = assignment["date"]
+    blackout_days = int(assignment.filter(pl.col("blackout"))["date"].n_unique()) if "blackout" in assignment.columns else 0
+    arms = {
+        "time-bound": "each product is treated or not for the whole experiment",
+        "triggered": "each product's window starts at its own event; the product is treated or not for the window",
+        "random-days": "every product is treated on some days and not on others, drawn at random",
+        "crossover": "products swap arms between phases; the first days of each phase are left out (blackout)",
+    }[design.kind]
+    return {
+        "design": design.label,
+        "kind": design.kind,
+        "arms": arms,
+        "start": str(dates.min()),
+        "end": str(dates.max()),
+        "n_dates": dates.n_unique(),
+        "n_products": assignment["product_id"].n_unique(),
+        "treated_share": float(analysed["treated"].mean()) if analysed.height else float("nan"),
+        "blackout_days": blackout_days,
+        "clustered": "cluster_id" in assignment.columns,
+        "product_days": analysed.height,
+    }
+
+
+def _heterogeneity(
+    cate: pl.DataFrame, products: pl.DataFrame | None, outcome: str, splits: Mapping[str, float] | None
+) -> tuple[dict, list[Picture]]:
+    """The CATE distribution, and the mean CATE by quarter of the features the forest split
+    on most (``splits``: feature -> share of the forest's splits, from hpte's CATE output);
+    without them, of the numeric product features whose quarters separate the CATEs most."""
+    from pricelab_cli import plots
+
+    if "outcome" in cate.columns:
+        cate = cate.filter(pl.col("outcome") == outcome)
+    values = cate["cate"].drop_nulls().drop_nans().to_numpy()
+    ranked = sorted((splits or {}).items(), key=lambda kv: -kv[1])
+    summary = {
+        "outcome": outcome,
+        "n": len(values),
+        "q10": float(np.quantile(values, 0.1)) if len(values) else float("nan"),
+        "median": float(np.median(values)) if len(values) else float("nan"),
+        "q90": float(np.quantile(values, 0.9)) if len(values) else float("nan"),
+        "share_positive": float((values > 0).mean()) if len(values) else float("nan"),
+        "splits": [{"feature": name, "share": share} for name, share in ranked[:5] if share > 0],
+        "features": [],
+        "by_splits": bool(ranked),
+    }
+    pictures = [_picture_of(lambda p: plots.cate_histogram(values, outcome, p), "cate.png",
+                            f"How the effect on {outcome} differs between products (one estimate per product)")]
+    if products is not None:
+        joined = cate.join(products, on="product_id", how="inner")
+        numeric = [c for c, t in products.schema.items() if c != "product_id" and t.is_numeric()]
+        scored = []
+        for name in numeric:
+            frame = joined.select(pl.col(name).cast(pl.Float64), "cate").drop_nulls().drop_nans()
+            if frame.height < 20 or frame[name].n_unique() < 2:
+                continue
+            bins = frame.with_columns(pl.col(name).qcut(4, labels=["1", "2", "3", "4"], allow_duplicates=True).alias("q"))
+            means = bins.group_by("q").agg(pl.col("cate").mean(), pl.col(name).mean().alias("x"), pl.len()).sort("x")
+            spread = float(((means["cate"] - frame["cate"].mean()) ** 2 * means["len"]).sum() / frame.height)
+            score = dict(ranked).get(name, -1.0) if ranked else spread
+            scored.append((score, name, means))
+        scored.sort(key=lambda s: -s[0])
+        top = [s for s in scored if s[0] > 0][:TOP_FEATURES] if ranked else scored[:TOP_FEATURES]
+        if top:
+            summary["features"] = [name for _, name, _ in top]
+            how = ("the product features the forest split on most" if ranked
+                   else "the product features that separate the effects most")
+            pictures.append(_picture_of(lambda p: plots.effect_by_feature([(n, m) for _, n, m in top], outcome, p),
+                                        "effect_by_feature.png",
+                                        f"Average effect on {outcome} by quarter of {how}"))
+    return summary, pictures
+
+
+def _diagnostic(name: str, mark: str, result: str, detail: str) -> dict:
+    return {"name": name, "mark": mark, "result": result, "detail": detail}
+
+
+def build_report(
+    *,
+    design: Design,
+    assignment: pl.DataFrame,
+    sales: pl.LazyFrame,
+    effects: pl.DataFrame,
+    paths: Mapping[str, str],
+    cate: pl.DataFrame | None = None,
+    products: pl.DataFrame | None = None,
+    placebo: pl.DataFrame | None = None,
+    spillover: pl.DataFrame | None = None,
+    clusters: pl.DataFrame | None = None,
+    power: pl.DataFrame | None = None,
+    command: str = "",
+    engine=None,
+) -> Report:
+    """The readout of one experiment. ``paths`` maps each input's role (``design``,
+    ``assignment``, ``sales``, ``effects``, ...) to its path, for the provenance table."""
+    from pricelab_cli import plots
+    from pricelab_cli.hpte.plot import effect_path_plot
+
+    engine = engine or LocalEngine(1)
+    outcomes = effects["outcome"].to_list()
+    headlines = [_headline(row) for row in effects.iter_rows(named=True)]
+    pictures: dict[str, Picture] = {}
+    pictures["grid"] = _picture_of(lambda p: plots.design_grid(design, p), "design_grid.png",
+                                   "The design on a sample of products: which days are treated, control or left out")
+    path_table = effect_paths(sales, assignment, outcomes, engine=engine)
+    pictures["path"] = _picture_of(lambda p: effect_path_plot(path_table, effects, p), "effect_path.png",
+                                   "Treated minus control, day by day, before and during the experiment "
+                                   "(grey: before the start, where the two should agree; red: during)")
+    heterogeneity = None
+    if cate is not None:
+        record = _read_record(paths.get("cate"))
+        splits = (record.get("forest_splits") or {}).get(outcomes[0])
+        heterogeneity, extra = _heterogeneity(cate, products, outcomes[0], splits)
+        for picture in extra:
+            pictures[picture.name.removesuffix(".png")] = picture
+
+    # Balance: the split as drawn, and the arms' products and history.
+    split = balance_report(assignment, design)
+    covariates = covariate_balance(assignment, products, sales, outcomes[0])
+    balance = {
+        "treated_share": split.treated_share,
+        "expected_share": split.expected_share,
+        "srm_p_value": split.srm_p_value,
+        "srm_ok": not split.srm_suspect,
+        "daily_min": float(split.daily["treated_share"].min()) if split.daily.height else float("nan"),
+        "daily_max": float(split.daily["treated_share"].max()) if split.daily.height else float("nan"),
+        "covariates": covariates.to_dicts(),
+        "smd_limit": SMD_LIMIT,
+    }
+
+    diagnostics = []
+    if placebo is not None:
+        for row in placebo.iter_rows(named=True):
+            p = row["p_value"]
+            mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
+            diagnostics.append(_diagnostic(
+                f"Pre-trend (placebo), {row['outcome']}", mark,
+                f"fake experiment before the start: {fmt(row['estimate'])} (p = {p_text(p)})",
+                "The same estimate over the last stretch before the start, as long as the experiment, where nothing "
+                "was changed. It should be near zero; if not, the arms were already drifting apart.",
+            ))
+    else:
+        diagnostics.append(_diagnostic("Pre-trend (placebo)", NOT_RUN, "not run",
+                                       "Run hpte with --placebo-out and pass the file with --placebo."))
+    for outcome in outcomes:
+        if design.kind in SWITCHBACK:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                residuals = _detrended(sales, assignment, outcome, engine)
+            row = carryover_check(residuals, assignment).lingering()
+            p = row["p_value"]
+            mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
+            suggestion = (
+                f" A blackout of {row['suggested_blackout_days']} day(s) after each switch would remove it."
+                if mark == LOOK else ""
+            )
+            diagnostics.append(_diagnostic(
+                f"Carryover, {outcome}", mark,
+                f"first control day after a treated stretch vs later control days: {fmt(row['estimate'])} "
+                f"(p = {p_text(p)})",
+                "If the change lingers after it is undone, control days right after treated ones look treated, and "
+                "the estimate shrinks." + suggestion,
+            ))
+        else:
+            diagnostics.append(_diagnostic(f"Carryover, {outcome}", NOT_APPLICABLE, "one switch per product",
+                                           "Products do not switch back and forth in this design."))
+    diagnostics.append(_diagnostic(
+        "Randomisation (sample ratio)", PASS if balance["srm_ok"] else LOOK,
+        f"treated share {balance['treated_share']:.1%} against {balance['expected_share']:.0%} planned "
+        f"(p = {p_text(balance['srm_p_value'])})",
+        "A split far from the plan means units were lost or added on one side.",
+    ))
+    unbalanced = [c["variable"] for c in balance["covariates"] if not c["balanced"]]
+    diagnostics.append(_diagnostic(
+        "Balance of products and history", PASS if not unbalanced else LOOK,
+        f"all standardised differences within ±{SMD_LIMIT:g}" if not unbalanced else "imbalanced: " + ", ".join(unbalanced),
+        "The arms should look alike in product features and in sales before the start.",
+    ))
+    for h in headlines:
+        diagnostics.append(_diagnostic(
+            f"Sensitivity, {h['outcome']}", PASS if h["clear"] or not math.isfinite(h["mde"]) else LOOK,
+            f"smallest effect it could reliably detect: {fmt(h['mde'])}",
+            "With no clear effect, an effect smaller than this may still exist: the experiment was too small "
+            "to see it." if not h["clear"] else "The experiment was large enough to see the effect it found.",
+        ))
+
+    spill_rows = None
+    if spillover is not None:
+        spill_rows = []
+        meaning = {
+            "direct": "a treated product whose substitutes were not treated",
+            "spillover": "an untreated product with a treated substitute",
+            "total": "a treated product with a treated substitute",
+        }
+        for row in spillover.to_dicts():
+            clear = row["p_value"] is not None and row["p_value"] < ALPHA
+            who = meaning.get(row["effect"], row["effect"])
+            change = "gained" if (row["estimate"] or 0) >= 0 else "lost"
+            row["sentence"] = (
+                f"{who[0].upper()}{who[1:]} {change} {fmt(abs(row['estimate']))} {outcomes[0]} a day against products "
+                "with neither" + ("." if clear else f", which could be chance (p = {p_text(row['p_value'])}).")
+            )
+            spill_rows.append(row)
+    cluster_summary = None
+    if clusters is not None:
+        sizes = clusters.group_by("cluster_id").len()["len"]
+        cluster_summary = {
+            "n_clusters": sizes.len(),
+            "n_products": clusters.height,
+            "largest": int(sizes.max()),
+            "median": float(sizes.median()),
+            "singletons": int((sizes == 1).sum()),
+        }
+    power_rows = power.to_dicts() if power is not None else None
+    provenance = [_provenance_row(role, path) for role, path in paths.items() if path]
+    return Report(
+        title=f"Price experiment readout: {design.label}",
+        tested=_tested(design, assignment),
+        headlines=headlines,
+        pictures=pictures,
+        heterogeneity=heterogeneity,
+        spillover=spill_rows,
+        clusters=cluster_summary,
+        power=power_rows,
+        balance=balance,
+        diagnostics=diagnostics,
+        provenance=provenance,
+        command=command,
+        version=__version__,
+    )
+
+
+def _detrended(sales, assignment, outcome, engine):
+    from pricelab_cli.hpte import detrended_outcomes
+
+    return detrended_outcomes(sales, assignment, outcome, engine=engine)
+
+
+def effect_paths(sales, assignment: pl.DataFrame, outcomes, *, engine=None) -> pl.DataFrame:
+    """Each outcome's treated-minus-control path of detrended outcomes (the data of
+    ``hpte --plot``), from the robust step's residuals of every product it keeps."""
+    from pricelab_cli.hpte.detrend import detrend_partitions
+    from pricelab_cli.hpte.estimate import effect_path
+    from pricelab_cli.hpte.panel import partition_panel
+
+    engine = engine or LocalEngine(1)
+    frames = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with partition_panel(sales, assignment, list(outcomes), price_col=None, engine=engine) as panel:
+            for outcome in outcomes:
+                detrended = detrend_partitions(panel, outcome, robust=True, engine=engine)
+                keep = np.ones(panel.n_products, dtype=bool)
+                path = effect_path(panel, detrended, keep, engine)
+                frames.append(path.select(pl.lit(outcome).alias("outcome"), pl.all()))
+    return pl.concat(frames)
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("pricelab_cli", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_html(report: Report) -> str:
+    env = _environment()
+    env.filters.update(fmt=fmt, pct=pct, p_text=p_text)
+    return env.get_template("report.html.j2").render(r=report, PASS=PASS, LOOK=LOOK)
+
+
+def render_markdown(report: Report, image_folder: str) -> str:
+    """The Markdown readout; pictures are linked as ``image_folder/<name>``."""
+    env = _environment()
+    env.filters.update(fmt=fmt, pct=pct, p_text=p_text)
+    return env.get_template("report.md.j2").render(r=report, images=image_folder, PASS=PASS, LOOK=LOOK)

@@ -1,0 +1,139 @@
+"""`pricelab report`: the readout of a real chain, opened in a real headless browser.
+
+The browser is Debian's Chromium (``.ci/run`` installs it when missing); where no browser
+exists the browser test is skipped with a message saying so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pricelab_cli.assign import assign
+from pricelab_cli.design import make_design
+from pricelab_cli.report import fmt, p_text, pct
+from pricelab_cli.simulate import simulate_catalog, simulate_sales
+
+START = dt.date(2024, 6, 3)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, run_cli_module):
+    """A small random-days experiment run through design, assign, hpte (with the placebo)
+    and report, as a user would on files."""
+    folder = tmp_path_factory.mktemp("report")
+    products, _ = simulate_catalog(120, 4, 5, seed=3)
+    products.write_csv(folder / "products.csv")
+    design = make_design("random-days", salt="report", start=START, end=START + dt.timedelta(days=20))
+    result = run_cli_module(
+        "design", "random-days", "--start", str(START), "--end", str(START + dt.timedelta(days=20)), "--salt", "report",
+        "-o", folder / "design.json",
+    )
+    assert result.code == 0, result.stderr
+    assignment = assign(design, products)
+    assignment.write_parquet(folder / "assignment.parquet")
+    sim = simulate_sales(products, assignment=assignment, history_days=63, seed=3)
+    sim.sales.write_parquet(folder / "sales.parquet")
+    result = run_cli_module(
+        "hpte", "--sales", folder / "sales.parquet", "--assignment", folder / "assignment.parquet",
+        "--features", folder / "products.csv", "--bootstrap", "100", "--seed", "0", "-o", folder / "effects.csv",
+        "--cate-out", folder / "cate.parquet", "--placebo-out", folder / "placebo.csv",
+    )
+    assert result.code == 0, result.stderr
+    result = run_cli_module(
+        "report", "--design", folder / "design.json", "--assignment", folder / "assignment.parquet",
+        "--sales", folder / "sales.parquet", "--effects", folder / "effects.csv", "--cate", folder / "cate.parquet",
+        "--products", folder / "products.csv", "--placebo", folder / "placebo.csv",
+        "-o", folder / "report.html", "--markdown",
+    )
+    assert result.code == 0, result.stderr
+    return folder
+
+
+def test_report_is_one_page_with_every_section_and_markdown_beside_it(chain):
+    html = (chain / "report.html").read_text()
+    for section in ("Headline", "What was tested", "Effect over time", "Which products responded", "Checks",
+                    "Balance between the arms", "Provenance"):
+        assert f">{section}<" in html, section
+    # Pictures are inside the page; the Markdown links PNG files written beside it.
+    assert html.count('src="data:image/png;base64,') >= 4
+    markdown = (chain / "report.md").read_text()
+    for name in re.findall(r"\]\((report_files/[^)]+)\)", markdown):
+        assert (chain / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Pre-trend (placebo), units" in markdown and "Carryover, units" in markdown
+    # Effect by feature follows the forest's own splits, read from the CATE file.
+    assert "The forest split most often on:" in html and "features the forest split on most" in html
+    # Provenance: the inputs' hashes and the commands that made them.
+    assert "pricelab hpte --sales" in html and re.search(r"<code>[0-9a-f]{64}</code>", html)
+
+
+def test_report_html_fetches_nothing_when_opened(chain):
+    """No external URL anywhere: no http(s) or protocol-relative link, every src and href
+    inside the page (data: or #anchor), no CSS import or url() outside data:."""
+    html = (chain / "report.html").read_text()
+    assert not re.search(r"https?://", html)
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!data:|#)""", html)
+    assert not re.search(r"""url\(\s*["']?(?!data:)""", html)
+    assert "@import" not in html and "<link" not in html and "<script" not in html
+
+
+def test_report_refuses_an_effects_file_without_the_contract_columns(run_cli, chain, tmp_path):
+    pl.read_csv(chain / "effects.csv").drop("lift").write_csv(tmp_path / "effects.csv")
+    out = tmp_path / "report.html"
+    result = run_cli(
+        "report", "--design", chain / "design.json", "--assignment", chain / "assignment.parquet",
+        "--sales", chain / "sales.parquet", "--effects", tmp_path / "effects.csv", "-o", out,
+    )
+    assert result.code == 65 and "lift" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _browser(*args, profile) -> subprocess.CompletedProcess:
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_report_in_headless_chromium_shows_the_effects_files_numbers(chain, tmp_path):
+    if _chromium() is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package as root)")
+    page = (chain / "report.html").resolve().as_uri()
+    shot = tmp_path / "report.png"
+    done = _browser(f"--screenshot={shot}", "--window-size=1280,2600", "--hide-scrollbars", page, profile=tmp_path / "p1")
+    assert shot.exists(), done.stderr[-2000:]
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[0] == 2600 and pixels.shape[1] == 1280
+    # A rendered page, not a blank one: many distinct shades (text, charts, table rules).
+    assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
+    dom = _browser("--dump-dom", page, profile=tmp_path / "p2").stdout
+    effects = pl.read_csv(chain / "effects.csv").row(0, named=True)
+    card = dom[dom.index('data-outcome="units"'):]
+    for key, shown in (("estimate", fmt), ("ci_low", fmt), ("ci_high", fmt), ("p_value", p_text), ("lift", pct)):
+        found = re.search(rf'class="{key}" data-value="([^"]+)">([^<]+)<', card)
+        assert found, key
+        assert math.isclose(float(found.group(1)), effects[key], rel_tol=0, abs_tol=0), key
+        assert found.group(2) == shown(effects[key]), key
+    os.makedirs("bench_out", exist_ok=True)
+    # Kept for a person to look at (bench_out/ is not in git).
+    shutil.copy(shot, os.path.join("bench_out", "report_screenshot.png"))
