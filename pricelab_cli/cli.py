@@ -596,17 +596,16 @@ def hpte(
 
 def _carryover_table(sales, assignment, outcomes: list[str], engine) -> pl.DataFrame:
     """``outcome`` plus the carryover check's columns, for each outcome (``hpte --carryover-out``)."""
-    from pricelab_cli.diagnostics import carryover_check
-    from pricelab_cli.hpte import detrended_outcomes
+    from pricelab_cli.diagnostics import carryover_check, detrended_views
 
     grid = assignment.collect() if isinstance(assignment, pl.LazyFrame) else assignment
+    with warnings.catch_warnings():
+        # The estimate has already said what it had to about these rows.
+        warnings.simplefilter("ignore")
+        _, residuals = detrended_views(sales, grid, outcomes, paths=False, engine=engine)
     tables = []
     for name in outcomes:
-        with warnings.catch_warnings():
-            # The estimate has already said what it had to about these rows.
-            warnings.simplefilter("ignore")
-            residuals = detrended_outcomes(sales, grid, name, engine=engine)
-        check = carryover_check(residuals, grid)
+        check = carryover_check(residuals[name], grid)
         tables.append(check.table.select(pl.lit(name).alias("outcome"), pl.all()))
         if check.table["n_products"].max() == 0:
             _ACTIVE.reporter.warn(f"carryover: no product of the assignment switches arm, so {name} has no carryover to check.")

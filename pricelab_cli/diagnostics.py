@@ -68,6 +68,32 @@ def periods_since_switch(assignment: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def detrended_views(
+    sales, assignment: pl.DataFrame, outcomes, *, paths: bool = True, rows: bool = True, engine=None
+) -> tuple[pl.DataFrame | None, dict[str, pl.DataFrame]]:
+    """From one layout of the panel and one detrending per outcome (the robust step, as in
+    hpte): each outcome's treated-minus-control path (``outcome`` plus the columns of
+    ``hpte.estimate.effect_path``, every product the robust step keeps; None when ``paths``
+    is False) and its analysed experiment rows (``detrended_outcomes``'s table; empty when
+    ``rows`` is False)."""
+    from pricelab_cli.engine import LocalEngine
+    from pricelab_cli.hpte.detrend import detrend_partitions, experiment_rows
+    from pricelab_cli.hpte.estimate import effect_path
+    from pricelab_cli.hpte.panel import partition_panel
+
+    engine = engine or LocalEngine(1)
+    frames, residuals = [], {}
+    with partition_panel(sales, assignment, list(outcomes), price_col=None, engine=engine) as panel:
+        for outcome in outcomes:
+            detrended = detrend_partitions(panel, outcome, robust=True, engine=engine)
+            if paths:
+                path = effect_path(panel, detrended, np.ones(panel.n_products, dtype=bool), engine)
+                frames.append(path.select(pl.lit(outcome).alias("outcome"), pl.all()))
+            if rows:
+                residuals[outcome] = experiment_rows(panel, detrended, engine)
+    return (pl.concat(frames) if paths else None), residuals
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class CarryoverCheck:
     """The carryover contrasts (``CARRYOVER_COLUMNS``, one row per arm) and, per arm and

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
-import math
 import io as io_bytes
+import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +34,7 @@ from pricelab_cli.diagnostics import (
     SMD_LIMIT,
     carryover_check,
     covariate_balance,
+    detrended_views,
     minimum_detectable_effect,
 )
 from pricelab_cli.engine import LocalEngine
@@ -123,17 +124,13 @@ def _read_record(path: str | None) -> dict:
 
 
 def _provenance_row(role: str, path: str) -> dict:
-    record = None
-    try:
-        record = io.read_provenance(path) if Path(path).is_file() else None
-    except Exception:  # a file without readable metadata has no provenance to show
-        record = None
-    if record is None and Path(path).is_dir():
+    record = _read_record(path)
+    if not record and Path(path).is_dir():
+        # A dataset folder: every file carries the same record.
         parts = sorted(Path(path).rglob("*.parquet"))
-        record = io.read_provenance(str(parts[0])) if parts else None
-    if record is None and path.endswith(".json") and Path(path).is_file():
-        record = io.read_json(path).get("provenance")
-    record = record or {}
+        record = _read_record(str(parts[0])) if parts else {}
+    if not record and path.endswith(".json") and Path(path).is_file():
+        record = io.read_json(path).get("provenance") or {}
     return {
         "role": role,
         "path": path,
@@ -306,7 +303,13 @@ def build_report(
     pictures: dict[str, Picture] = {}
     pictures["grid"] = _picture_of(lambda p: plots.design_grid(design, p), "design_grid.png",
                                    "The design on a sample of products: which days are treated, control or left out")
-    path_table = effect_paths(sales, assignment, outcomes, engine=engine)
+    # One layout of the panel and one detrending per outcome serve the path and the
+    # carryover check.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path_table, residuals = detrended_views(
+            sales, assignment, outcomes, rows=design.kind in SWITCHBACK, engine=engine
+        )
     pictures["path"] = _picture_of(lambda p: effect_path_plot(path_table, effects, p), "effect_path.png",
                                    "Treated minus control, day by day, before and during the experiment "
                                    "(grey: before the start, where the two should agree; red: during)")
@@ -348,10 +351,7 @@ def build_report(
                                        "Run hpte with --placebo-out and pass the file with --placebo."))
     for outcome in outcomes:
         if design.kind in SWITCHBACK:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                residuals = _detrended(sales, assignment, outcome, engine)
-            row = carryover_check(residuals, assignment).lingering()
+            row = carryover_check(residuals[outcome], assignment).lingering()
             p = row["p_value"]
             mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
             suggestion = (
@@ -432,32 +432,6 @@ def build_report(
         command=command,
         version=__version__,
     )
-
-
-def _detrended(sales, assignment, outcome, engine):
-    from pricelab_cli.hpte import detrended_outcomes
-
-    return detrended_outcomes(sales, assignment, outcome, engine=engine)
-
-
-def effect_paths(sales, assignment: pl.DataFrame, outcomes, *, engine=None) -> pl.DataFrame:
-    """Each outcome's treated-minus-control path of detrended outcomes (the data of
-    ``hpte --plot``), from the robust step's residuals of every product it keeps."""
-    from pricelab_cli.hpte.detrend import detrend_partitions
-    from pricelab_cli.hpte.estimate import effect_path
-    from pricelab_cli.hpte.panel import partition_panel
-
-    engine = engine or LocalEngine(1)
-    frames = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with partition_panel(sales, assignment, list(outcomes), price_col=None, engine=engine) as panel:
-            for outcome in outcomes:
-                detrended = detrend_partitions(panel, outcome, robust=True, engine=engine)
-                keep = np.ones(panel.n_products, dtype=bool)
-                path = effect_path(panel, detrended, keep, engine)
-                frames.append(path.select(pl.lit(outcome).alias("outcome"), pl.all()))
-    return pl.concat(frames)
 
 
 def _environment():

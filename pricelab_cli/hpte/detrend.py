@@ -665,11 +665,16 @@ def detrended_outcomes(
                 PricelabWarning,
                 stacklevel=2,
             )
-        # Partition by partition: only experiment rows come back (rows are sorted by product
-        # and date within a partition, and partitions follow each other in product order).
-        tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
-        frames = engine.map(_experiment_rows_task, tasks)
-    return pl.concat(frames)
+        return experiment_rows(panel, detrended, engine)
+
+
+def experiment_rows(panel, detrended: CatalogDetrend, engine=None) -> pl.DataFrame:
+    """The analysed experiment rows of a detrended (partitioned) panel: the table of
+    ``detrended_outcomes``. Partition by partition: only experiment rows come back (rows are
+    sorted by product and date within a partition, and partitions follow each other in
+    product order)."""
+    tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
+    return pl.concat((engine or LocalEngine()).map(_experiment_rows_task, tasks))
 
 
 def _experiment_rows_task(task) -> pl.DataFrame:
