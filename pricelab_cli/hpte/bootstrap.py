@@ -14,9 +14,15 @@ a between-product design keeps its treated and control counts in every draw (a s
 one treated state keeps that state in every draw: its SE then reflects the control arm only,
 and a warning says so).
 
-The p-value is two-sided and reads the centred bootstrap distribution as the null:
-``(1 + #{|theta*_b - theta| >= |theta|}) / (B + 1)``. The confidence interval is the
-percentile interval (2.5% and 97.5% quantiles of the draws).
+The confidence interval is the percentile interval (2.5% and 97.5% quantiles of the draws,
+linearly interpolated). The two-sided p-value inverts that same interval: it is the
+smallest ``alpha`` whose ``1 - alpha`` percentile interval excludes 0 (twice the smaller
+interpolated share of draws on either side of 0), never below ``1 / (B + 1)``. So the
+p-value is below 0.05 exactly when the 95% interval excludes 0, however skewed the draws.
+
+Several statistics can share the draws (``bootstrap_draws`` takes one influence column
+each): the lift's interval is the percentile interval of the estimate's draws over the
+counterfactual level's draws.
 """
 
 from __future__ import annotations
@@ -75,26 +81,102 @@ class _DrawChunk:
 
 
 def _chunk_shifts(task: _DrawChunk) -> np.ndarray:
-    """How far each draw of a chunk moves the estimate: ``sum_j (omega_j - 1) psi_j``."""
+    """How far each draw of a chunk moves each statistic: ``sum_j (omega_j - 1) psi_j``
+    (draws x statistics)."""
     rng = np.random.default_rng([task.seed, task.chunk])
     unit_influence, stratum = resolve(task.data)
     labels = np.unique(stratum)
     members = [np.flatnonzero(stratum == label) for label in labels]
-    n_units = max(len(unit_influence), 1)
+    n_units = max(len(unit_influence), 1) * unit_influence.shape[1]
     batch = max(1, min(task.count, BATCH_ENTRIES // n_units))
-    shifts = np.empty(task.count)
+    shifts = np.empty((task.count, unit_influence.shape[1]))
     done = 0
     while done < task.count:
         size = min(batch, task.count - done)
-        shift = np.zeros(size)
+        shift = np.zeros((size, unit_influence.shape[1]))
         for rows in members:
             psi = unit_influence[rows]
             # 32-bit draws take half the random bits and half the memory of 64-bit ones.
             picks = rng.integers(0, len(rows), size=(size, len(rows)), dtype=np.int32)
-            shift += psi[picks].sum(axis=1) - psi.sum()
+            shift += psi[picks].sum(axis=1) - psi.sum(axis=0)
         shifts[done : done + size] = shift
         done += size
     return shifts
+
+
+def bootstrap_draws(
+    estimates: np.ndarray,
+    unit_influence: np.ndarray,
+    stratum: np.ndarray,
+    n_bootstrap: int,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+    engine: LocalEngine | None = None,
+) -> np.ndarray:
+    """Bootstrap draws (B x statistics) of several statistics from the same resamples.
+
+    Parameters
+    ----------
+    estimates : the point estimates (one per statistic).
+    unit_influence : units x statistics: per unit, its linearised contribution to each.
+    stratum : per unit, its stratum label; draws keep every stratum's size.
+    n_bootstrap : number of draws B (0 gives no draws).
+    seed : seed of the generators that make the draws.
+    progress : called with the number of draws done after each chunk.
+    engine : runs the ``DRAW_CHUNKS`` chunks of draws (in this process by default).
+    """
+    estimates = np.atleast_1d(np.asarray(estimates, dtype=np.float64))
+    if n_bootstrap <= 0:
+        return np.empty((0, len(estimates)))
+    unit_influence = np.asarray(unit_influence, dtype=np.float64).reshape(len(stratum), len(estimates))
+    cuts = np.linspace(0, n_bootstrap, min(DRAW_CHUNKS, n_bootstrap) + 1).astype(int)
+    engine = engine or LocalEngine()
+    data = engine.share((unit_influence, stratum))
+    chunks = [_DrawChunk(data, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))]
+    advance = None if progress is None else (lambda chunk: progress(chunk.count))
+    return estimates + np.concatenate(engine.map(_chunk_shifts, chunks, progress=advance))
+
+
+def summarise_draws(draws: np.ndarray) -> BootstrapResult:
+    """SE, percentile 95% interval and the p-value that inverts it, from one statistic's draws."""
+    if len(draws) == 0:
+        nan = float("nan")
+        return BootstrapResult(nan, nan, nan, nan, np.empty(0))
+    se = float(np.std(draws, ddof=1)) if len(draws) > 1 else float("nan")
+    ci_low, ci_high = (float(v) for v in np.quantile(draws, [0.025, 0.975]))
+    return BootstrapResult(se, ci_low, ci_high, percentile_p_value(draws), draws)
+
+
+def percentile_p_value(draws: np.ndarray) -> float:
+    """Two-sided p-value of 0 that inverts the (linearly interpolated) percentile interval.
+
+    With ``Q`` the interpolated quantile function of the draws, ``p_low = sup{p : Q(p) <= 0}``
+    and ``p_high = 1 - inf{p : Q(p) >= 0}``; the p-value is ``2 * min(p_low, p_high)``,
+    capped at 1 and floored at ``1 / (B + 1)``. The ``1 - alpha`` interval excludes 0 exactly
+    when this is below ``alpha``.
+    """
+    x = np.sort(np.asarray(draws, dtype=np.float64))
+    b = len(x)
+    if b < 2 or not np.isfinite(x).all():
+        return float("nan")
+    step = b - 1
+    below = np.flatnonzero(x <= 0)
+    if not len(below):
+        p_low = 0.0
+    elif below[-1] == step:
+        p_low = 1.0
+    else:
+        k = below[-1]
+        p_low = (k + (0.0 - x[k]) / (x[k + 1] - x[k])) / step
+    above = np.flatnonzero(x >= 0)
+    if not len(above):
+        p_high = 0.0
+    elif above[0] == 0:
+        p_high = 1.0
+    else:
+        j = above[0]
+        p_high = 1.0 - ((j - 1) + (0.0 - x[j - 1]) / (x[j] - x[j - 1])) / step
+    return float(max(min(1.0, 2.0 * min(p_low, p_high)), 1.0 / (b + 1)))
 
 
 def bootstrap_se(
@@ -106,29 +188,7 @@ def bootstrap_se(
     progress: Callable[[int], None] | None = None,
     engine: LocalEngine | None = None,
 ) -> BootstrapResult:
-    """Bootstrap the estimate by resampling units within strata (linearised statistic).
-
-    Parameters
-    ----------
-    estimate : the point estimate.
-    unit_influence : per unit, the sum of its cells' linearised contributions.
-    stratum : per unit, its stratum label; draws keep every stratum's size.
-    n_bootstrap : number of draws B (0 gives NaN for everything).
-    seed : seed of the generators that make the draws.
-    progress : called with the number of draws done after each chunk.
-    engine : runs the ``DRAW_CHUNKS`` chunks of draws (in this process by default).
-    """
-    if n_bootstrap <= 0:
-        nan = float("nan")
-        return BootstrapResult(nan, nan, nan, nan, np.empty(0))
-    cuts = np.linspace(0, n_bootstrap, min(DRAW_CHUNKS, n_bootstrap) + 1).astype(int)
-    engine = engine or LocalEngine()
-    data = engine.share((unit_influence, stratum))
-    chunks = [_DrawChunk(data, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))]
-    advance = None if progress is None else (lambda chunk: progress(chunk.count))
-    draws = estimate + np.concatenate(engine.map(_chunk_shifts, chunks, progress=advance))
-    se = float(np.std(draws, ddof=1)) if n_bootstrap > 1 else float("nan")
-    ci_low, ci_high = (float(v) for v in np.quantile(draws, [0.025, 0.975]))
-    extreme = np.count_nonzero(np.abs(draws - estimate) >= abs(estimate))
-    p_value = float((1 + extreme) / (n_bootstrap + 1))
-    return BootstrapResult(se, ci_low, ci_high, p_value, draws)
+    """Bootstrap one estimate by resampling units within strata (linearised statistic); the
+    arguments are those of ``bootstrap_draws`` for one statistic."""
+    draws = bootstrap_draws(np.array([estimate]), unit_influence[:, None], stratum, n_bootstrap, seed, progress, engine)
+    return summarise_draws(draws[:, 0])

@@ -57,6 +57,13 @@ from pricelab_cli.hpte.panel import Panel, partition_panel
 from pricelab_cli.hpte.robust import RobustAudit
 
 MIN_PRE_DAILY = 28
+# The de-treating factor of the robust step's second pass stays within this range.
+DETREAT_RANGE = (0.5, 2.0)
+# A product whose history's plain mean is more than this many times its winsorised mean (more
+# than half its units on days beyond the winsorising bound) is not measured on its own days:
+# its clipped difference would be scaled up by that ratio, noise and all. The estimator counts
+# it through the measured products' lift (hpte.estimate._screened_coverage).
+TAIL_RATIO_MAX = 2.0
 MIN_PRE_PERIODS = 8
 MODEL_NONE, MODEL_LEVEL, MODEL_TREND = 0, 1, 2
 MODEL_NAMES = {MODEL_NONE: "left out", MODEL_LEVEL: "level only", MODEL_TREND: "level+trend"}
@@ -263,6 +270,9 @@ class Detrended:
     shock: np.ndarray
     fit: BaselineFit
     audit: RobustAudit | None = None
+    # The residual of every row as if untreated (treated rows divided by the de-treating
+    # factor before clipping); None when it equals ``residual``.
+    untreated: np.ndarray | None = None
 
     @property
     def screened(self) -> np.ndarray:
@@ -292,7 +302,9 @@ class PartitionFit:
     infinite and ``centre`` 0 without the robust step; history rows are centred on 0);
     ``stockout``: positions of the rows left out as stock-out days; ``screen_inputs``: what
     the volatility screen reads (robust step only): level, winsorised RMS and raw RMS of
-    the history residuals.
+    the history residuals. ``tail_ratio`` and ``level_ratio`` (per product, 1 without the
+    robust step): the history's plain mean over its mean after winsorising, and over its
+    baseline's mean (see "Multiplicative effects" in :mod:`~pricelab_cli.hpte.robust`).
     """
 
     fit: BaselineFit
@@ -300,6 +312,12 @@ class PartitionFit:
     centre: np.ndarray
     stockout: np.ndarray
     screen_inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    tail_ratio: np.ndarray | None = None
+    level_ratio: np.ndarray | None = None
+
+    @property
+    def robust(self) -> bool:
+        return self.screen_inputs is not None
 
     def usable(self, panel: Panel, screened: np.ndarray) -> np.ndarray:
         """Rows in the analysis: the product has a baseline and is not screened, and the row
@@ -308,8 +326,9 @@ class PartitionFit:
         usable[self.stockout] = False
         return usable
 
-    def clip_bounds(self, panel: Panel) -> tuple[np.ndarray, np.ndarray]:
-        row_centre = np.where(panel.pre, 0.0, self.centre[panel.code])
+    def clip_bounds(self, panel: Panel, centre: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        centre = self.centre if centre is None else centre
+        row_centre = np.where(panel.pre, 0.0, centre[panel.code])
         return row_centre - self.bound[panel.code], row_centre + self.bound[panel.code]
 
 
@@ -320,7 +339,7 @@ def fit_partition(panel: Panel, y: np.ndarray, *, detrend: bool = True, robust_s
     if not robust_step:
         fit = fit_baselines(panel, y, detrend=detrend)
         return PartitionFit(fit, np.full(n, np.inf), np.zeros(n), np.empty(0, dtype=np.int64))
-    stockout = robust.stockout_rows(panel.code, panel.date_index, y, panel.pre, n)
+    stockout = robust.stockout_rows(panel.code, panel.date_index, y, panel.pre, n, arm=panel.treated)
     pre_rows = np.flatnonzero(panel.pre)
     pre = _Rows.of(panel, y, pre_rows)
     pre_code = pre.code
@@ -349,15 +368,38 @@ def fit_partition(panel: Panel, y: np.ndarray, *, detrend: bool = True, robust_s
         history_level = np.bincount(pre_code, weights=np.nan_to_num(pre.y - resid) * keep_pre, minlength=n) / n_kept
         history_rms = np.sqrt(np.bincount(pre_code, weights=clipped_pre**2, minlength=n) / n_kept)
         raw_rms = np.sqrt(np.bincount(pre_code, weights=np.nan_to_num(resid) ** 2 * keep_pre, minlength=n) / n_kept)
+        plain_level = np.bincount(pre_code, weights=pre.y * keep_pre, minlength=n) / n_kept
+        clipped_level = history_level + np.bincount(pre_code, weights=clipped_pre, minlength=n) / n_kept
+    tail_ratio = _ratio(plain_level, clipped_level)
+    level_ratio = _ratio(plain_level, history_level)
+    stockout_at = np.flatnonzero(stockout)
+    centre = experiment_centre(panel, y, fit, stockout_at, 1.0)
+    return PartitionFit(
+        fit, bound, centre, stockout_at, (history_level, history_rms, raw_rms), tail_ratio, level_ratio
+    )
 
-    # Experiment residuals are clipped around the median of each product's experiment rows
-    # (all arms together), history residuals around 0: a product whose level moved in the
-    # experiment keeps the difference between its days, and only what is far from its own
-    # level is cut.
-    exp_rows = np.flatnonzero(~panel.pre & (fit.model[panel.code] != MODEL_NONE) & ~stockout)
-    residual = y[exp_rows] - _baseline_at(panel, fit, exp_rows)
-    centre = np.nan_to_num(robust.grouped_median(residual, panel.code[exp_rows], n))
-    return PartitionFit(fit, bound, centre, np.flatnonzero(stockout), (history_level, history_rms, raw_rms))
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` where both are positive and finite, else 1."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = numerator / denominator
+    return np.where(np.isfinite(ratio) & (numerator > 0) & (denominator > 0), ratio, 1.0)
+
+
+def experiment_centre(panel: Panel, y: np.ndarray, fit: BaselineFit, stockout: np.ndarray, detreat: float) -> np.ndarray:
+    """Per product, the median residual of its experiment rows (all arms together, treated
+    rows divided by ``detreat`` first): the centre of the experiment's clipping band.
+
+    Experiment residuals are clipped around it, history residuals around 0: a product whose
+    level moved in the experiment keeps the difference between its days, and only what is
+    far from its own level is cut.
+    """
+    usable = ~panel.pre & (fit.model[panel.code] != MODEL_NONE)
+    usable[stockout] = False
+    exp_rows = np.flatnonzero(usable)
+    scale = np.where(panel.treated[exp_rows] == 1, detreat, 1.0)
+    residual = y[exp_rows] / scale - _baseline_at(panel, fit, exp_rows)
+    return np.nan_to_num(robust.grouped_median(residual, panel.code[exp_rows], panel.n_products))
 
 
 def screen_products(fit: BaselineFit, screen_inputs, screen: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -392,20 +434,37 @@ def shock_sums(
 
 
 def partition_residuals(
-    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray
+    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray, detreat: float = 1.0
 ) -> tuple[Detrended, np.ndarray]:
     """Stage three: residuals and counterfactuals of every row (NaN for rows left out), and
-    per product the number of analysed rows whose residual was clipped."""
+    per product the number of analysed rows whose residual was clipped.
+
+    With ``detreat`` g != 1 (the robust step's second pass), a treated experiment row is
+    clipped on the untreated scale: ``g * (counterfactual + clip(y / g - counterfactual)) -
+    counterfactual``, so that a multiplicative effect of ``g`` loses no more to the clipping
+    on treated rows than on control rows; ``untreated`` keeps ``clip(y / g -
+    counterfactual)``.
+    """
     usable = part.usable(panel, screened)
     rows = np.flatnonzero(usable)
     baseline = np.full(len(y), np.nan)
     baseline[rows] = _baseline_at(panel, part.fit, rows)
     counterfactual = baseline + shock[panel.date_index]
-    raw = y - counterfactual
-    low, high = part.clip_bounds(panel)
-    residual = np.clip(raw, low, high)
-    winsorised = np.bincount(panel.code[usable & (residual != raw)], minlength=panel.n_products)
-    return Detrended(residual, counterfactual, usable, shock, part.fit), winsorised
+    if detreat == 1.0:
+        raw = y - counterfactual
+        low, high = part.clip_bounds(panel)
+        residual = np.clip(raw, low, high)
+        untreated = None
+        clipped = residual
+    else:
+        scale = np.where(~panel.pre & (panel.treated == 1), detreat, 1.0)
+        raw = y / scale - counterfactual
+        low, high = part.clip_bounds(panel, experiment_centre(panel, y, part.fit, part.stockout, detreat))
+        clipped = np.clip(raw, low, high)
+        residual = np.where(scale != 1.0, scale * (counterfactual + clipped) - counterfactual, clipped)
+        untreated = clipped
+    winsorised = np.bincount(panel.code[usable & (clipped != raw)], minlength=panel.n_products)
+    return Detrended(residual, counterfactual, usable, shock, part.fit, untreated=untreated), winsorised
 
 
 def _stockout_days(panel: Panel, part: PartitionFit) -> np.ndarray:
@@ -455,6 +514,10 @@ class Cells:
     first_difference: np.ndarray
     counterfactual: np.ndarray
     n_rows: np.ndarray
+    # The mean residual as if untreated (what the swing screen ranks), and whether the
+    # outcome was 0 on every row of the cell.
+    untreated_difference: np.ndarray
+    empty: np.ndarray
 
     def take(self, keep: np.ndarray) -> "Cells":
         return Cells(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
@@ -468,8 +531,9 @@ class Cells:
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
 
 
-def first_difference(panel: Panel, detrended: Detrended) -> Cells:
-    """Mean residual (and mean counterfactual) over each cell's experiment rows."""
+def first_difference(panel: Panel, detrended: Detrended, y: np.ndarray | None = None) -> Cells:
+    """Mean residual (and mean counterfactual) over each cell's experiment rows; ``y`` (the
+    outcome) marks the cells whose outcome is 0 on every row."""
     rows = np.flatnonzero(~panel.pre & detrended.usable)
     key = panel.code[rows] * 2 + panel.treated[rows]
     # Keys are dense (2 per product), so counting replaces sorting.
@@ -479,7 +543,15 @@ def first_difference(panel: Panel, detrended: Detrended) -> Cells:
     n_rows = np.bincount(cell_of_row, minlength=len(cell_key))
     fd = np.bincount(cell_of_row, weights=detrended.residual[rows], minlength=len(cell_key)) / n_rows
     cf = np.bincount(cell_of_row, weights=detrended.counterfactual[rows], minlength=len(cell_key)) / n_rows
-    return Cells(cell_key // 2, (cell_key % 2).astype(np.int8), fd, cf, n_rows)
+    if detrended.untreated is None:
+        untreated = fd
+    else:
+        untreated = np.bincount(cell_of_row, weights=detrended.untreated[rows], minlength=len(cell_key)) / n_rows
+    if y is None:
+        empty = np.zeros(len(cell_key), dtype=bool)
+    else:
+        empty = np.bincount(cell_of_row, weights=(y[rows] != 0), minlength=len(cell_key)) == 0
+    return Cells(cell_key // 2, (cell_key % 2).astype(np.int8), fd, cf, n_rows, untreated, empty)
 
 
 def experiment_level(panel: Panel, detrended: Detrended) -> np.ndarray:
@@ -498,7 +570,9 @@ class CatalogDetrend:
     later steps read: per product (global codes) and per cell, never per row.
 
     ``fit``, ``shock`` and ``audit`` as in :class:`Detrended`; ``cells`` the first
-    differences; ``level`` the forest's level feature. ``partition_fits`` (each
+    differences; ``level`` the forest's level feature; ``detreat`` the de-treating factor of
+    the robust step's second pass; ``plain_level`` each product's plain history mean (robust
+    step only). ``partition_fits`` (each
     partition's fits as the engine keeps them: the fits, or a handle of them), ``outcome``
     and ``screened`` let a later task recompute any partition's residuals
     (``for_partition``).
@@ -512,12 +586,19 @@ class CatalogDetrend:
     screened: np.ndarray
     partition_fits: list
     outcome: str
+    detreat: float = 1.0
+    # Per product, the plain mean of its history (robust step only; None otherwise), and
+    # whether it has analysed experiment rows (screened or not).
+    plain_level: np.ndarray | None = None
+    has_experiment: np.ndarray | None = None
+    # Per product, the history's plain mean over its winsorised mean (robust step only).
+    tail_ratio: np.ndarray | None = None
 
     def for_partition(self, handle) -> "PartitionResiduals":
         """What a task needs to recompute the residuals of the partition ``handle`` loads
         (small: per product of the partition and per date)."""
         local = self.screened[handle.offset:handle.offset + len(handle.product_ids)]
-        return PartitionResiduals(self.partition_fits[handle.k], local, self.shock, self.outcome)
+        return PartitionResiduals(self.partition_fits[handle.k], local, self.shock, self.outcome, self.detreat)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -528,9 +609,11 @@ class PartitionResiduals:
     screened: np.ndarray
     shock: np.ndarray
     outcome: str
+    detreat: float = 1.0
 
     def residuals(self, panel: Panel) -> Detrended:
-        return partition_residuals(panel, panel.outcomes[self.outcome], resolve(self.fit), self.screened, self.shock)[0]
+        y = panel.outcomes[self.outcome]
+        return partition_residuals(panel, y, resolve(self.fit), self.screened, self.shock, self.detreat)[0]
 
 
 def _concat_fits(fits: list[BaselineFit]) -> BaselineFit:
@@ -552,7 +635,9 @@ def _fit_task(task) -> tuple[tuple[BaselineFit, tuple | None], PartitionFit]:
     handle, outcome, detrend, robust_step = task
     panel = handle.load()
     part = fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
-    return (dataclasses.replace(part.fit, weekday=None), part.screen_inputs), part
+    plain_level = part.screen_inputs[0] * part.level_ratio if part.robust else None
+    small = (dataclasses.replace(part.fit, weekday=None), part.screen_inputs, plain_level, part.tail_ratio)
+    return small, part
 
 
 def _shock_task(task) -> np.ndarray:
@@ -561,13 +646,59 @@ def _shock_task(task) -> np.ndarray:
     return shock_sums(panel, panel.outcomes[outcome], resolve(part), screened, block)
 
 
-def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray]:
-    handle, outcome, part, screened, shock = task
+def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    handle, outcome, part, screened, shock, detreat = task
     part = resolve(part)
     panel = handle.load()
-    detrended, clipped = partition_residuals(panel, panel.outcomes[outcome], part, screened, shock)
-    cells = first_difference(panel, detrended).shifted(handle.offset)
-    return cells, experiment_level(panel, detrended), clipped, _stockout_days(panel, part)
+    y = panel.outcomes[outcome]
+    detrended, clipped = partition_residuals(panel, y, part, screened, shock, detreat)
+    cells = first_difference(panel, detrended, y)
+    if part.robust:
+        # Back from the winsorised scale to the outcome's own (see robust's "Multiplicative
+        # effects"): the difference by the tail ratio, the counterfactual by the level ratio.
+        cells = dataclasses.replace(
+            cells,
+            first_difference=cells.first_difference * part.tail_ratio[cells.code],
+            counterfactual=cells.counterfactual * part.level_ratio[cells.code],
+        )
+    has_experiment = np.bincount(panel.code[~panel.pre], minlength=panel.n_products) > 0
+    return (
+        cells.shifted(handle.offset), experiment_level(panel, detrended), clipped, _stockout_days(panel, part),
+        has_experiment,
+    )
+
+
+def detreat_factor(cells: Cells, volatility: np.ndarray, tail_ratio: np.ndarray) -> float:
+    """``1 + lift`` of a first pass, shrunk towards 1 by its own noise, held within
+    ``DETREAT_RANGE`` (it only moves where treated rows are clipped).
+
+    The lift is the treated minus control mean first difference over the treated cells'
+    mean counterfactual, on the cells the estimate would keep: not those whose swing (mean
+    residual in units of the product's noise) is more than ``SWING_Z`` robust z-scores from
+    its arm's, nor those of products mostly in the tail (``tail_ratio`` above
+    ``TAIL_RATIO_MAX``): one wild product would otherwise set the clipping of every treated
+    row. It is shrunk by ``max(0, 1 - 1 / t^2)``, ``t`` its ratio to its standard error
+    (cells as independent draws): a lift within its noise would move every treated
+    product's clipping centre by a share of its level that no effect justifies.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        swing = cells.untreated_difference / (volatility[cells.code] / np.sqrt(np.maximum(cells.n_rows, 1)))
+    swing = np.nan_to_num(swing, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    calm = (np.abs(robust.robust_z(swing, cells.treated.astype(np.int64))) <= robust.SWING_Z)
+    calm &= tail_ratio[cells.code] <= TAIL_RATIO_MAX
+    treated = (cells.treated == 1) & calm
+    control = (cells.treated == 0) & calm
+    if treated.sum() < 2 or control.sum() < 2:
+        return 1.0
+    level = float(cells.counterfactual[treated].mean())
+    fd_t, fd_c = cells.first_difference[treated], cells.first_difference[control]
+    difference = float(fd_t.mean() - fd_c.mean())
+    se = float(np.sqrt(fd_t.var(ddof=1) / len(fd_t) + fd_c.var(ddof=1) / len(fd_c)))
+    if not (np.isfinite(level) and np.isfinite(difference) and np.isfinite(se)) or level <= 0 or difference == 0:
+        return 1.0
+    shrink = max(0.0, 1.0 - (se / difference) ** 2)
+    low, high = DETREAT_RANGE
+    return float(np.clip(1.0 + shrink * difference / level, low, high))
 
 
 def detrend_partitions(
@@ -597,9 +728,12 @@ def detrend_partitions(
     if robust:
         inputs = tuple(np.concatenate([small[1][i] for small, _ in fitted]) for i in range(3))
         vol_z, screened = screen_products(fit, inputs, screen)
+        plain_level = np.concatenate([small[2] for small, _ in fitted])
+        tail_ratio = np.concatenate([small[3] for small, _ in fitted])
         del inputs
     else:
         vol_z, screened = None, np.zeros(n, dtype=bool)
+        plain_level = tail_ratio = None
     del fitted
     local = [screened[h.offset:h.offset + len(h.product_ids)] for h in handles]
     if remove_shocks:
@@ -612,7 +746,14 @@ def detrend_partitions(
         shock = shocks_from_sums(sums)
     else:
         shock = np.zeros(len(source.dates))
-    results = engine.map(_cells_task, [(h, outcome, ref, s, shock) for h, ref, s in zip(handles, refs, local)])
+    tasks = [(h, outcome, ref, s, shock, 1.0) for h, ref, s in zip(handles, refs, local)]
+    results = engine.map(_cells_task, tasks)
+    detreat = 1.0
+    if robust:
+        # Second pass: treated rows clipped on the untreated scale of the first pass's lift.
+        detreat = detreat_factor(Cells.concat([r[0] for r in results]), fit.volatility, tail_ratio)
+        if detreat != 1.0:
+            results = engine.map(_cells_task, [(*task[:5], detreat) for task in tasks])
     audit = None
     if robust:
         audit = RobustAudit(
@@ -622,7 +763,11 @@ def detrend_partitions(
             n_winsorised=np.concatenate([r[2] for r in results]),
         )
     cells = Cells.concat([r[0] for r in results])
-    return CatalogDetrend(fit, shock, audit, cells, np.concatenate([r[1] for r in results]), screened, refs, outcome)
+    level = np.concatenate([r[1] for r in results])
+    has_experiment = np.concatenate([r[4] for r in results])
+    return CatalogDetrend(
+        fit, shock, audit, cells, level, screened, refs, outcome, detreat, plain_level, has_experiment, tail_ratio
+    )
 
 
 def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:
@@ -672,9 +817,10 @@ def experiment_rows(panel, detrended: CatalogDetrend, engine=None) -> pl.DataFra
     """The analysed experiment rows of a detrended (partitioned) panel: the table of
     ``detrended_outcomes``. Partition by partition: only experiment rows come back (rows are
     sorted by product and date within a partition, and partitions follow each other in
-    product order)."""
+    product order; the result is sorted by id and date)."""
     tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
-    return pl.concat((engine or LocalEngine()).map(_experiment_rows_task, tasks))
+    # Partitions follow the products' hash order; the table is sorted by id and date.
+    return pl.concat((engine or LocalEngine()).map(_experiment_rows_task, tasks)).sort("product_id", "date")
 
 
 def _experiment_rows_task(task) -> pl.DataFrame:

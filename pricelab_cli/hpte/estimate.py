@@ -17,9 +17,10 @@ import polars as pl
 
 from pricelab_cli.engine import LocalEngine
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
-from pricelab_cli.hpte.bootstrap import bootstrap_se, check_bootstrap
+from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap, summarise_draws
 from pricelab_cli.hpte.detrend import (
     MODEL_NONE,
+    TAIL_RATIO_MAX,
     CatalogDetrend,
     Cells,
     detrend_partitions,
@@ -47,7 +48,12 @@ from pricelab_cli.hpte.panel import Panel, PartitionedPanel, partition_panel
 from pricelab_cli.hpte.robust import WINSOR_K
 
 METHODS = ("hpte", "did")
-EFFECT_COLUMNS = ("outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift", "n_products", "n_outliers")
+EFFECT_COLUMNS = (
+    "outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift", "lift_low", "lift_high", "n_products",
+    "n_outliers",
+)
+# The float columns of the effects table (estimate to lift_high).
+_FLOAT_COLUMNS = EFFECT_COLUMNS[1:9]
 OUTLIER_COLUMNS = ("product_id", "outcome", "action", "reason", "statistic", "days")
 OUTLIER_SCHEMA = {
     "product_id": None,
@@ -89,8 +95,9 @@ class HeterogeneousPanelEffect:
 
     Attributes (after ``fit``)
     --------------------------
-    estimate_, se_, ci_low_, ci_high_, p_value_, lift_ : the effect per product per day
-        (outcome units, products weighted equally) and its uncertainty.
+    estimate_, se_, ci_low_, ci_high_, p_value_, lift_, lift_low_, lift_high_ : the effect
+        per product per day (outcome units, products weighted equally), its uncertainty, and
+        the lift with its 95% interval (percentile interval of the same bootstrap draws).
     n_products_, n_outliers_ : products in the estimate; products dropped as outliers.
     outliers_ : ``OUTLIER_COLUMNS``: every product the robust step dropped, and every
         product with winsorised or stock-out days, with the reason and its statistic.
@@ -179,6 +186,7 @@ class HeterogeneousPanelEffect:
         detrended = dataclasses.replace(detrended, cells=None)
         _check_arms(cells, outcome)
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
+        has_experiment = detrended.has_experiment if robust else None
         # Step 2.
         keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
         self.n_outliers_ = int((~keep_product).sum() + detrended.screened.sum())
@@ -195,8 +203,10 @@ class HeterogeneousPanelEffect:
         cells_per_product = np.bincount(cells.code, minlength=panel.n_products)
         # In this process: shipping the fitted trees to workers costs what it would save.
         leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code])
-        self.estimate_ = leaf.estimate
-        self.n_products_ = int((np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0).sum())
+        in_estimate = np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0
+        coverage = _screened_coverage(detrended, in_estimate, keep_product, has_experiment)
+        self.estimate_ = leaf.estimate * coverage
+        self.n_products_ = int(in_estimate.sum())
         self.n_unmatched_ = int((cells_per_product > 0).sum()) - self.n_products_
         if self.n_unmatched_:
             warnings.warn(
@@ -205,10 +215,8 @@ class HeterogeneousPanelEffect:
                 PricelabWarning,
                 stacklevel=2,
             )
-        # Step 4.
-        self._bootstrap(panel, cells, leaf, outcome, progress)
-
-        self.lift_ = self._lift(cells, leaf.matched, classic)
+        # Step 4 (the lift shares the estimate's draws).
+        self._bootstrap(panel, cells, leaf, outcome, progress, classic, coverage)
         self.cate_ = _product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
@@ -225,6 +233,10 @@ class HeterogeneousPanelEffect:
             analysed = np.flatnonzero(stratum >= 0)
             if self.outlier_rule == "robust":
                 keep[analysed], statistic[analysed] = swing_screen(swing[analysed], stratum[analysed])
+                # A product that sold nothing on every day of an arm may have been killed by the
+                # price: both arms alike keep such products (see robust.stockout_rows).
+                keep[np.unique(cells.code[cells.empty])] = True
+                keep &= ~_unmeasurable(detrended)
             else:
                 if self.outlier_c / max(len(analysed), 1) > MAX_TAIL_SHARE:
                     warnings.warn(
@@ -256,37 +268,65 @@ class HeterogeneousPanelEffect:
         self.forest_splits_ = {n: float(c / total) for n, c in zip(names, counts)} if total else {}
         return leaves
 
-    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress) -> None:
-        """Resample units (products or clusters) within their arm strata."""
+    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress, classic: bool, coverage: float) -> None:
+        """Resample units (products or clusters) within their arm strata: the estimate, and
+        the counterfactual level the lift divides by (both carried to every product by the
+        screened products' ``coverage`` factor, held fixed)."""
         unit_of_cell = panel.unit[cells.code]
         n_units = int(panel.unit.max()) + 1
-        influence = np.bincount(unit_of_cell, weights=leaf.influence, minlength=n_units)
+        level, level_influence = self._lift_level(cells, leaf, classic)
+        level *= coverage
+        influence = coverage * np.stack(
+            [
+                np.bincount(unit_of_cell, weights=leaf.influence, minlength=n_units),
+                np.bincount(unit_of_cell, weights=level_influence, minlength=n_units),
+            ],
+            axis=1,
+        )
         has_t = np.bincount(unit_of_cell, weights=cells.treated * leaf.matched, minlength=n_units) > 0
         has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * leaf.matched, minlength=n_units) > 0
         present = has_t | has_c
         self.arm_units_ = {"treated": int(has_t.sum()), "control": int(has_c.sum())}
         self._warn_few_units(panel, outcome)
         stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
-        boot = bootstrap_se(
-            self.estimate_, influence[present], stratum, self.n_bootstrap, self.random_state, progress,
-            self._engine(int(present.sum())),
+        draws = bootstrap_draws(
+            np.array([self.estimate_, level]), influence[present], stratum, self.n_bootstrap, self.random_state,
+            progress, self._engine(int(present.sum())),
         )
+        boot = summarise_draws(draws[:, 0])
         self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
         self.bootstrap_draws_ = boot.draws
+        self.lift_ = self.estimate_ / level if level > 0 else float("nan")
+        self.lift_low_ = self.lift_high_ = float("nan")
+        if len(draws) and level > 0:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lift_draws = draws[:, 0] / draws[:, 1]
+            if np.isfinite(lift_draws).all() and (draws[:, 1] > 0).all():
+                self.lift_low_, self.lift_high_ = (float(v) for v in np.quantile(lift_draws, [0.025, 0.975]))
 
-    def _lift(self, cells: Cells, matched: np.ndarray, classic: bool) -> float:
-        """Estimate over the mean counterfactual outcome of the treated cells in the estimate.
+    def _lift_level(self, cells: Cells, leaf, classic: bool) -> tuple[float, np.ndarray]:
+        """The lift's denominator, the mean counterfactual outcome of the treated cells in the
+        estimate, and each cell's linearised contribution to it.
 
-        hpte's counterfactual is the detrended prediction; the classic DID's is the treated
-        cells' observed mean less the estimate (their history plus the control change).
+        hpte's counterfactual is the detrended prediction, on the outcome's own scale (the
+        robust step's level ratio undoes the pull of its Huber baseline towards the bulk of
+        the days); the classic DID's is the treated cells' observed mean less the estimate
+        (their history plus the control change).
         """
-        treated = (cells.treated == 1) & matched
+        treated = (cells.treated == 1) & leaf.matched
+        n_treated = int(treated.sum())
+        influence = np.zeros(len(cells.code))
+        if not n_treated:
+            return float("nan"), influence
+        value = cells.counterfactual[treated]
         if classic:
-            observed = cells.counterfactual[treated] + cells.first_difference[treated]
-            counterfactual = float(observed.mean()) - self.estimate_
-        else:
-            counterfactual = float(cells.counterfactual[treated].mean())
-        return self.estimate_ / counterfactual if counterfactual != 0 else float("nan")
+            value = value + cells.first_difference[treated]
+        level = float(value.mean())
+        influence[treated] = (value - level) / n_treated
+        if classic:
+            # observed mean minus the estimate: the estimate's own contribution comes off.
+            return level - self.estimate_, influence - leaf.influence
+        return level, influence
 
     def _partition_engine(self):
         return self.engine if self.engine is not None else LocalEngine(self.n_jobs)
@@ -337,9 +377,52 @@ class HeterogeneousPanelEffect:
             "ci_high": self.ci_high_,
             "p_value": self.p_value_,
             "lift": self.lift_,
+            "lift_low": self.lift_low_,
+            "lift_high": self.lift_high_,
             "n_products": self.n_products_,
             "n_outliers": self.n_outliers_,
         }
+
+
+def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
+    """Products the robust step cannot measure on their own days, counted in the estimate
+    through the measured products' lift (``_screened_coverage``): mostly tail (their history's
+    plain mean above ``TAIL_RATIO_MAX`` times its winsorised mean), or with no measurable noise
+    in their history while most products have one (nothing bounds or screens their
+    experiment days)."""
+    n = len(detrended.fit.model)
+    if detrended.tail_ratio is None:
+        return np.zeros(n, dtype=bool)
+    noisy = np.isfinite(detrended.fit.volatility)
+    flat = ~noisy & (detrended.fit.model != MODEL_NONE) if noisy.sum() > n / 2 else np.zeros(n, dtype=bool)
+    return (detrended.tail_ratio > TAIL_RATIO_MAX) | flat
+
+
+def _screened_coverage(
+    detrended: CatalogDetrend, in_estimate: np.ndarray, keep_product: np.ndarray, has_experiment: np.ndarray | None
+) -> float:
+    """The factor that carries the estimate from the products measured to every product
+    (robust step only; 1 otherwise).
+
+    Products the robust step's screens left out (a wild history, or a swing far from their
+    arm's) are part of the all-product average, and their effect in units grows with their
+    level. They are taken to share the measured products' lift: the estimate becomes that
+    lift times the mean plain history level of the measured and screened products together,
+    which is the estimate times ``mean level (measured + screened) / mean level (measured)``.
+    """
+    if detrended.plain_level is None or has_experiment is None:
+        return 1.0
+    screened = has_experiment & (detrended.screened | ~keep_product) & ~in_estimate
+    level = detrended.plain_level
+    measured = in_estimate & np.isfinite(level)
+    screened &= np.isfinite(level)
+    if not screened.any() or not measured.any():
+        return 1.0
+    measured_level = float(level[measured].mean())
+    if not measured_level > 0:
+        return 1.0
+    every = float(level[measured | screened].mean())
+    return every / measured_level
 
 
 def _warn_without_experiment_rows(panel, detrended: CatalogDetrend, cells: Cells, outcome: str) -> None:
@@ -392,7 +475,13 @@ def _outlier_table(
         rows(audit.screened, "dropped", "history volatility (robust z of noise for its level or of tail weight, the larger)",
              audit.volatility_z, None)
     rule_reason = "swing (robust z within arm stratum)" if audit is not None else "swing in the quantile tails"
-    rows(~keep_product, "dropped", rule_reason, swing_z, None)
+    tail = ~keep_product & _unmeasurable(detrended)
+    if tail.any():
+        rows(tail, "counted through the lift",
+             f"most units on days beyond the winsorising bound (history's mean over its winsorised mean above "
+             f"{TAIL_RATIO_MAX:g}, the statistic), or no measurable noise in its history (NaN)",
+             detrended.tail_ratio, None)
+    rows(~keep_product & ~tail, "dropped", rule_reason, swing_z, None)
     if audit is not None:
         kept = ~audit.screened & keep_product
         rows(kept & (audit.n_stockout > 0), "days left out", "stock-out run (zero sales where sales were expected)",
@@ -402,7 +491,7 @@ def _outlier_table(
     schema = {**OUTLIER_SCHEMA, "product_id": panel.product_ids.dtype}
     if not parts:
         return pl.DataFrame(schema=schema)
-    return pl.concat(parts).cast(schema).with_columns(pl.col("statistic").fill_nan(None))
+    return pl.concat(parts).cast(schema).with_columns(pl.col("statistic").fill_nan(None)).sort("product_id", maintain_order=True)
 
 
 def _product_cate(panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
@@ -413,7 +502,12 @@ def _product_cate(panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataF
         total = np.bincount(cells.code[known], weights=cell_cate[known], minlength=panel.n_products)
         with np.errstate(invalid="ignore", divide="ignore"):
             cate = np.where(count > 0, total / count, np.nan)
-    return pl.DataFrame({"product_id": panel.product_ids, "cate": cate}).with_columns(pl.col("cate").fill_nan(None))
+    # Products are coded in hash order; the table is sorted by id, as users read it.
+    return (
+        pl.DataFrame({"product_id": panel.product_ids, "cate": cate})
+        .with_columns(pl.col("cate").fill_nan(None))
+        .sort("product_id")
+    )
 
 
 def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engine=None) -> pl.DataFrame:
@@ -539,6 +633,7 @@ def estimate_hpte(
     rows_per_partition: int | None = None,
     n_jobs: int = -1,
     engine=None,
+    fill_zeros: bool = True,
 ) -> HpteResult:
     """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
 
@@ -564,6 +659,8 @@ def estimate_hpte(
         ``hpte.panel.PARTITION_ROWS``); the result does not depend on it.
     engine : where the partition tasks run (``LocalEngine(n_jobs)`` by default, or a
         ``RayEngine``); the result does not depend on it.
+    fill_zeros : read a product-date without a row as a day without sales (see
+        :func:`~pricelab_cli.hpte.panel.partition_panel`); False leaves it absent.
     """
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")
@@ -571,7 +668,7 @@ def estimate_hpte(
     engine = engine if engine is not None else LocalEngine(n_jobs)
     with partition_panel(
         sales, assignment, outcomes, price_col=price_col, labels=labels, rows_per_partition=rows_per_partition,
-        progress=read_progress, engine=engine,
+        progress=read_progress, engine=engine, fill_zeros=fill_zeros,
     ) as panel:
         return _estimate_panel(
             panel, outcomes=outcomes, features=features, method=method, n_bootstrap=n_bootstrap, seed=seed,
@@ -608,12 +705,12 @@ def _estimate_panel(
         [est.summary() for est in fitted.values()],
         schema={
             "outcome": pl.String,
-            **{c: pl.Float64 for c in EFFECT_COLUMNS[1:7]},
+            **{c: pl.Float64 for c in _FLOAT_COLUMNS},
             "n_products": pl.Int64,
             "n_outliers": pl.Int64,
         },
         orient="row",
-    ).with_columns(pl.col(EFFECT_COLUMNS[1:7]).fill_nan(None))
+    ).with_columns(pl.col(_FLOAT_COLUMNS).fill_nan(None))
     if len(fitted) == 1:
         cate = next(iter(fitted.values())).cate_
     else:

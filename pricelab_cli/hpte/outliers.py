@@ -104,7 +104,8 @@ def product_swings(cells: Cells, volatility: np.ndarray, n_products: int) -> tup
     The swing is the product's mean residual over all its experiment rows — both cells,
     weighted by their rows, when it has two (switchback designs) — in units of its own
     noise: ``mean / (volatility / sqrt(rows))``, with ``volatility`` the residual standard
-    deviation of its history.
+    deviation of its history. Treated rows enter as if untreated (the robust step's
+    de-treated residuals), so a product is not dropped for the treatment's own effect.
 
     Why: a product's first difference in units grows with its sales, so ranking raw
     differences would mostly pick big sellers, whose effects in units are big too; dropping
@@ -119,7 +120,7 @@ def product_swings(cells: Cells, volatility: np.ndarray, n_products: int) -> tup
     """
     control = cells.treated == 0
     rows = np.bincount(cells.code, weights=cells.n_rows, minlength=n_products).astype(np.float64)
-    total = np.bincount(cells.code, weights=cells.first_difference * cells.n_rows, minlength=n_products)
+    total = np.bincount(cells.code, weights=cells.untreated_difference * cells.n_rows, minlength=n_products)
     with np.errstate(invalid="ignore", divide="ignore"):
         fd = np.where(rows > 0, total / rows, np.nan)
     has_t = np.zeros(n_products, dtype=bool)

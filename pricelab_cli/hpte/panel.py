@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pricelab_cli.assign import _splitmix64, fnv1a64
 from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import (
     ColumnTypeError,
@@ -88,7 +89,8 @@ class Panel:
 
     Attributes
     ----------
-    product_ids : id of each product code (``product_ids[code]``), sorted.
+    product_ids : id of each product code (``product_ids[code]``), in hash order (see
+        ``in_hash_order``).
     code : product code of each row.
     date_index : index of the row's date in ``dates``.
     dates : every day number (days since 1970-01-01) from the first to the last analysed
@@ -277,10 +279,9 @@ def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
             pl.col("date").max().alias("_end"),
             *([pl.col("cluster_id").min(), pl.col("cluster_id").max().alias("_last_cluster")] if has_cluster else []),
         )
-        .sort("product_id")
-        .with_row_index("_code")
         .collect(engine="streaming")
     )
+    products = in_hash_order(products).with_row_index("_code")
     n = products.height
     if n == 0 or products.get_column("product_id").null_count() or products.get_column("_start").null_count():
         raise _StreamCheckFailed("empty, or missing ids or dates")
@@ -331,19 +332,33 @@ def _plan_slots(rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: in
     return slot
 
 
+def in_hash_order(products: pl.DataFrame) -> pl.DataFrame:
+    """The rows ordered by a hash of the ``product_id`` text (ties by the id itself).
+
+    Product codes follow this order, and with them every draw that depends on the order of
+    products (the forest's subsamples, the bootstrap's resamples, the partitions and their
+    sums): the results do not depend on how the ids sort, so integer ids and the same ids
+    as text give the same bytes.
+    """
+    if products.height == 0:
+        return products
+    key = _splitmix64(fnv1a64(products.get_column("product_id").cast(pl.String)))
+    order = np.lexsort((products.get_column("product_id").rank("ordinal").to_numpy(), key))
+    return products[order]
+
+
 def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.DataFrame:
-    """One row per assigned product, sorted by id: code, first date, first arm, cluster."""
+    """One row per assigned product, in hash order (``in_hash_order``): code, first date,
+    first arm, cluster."""
     first = pl.col("date").arg_min()
-    products = (
+    products = in_hash_order(
         assignment.group_by("product_id")
         .agg(
             pl.col("date").min().alias("_start"),
             pl.col("treated").get(first).alias("_first_arm"),
             *([pl.col("cluster_id").n_unique().alias("_n_clusters"), pl.col("cluster_id").get(first)] if has_cluster else []),
         )
-        .sort("product_id")
-        .with_row_index("_code")
-    )
+    ).with_row_index("_code")
     if has_cluster:
         split = products.filter(pl.col("_n_clusters") > 1)
         if split.height:
@@ -532,6 +547,9 @@ class PartitionedPanel:
     start_day: np.ndarray
     _store: "_PartitionStore | _ObjectStore"
     _scratch: Path | None
+    # Rows of 0 the zero fill added, and rows in the panel after it.
+    n_filled_rows: int = 0
+    n_rows: int = 0
 
     @property
     def n_products(self) -> int:
@@ -608,8 +626,15 @@ def partition_panel(
     rows_per_partition: int | None = None,
     progress=None,
     engine: LocalEngine | None = None,
+    fill_zeros: bool = True,
 ) -> PartitionedPanel:
     """Check the inputs and lay the sales panel against the assignment, in partitions.
+
+    ``fill_zeros`` (the default) reads a product-date without a row as a day without sales:
+    each product gets a row of 0 on every date of the panel's calendar (the dates on which
+    any product has an analysed row) from its first row to the later of its last row and its
+    last analysed experiment date; the number of rows filled is ``n_filled_rows``. Without
+    it, absent rows stay absent (absence means unknown).
 
     ``sales`` may be a lazy scan (of a file, a folder, a glob or an object store): only its
     ``product_id``, ``date``, outcome and price columns are read, only dates up to the
@@ -661,7 +686,7 @@ def partition_panel(
     try:
         return _fill_partitions(
             lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
-            sales_label, assignment_label, progress, engine,
+            sales_label, assignment_label, progress, engine, fill_zeros,
         )
     except BaseException:
         if scratch is not None:
@@ -671,7 +696,7 @@ def partition_panel(
 
 def _fill_partitions(
     lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
-    sales_label, assignment_label, progress, engine,
+    sales_label, assignment_label, progress, engine, fill_zeros=True,
 ) -> PartitionedPanel:
     n_parts = len(bounds) - 1
     products = plan.products
@@ -738,6 +763,8 @@ def _fill_partitions(
         )
     distinct_days = np.array(sorted(days_seen), dtype=np.int64)
     spacing = panel_spacing(distinct_days)
+    if spacing > 1:
+        check_alignment(plan, distinct_days, spacing, sales_label, assignment_label)
     dates = np.arange(distinct_days[0], distinct_days[-1] + 1)
 
     # Each partition's rows sorted by product and date and checked, once, in a fixed order
@@ -746,7 +773,7 @@ def _fill_partitions(
     tasks = [
         _FinalTask(store.view(k), k, int(bounds[k]), int(bounds[k + 1]), int(dates[0]), len(dates), tuple(outcomes),
                    price_col if has_price else None, product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
-                   sales_label)
+                   sales_label, inputs if fill_zeros else None, distinct_days if fill_zeros else None)
         for k in range(n_parts)
     ]
     if remote:
@@ -758,6 +785,16 @@ def _fill_partitions(
         finals = engine.map(_finalize_partition, tasks)
     price = np.concatenate([f["price"] for f in finals]) if has_price else None
     n_pre = sum(f["n_pre"] for f in finals)
+    n_filled = sum(f["n_filled"] for f in finals)
+    n_rows = sum(f["n_rows"] for f in finals)
+    if n_filled:
+        warnings.warn(
+            f"{sales_label}: {n_filled:,} of {n_rows:,} analysed product-dates ({n_filled / n_rows:.1%}) have no row "
+            "and are read as zero sales (each product from its first row to its last row or its last experiment "
+            "date, on the dates the panel has); pass --no-fill-zeros if a missing row means unknown.",
+            PricelabWarning,
+            stacklevel=3,
+        )
     n_arm = np.sum([f["n_arm"] for f in finals], axis=0)
     negative = [item for f in finals for item in f["negative"]]
     _warn_negative(negative, product_ids, sales_label)
@@ -786,7 +823,51 @@ def _fill_partitions(
         start_day=plan.start_day,
         _store=store,
         _scratch=scratch,
+        n_filled_rows=n_filled,
+        n_rows=n_rows,
     )
+
+
+def check_alignment(plan: PanelPlan, calendar: np.ndarray, spacing: int, sales_label: str, assignment_label: str) -> None:
+    """Refuse an assignment that does not line up with a panel of ``spacing`` days.
+
+    Each assignment date belongs to the sales period that starts on the latest calendar
+    date at or before it. The design must start every product's experiment on a period's
+    first date (otherwise a period holding experiment days is read as history) and give
+    every analysed day of one period the same arm (otherwise the period takes one day's arm).
+    """
+    grid = plan.state_grid.reshape(-1, plan.span)
+    days = plan.first_day + np.arange(plan.span)
+    period = np.searchsorted(calendar, days, side="right") - 1
+    starts = plan.start_day
+    off_grid = np.flatnonzero(~np.isin(starts, calendar) & (starts <= calendar[-1] + spacing - 1))
+    if len(off_grid):
+        i = int(off_grid[0])
+        at = max(int(np.searchsorted(calendar, starts[i], side="right")) - 1, 0)
+        raise DataError(
+            f"{assignment_label}: the experiment of product {plan.products['product_id'][i]!r} starts on "
+            f"{_date_text(starts[i])}, inside the sales period that begins on {_date_text(calendar[at])} "
+            f"({sales_label} has one row every {spacing} days); start the design on a period's first date "
+            f"and make its blocks whole periods (--block-days {spacing})."
+        )
+    analysed = (grid == 0) | (grid == 1)
+    valid = period >= 0
+    if not valid.any():
+        return
+    cut = np.flatnonzero(np.r_[True, period[valid][1:] != period[valid][:-1]])
+    arms = np.where(analysed[:, valid], grid[:, valid], -1).astype(np.int8)
+    high = np.maximum.reduceat(arms, cut, axis=1)
+    low = np.minimum.reduceat(np.where(arms < 0, 2, arms).astype(np.int8), cut, axis=1)
+    mixed = np.argwhere((high >= 0) & (low <= 1) & (high != low))
+    if len(mixed):
+        i, j = (int(v) for v in mixed[0])
+        first = calendar[period[valid][cut[j]]]
+        raise DataError(
+            f"{assignment_label}: product {plan.products['product_id'][i]!r} is treated on some days and "
+            f"control on others within the sales period that begins on {_date_text(first)} ({sales_label} has "
+            f"one row every {spacing} days); use blocks of whole periods (--block-days {spacing}) so that "
+            "each period has one arm."
+        )
 
 
 def _count(stream: pl.LazyFrame) -> int:
@@ -912,6 +993,9 @@ class _FinalTask:
     price_col: str | None
     product_ids: pl.Series
     label: str
+    # With the zero fill: the plan's inputs (or their handle) and the panel's calendar.
+    plan: object = None
+    calendar: np.ndarray | None = None
 
 
 def _finalize_partition(task: _FinalTask) -> dict:
@@ -944,6 +1028,9 @@ def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
         repeated = np.flatnonzero(key[1:] == key[:-1])
         if len(repeated):
             _raise_duplicate_rows(rows, repeated, task.product_ids, task.lo, task.label)
+    n_given = len(key)
+    if task.calendar is not None and n_given:
+        rows = _with_zero_rows(rows, key, task)
     pre = rows["state"] == NOT_COVERED
     negative = []
     for name in task.outcomes:
@@ -980,12 +1067,63 @@ def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
         "n_arm": np.bincount(rows["state"][~pre].astype(np.int64), minlength=2)[:2],
         "negative": negative,
         "price": price,
+        "n_filled": len(rows["code"]) - n_given,
+        "n_rows": len(rows["code"]),
     }, rows
+
+
+def _with_zero_rows(rows: dict[str, np.ndarray], key: np.ndarray, task: "_FinalTask") -> dict[str, np.ndarray]:
+    """The partition's sorted rows with a 0 row on every calendar date a product lacks,
+    from its first row to the later of its last row and its last analysed experiment date
+    (blackout dates and dates after the experiment stay absent); sorted again."""
+    plan: _SliceInputs = resolve(task.plan)
+    calendar = task.calendar
+    code = rows["code"].astype(np.int64)
+    day = rows["day"].astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    ends = np.r_[starts[1:], len(code)] - 1
+    products = code[starts]
+    # Each product's last analysed experiment day, from its row of the plan's grid.
+    grid = plan.state_grid.reshape(-1, plan.span)[products]
+    analysed = (grid == 0) | (grid == 1)
+    has_exp = analysed.any(axis=1)
+    last_exp = plan.first_day + plan.span - 1 - np.argmax(analysed[:, ::-1], axis=1)
+    last = np.where(has_exp, np.maximum(day[ends], last_exp), day[ends])
+    lo = np.searchsorted(calendar, day[starts])
+    hi = np.searchsorted(calendar, last, side="right")
+    count = np.maximum(hi - lo, 0)
+    if not count.sum():
+        return rows
+    owner = np.repeat(np.arange(len(products)), count)
+    position = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(lo, count)
+    new_code = products[owner]
+    new_day = calendar[position]
+    new_key = new_code * task.n_dates + (new_day - task.first_day)
+    missing = ~np.isin(new_key, key, assume_unique=True)
+    new_code, new_day, new_key = new_code[missing], new_day[missing], new_key[missing]
+    offset = new_day - plan.first_day
+    covered = (offset >= 0) & (offset < plan.span)
+    state = np.full(len(new_code), NOT_COVERED, dtype=np.int8)
+    state[covered] = plan.state_grid[new_code[covered] * plan.span + offset[covered]]
+    keep = ((state == NOT_COVERED) & (new_day < plan.start_day[new_code])) | (state == 0) | (state == 1)
+    if not keep.any():
+        return rows
+    added = {
+        "code": new_code[keep].astype(rows["code"].dtype),
+        "day": new_day[keep].astype(rows["day"].dtype),
+        "state": state[keep],
+    }
+    for name in rows:
+        if name not in added:
+            fill = 0.0 if name in task.outcomes else np.nan
+            added[name] = np.full(int(keep.sum()), fill, dtype=rows[name].dtype)
+    order = np.argsort(np.concatenate([key, new_key[keep]]), kind="stable")
+    return {name: np.concatenate([rows[name], added[name]])[order] for name in rows}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class IdLookup:
-    """Product code (position among the sorted ids) of any id.
+    """Product code (position in ``ids``, in any order) of any id.
 
     Integer ids spanning a range not much wider than their number use a table indexed by
     ``id - lowest`` (one memory read per row); other integers a binary search; text ids a
@@ -995,6 +1133,8 @@ class IdLookup:
     ids: pl.Series
     table: np.ndarray | None = None
     lowest: int = 0
+    # Integer ids without a table: the order that sorts them (for a binary search).
+    order: np.ndarray | None = None
 
     # The table may be this many times wider than the number of ids.
     MAX_SPREAD = 8
@@ -1004,9 +1144,9 @@ class IdLookup:
         if not ids.dtype.is_integer() or len(ids) == 0:
             return cls(ids)
         values = ids.to_numpy()
-        lowest, highest = int(values[0]), int(values[-1])
+        lowest, highest = int(values.min()), int(values.max())
         if highest - lowest + 1 > cls.MAX_SPREAD * max(len(values), 1 << 16):
-            return cls(ids)
+            return cls(ids, order=np.argsort(values, kind="stable"))
         table = np.full(highest - lowest + 1, -1, dtype=np.int64)
         table[values - lowest] = np.arange(len(values))
         return cls(ids, table, lowest)
@@ -1024,11 +1164,13 @@ class IdLookup:
                 known = inside & (code >= 0)
             return (code if known.all() else code[known]), known
         if self.ids.dtype.is_integer():
-            sorted_ids = self.ids.to_numpy()
+            order = self.order if self.order is not None else np.argsort(self.ids.to_numpy(), kind="stable")
+            sorted_ids = self.ids.to_numpy()[order]
             values = ids.to_numpy()
             pos = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
             known = sorted_ids[pos] == values
-            return (pos if known.all() else pos[known]).astype(np.int64), known
+            code = order[pos]
+            return (code if known.all() else code[known]).astype(np.int64), known
         frame = pl.DataFrame({"product_id": ids})
         lookup = pl.DataFrame({"product_id": self.ids, "_code": np.arange(len(self.ids))})
         code = frame.join(lookup, on="product_id", how="left", maintain_order="left")["_code"]

@@ -168,7 +168,9 @@ def zero_runs(code: np.ndarray, date_index: np.ndarray, y: np.ndarray) -> tuple[
     return out, order
 
 
-def stockout_rows(code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int) -> np.ndarray:
+def stockout_rows(
+    code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int, arm: np.ndarray | None = None
+) -> np.ndarray:
     """Rows inside runs of zero days too long to be chance for their product.
 
     A product's chance of a zero day, ``p0``, is the larger of its shares of zero days in
@@ -179,6 +181,12 @@ def stockout_rows(code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: 
     a product whose sales fell to a trickle during the experiment has scattered zeros on
     both arms, more of them on control days, and leaving out its zero runs would take more
     from control than from treated days.
+
+    With ``arm`` (per row, the experiment arm), the experiment rows of a cell (product x
+    arm) that sold nothing on any of its days are never stock-out days: a price that kills
+    a product's sales leaves exactly that pattern, and it is part of the effect. The rule
+    reads both arms alike, so a control product out of stock for the whole experiment keeps
+    its zeros too.
     """
     if len(y) == 0:
         return np.zeros(0, dtype=bool)
@@ -194,7 +202,19 @@ def stockout_rows(code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: 
     with np.errstate(invalid="ignore", divide="ignore"):
         needed = np.where(p0 > 0, np.ceil(np.log(STOCKOUT_CHANCE) / np.log(np.minimum(p0, 1 - 1e-12))), 0.0)
     min_run = np.maximum(STOCKOUT_MIN_RUN, needed)
-    return (run >= STOCKOUT_MIN_RUN) & (run >= min_run[code])
+    out = (run >= STOCKOUT_MIN_RUN) & (run >= min_run[code])
+    if arm is not None:
+        out &= ~empty_cell_rows(code, arm, y, pre, n)
+    return out
+
+
+def empty_cell_rows(code: np.ndarray, arm: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int) -> np.ndarray:
+    """Experiment rows of cells (product x arm) whose outcome is 0 on every row."""
+    exp = ~pre
+    key = code * 2 + arm.astype(np.int64)
+    rows = np.bincount(key[exp], minlength=2 * n)
+    nonzero = np.bincount(key[exp], weights=(y[exp] != 0), minlength=2 * n)
+    return exp & (rows[key] > 0) & (nonzero[key] == 0)
 
 
 def robust_z(values: np.ndarray, stratum: np.ndarray) -> np.ndarray:

@@ -232,7 +232,7 @@ def test_outliers_out_lists_what_the_robust_step_did_with_reasons(run_cli, conta
     assert result.code == 0, result.stderr
     table = pl.read_csv(audit)
     assert table.columns == ["product_id", "outcome", "action", "reason", "statistic", "days"]
-    assert set(table["action"]) <= {"dropped", "winsorised", "days left out"}
+    assert set(table["action"]) <= {"dropped", "winsorised", "days left out", "counted through the lift"}
     truth = pl.read_parquet(contaminated / "truth.parquet")
     kind_of = dict(zip(truth["product_id"], truth["contamination"]))
     dropped = table.filter(pl.col("action") == "dropped")
@@ -243,7 +243,8 @@ def test_outliers_out_lists_what_the_robust_step_did_with_reasons(run_cli, conta
     noisy = {p for p, k in kind_of.items() if k == "noise"}
     assert len(noisy & set(dropped["product_id"])) >= len(noisy) // 2
     effects = pl.read_csv(out)
-    assert effects["n_outliers"][0] == dropped["product_id"].n_unique()
+    through_lift = table.filter(pl.col("action") == "counted through the lift")
+    assert effects["n_outliers"][0] == dropped["product_id"].n_unique() + through_lift["product_id"].n_unique()
     assert "dropped (history volatility" in result.stderr and "winsorised" in result.stderr
 
 

@@ -331,15 +331,23 @@ def test_a_weekly_panel_is_summarised_per_period(run_cli, tmp_path):
 
 
 def test_assigned_products_without_experiment_sales_are_named(run_cli, files, tmp_path):
+    """With --no-fill-zeros a product whose experiment rows are absent is named and left out;
+    by default its absent days are zero sales (it stays in the estimate) and a note says so."""
     sales = pl.read_parquet(files / "sales.parquet")
     first = sales["product_id"][0]
     cut = tmp_path / "cut.parquet"
     sales.filter(~((pl.col("product_id") == first) & (pl.col("date") >= START))).write_parquet(cut)
-    result = run_cli("hpte", "--sales", cut, "--assignment", files / "assignment.parquet", "--bootstrap", "20",
-                     "-o", tmp_path / "e.csv")
+    args = ("hpte", "--sales", cut, "--assignment", files / "assignment.parquet", "--bootstrap", "20")
+    result = run_cli(*args, "--no-fill-zeros", "-o", tmp_path / "e.csv")
     assert result.code == 0, result.stderr
     assert "1 assigned product(s) have no sales on their analysed experiment dates" in result.stderr
     assert repr(first) in result.stderr
+    filled = run_cli(*args, "-o", tmp_path / "f.csv")
+    assert filled.code == 0, filled.stderr
+    assert "have no sales on their analysed experiment dates" not in filled.stderr
+    assert "14 of 1,960 analysed product-dates (0.7%) have no row and are read as zero sales" in filled.stderr
+    kept = pl.read_csv(tmp_path / "f.csv")["n_products"].item()
+    assert kept == pl.read_csv(tmp_path / "e.csv")["n_products"].item() + 1
 
 
 # --------------------------------------------------------------------------- datasets
