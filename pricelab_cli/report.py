@@ -151,6 +151,8 @@ def _picture_of(draw, name: str, caption: str) -> Picture:
 def _headline(row: dict) -> dict:
     """One outcome's headline in numbers and in plain words."""
     name, est, lo, hi, p, lift = (row[k] for k in ("outcome", "estimate", "ci_low", "ci_high", "p_value", "lift"))
+    # Effects files written before the lift had an interval have no such columns.
+    lift_lo, lift_hi = row.get("lift_low"), row.get("lift_high")
     mde = minimum_detectable_effect(row["se"]) if row["se"] is not None else float("nan")
     baseline = est / lift if lift not in (None, 0) and est is not None and math.isfinite(lift) else float("nan")
     mde_share = mde / abs(baseline) if math.isfinite(mde) and math.isfinite(baseline) and baseline else float("nan")
@@ -162,7 +164,10 @@ def _headline(row: dict) -> dict:
         + (f" ({pct(lift)} against what was expected)." if lift is not None else "."),
     ]
     if lo is not None and hi is not None:
-        words.append(f"The true effect very likely (95%) lies between {fmt(lo)} and {fmt(hi)}.")
+        words.append(
+            f"The true effect very likely (95%) lies between {fmt(lo)} and {fmt(hi)}"
+            + (f", that is {pct(lift_lo)} to {pct(lift_hi)}." if lift_lo is not None and lift_hi is not None else ".")
+        )
     if p is None:
         words.append("No bootstrap was run, so there is no measure of how sure this is.")
     elif clear:
@@ -184,6 +189,8 @@ def _headline(row: dict) -> dict:
         "ci_high": hi,
         "p_value": p,
         "lift": lift,
+        "lift_low": lift_lo,
+        "lift_high": lift_hi,
         "mde": mde,
         "n_products": row["n_products"],
         "n_outliers": row["n_outliers"],
@@ -192,7 +199,7 @@ def _headline(row: dict) -> dict:
         "sentence": " ".join(words),
         "shown": {
             "estimate": fmt(est), "ci_low": fmt(lo), "ci_high": fmt(hi), "p_value": p_text(p),
-            "lift": pct(lift), "mde": fmt(mde),
+            "lift": pct(lift), "lift_low": pct(lift_lo), "lift_high": pct(lift_hi), "mde": fmt(mde),
         },
     }
 

@@ -59,11 +59,9 @@ from pricelab_cli.hpte.robust import RobustAudit
 MIN_PRE_DAILY = 28
 # The de-treating factor of the robust step's second pass stays within this range.
 DETREAT_RANGE = (0.5, 2.0)
-# A product whose history's plain mean is more than this many times its winsorised mean (more
-# than half its units on days beyond the winsorising bound) is not measured on its own days:
-# its clipped difference would be scaled up by that ratio, noise and all. The estimator counts
-# it through the measured products' lift (hpte.estimate._screened_coverage).
-TAIL_RATIO_MAX = 2.0
+# At most this many passes after the first, stopping when the factor moves less than this.
+DETREAT_PASSES = 4
+DETREAT_TOLERANCE = 1e-3
 MIN_PRE_PERIODS = 8
 MODEL_NONE, MODEL_LEVEL, MODEL_TREND = 0, 1, 2
 MODEL_NAMES = {MODEL_NONE: "left out", MODEL_LEVEL: "level only", MODEL_TREND: "level+trend"}
@@ -302,9 +300,8 @@ class PartitionFit:
     infinite and ``centre`` 0 without the robust step; history rows are centred on 0);
     ``stockout``: positions of the rows left out as stock-out days; ``screen_inputs``: what
     the volatility screen reads (robust step only): level, winsorised RMS and raw RMS of
-    the history residuals. ``tail_ratio`` and ``level_ratio`` (per product, 1 without the
-    robust step): the history's plain mean over its mean after winsorising, and over its
-    baseline's mean (see "Multiplicative effects" in :mod:`~pricelab_cli.hpte.robust`).
+    the history residuals. ``plain_level`` (robust step only): per product, the plain
+    mean of its history (stock-out days left out).
     """
 
     fit: BaselineFit
@@ -312,8 +309,7 @@ class PartitionFit:
     centre: np.ndarray
     stockout: np.ndarray
     screen_inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    tail_ratio: np.ndarray | None = None
-    level_ratio: np.ndarray | None = None
+    plain_level: np.ndarray | None = None
 
     @property
     def robust(self) -> bool:
@@ -369,21 +365,9 @@ def fit_partition(panel: Panel, y: np.ndarray, *, detrend: bool = True, robust_s
         history_rms = np.sqrt(np.bincount(pre_code, weights=clipped_pre**2, minlength=n) / n_kept)
         raw_rms = np.sqrt(np.bincount(pre_code, weights=np.nan_to_num(resid) ** 2 * keep_pre, minlength=n) / n_kept)
         plain_level = np.bincount(pre_code, weights=pre.y * keep_pre, minlength=n) / n_kept
-        clipped_level = history_level + np.bincount(pre_code, weights=clipped_pre, minlength=n) / n_kept
-    tail_ratio = _ratio(plain_level, clipped_level)
-    level_ratio = _ratio(plain_level, history_level)
     stockout_at = np.flatnonzero(stockout)
     centre = experiment_centre(panel, y, fit, stockout_at, 1.0)
-    return PartitionFit(
-        fit, bound, centre, stockout_at, (history_level, history_rms, raw_rms), tail_ratio, level_ratio
-    )
-
-
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator`` where both are positive and finite, else 1."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = numerator / denominator
-    return np.where(np.isfinite(ratio) & (numerator > 0) & (denominator > 0), ratio, 1.0)
+    return PartitionFit(fit, bound, centre, stockout_at, (history_level, history_rms, raw_rms), plain_level)
 
 
 def experiment_centre(panel: Panel, y: np.ndarray, fit: BaselineFit, stockout: np.ndarray, detreat: float) -> np.ndarray:
@@ -434,16 +418,20 @@ def shock_sums(
 
 
 def partition_residuals(
-    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray, detreat: float = 1.0
+    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray, detreat: float = 1.0,
+    swing_detreat: float | None = None,
 ) -> tuple[Detrended, np.ndarray]:
     """Stage three: residuals and counterfactuals of every row (NaN for rows left out), and
     per product the number of analysed rows whose residual was clipped.
 
-    With ``detreat`` g != 1 (the robust step's second pass), a treated experiment row is
-    clipped on the untreated scale: ``g * (counterfactual + clip(y / g - counterfactual)) -
-    counterfactual``, so that a multiplicative effect of ``g`` loses no more to the clipping
-    on treated rows than on control rows; ``untreated`` keeps ``clip(y / g -
-    counterfactual)``.
+    With ``detreat`` g != 1 (the robust step's later passes), a treated experiment row is
+    split into what it would have been untreated, ``y / g``, and the effect, ``(1 - 1/g) y``:
+    only the first is clipped, as a control row is, and the residual is ``clip(y / g -
+    counterfactual) + (1 - 1/g) y``. A row the clip does not touch keeps ``y -
+    counterfactual`` exactly; a clipped treated row keeps its whole effect, so a
+    multiplicative effect of ``g`` loses nothing to the clipping; ``untreated`` keeps ``clip(y / g_s -
+    counterfactual)`` with ``g_s`` = ``swing_detreat`` (``detreat`` when None), what the swing
+    screen ranks.
     """
     usable = part.usable(panel, screened)
     rows = np.flatnonzero(usable)
@@ -461,8 +449,11 @@ def partition_residuals(
         raw = y / scale - counterfactual
         low, high = part.clip_bounds(panel, experiment_centre(panel, y, part.fit, part.stockout, detreat))
         clipped = np.clip(raw, low, high)
-        residual = np.where(scale != 1.0, scale * (counterfactual + clipped) - counterfactual, clipped)
+        residual = np.where(scale != 1.0, clipped + (1.0 - 1.0 / scale) * y, clipped)
         untreated = clipped
+        if swing_detreat is not None and swing_detreat != detreat:
+            swing_scale = np.where(scale != 1.0, swing_detreat, 1.0)
+            untreated = np.clip(y / swing_scale - counterfactual, low, high)
     winsorised = np.bincount(panel.code[usable & (clipped != raw)], minlength=panel.n_products)
     return Detrended(residual, counterfactual, usable, shock, part.fit, untreated=untreated), winsorised
 
@@ -515,9 +506,12 @@ class Cells:
     counterfactual: np.ndarray
     n_rows: np.ndarray
     # The mean residual as if untreated (what the swing screen ranks), and whether the
-    # outcome was 0 on every row of the cell.
+    # outcome was 0 on every row of the cell of a product that sold on its last history day
+    # (robust.killed_cell_rows).
     untreated_difference: np.ndarray
     empty: np.ndarray
+    # The mean observed outcome over the cell's analysed rows.
+    observed: np.ndarray
 
     def take(self, keep: np.ndarray) -> "Cells":
         return Cells(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
@@ -533,7 +527,7 @@ class Cells:
 
 def first_difference(panel: Panel, detrended: Detrended, y: np.ndarray | None = None) -> Cells:
     """Mean residual (and mean counterfactual) over each cell's experiment rows; ``y`` (the
-    outcome) marks the cells whose outcome is 0 on every row."""
+    outcome) marks the cells a price may have killed (``robust.killed_cell_rows``)."""
     rows = np.flatnonzero(~panel.pre & detrended.usable)
     key = panel.code[rows] * 2 + panel.treated[rows]
     # Keys are dense (2 per product), so counting replaces sorting.
@@ -551,7 +545,13 @@ def first_difference(panel: Panel, detrended: Detrended, y: np.ndarray | None = 
         empty = np.zeros(len(cell_key), dtype=bool)
     else:
         empty = np.bincount(cell_of_row, weights=(y[rows] != 0), minlength=len(cell_key)) == 0
-    return Cells(cell_key // 2, (cell_key % 2).astype(np.int8), fd, cf, n_rows, untreated, empty)
+        sold = robust.sold_on_last_history_day(panel.code, panel.date_index, y, panel.pre, panel.n_products)
+        empty &= sold[cell_key // 2]
+    if y is None:
+        observed = cf + fd
+    else:
+        observed = np.bincount(cell_of_row, weights=y[rows], minlength=len(cell_key)) / n_rows
+    return Cells(cell_key // 2, (cell_key % 2).astype(np.int8), fd, cf, n_rows, untreated, empty, observed)
 
 
 def experiment_level(panel: Panel, detrended: Detrended) -> np.ndarray:
@@ -571,8 +571,8 @@ class CatalogDetrend:
 
     ``fit``, ``shock`` and ``audit`` as in :class:`Detrended`; ``cells`` the first
     differences; ``level`` the forest's level feature; ``detreat`` the de-treating factor of
-    the robust step's second pass; ``plain_level`` each product's plain history mean (robust
-    step only). ``partition_fits`` (each
+    the robust step's last pass; ``plain_level`` each product's plain history mean (robust
+    step only); ``has_experiment`` whether it has analysed experiment rows. ``partition_fits`` (each
     partition's fits as the engine keeps them: the fits, or a handle of them), ``outcome``
     and ``screened`` let a later task recompute any partition's residuals
     (``for_partition``).
@@ -591,8 +591,6 @@ class CatalogDetrend:
     # whether it has analysed experiment rows (screened or not).
     plain_level: np.ndarray | None = None
     has_experiment: np.ndarray | None = None
-    # Per product, the history's plain mean over its winsorised mean (robust step only).
-    tail_ratio: np.ndarray | None = None
 
     def for_partition(self, handle) -> "PartitionResiduals":
         """What a task needs to recompute the residuals of the partition ``handle`` loads
@@ -635,9 +633,7 @@ def _fit_task(task) -> tuple[tuple[BaselineFit, tuple | None], PartitionFit]:
     handle, outcome, detrend, robust_step = task
     panel = handle.load()
     part = fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
-    plain_level = part.screen_inputs[0] * part.level_ratio if part.robust else None
-    small = (dataclasses.replace(part.fit, weekday=None), part.screen_inputs, plain_level, part.tail_ratio)
-    return small, part
+    return (dataclasses.replace(part.fit, weekday=None), part.screen_inputs, part.plain_level), part
 
 
 def _shock_task(task) -> np.ndarray:
@@ -647,20 +643,12 @@ def _shock_task(task) -> np.ndarray:
 
 
 def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    handle, outcome, part, screened, shock, detreat = task
+    handle, outcome, part, screened, shock, (detreat, swing_detreat) = task
     part = resolve(part)
     panel = handle.load()
     y = panel.outcomes[outcome]
-    detrended, clipped = partition_residuals(panel, y, part, screened, shock, detreat)
+    detrended, clipped = partition_residuals(panel, y, part, screened, shock, detreat, swing_detreat)
     cells = first_difference(panel, detrended, y)
-    if part.robust:
-        # Back from the winsorised scale to the outcome's own (see robust's "Multiplicative
-        # effects"): the difference by the tail ratio, the counterfactual by the level ratio.
-        cells = dataclasses.replace(
-            cells,
-            first_difference=cells.first_difference * part.tail_ratio[cells.code],
-            counterfactual=cells.counterfactual * part.level_ratio[cells.code],
-        )
     has_experiment = np.bincount(panel.code[~panel.pre], minlength=panel.n_products) > 0
     return (
         cells.shifted(handle.offset), experiment_level(panel, detrended), clipped, _stockout_days(panel, part),
@@ -668,37 +656,54 @@ def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray, np.nda
     )
 
 
-def detreat_factor(cells: Cells, volatility: np.ndarray, tail_ratio: np.ndarray) -> float:
-    """``1 + lift`` of a first pass, shrunk towards 1 by its own noise, held within
-    ``DETREAT_RANGE`` (it only moves where treated rows are clipped).
+def detreat_factor(cells: Cells, volatility: np.ndarray) -> tuple[float, float]:
+    """``1 + lift`` of a first pass for the clipping, and the same shrunk towards 1 by its
+    own noise for the swing screen, both held within ``DETREAT_RANGE``.
 
     The lift is the treated minus control mean first difference over the treated cells'
-    mean counterfactual, on the cells the estimate would keep: not those whose swing (mean
-    residual in units of the product's noise) is more than ``SWING_Z`` robust z-scores from
-    its arm's, nor those of products mostly in the tail (``tail_ratio`` above
-    ``TAIL_RATIO_MAX``): one wild product would otherwise set the clipping of every treated
-    row. It is shrunk by ``max(0, 1 - 1 / t^2)``, ``t`` its ratio to its standard error
-    (cells as independent draws): a lift within its noise would move every treated
-    product's clipping centre by a share of its level that no effect justifies.
+    observed mean less that difference, on the cells the estimate would keep: not those
+    whose swing (mean residual in units of the product's noise) is more than ``SWING_Z``
+    robust z-scores from its arm's; one wild product would otherwise set the clipping of
+    every treated row. The clipping takes it as it is: its error only moves
+    clipped treated rows, up or down alike. The swing screen takes it shrunk by ``max(0, 1 -
+    1 / t^2)``, ``t`` its ratio to its standard error (cells as independent draws): a lift
+    within its noise would move every treated product's swing by a share of its level that
+    no effect justifies.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         swing = cells.untreated_difference / (volatility[cells.code] / np.sqrt(np.maximum(cells.n_rows, 1)))
     swing = np.nan_to_num(swing, nan=0.0, posinf=np.inf, neginf=-np.inf)
     calm = (np.abs(robust.robust_z(swing, cells.treated.astype(np.int64))) <= robust.SWING_Z)
-    calm &= tail_ratio[cells.code] <= TAIL_RATIO_MAX
     treated = (cells.treated == 1) & calm
     control = (cells.treated == 0) & calm
     if treated.sum() < 2 or control.sum() < 2:
-        return 1.0
-    level = float(cells.counterfactual[treated].mean())
-    fd_t, fd_c = cells.first_difference[treated], cells.first_difference[control]
-    difference = float(fd_t.mean() - fd_c.mean())
-    se = float(np.sqrt(fd_t.var(ddof=1) / len(fd_t) + fd_c.var(ddof=1) / len(fd_c)))
+        return 1.0, 1.0
+    difference, se = _first_pass_difference(cells, treated, control)
+    level = float(cells.observed[treated].mean()) - difference
     if not (np.isfinite(level) and np.isfinite(difference) and np.isfinite(se)) or level <= 0 or difference == 0:
-        return 1.0
+        return 1.0, 1.0
     shrink = max(0.0, 1.0 - (se / difference) ** 2)
     low, high = DETREAT_RANGE
-    return float(np.clip(1.0 + shrink * difference / level, low, high))
+    shrunk = float(np.clip(1.0 + shrink * difference / level, low, high))
+    return shrunk, shrunk
+
+
+def _first_pass_difference(cells: Cells, treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """Treated minus control mean first difference and its standard error: within products
+    (the mean of each product's treated minus control cell) when most products have both
+    arms (switchback designs), else between the arms' cells as independent draws."""
+    n = int(cells.code.max()) + 1 if len(cells.code) else 0
+    fd_t = np.full(n, np.nan)
+    fd_c = np.full(n, np.nan)
+    fd_t[cells.code[treated]] = cells.first_difference[treated]
+    fd_c[cells.code[control]] = cells.first_difference[control]
+    both = np.isfinite(fd_t) & np.isfinite(fd_c)
+    single = np.isfinite(fd_t) ^ np.isfinite(fd_c)
+    if both.sum() >= 2 and both.sum() >= single.sum():
+        paired = fd_t[both] - fd_c[both]
+        return float(paired.mean()), float(paired.std(ddof=1) / np.sqrt(len(paired)))
+    a, b = cells.first_difference[treated], cells.first_difference[control]
+    return float(a.mean() - b.mean()), float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
 
 
 def detrend_partitions(
@@ -729,11 +734,10 @@ def detrend_partitions(
         inputs = tuple(np.concatenate([small[1][i] for small, _ in fitted]) for i in range(3))
         vol_z, screened = screen_products(fit, inputs, screen)
         plain_level = np.concatenate([small[2] for small, _ in fitted])
-        tail_ratio = np.concatenate([small[3] for small, _ in fitted])
         del inputs
     else:
         vol_z, screened = None, np.zeros(n, dtype=bool)
-        plain_level = tail_ratio = None
+        plain_level = None
     del fitted
     local = [screened[h.offset:h.offset + len(h.product_ids)] for h in handles]
     if remove_shocks:
@@ -746,14 +750,18 @@ def detrend_partitions(
         shock = shocks_from_sums(sums)
     else:
         shock = np.zeros(len(source.dates))
-    tasks = [(h, outcome, ref, s, shock, 1.0) for h, ref, s in zip(handles, refs, local)]
+    tasks = [(h, outcome, ref, s, shock, (1.0, None)) for h, ref, s in zip(handles, refs, local)]
     results = engine.map(_cells_task, tasks)
     detreat = 1.0
     if robust:
-        # Second pass: treated rows clipped on the untreated scale of the first pass's lift.
-        detreat = detreat_factor(Cells.concat([r[0] for r in results]), fit.volatility, tail_ratio)
-        if detreat != 1.0:
-            results = engine.map(_cells_task, [(*task[:5], detreat) for task in tasks])
+        # Further passes: treated rows clipped on the untreated scale of the previous pass's
+        # lift, until it settles (each pass gives back most of what the clip took from the last).
+        for _ in range(DETREAT_PASSES):
+            new, swing_detreat = detreat_factor(Cells.concat([r[0] for r in results]), fit.volatility)
+            if abs(new - detreat) < DETREAT_TOLERANCE:
+                break
+            detreat = new
+            results = engine.map(_cells_task, [(*task[:5], (detreat, swing_detreat)) for task in tasks])
     audit = None
     if robust:
         audit = RobustAudit(
@@ -766,7 +774,7 @@ def detrend_partitions(
     level = np.concatenate([r[1] for r in results])
     has_experiment = np.concatenate([r[4] for r in results])
     return CatalogDetrend(
-        fit, shock, audit, cells, level, screened, refs, outcome, detreat, plain_level, has_experiment, tail_ratio
+        fit, shock, audit, cells, level, screened, refs, outcome, detreat, plain_level, has_experiment
     )
 
 

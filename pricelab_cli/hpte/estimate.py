@@ -20,7 +20,6 @@ from pricelab_cli.errors import DataError, PricelabWarning, UsageError
 from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap, summarise_draws
 from pricelab_cli.hpte.detrend import (
     MODEL_NONE,
-    TAIL_RATIO_MAX,
     CatalogDetrend,
     Cells,
     detrend_partitions,
@@ -269,18 +268,15 @@ class HeterogeneousPanelEffect:
         return leaves
 
     def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress, classic: bool, coverage: float) -> None:
-        """Resample units (products or clusters) within their arm strata: the estimate, and
-        the counterfactual level the lift divides by (both carried to every product by the
-        screened products' ``coverage`` factor, held fixed)."""
+        """Resample units (products or clusters) within their arm strata: the leaf estimate
+        and the treated cells' observed mean, together. The estimate's draws are the leaf
+        estimate's times the screened products' ``coverage`` (held fixed); the lift's are
+        ``leaf / (observed - leaf)``."""
         unit_of_cell = panel.unit[cells.code]
         n_units = int(panel.unit.max()) + 1
-        level, level_influence = self._lift_level(cells, leaf, classic)
-        level *= coverage
-        influence = coverage * np.stack(
-            [
-                np.bincount(unit_of_cell, weights=leaf.influence, minlength=n_units),
-                np.bincount(unit_of_cell, weights=level_influence, minlength=n_units),
-            ],
+        observed, observed_influence = _treated_observed(cells, leaf)
+        influence = np.stack(
+            [np.bincount(unit_of_cell, weights=w, minlength=n_units) for w in (leaf.influence, observed_influence)],
             axis=1,
         )
         has_t = np.bincount(unit_of_cell, weights=cells.treated * leaf.matched, minlength=n_units) > 0
@@ -290,43 +286,19 @@ class HeterogeneousPanelEffect:
         self._warn_few_units(panel, outcome)
         stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
         draws = bootstrap_draws(
-            np.array([self.estimate_, level]), influence[present], stratum, self.n_bootstrap, self.random_state,
+            np.array([leaf.estimate, observed]), influence[present], stratum, self.n_bootstrap, self.random_state,
             progress, self._engine(int(present.sum())),
         )
-        boot = summarise_draws(draws[:, 0])
+        boot = summarise_draws(draws[:, 0] * coverage)
         self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
         self.bootstrap_draws_ = boot.draws
-        self.lift_ = self.estimate_ / level if level > 0 else float("nan")
+        level = observed - leaf.estimate
+        self.lift_ = leaf.estimate / level if level > 0 else float("nan")
         self.lift_low_ = self.lift_high_ = float("nan")
         if len(draws) and level > 0:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                lift_draws = draws[:, 0] / draws[:, 1]
-            if np.isfinite(lift_draws).all() and (draws[:, 1] > 0).all():
-                self.lift_low_, self.lift_high_ = (float(v) for v in np.quantile(lift_draws, [0.025, 0.975]))
-
-    def _lift_level(self, cells: Cells, leaf, classic: bool) -> tuple[float, np.ndarray]:
-        """The lift's denominator, the mean counterfactual outcome of the treated cells in the
-        estimate, and each cell's linearised contribution to it.
-
-        hpte's counterfactual is the detrended prediction, on the outcome's own scale (the
-        robust step's level ratio undoes the pull of its Huber baseline towards the bulk of
-        the days); the classic DID's is the treated cells' observed mean less the estimate
-        (their history plus the control change).
-        """
-        treated = (cells.treated == 1) & leaf.matched
-        n_treated = int(treated.sum())
-        influence = np.zeros(len(cells.code))
-        if not n_treated:
-            return float("nan"), influence
-        value = cells.counterfactual[treated]
-        if classic:
-            value = value + cells.first_difference[treated]
-        level = float(value.mean())
-        influence[treated] = (value - level) / n_treated
-        if classic:
-            # observed mean minus the estimate: the estimate's own contribution comes off.
-            return level - self.estimate_, influence - leaf.influence
-        return level, influence
+            levels = draws[:, 1] - draws[:, 0]
+            if (levels > 0).all():
+                self.lift_low_, self.lift_high_ = (float(v) for v in np.quantile(draws[:, 0] / levels, [0.025, 0.975]))
 
     def _partition_engine(self):
         return self.engine if self.engine is not None else LocalEngine(self.n_jobs)
@@ -384,18 +356,35 @@ class HeterogeneousPanelEffect:
         }
 
 
+def _treated_observed(cells: Cells, leaf) -> tuple[float, np.ndarray]:
+    """The treated cells' mean observed outcome in the estimate, and each cell's linearised
+    contribution to it. Less the estimate, it is the lift's denominator: what the treated
+    cells would have sold untreated, with their bulk orders and zeros as they came (hpte's
+    own prediction sits below the mean of a right-skewed product, and after a multiplicative
+    effect the observed mean less the effect is the untreated mean exactly)."""
+    treated = (cells.treated == 1) & leaf.matched
+    influence = np.zeros(len(cells.code))
+    n_treated = int(treated.sum())
+    if not n_treated:
+        return float("nan"), influence
+    value = cells.observed[treated]
+    level = float(value.mean())
+    influence[treated] = (value - level) / n_treated
+    return level, influence
+
+
 def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
     """Products the robust step cannot measure on their own days, counted in the estimate
-    through the measured products' lift (``_screened_coverage``): mostly tail (their history's
-    plain mean above ``TAIL_RATIO_MAX`` times its winsorised mean), or with no measurable noise
-    in their history while most products have one (nothing bounds or screens their
+    through the measured products' lift (``_screened_coverage``): those with no measurable
+    noise in their history while most products have one (nothing bounds or screens their
     experiment days)."""
     n = len(detrended.fit.model)
-    if detrended.tail_ratio is None:
+    if detrended.plain_level is None:
         return np.zeros(n, dtype=bool)
     noisy = np.isfinite(detrended.fit.volatility)
-    flat = ~noisy & (detrended.fit.model != MODEL_NONE) if noisy.sum() > n / 2 else np.zeros(n, dtype=bool)
-    return (detrended.tail_ratio > TAIL_RATIO_MAX) | flat
+    if noisy.sum() <= n / 2:
+        return np.zeros(n, dtype=bool)
+    return ~noisy & (detrended.fit.model != MODEL_NONE)
 
 
 def _screened_coverage(
@@ -477,10 +466,8 @@ def _outlier_table(
     rule_reason = "swing (robust z within arm stratum)" if audit is not None else "swing in the quantile tails"
     tail = ~keep_product & _unmeasurable(detrended)
     if tail.any():
-        rows(tail, "counted through the lift",
-             f"most units on days beyond the winsorising bound (history's mean over its winsorised mean above "
-             f"{TAIL_RATIO_MAX:g}, the statistic), or no measurable noise in its history (NaN)",
-             detrended.tail_ratio, None)
+        rows(tail, "counted through the lift", "no measurable noise in its history",
+             np.full(len(keep_product), np.nan), None)
     rows(~keep_product & ~tail, "dropped", rule_reason, swing_z, None)
     if audit is not None:
         kept = ~audit.screened & keep_product

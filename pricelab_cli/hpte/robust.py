@@ -183,10 +183,11 @@ def stockout_rows(
     from control than from treated days.
 
     With ``arm`` (per row, the experiment arm), the experiment rows of a cell (product x
-    arm) that sold nothing on any of its days are never stock-out days: a price that kills
-    a product's sales leaves exactly that pattern, and it is part of the effect. The rule
-    reads both arms alike, so a control product out of stock for the whole experiment keeps
-    its zeros too.
+    arm) that sold nothing on any of its days, of a product that sold on its last history
+    day, are never stock-out days: a price that kills a product's sales leaves exactly that
+    pattern (zeros from the first treated day on), and it is part of the effect. Zeros that
+    began in the history (a product delisted or out of stock before the experiment) stay
+    stock-outs. The rule reads both arms alike.
     """
     if len(y) == 0:
         return np.zeros(0, dtype=bool)
@@ -204,17 +205,33 @@ def stockout_rows(
     min_run = np.maximum(STOCKOUT_MIN_RUN, needed)
     out = (run >= STOCKOUT_MIN_RUN) & (run >= min_run[code])
     if arm is not None:
-        out &= ~empty_cell_rows(code, arm, y, pre, n)
+        out &= ~killed_cell_rows(code, date_index, arm, y, pre, n)
     return out
 
 
-def empty_cell_rows(code: np.ndarray, arm: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int) -> np.ndarray:
-    """Experiment rows of cells (product x arm) whose outcome is 0 on every row."""
+def sold_on_last_history_day(code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int) -> np.ndarray:
+    """Per product, whether its outcome on its last pre-experiment row is not 0."""
+    rows = np.flatnonzero(pre)
+    out = np.zeros(n, dtype=bool)
+    if not len(rows):
+        return out
+    order = rows[np.lexsort((date_index[rows], code[rows]))]
+    last = order[np.r_[code[order][1:] != code[order][:-1], True]]
+    out[code[last]] = y[last] != 0
+    return out
+
+
+def killed_cell_rows(
+    code: np.ndarray, date_index: np.ndarray, arm: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int
+) -> np.ndarray:
+    """Experiment rows of cells (product x arm) whose outcome is 0 on every row, of products
+    that sold on their last history day (the zeros began with the experiment)."""
     exp = ~pre
     key = code * 2 + arm.astype(np.int64)
     rows = np.bincount(key[exp], minlength=2 * n)
     nonzero = np.bincount(key[exp], weights=(y[exp] != 0), minlength=2 * n)
-    return exp & (rows[key] > 0) & (nonzero[key] == 0)
+    sold = sold_on_last_history_day(code, date_index, y, pre, n)
+    return exp & (rows[key] > 0) & (nonzero[key] == 0) & sold[code]
 
 
 def robust_z(values: np.ndarray, stratum: np.ndarray) -> np.ndarray:

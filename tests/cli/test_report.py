@@ -129,7 +129,9 @@ def test_report_in_headless_chromium_shows_the_effects_files_numbers(chain, tmp_
     dom = _browser("--dump-dom", page, profile=tmp_path / "p2").stdout
     effects = pl.read_csv(chain / "effects.csv").row(0, named=True)
     card = dom[dom.index('data-outcome="units"'):]
-    for key, shown in (("estimate", fmt), ("ci_low", fmt), ("ci_high", fmt), ("p_value", p_text), ("lift", pct)):
+    keys = (("estimate", fmt), ("ci_low", fmt), ("ci_high", fmt), ("p_value", p_text), ("lift", pct), ("lift_low", pct),
+            ("lift_high", pct))
+    for key, shown in keys:
         found = re.search(rf'class="{key}" data-value="([^"]+)">([^<]+)<', card)
         assert found, key
         assert math.isclose(float(found.group(1)), effects[key], rel_tol=0, abs_tol=0), key
