@@ -398,8 +398,9 @@ def _screened_coverage(
     level. They are taken to share the measured products' lift: the estimate becomes that
     lift times the mean history level of the measured and screened products together, which
     is the estimate times ``mean level (measured + screened) / mean level (measured)``. The
-    level is the robust (Huber) baseline's, not the plain mean: a screened product's wild
-    days (bulk orders, spikes) would otherwise set its imputed effect.
+    level is the history's mean within the winsorising bound (its baseline plus its clipped
+    residuals): a bulk order counts as far as the bound, as it does in a measured product's
+    residuals, and a spike of fifty times the level does not set the imputed effect.
     """
     if detrended.history_level is None or has_experiment is None:
         return 1.0
