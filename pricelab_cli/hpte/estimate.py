@@ -185,7 +185,6 @@ class HeterogeneousPanelEffect:
         detrended = dataclasses.replace(detrended, cells=None)
         _check_arms(cells, outcome)
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
-        has_experiment = detrended.has_experiment if robust else None
         # Step 2.
         keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
         self.n_outliers_ = int((~keep_product).sum() + detrended.screened.sum())
@@ -203,8 +202,7 @@ class HeterogeneousPanelEffect:
         # In this process: shipping the fitted trees to workers costs what it would save.
         leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code])
         in_estimate = np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0
-        coverage = _screened_coverage(detrended, in_estimate, keep_product, has_experiment)
-        self.estimate_ = leaf.estimate * coverage
+        self.estimate_ = leaf.estimate
         self.n_products_ = int(in_estimate.sum())
         self.n_unmatched_ = int((cells_per_product > 0).sum()) - self.n_products_
         if self.n_unmatched_:
@@ -215,7 +213,7 @@ class HeterogeneousPanelEffect:
                 stacklevel=2,
             )
         # Step 4 (the lift shares the estimate's draws).
-        self._bootstrap(panel, cells, leaf, outcome, progress, classic, coverage)
+        self._bootstrap(panel, cells, leaf, outcome, progress)
         self.cate_ = _product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
@@ -267,11 +265,10 @@ class HeterogeneousPanelEffect:
         self.forest_splits_ = {n: float(c / total) for n, c in zip(names, counts)} if total else {}
         return leaves
 
-    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress, classic: bool, coverage: float) -> None:
-        """Resample units (products or clusters) within their arm strata: the leaf estimate
-        and the treated cells' observed mean, together. The estimate's draws are the leaf
-        estimate's times the screened products' ``coverage`` (held fixed); the lift's are
-        ``leaf / (observed - leaf)``."""
+    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress) -> None:
+        """Resample units (products or clusters) within their arm strata: the estimate and
+        the treated cells' observed mean, together; the lift's draws are ``estimate /
+        (observed - estimate)``."""
         unit_of_cell = panel.unit[cells.code]
         n_units = int(panel.unit.max()) + 1
         observed, observed_influence = _treated_observed(cells, leaf)
@@ -289,7 +286,7 @@ class HeterogeneousPanelEffect:
             np.array([leaf.estimate, observed]), influence[present], stratum, self.n_bootstrap, self.random_state,
             progress, self._engine(int(present.sum())),
         )
-        boot = summarise_draws(draws[:, 0] * coverage)
+        boot = summarise_draws(draws[:, 0])
         self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
         self.bootstrap_draws_ = boot.draws
         level = observed - leaf.estimate
@@ -374,10 +371,9 @@ def _treated_observed(cells: Cells, leaf) -> tuple[float, np.ndarray]:
 
 
 def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
-    """Products the robust step cannot measure on their own days, counted in the estimate
-    through the measured products' lift (``_screened_coverage``): those with no measurable
-    noise in their history while most products have one (nothing bounds or screens their
-    experiment days)."""
+    """Products the robust step cannot measure on their own days, left out: those with no
+    measurable noise in their history while most products have one (nothing bounds or
+    screens their experiment days)."""
     n = len(detrended.fit.model)
     if detrended.history_level is None:
         return np.zeros(n, dtype=bool)
@@ -385,36 +381,6 @@ def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
     if noisy.sum() <= n / 2:
         return np.zeros(n, dtype=bool)
     return ~noisy & (detrended.fit.model != MODEL_NONE)
-
-
-def _screened_coverage(
-    detrended: CatalogDetrend, in_estimate: np.ndarray, keep_product: np.ndarray, has_experiment: np.ndarray | None
-) -> float:
-    """The factor that carries the estimate from the products measured to every product
-    (robust step only; 1 otherwise).
-
-    Products the robust step's screens left out (a wild history, or a swing far from their
-    arm's) are part of the all-product average, and their effect in units grows with their
-    level. They are taken to share the measured products' lift: the estimate becomes that
-    lift times the mean history level of the measured and screened products together, which
-    is the estimate times ``mean level (measured + screened) / mean level (measured)``. The
-    level is the history's mean within the winsorising bound (its baseline plus its clipped
-    residuals): a bulk order counts as far as the bound, as it does in a measured product's
-    residuals, and a spike of fifty times the level does not set the imputed effect.
-    """
-    if detrended.history_level is None or has_experiment is None:
-        return 1.0
-    screened = has_experiment & (detrended.screened | ~keep_product) & ~in_estimate
-    level = detrended.history_level
-    measured = in_estimate & np.isfinite(level)
-    screened &= np.isfinite(level)
-    if not screened.any() or not measured.any():
-        return 1.0
-    measured_level = float(level[measured].mean())
-    if not measured_level > 0:
-        return 1.0
-    every = float(level[measured | screened].mean())
-    return every / measured_level
 
 
 def _warn_without_experiment_rows(panel, detrended: CatalogDetrend, cells: Cells, outcome: str) -> None:
@@ -469,7 +435,7 @@ def _outlier_table(
     rule_reason = "swing (robust z within arm stratum)" if audit is not None else "swing in the quantile tails"
     tail = ~keep_product & _unmeasurable(detrended)
     if tail.any():
-        rows(tail, "counted through the lift", "no measurable noise in its history",
+        rows(tail, "dropped", "no measurable noise in its history (nothing bounds its experiment days)",
              np.full(len(keep_product), np.nan), None)
     rows(~keep_product & ~tail, "dropped", rule_reason, swing_z, None)
     if audit is not None:
