@@ -300,9 +300,7 @@ class PartitionFit:
     infinite and ``centre`` 0 without the robust step; history rows are centred on 0);
     ``stockout``: positions of the rows left out as stock-out days; ``screen_inputs``: what
     the volatility screen reads (robust step only): level, winsorised RMS and raw RMS of
-    the history residuals. ``level``: per product, the mean of its history within the
-    winsorising bound (baseline plus clipped residual; robust step only), the level at which
-    a product the estimate cannot measure is counted.
+    the history residuals.
     """
 
     fit: BaselineFit
@@ -310,7 +308,6 @@ class PartitionFit:
     centre: np.ndarray
     stockout: np.ndarray
     screen_inputs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    level: np.ndarray | None = None
 
     @property
     def robust(self) -> bool:
@@ -365,10 +362,9 @@ def fit_partition(panel: Panel, y: np.ndarray, *, detrend: bool = True, robust_s
         history_level = np.bincount(pre_code, weights=np.nan_to_num(pre.y - resid) * keep_pre, minlength=n) / n_kept
         history_rms = np.sqrt(np.bincount(pre_code, weights=clipped_pre**2, minlength=n) / n_kept)
         raw_rms = np.sqrt(np.bincount(pre_code, weights=np.nan_to_num(resid) ** 2 * keep_pre, minlength=n) / n_kept)
-        level = history_level + np.bincount(pre_code, weights=clipped_pre, minlength=n) / n_kept
     stockout_at = np.flatnonzero(stockout)
     centre = experiment_centre(panel, y, fit, stockout_at, 1.0)
-    return PartitionFit(fit, bound, centre, stockout_at, (history_level, history_rms, raw_rms), level)
+    return PartitionFit(fit, bound, centre, stockout_at, (history_level, history_rms, raw_rms))
 
 
 def experiment_centre(panel: Panel, y: np.ndarray, fit: BaselineFit, stockout: np.ndarray, detreat: float) -> np.ndarray:
@@ -572,8 +568,7 @@ class CatalogDetrend:
 
     ``fit``, ``shock`` and ``audit`` as in :class:`Detrended`; ``cells`` the first
     differences; ``level`` the forest's level feature; ``detreat`` the de-treating factor of
-    the robust step's last pass; ``history_level`` each product's history level within
-    the winsorising bound (robust step only); ``has_experiment`` whether it has analysed experiment rows. ``partition_fits`` (each
+    the robust step's last pass. ``partition_fits`` (each
     partition's fits as the engine keeps them: the fits, or a handle of them), ``outcome``
     and ``screened`` let a later task recompute any partition's residuals
     (``for_partition``).
@@ -588,10 +583,6 @@ class CatalogDetrend:
     partition_fits: list
     outcome: str
     detreat: float = 1.0
-    # Per product, the mean of its history within the winsorising bound (robust step only;
-    # None otherwise), and whether it has analysed experiment rows (screened or not).
-    history_level: np.ndarray | None = None
-    has_experiment: np.ndarray | None = None
 
     def for_partition(self, handle) -> "PartitionResiduals":
         """What a task needs to recompute the residuals of the partition ``handle`` loads
@@ -634,7 +625,7 @@ def _fit_task(task) -> tuple[tuple[BaselineFit, tuple | None], PartitionFit]:
     handle, outcome, detrend, robust_step = task
     panel = handle.load()
     part = fit_partition(panel, panel.outcomes[outcome], detrend=detrend, robust_step=robust_step)
-    return (dataclasses.replace(part.fit, weekday=None), part.screen_inputs, part.level), part
+    return (dataclasses.replace(part.fit, weekday=None), part.screen_inputs), part
 
 
 def _shock_task(task) -> np.ndarray:
@@ -643,18 +634,14 @@ def _shock_task(task) -> np.ndarray:
     return shock_sums(panel, panel.outcomes[outcome], resolve(part), screened, block)
 
 
-def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray]:
     handle, outcome, part, screened, shock, (detreat, swing_detreat) = task
     part = resolve(part)
     panel = handle.load()
     y = panel.outcomes[outcome]
     detrended, clipped = partition_residuals(panel, y, part, screened, shock, detreat, swing_detreat)
     cells = first_difference(panel, detrended, y)
-    has_experiment = np.bincount(panel.code[~panel.pre], minlength=panel.n_products) > 0
-    return (
-        cells.shifted(handle.offset), experiment_level(panel, detrended), clipped, _stockout_days(panel, part),
-        has_experiment,
-    )
+    return cells.shifted(handle.offset), experiment_level(panel, detrended), clipped, _stockout_days(panel, part)
 
 
 def detreat_factor(cells: Cells, volatility: np.ndarray) -> tuple[float, float]:
@@ -734,11 +721,9 @@ def detrend_partitions(
     if robust:
         inputs = tuple(np.concatenate([small[1][i] for small, _ in fitted]) for i in range(3))
         vol_z, screened = screen_products(fit, inputs, screen)
-        history_level = np.concatenate([small[2] for small, _ in fitted])
         del inputs
     else:
         vol_z, screened = None, np.zeros(n, dtype=bool)
-        history_level = None
     del fitted
     local = [screened[h.offset:h.offset + len(h.product_ids)] for h in handles]
     if remove_shocks:
@@ -773,10 +758,7 @@ def detrend_partitions(
         )
     cells = Cells.concat([r[0] for r in results])
     level = np.concatenate([r[1] for r in results])
-    has_experiment = np.concatenate([r[4] for r in results])
-    return CatalogDetrend(
-        fit, shock, audit, cells, level, screened, refs, outcome, detreat, history_level, has_experiment
-    )
+    return CatalogDetrend(fit, shock, audit, cells, level, screened, refs, outcome, detreat)
 
 
 def warn_left_out(panel: Panel, fit: BaselineFit, outcome: str) -> None:

@@ -375,7 +375,7 @@ def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
     measurable noise in their history while most products have one (nothing bounds or
     screens their experiment days)."""
     n = len(detrended.fit.model)
-    if detrended.history_level is None:
+    if detrended.audit is None:
         return np.zeros(n, dtype=bool)
     noisy = np.isfinite(detrended.fit.volatility)
     if noisy.sum() <= n / 2:
