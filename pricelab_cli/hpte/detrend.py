@@ -415,8 +415,7 @@ def shock_sums(
 
 
 def partition_residuals(
-    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray, detreat: float = 1.0,
-    swing_detreat: float | None = None,
+    panel: Panel, y: np.ndarray, part: PartitionFit, screened: np.ndarray, shock: np.ndarray, detreat: float = 1.0
 ) -> tuple[Detrended, np.ndarray]:
     """Stage three: residuals and counterfactuals of every row (NaN for rows left out), and
     per product the number of analysed rows whose residual was clipped.
@@ -426,9 +425,8 @@ def partition_residuals(
     only the first is clipped, as a control row is, and the residual is ``clip(y / g -
     counterfactual) + (1 - 1/g) y``. A row the clip does not touch keeps ``y -
     counterfactual`` exactly; a clipped treated row keeps its whole effect, so a
-    multiplicative effect of ``g`` loses nothing to the clipping; ``untreated`` keeps ``clip(y / g_s -
-    counterfactual)`` with ``g_s`` = ``swing_detreat`` (``detreat`` when None), what the swing
-    screen ranks.
+    multiplicative effect of ``g`` loses nothing to the clipping; ``untreated`` keeps ``clip(y / g -
+    counterfactual)``, what the swing screen ranks.
     """
     usable = part.usable(panel, screened)
     rows = np.flatnonzero(usable)
@@ -448,9 +446,6 @@ def partition_residuals(
         clipped = np.clip(raw, low, high)
         residual = np.where(scale != 1.0, clipped + (1.0 - 1.0 / scale) * y, clipped)
         untreated = clipped
-        if swing_detreat is not None and swing_detreat != detreat:
-            swing_scale = np.where(scale != 1.0, swing_detreat, 1.0)
-            untreated = np.clip(y / swing_scale - counterfactual, low, high)
     winsorised = np.bincount(panel.code[usable & (clipped != raw)], minlength=panel.n_products)
     return Detrended(residual, counterfactual, usable, shock, part.fit, untreated=untreated), winsorised
 
@@ -635,28 +630,26 @@ def _shock_task(task) -> np.ndarray:
 
 
 def _cells_task(task) -> tuple[Cells, np.ndarray, np.ndarray, np.ndarray]:
-    handle, outcome, part, screened, shock, (detreat, swing_detreat) = task
+    handle, outcome, part, screened, shock, detreat = task
     part = resolve(part)
     panel = handle.load()
     y = panel.outcomes[outcome]
-    detrended, clipped = partition_residuals(panel, y, part, screened, shock, detreat, swing_detreat)
+    detrended, clipped = partition_residuals(panel, y, part, screened, shock, detreat)
     cells = first_difference(panel, detrended, y)
     return cells.shifted(handle.offset), experiment_level(panel, detrended), clipped, _stockout_days(panel, part)
 
 
-def detreat_factor(cells: Cells, volatility: np.ndarray) -> tuple[float, float]:
-    """``1 + lift`` of a first pass for the clipping, and the same shrunk towards 1 by its
-    own noise for the swing screen, both held within ``DETREAT_RANGE``.
+def detreat_factor(cells: Cells, volatility: np.ndarray) -> float:
+    """``1 + lift`` of the previous pass, shrunk towards 1 by its own noise and held within
+    ``DETREAT_RANGE``: the factor that splits a treated row into its untreated part and its
+    effect (``partition_residuals``).
 
     The lift is the treated minus control mean first difference over the treated cells'
     observed mean less that difference, on the cells the estimate would keep: not those
-    whose swing (mean residual in units of the product's noise) is more than ``SWING_Z``
-    robust z-scores from its arm's; one wild product would otherwise set the clipping of
-    every treated row. The clipping takes it as it is: its error only moves
-    clipped treated rows, up or down alike. The swing screen takes it shrunk by ``max(0, 1 -
-    1 / t^2)``, ``t`` its ratio to its standard error (cells as independent draws): a lift
-    within its noise would move every treated product's swing by a share of its level that
-    no effect justifies.
+    whose swing is more than ``SWING_Z`` robust z-scores from its arm's (one wild product
+    would otherwise set the clipping of every treated row). It is shrunk by ``max(0, 1 -
+    1 / t^2)``, ``t`` its ratio to its standard error: a lift within its noise would leak
+    bulk orders into a null experiment and move every treated product's swing.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         swing = cells.untreated_difference / (volatility[cells.code] / np.sqrt(np.maximum(cells.n_rows, 1)))
@@ -665,15 +658,14 @@ def detreat_factor(cells: Cells, volatility: np.ndarray) -> tuple[float, float]:
     treated = (cells.treated == 1) & calm
     control = (cells.treated == 0) & calm
     if treated.sum() < 2 or control.sum() < 2:
-        return 1.0, 1.0
+        return 1.0
     difference, se = _first_pass_difference(cells, treated, control)
     level = float(cells.observed[treated].mean()) - difference
     if not (np.isfinite(level) and np.isfinite(difference) and np.isfinite(se)) or level <= 0 or difference == 0:
-        return 1.0, 1.0
+        return 1.0
     shrink = max(0.0, 1.0 - (se / difference) ** 2)
     low, high = DETREAT_RANGE
-    shrunk = float(np.clip(1.0 + shrink * difference / level, low, high))
-    return shrunk, shrunk
+    return float(np.clip(1.0 + shrink * difference / level, low, high))
 
 
 def _first_pass_difference(cells: Cells, treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
@@ -736,18 +728,18 @@ def detrend_partitions(
         shock = shocks_from_sums(sums)
     else:
         shock = np.zeros(len(source.dates))
-    tasks = [(h, outcome, ref, s, shock, (1.0, None)) for h, ref, s in zip(handles, refs, local)]
+    tasks = [(h, outcome, ref, s, shock, 1.0) for h, ref, s in zip(handles, refs, local)]
     results = engine.map(_cells_task, tasks)
     detreat = 1.0
     if robust:
         # Further passes: treated rows clipped on the untreated scale of the previous pass's
         # lift, until it settles (each pass gives back most of what the clip took from the last).
         for _ in range(DETREAT_PASSES):
-            new, swing_detreat = detreat_factor(Cells.concat([r[0] for r in results]), fit.volatility)
+            new = detreat_factor(Cells.concat([r[0] for r in results]), fit.volatility)
             if abs(new - detreat) < DETREAT_TOLERANCE:
                 break
             detreat = new
-            results = engine.map(_cells_task, [(*task[:5], (detreat, swing_detreat)) for task in tasks])
+            results = engine.map(_cells_task, [(*task[:5], detreat) for task in tasks])
     audit = None
     if robust:
         audit = RobustAudit(
