@@ -22,6 +22,8 @@ from pricelab_cli.hpte.detrend import (
     MODEL_NONE,
     CatalogDetrend,
     Cells,
+    DetreatInputs,
+    detreat_of,
     detrend_partitions,
     warn_left_out,
 )
@@ -213,7 +215,7 @@ class HeterogeneousPanelEffect:
                 stacklevel=2,
             )
         # Step 4 (the lift shares the estimate's draws).
-        self._bootstrap(panel, cells, leaf, outcome, progress)
+        self._bootstrap(panel, cells, leaf, outcome, progress, self._detreat_sensitivity(detrended, cells, leaf))
         self.cate_ = _product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
@@ -265,17 +267,35 @@ class HeterogeneousPanelEffect:
         self.forest_splits_ = {n: float(c / total) for n, c in zip(names, counts)} if total else {}
         return leaves
 
-    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress) -> None:
+    def _detreat_sensitivity(self, detrended: CatalogDetrend, cells: Cells, leaf) -> tuple[DetreatInputs, float] | None:
+        """The de-treating factor's inputs and how fast the estimate moves with the factor
+        (the leaf second difference of the cells' slopes: the estimate is linear in the
+        cells' first differences), when the robust step chose a factor from the data and
+        the bootstrap is to redraw it; else None."""
+        inputs = detrended.detreat_inputs
+        if inputs is None or self.n_bootstrap == 0 or not np.any(cells.detreat_slope):
+            return None
+        return inputs, float(leaf.coefficient @ cells.detreat_slope)
+
+    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress, detreat=None) -> None:
         """Resample units (products or clusters) within their arm strata: the estimate and
         the treated cells' observed mean, together; the lift's draws are ``estimate /
-        (observed - estimate)``."""
+        (observed - estimate)``.
+
+        With ``detreat`` (the robust step's de-treating factor's inputs and the estimate's
+        slope in it), each draw also redraws the factor's two inputs from the same resample
+        and moves the estimate by its slope times the factor's change: the factor is chosen
+        from the data, and its noise is the estimate's too (a clipped treated row's effect
+        part is ``(1 - 1/g) y``)."""
         unit_of_cell = panel.unit[cells.code]
         n_units = int(panel.unit.max()) + 1
         observed, observed_influence = _treated_observed(cells, leaf)
-        influence = np.stack(
-            [np.bincount(unit_of_cell, weights=w, minlength=n_units) for w in (leaf.influence, observed_influence)],
-            axis=1,
-        )
+        columns = [leaf.influence, observed_influence]
+        estimates = [leaf.estimate, observed]
+        if detreat is not None:
+            columns += [cells.detreat_difference, cells.detreat_level]
+            estimates += [detreat[0].difference, detreat[0].level]
+        influence = np.stack([np.bincount(unit_of_cell, weights=w, minlength=n_units) for w in columns], axis=1)
         has_t = np.bincount(unit_of_cell, weights=cells.treated * leaf.matched, minlength=n_units) > 0
         has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * leaf.matched, minlength=n_units) > 0
         present = has_t | has_c
@@ -283,9 +303,13 @@ class HeterogeneousPanelEffect:
         self._warn_few_units(panel, outcome)
         stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
         draws = bootstrap_draws(
-            np.array([leaf.estimate, observed]), influence[present], stratum, self.n_bootstrap, self.random_state,
+            np.array(estimates), influence[present], stratum, self.n_bootstrap, self.random_state,
             progress, self._engine(int(present.sum())),
         )
+        if detreat is not None and len(draws):
+            inputs, slope = detreat
+            factor = detreat_of(draws[:, 2], draws[:, 3])
+            draws[:, 0] += slope * (factor - inputs.factor())
         boot = summarise_draws(draws[:, 0])
         self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
         self.bootstrap_draws_ = boot.draws

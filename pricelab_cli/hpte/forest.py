@@ -266,6 +266,8 @@ class LeafSecondDifference:
     cate : per cell, mean over trees of its leaf difference (NaN when never matched).
     matched : per cell, whether some tree puts it in a two-armed leaf.
     n_trees : trees with at least one two-armed leaf.
+    coefficient : per cell, the estimate's derivative in the cell's first difference (for
+        fixed leaves the estimate is linear in them: ``estimate == coefficient @ y``).
     """
 
     estimate: float
@@ -273,6 +275,7 @@ class LeafSecondDifference:
     cate: np.ndarray
     matched: np.ndarray
     n_trees: int
+    coefficient: np.ndarray
 
 
 # Trees are shared out in this many fixed groups, summed in order: the result has the same
@@ -314,13 +317,15 @@ def _tree_columns(leaves) -> "Iterator[np.ndarray]":
         yield from batch
 
 
-def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray]:
+def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One group of trees: each used tree's estimate, and per cell the sums over the group's
     trees of its influence (see the module docstring; still to be divided by the number of
-    trees used) and of its leaf difference in two-armed leaves, and how many trees matched
-    it. Three cells-long arrays (8 + 8 + 4 bytes a cell) are all that comes back."""
+    trees used), of its coefficient in the tree's estimate, and of its leaf difference in
+    two-armed leaves, and how many trees matched it. Four cells-long arrays (8 + 8 + 8 + 4
+    bytes a cell) are all that comes back."""
     arm, y, weight = group.arm, group.y, group.weight
     influence = np.zeros(len(y))
+    coefficient = np.zeros(len(y))
     cate_sum = np.zeros(len(y))
     matches = np.zeros(len(y), dtype=np.int32)
     thetas = []
@@ -352,10 +357,12 @@ def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray, np.ndarray,
         of_weight = np.where(valid, (diff - theta) / tree_size, 0.0)
         of_y = np.column_stack([-slope_c, slope_t]).reshape(-1)
         constant = np.column_stack([-slope_c * mean_c, slope_t * mean_t]).reshape(-1)
-        influence += weight * of_weight[column] + y * of_y[key] - constant[key]
+        cell_of_y = of_y[key]
+        influence += weight * of_weight[column] + y * cell_of_y - constant[key]
+        coefficient += cell_of_y
         cate_sum += np.where(valid, diff, 0.0)[column]
         matches += valid[column]
-    return thetas, influence, cate_sum, matches
+    return thetas, influence, coefficient, cate_sum, matches
 
 
 def leaf_second_difference(
@@ -380,19 +387,18 @@ def leaf_second_difference(
     groups = _tree_groups(leaves, treated.astype(np.int64), y, weight)
     engine = engine or LocalEngine()
     thetas: list[float] = []
-    influence = cate_sum = matches = None
+    influence = coefficient = cate_sum = matches = None
     # As many groups at a time as the engine runs side by side, summed in group order as
     # they come back: only that many groups' arrays are held at once.
     step = max(1, min(engine.workers, len(groups)))
     for start in range(0, len(groups), step):
-        for group_thetas, group_influence, group_cate, group_matches in engine.map(_group_sums, groups[start:start + step]):
+        for group_thetas, *sums in engine.map(_group_sums, groups[start:start + step]):
             thetas += group_thetas
             if influence is None:
-                influence, cate_sum, matches = group_influence, group_cate, group_matches
+                influence, coefficient, cate_sum, matches = sums
             else:
-                influence += group_influence
-                cate_sum += group_cate
-                matches += group_matches
+                for total, part in zip((influence, coefficient, cate_sum, matches), sums):
+                    total += part
     if not thetas:
         raise DataError(
             "no leaf of the forest holds both treated and control cells, so no second difference "
@@ -401,7 +407,8 @@ def leaf_second_difference(
     n_used = len(thetas)
     estimate = float(np.mean(thetas))
     influence /= n_used
+    coefficient /= n_used
     matched = matches > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         cate = np.where(matched, cate_sum / matches, np.nan)
-    return LeafSecondDifference(estimate, influence, cate, matched, n_used)
+    return LeafSecondDifference(estimate, influence, cate, matched, n_used, coefficient)

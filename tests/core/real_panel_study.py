@@ -23,6 +23,8 @@ the mean over its treated analysed days of ``tau_i * y_it``, then the mean over 
 with treated analysed days (every product weighted equally, as hpte's estimate). The paired
 recovery ratio of a repetition is ``(estimate - estimate of aa) / truth``: the A/A estimate
 on the same assignment takes out the experiment's own noise, which dominates a real panel.
+The same ratio over the truth of the products in the estimate (those with a CATE) tells
+what the estimator reads on the products it keeps from what its robust step leaves out.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ OUTCOMES = ("aa", "m05", "m10", "het", "m10_dirty")
 CONTAMINATION_SHARE = 0.03
 STUDY_DAYS = 182
 TREES = 10
-BOOTSTRAP = 200
+BOOTSTRAP = 500
 
 
 def prepare(products: pl.DataFrame, sales: pl.DataFrame, period_days: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -123,6 +125,9 @@ class Repetition:
     effects: pl.DataFrame
     truth: dict
     truth_lift: dict
+    # The same truths over the products in the estimate (those with a CATE): what the
+    # estimate measures once the robust step has left its products out.
+    truth_in: dict = dataclasses.field(default_factory=dict)
 
 
 def run_experiment(
@@ -143,7 +148,28 @@ def run_experiment(
             planted, assignment, outcomes=list(OUTCOMES), features=products, n_bootstrap=n_bootstrap, seed=rep,
             n_estimators=trees, n_jobs=1, effect_paths=False,
         )
-    return Repetition(kind, rep, result.effects, truth, truth_lift)
+    per_product = _added(products, sales, assignment)
+    truth_in = {}
+    for name in OUTCOMES[1:]:
+        kept = result.cate.filter((pl.col("outcome") == name) & pl.col("cate").is_not_null())["product_id"]
+        truth_in[name] = float(per_product.filter(pl.col("product_id").is_in(kept))["m10" if name == "m10_dirty" else name].mean())
+    return Repetition(kind, rep, result.effects, truth, truth_lift, truth_in)
+
+
+def _added(products: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame) -> pl.DataFrame:
+    """Per product with treated analysed days, the mean added per treated analysed day by
+    each planted outcome (``plant``'s truths before the mean over products)."""
+    tau = pl.DataFrame({"product_id": products["product_id"], "tau_het": product_taus(products)})
+    treated = (
+        sales.select("product_id", "date", "units")
+        .join(assignment.select("product_id", "date", "treated", "blackout"), on=["product_id", "date"])
+        .filter((pl.col("treated") == 1) & ~pl.col("blackout").fill_null(False))
+        .join(tau, on="product_id", how="left")
+    )
+    y = pl.col("units").cast(pl.Float64)
+    return treated.group_by("product_id").agg(
+        m05=y * PLANTED["m05"], m10=y * PLANTED["m10"], het=y * pl.col("tau_het")
+    ).with_columns(pl.col("m05", "m10", "het").list.mean())
 
 
 def plant(products: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame, rep: int):
@@ -250,9 +276,14 @@ def summarise(reps: list[Repetition]) -> dict:
         resid = diff - ratio * truth
         ratio_se = float(resid.std(ddof=1) / np.sqrt(len(reps)) / abs(truth.mean()))
         hit = [row["ci_low"] <= t <= row["ci_high"] for row, t in zip(rows, truth)]
+        truth_in = np.array([r.truth_in.get(name, np.nan) for r in reps])
+        ratio_in = diff.mean() / truth_in.mean()
         entry = {
             "recovery": float(ratio),
             "recovery_mc": ratio_se,
+            "recovery_in_estimate": float(ratio_in),
+            "recovery_in_estimate_mc": float((diff - ratio_in * truth_in).std(ddof=1) / np.sqrt(len(reps)) / abs(truth_in.mean())),
+            "truth_in_estimate_share": float(truth_in.mean() / truth.mean()),
             "coverage": float(np.mean(hit)),
             "se": float(np.mean([row["se"] for row in rows])),
             "spread": float(np.std(diff, ddof=1)),
