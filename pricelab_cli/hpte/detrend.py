@@ -689,14 +689,6 @@ def detreat_of(difference: np.ndarray, level: np.ndarray) -> np.ndarray:
     return np.where(ok & np.isfinite(factor), factor, 1.0)
 
 
-def detreat_factor(cells: Cells, volatility: np.ndarray) -> float:
-    """``1 + lift`` of the previous pass, held within ``DETREAT_RANGE``: the factor that
-    splits a treated row into its untreated part and its effect (``partition_residuals``);
-    see ``detreat_inputs``."""
-    inputs, _, _ = detreat_inputs(cells, volatility)
-    return 1.0 if inputs is None else inputs.factor()
-
-
 def detreat_inputs(cells: Cells, volatility: np.ndarray) -> tuple[DetreatInputs | None, np.ndarray, np.ndarray]:
     """The de-treating factor's inputs, and each cell's linearised contribution to its
     difference and to its level (so the bootstrap can redraw the factor with the estimate).
@@ -798,21 +790,23 @@ def detrend_partitions(
         shock = np.zeros(len(source.dates))
     tasks = [(h, outcome, ref, s, shock, 1.0) for h, ref, s in zip(handles, refs, local)]
     results = engine.map(_cells_task, tasks)
+    cells = Cells.concat([r[0] for r in results])
     detreat = 1.0
+    inputs = None
+    audit = None
     if robust:
         # Further passes: treated rows clipped on the untreated scale of the previous pass's
-        # lift, until it settles (each pass gives back most of what the clip took from the last).
-        for _ in range(DETREAT_PASSES):
-            new = detreat_factor(Cells.concat([r[0] for r in results]), fit.volatility)
-            if abs(new - detreat) < DETREAT_TOLERANCE:
+        # lift (``1 + lift`` held within ``DETREAT_RANGE``), until it settles (each pass gives
+        # back most of what the clip took from the last). The last cells' inputs stay for the
+        # bootstrap, which redraws the factor from them.
+        for passes in range(DETREAT_PASSES + 1):
+            inputs, difference_influence, level_influence = detreat_inputs(cells, fit.volatility)
+            new = 1.0 if inputs is None else inputs.factor()
+            if passes == DETREAT_PASSES or abs(new - detreat) < DETREAT_TOLERANCE:
                 break
             detreat = new
             results = engine.map(_cells_task, [(*task[:5], detreat) for task in tasks])
-    audit = None
-    inputs = None
-    if robust:
-        cells = Cells.concat([r[0] for r in results])
-        inputs, difference_influence, level_influence = detreat_inputs(cells, fit.volatility)
+            cells = Cells.concat([r[0] for r in results])
         cells = dataclasses.replace(cells, detreat_difference=difference_influence, detreat_level=level_influence)
         audit = RobustAudit(
             volatility_z=vol_z,
@@ -820,8 +814,6 @@ def detrend_partitions(
             n_stockout=np.concatenate([r[3] for r in results]),
             n_winsorised=np.concatenate([r[2] for r in results]),
         )
-    else:
-        cells = Cells.concat([r[0] for r in results])
     level = np.concatenate([r[1] for r in results])
     return CatalogDetrend(fit, shock, audit, cells, level, screened, refs, outcome, detreat, inputs)
 
