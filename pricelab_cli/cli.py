@@ -18,17 +18,19 @@ from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Optional
 
-import polars as pl
 import typer
 from rich import box
 from rich.table import Table
 
 from pricelab_cli import __version__
-from pricelab_cli import io
-from pricelab_cli.assign import BalanceReport, BalanceTally, plan_assignment
+from pricelab_cli._lazy import lazy
 from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
 from pricelab_cli.console import Reporter, error
 from pricelab_cli.errors import PricelabError, PricelabWarning, UsageError
+
+# Loaded when a command first needs them: help, --version and `design` never do.
+pl = lazy("polars")
+io = lazy("pricelab_cli.io")
 
 app = typer.Typer(
     name="pricelab",
@@ -37,6 +39,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: text in brackets stays as written (rich markup would eat "[...]"), flags
+    # show as flags and choices as choices.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -53,11 +58,12 @@ def _date_flag(value: str | None) -> dt.date | None:
         raise typer.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form.") from None
 
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr but errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors on stderr.")]
+Silent = Annotated[bool, typer.Option("--silent", help="Print nothing on stderr but errors.")]
 Verbose = Annotated[bool, typer.Option("--verbose", help="Show a Python traceback when a run fails.")]
 Format = Annotated[
     Optional[str],
-    typer.Option("--format", help="Format written to stdout (-o -): csv (default) or parquet. Files follow their extension; stdin is recognised."),
+    typer.Option("--format", help="Format written to stdout (-o -): csv or parquet. Files follow their extension; stdin is recognised.", show_default="csv"),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; same inputs and seed give identical output bytes.")]
 InputPath = Annotated[
@@ -80,8 +86,8 @@ StorageOption = Annotated[
 Output = Annotated[str, typer.Option("--output", "-o", help="Output file (format from extension) or - for stdout.")]
 
 
-def _date_option(flag: str, help_text: str):
-    return typer.Option(flag, parser=_date_flag, metavar="YYYY-MM-DD", help=help_text)
+def _date_option(flag: str, help_text: str, default: str | None = None):
+    return typer.Option(flag, parser=_date_flag, metavar="YYYY-MM-DD", help=help_text, show_default=default or False)
 
 
 def _storage(pairs: list[str] | None) -> dict[str, str] | None:
@@ -104,9 +110,9 @@ EngineOption = Annotated[
     Optional[str],
     typer.Option(
         "--engine",
-        help="Where the partition tasks run: local (this machine) or ray (the Ray cluster at RAY_ADDRESS) "
-        "[PRICELAB_ENGINE, else local].",
-        show_default=False,
+        help="Where the partition tasks run: local (this machine) or ray (the Ray cluster at RAY_ADDRESS).",
+        metavar="local|ray",
+        show_default="$PRICELAB_ENGINE, else local",
     ),
 ]
 
@@ -157,7 +163,7 @@ _INPUT_FLAGS = ("--sales", "--assignment", "--products", "--features", "--edges"
 
 
 def _run(
-    quiet: bool,
+    levels: tuple[bool, bool],
     seed: int | None,
     fmt: str | None,
     *outputs: str | None,
@@ -166,7 +172,8 @@ def _run(
 ) -> Run:
     """Start a run: check ``--format`` and every output path before any work is done.
 
-    ``documents`` are outputs that are not tables (JSON, PNG); ``storage_option`` the
+    ``levels`` is (--quiet, --silent); ``documents`` are outputs that are not tables (JSON,
+    PNG); ``storage_option`` the
     command's ``--storage-option`` pairs. Messages name the flags as the user typed them on
     the command line.
     """
@@ -177,7 +184,8 @@ def _run(
     io.check_outputs(
         named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt, storage_options=storage
     )
-    reporter = Reporter(quiet=quiet)
+    quiet, silent = levels
+    reporter = Reporter(quiet=quiet, silent=silent)
     _ACTIVE.reporter = reporter
     return Run(reporter, seed, fmt, tuple(o for o in outputs if o), storage)
 
@@ -245,6 +253,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         reporter.warn(_name_the_file(str(message), _ACTIVE.argv))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pricelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Design, assign and analyse price experiments on a product catalog."""
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -256,22 +279,23 @@ def design(
     output: Output = "-",
     start: Annotated[Optional[dt.date], _date_option("--start", "First experiment date.")] = None,
     end: Annotated[Optional[dt.date], _date_option("--end", "Last experiment date (time-bound, random-days).")] = None,
-    block_days: Annotated[Optional[int], typer.Option(help="random-days: days per re-randomised block [1].")] = None,
+    block_days: Annotated[Optional[int], typer.Option(help="random-days: days per re-randomised block.", show_default="1")] = None,
     duration_days: Annotated[Optional[int], typer.Option(help="triggered: window length from each event.")] = None,
     phase_days: Annotated[Optional[int], typer.Option(help="crossover: days per phase.")] = None,
-    blackout_days: Annotated[Optional[int], typer.Option(help="crossover: blackout days opening each phase [0].")] = None,
-    phases: Annotated[Optional[int], typer.Option(help="crossover: number of phases [2].")] = None,
+    blackout_days: Annotated[Optional[int], typer.Option(help="crossover: blackout days opening each phase.", show_default="0")] = None,
+    phases: Annotated[Optional[int], typer.Option(help="crossover: number of phases.", show_default="2")] = None,
     treat_share: Annotated[float, typer.Option(help="Share of randomisation units treated.")] = 0.5,
-    salt: Annotated[Optional[str], typer.Option(help="Hash salt [derived from --seed, else random].")] = None,
+    salt: Annotated[Optional[str], typer.Option(help="Hash salt.", show_default="derived from --seed, else random")] = None,
     name: Annotated[Optional[str], typer.Option(help="Name shown in reports.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the product x day grid to this PNG.")] = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Derive the salt from this seed.")] = None,
 ) -> None:
     """Write an experiment design (JSON spec) for the assign step."""
-    run = _run(quiet, seed, fmt, output, str(plot) if plot else None, documents=(output, str(plot) if plot else None))
+    run = _run((quiet, silent), seed, fmt, output, str(plot) if plot else None, documents=(output, str(plot) if plot else None))
     kind_name = kind.value
     _reject_flags_for_kind(
         kind_name,
@@ -328,12 +352,13 @@ def assign(
     event_col: EventCol = "event_date",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
 ) -> None:
     """Expand a design to one row per product and experiment date (hash-based, stable)."""
-    run = _run(quiet, seed, fmt, output, storage_option=storage_option)
+    run = _run((quiet, silent), seed, fmt, output, storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
     # Assignment hashes product ids only: the catalog's other columns are never read.
@@ -354,6 +379,8 @@ def assign(
     )
     if spec.kind != "triggered" and event_table is not None:
         run.reporter.warn(f"--events is used by triggered designs only; {spec.kind} ignores it.")
+    from pricelab_cli.assign import BalanceTally, plan_assignment
+
     plan = plan_assignment(spec, product_table, clusters=cluster_table, events=event_table)
     # The rows are made and written in pieces, never all held at once: a date at a time for
     # a folder partitioned by date, else whole products at a time (the file's row order).
@@ -369,7 +396,7 @@ def _user_names(df, *, unit_col="product_id", time_col="date", cluster_col="clus
     return df.rename({ours: user for ours, user in mapping.items() if ours in df.columns and ours != user})
 
 
-def _report_balance(reporter: Reporter, report: BalanceReport, spec: Design) -> None:
+def _report_balance(reporter: Reporter, report: "BalanceReport", spec: Design) -> None:
     reporter.say(
         f"{spec.label}: {report.n_units} randomisation units, treated share {report.treated_share:.3f} "
         f"(design {spec.treat_share}); SRM chi-square {report.srm_chi2:.2f}, p = {report.srm_p_value:.3g}"
@@ -417,7 +444,7 @@ def hpte(
     assignment: InputPath,
     output: Output = "-",
     outcome: Annotated[
-        Optional[list[str]], typer.Option("--outcome", help="Outcome column; repeat for several (default: units).")
+        Optional[list[str]], typer.Option("--outcome", metavar="COLUMN", help="Outcome column; repeat for several.", show_default="units")
     ] = None,
     features: Annotated[
         Optional[str], typer.Option(help="Product features for the causal forest (product_id + columns).")
@@ -435,7 +462,7 @@ def hpte(
     ] = OutlierRule.robust,
     outlier_c: Annotated[
         Optional[float],
-        typer.Option(min=0.0, help="With --outlier-rule quantile: drop about C products (tail share C / n) [4]."),
+        typer.Option(min=0.0, help="With --outlier-rule quantile: drop about C products (tail share C / n).", show_default="4"),
     ] = None,
     no_outlier_filter: Annotated[
         bool, typer.Option("--no-outlier-filter", help="Keep every product (residuals are still winsorised).")
@@ -456,7 +483,7 @@ def hpte(
     ] = False,
     trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,
     jobs: Annotated[
-        int, typer.Option(help="Worker processes for the per-partition steps and threads for the forest [all cores].")
+        int, typer.Option(help="Worker processes for the per-partition steps and threads for the forest (0: all cores).", show_default="all cores")
     ] = 0,
     engine: EngineOption = None,
     partition_rows: Annotated[
@@ -464,7 +491,8 @@ def hpte(
         typer.Option(
             "--partition-rows", min=1000,
             help="Sales rows per partition of products, one task's share of the work; the result does not "
-            "depend on it [4,000,000].",
+            "depend on it.",
+            show_default="4,000,000",
         ),
     ] = None,
     cate_out: Annotated[
@@ -495,6 +523,7 @@ def hpte(
     price_col: Annotated[str, typer.Option("--price-col", help="Price column of the sales (a forest feature).")] = "price",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -503,7 +532,7 @@ def hpte(
     from pricelab_cli.hpte import estimate_hpte
 
     run = _run(
-        quiet, seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, placebo_out, carryover_out,
+        (quiet, silent), seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, placebo_out, carryover_out,
         documents=(str(plot) if plot else None,), storage_option=storage_option,
     )
     if outlier_c is not None and outlier_rule is OutlierRule.robust:
@@ -716,6 +745,7 @@ def spillover_graph_command(
     engine: EngineOption = None,
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -724,7 +754,7 @@ def spillover_graph_command(
     from pricelab_cli.errors import EmptyTableError
     from pricelab_cli.spillover.graph import spillover_graph
 
-    run = _run(quiet, seed, fmt, output, all_pairs, storage_option=storage_option)
+    run = _run((quiet, silent), seed, fmt, output, all_pairs, storage_option=storage_option)
     if products is None and pairs is None:
         raise UsageError("give --products (with --group-col) or --pairs to say which pairs to test.")
     ids = {unit_col: "product_id"}
@@ -808,6 +838,7 @@ def cluster(
     cluster_col: ClusterCol = "cluster_id",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -816,7 +847,7 @@ def cluster(
     from pricelab_cli.spillover.cluster import cluster_size_plot, leiden_clusters
 
     run = _run(
-        quiet, seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,),
+        (quiet, silent), seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,),
         storage_option=storage_option,
     )
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=products is not None)
@@ -876,7 +907,7 @@ def ipw(
         Optional[float], typer.Option(help="Raise exposure probabilities below this to it (weights at most 1/clip).")
     ] = None,
     outlier_rule: Annotated[
-        OutlierRule, typer.Option(help="Residuals as hpte makes them: robust (default) or quantile (least squares).")
+        OutlierRule, typer.Option(help="Residuals as hpte makes them: robust or quantile (least squares).")
     ] = OutlierRule.robust,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
@@ -884,6 +915,7 @@ def ipw(
     engine: EngineOption = None,
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -891,7 +923,7 @@ def ipw(
     """Direct and spillover effects by inverse-probability weighting, with exposure probabilities from the design."""
     from pricelab_cli.spillover.ipw import ipw_effects
 
-    run = _run(quiet, seed, fmt, output, storage_option=storage_option)
+    run = _run((quiet, silent), seed, fmt, output, storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path), source=design_path)
     ids = {unit_col: "product_id"}
     assignment_table = run.read(
@@ -978,7 +1010,7 @@ def _report_ipw(reporter: Reporter, result, outcome: str) -> None:
 def power(
     history: InputPath,
     products: InputPath,
-    design_paths: Annotated[list[str], typer.Option("--design", help="A design JSON; repeat to compare designs.")],
+    design_paths: Annotated[list[str], typer.Option("--design", metavar="PATH", help="A design JSON; repeat to compare designs.")],
     output: Output = "-",
     outcome: Annotated[str, typer.Option(help="Outcome column of the history.")] = "units",
     effect: Annotated[float, typer.Option(help="Relative effect injected on treated cells (0.05 = +5%).")] = 0.05,
@@ -988,13 +1020,13 @@ def power(
     spillover: Annotated[float, typer.Option(help="Threat: share of the effect leaking onto substitutes, opposite sign.")] = 0.0,
     clusters: Annotated[Optional[str], typer.Option(help="product_id,cluster_id: also run every design by cluster.")] = None,
     events: Annotated[Optional[str], typer.Option(help="product_id,event_date inside the history, for triggered designs.")] = None,
-    interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals [all].")] = None,
+    interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals.", show_default="all")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws in those repetitions.")] = 200,
     trees: Annotated[int, typer.Option(min=1, help="Causal-forest trees per estimate in the study.")] = 10,
     outlier_rule: Annotated[
         OutlierRule, typer.Option(help="hpte's outlier rule inside the study (robust or quantile, as in hpte).")
     ] = OutlierRule.robust,
-    jobs: Annotated[int, typer.Option(help="Worker processes [all cores].")] = 0,
+    jobs: Annotated[int, typer.Option(help="Worker processes (0: all cores).", show_default="all cores")] = 0,
     engine: EngineOption = None,
     repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
@@ -1003,6 +1035,7 @@ def power(
     cluster_col: ClusterCol = "cluster_id",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -1011,7 +1044,7 @@ def power(
     from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
 
     run = _run(
-        quiet, seed, fmt, output, repetitions_out, str(plot) if plot else None,
+        (quiet, silent), seed, fmt, output, repetitions_out, str(plot) if plot else None,
         documents=(str(plot) if plot else None,), storage_option=storage_option,
     )
     ids = {unit_col: "product_id"}
@@ -1098,6 +1131,7 @@ def report(
     cluster_col: ClusterCol = "cluster_id",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -1110,7 +1144,7 @@ def report(
     stem = output.rsplit(".", 1)[0]
     md_path, image_folder = (f"{stem}.md", f"{stem}_files") if markdown else (None, None)
     # Nothing in the report is random; --seed is recorded, as for every command.
-    run = _run(quiet, seed, fmt, documents=(output, md_path), storage_option=storage_option)
+    run = _run((quiet, silent), seed, fmt, documents=(output, md_path), storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
     assignment_table = run.read(
@@ -1172,6 +1206,7 @@ def simulate_catalog_command(
     id_prefix: Annotated[Optional[str], typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
     edges_out: Annotated[Optional[str], typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -1179,7 +1214,7 @@ def simulate_catalog_command(
     """Write a synthetic product catalog (features, categories, planted communities)."""
     from pricelab_cli.simulate import simulate_catalog
 
-    run = _run(quiet, seed, fmt, output, edges_out)
+    run = _run((quiet, silent), seed, fmt, output, edges_out)
     products, edges = simulate_catalog(
         n_products=n_products, n_groups=n_groups, community_size=community_size, seed=seed, id_prefix=id_prefix
     )
@@ -1199,8 +1234,8 @@ def simulate_sales_command(
     output: Output = "-",
     assignment: Annotated[Optional[str], typer.Option(help="Assignment that drives treatment (else history only).")] = None,
     edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (cross-price elasticities).")] = None,
-    start: Annotated[Optional[dt.date], _date_option("--start", "First panel date [assignment start - history days].")] = None,
-    end: Annotated[Optional[dt.date], _date_option("--end", "Last panel date [assignment end].")] = None,
+    start: Annotated[Optional[dt.date], _date_option("--start", "First panel date.", "assignment start - history days")] = None,
+    end: Annotated[Optional[dt.date], _date_option("--end", "Last panel date.", "assignment end")] = None,
     history_days: Annotated[int, typer.Option(help="Days of history before the experiment.")] = 365,
     price_change: Annotated[float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")] = -0.10,
     elasticity: Annotated[float, typer.Option(help="Average own-price elasticity.")] = -2.0,
@@ -1231,6 +1266,7 @@ def simulate_sales_command(
     time_col: TimeCol = "date",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
+    silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Seed = 0,
@@ -1239,7 +1275,7 @@ def simulate_sales_command(
     from pricelab_cli.simulate import simulate_sales
 
     run = _run(
-        quiet, seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,),
+        (quiet, silent), seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,),
         storage_option=storage_option,
     )
     ids = {unit_col: "product_id"}
@@ -1316,6 +1352,11 @@ def _name_the_file(message: str, argv: list[str]) -> str:
 def _show_click_error(exc: Exception) -> None:
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        # `pricelab` alone: the commands to choose from, and what went wrong in words.
+        sys.stderr.write(ctx.get_help() + "\n\n")
+        error("no command given; pick one of the commands above.")
+        return
     usage = f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n" if ctx is not None else ""
     sys.stderr.write(usage)
     error(message)

@@ -1,8 +1,20 @@
-"""Everything pricelab says to a person goes to stderr through here; stdout carries data only."""
+"""Everything pricelab says to a person goes to stderr through here; stdout carries data only.
+
+Three levels: everything (summaries, tables, progress bars, warnings); ``quiet`` (warnings
+only: an SRM or a failed placebo still reaches the log); ``silent`` (nothing but the error
+line of a failed run).
+
+A log or a pipe is not a terminal: there, tables are printed at their full width (never cut
+at 80 columns) and no progress bar is drawn, so a cron log holds lines of text and no
+blank or half-drawn lines. A stderr whose reader went away (``2>&1 | head -1``) never fails
+the run: what pricelab has to say is dropped and the run ends as it would have.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sys
 from collections.abc import Callable, Iterator
 
@@ -10,14 +22,69 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+# Width of a console that is not a terminal: wide enough that no table is cut.
+LOG_WIDTH = 1000
+
+
+class _Stderr:
+    """``sys.stderr`` as it is at each write (so test capture works), with a reader that
+    went away ignored: the first broken write points file descriptor 2 at /dev/null, so
+    nothing later (the interpreter's final flush included) trips over it again."""
+
+    broken = False
+
+    def write(self, text: str) -> int:
+        if not _Stderr.broken:
+            try:
+                return sys.stderr.write(text)
+            except OSError as exc:
+                _gone(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if not _Stderr.broken:
+            try:
+                sys.stderr.flush()
+            except OSError as exc:
+                _gone(exc)
+
+    def isatty(self) -> bool:
+        try:
+            return not _Stderr.broken and sys.stderr.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def __getattr__(self, name):
+        return getattr(sys.stderr, name)
+
+
+def _gone(exc: OSError) -> None:
+    if not isinstance(exc, BrokenPipeError) and exc.errno not in (errno.EPIPE, errno.EBADF):
+        raise exc
+    _Stderr.broken = True
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
+
+
+def _console() -> Console:
+    stream = _Stderr()
+    terminal = stream.isatty()
+    return Console(
+        file=stream, highlight=False, soft_wrap=True, width=None if terminal else LOG_WIDTH,
+        force_terminal=None if terminal else False,
+    )
+
 
 class Reporter:
-    """Summaries, warnings and progress bars on stderr; silent when ``quiet``."""
+    """Summaries, tables and progress bars on stderr unless ``quiet``; warnings unless
+    ``silent``."""
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        # stderr=True makes rich look up sys.stderr at each write, so test capture works.
-        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+    def __init__(self, quiet: bool = False, silent: bool = False) -> None:
+        self.silent = silent
+        self.quiet = quiet or silent
+        self.console = _console()
 
     def say(self, text: str) -> None:
         """A line of summary."""
@@ -25,8 +92,8 @@ class Reporter:
             self.console.print(text, markup=False)
 
     def warn(self, text: str) -> None:
-        """A warning; shown even without a terminal, hidden only by --quiet."""
-        if not self.quiet:
+        """A warning; shown even without a terminal and with --quiet, hidden by --silent."""
+        if not self.silent:
             self.console.print(f"warning: {text}", style="yellow", markup=False)
 
     def table(self, table: Table) -> None:
@@ -34,11 +101,16 @@ class Reporter:
         if not self.quiet:
             self.console.print(table)
 
+    @property
+    def _bars(self) -> bool:
+        """Progress bars are for a person at a terminal: not for --quiet, not for a log."""
+        return not self.quiet and self.console.is_terminal
+
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """Yield ``advance(n)``; draws a bar on stderr while the block runs (a count without
         an end when ``total`` is None)."""
-        if self.quiet or (total is not None and total <= 0):
+        if not self._bars or (total is not None and total <= 0):
             yield lambda n=1: None
             return
         bar = Progress(
@@ -54,12 +126,11 @@ class Reporter:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
 
-
     @contextlib.contextmanager
     def tasks(self, description: str) -> Iterator["TaskBar"]:
         """Yield a counter of tasks (``add(n)`` as a stage of ``n`` starts, ``done(n)`` as
         they finish) drawn as one bar on stderr whose total grows stage by stage."""
-        if self.quiet:
+        if not self._bars:
             yield TaskBar(None, None)
             return
         bar = Progress(
@@ -92,7 +163,6 @@ class TaskBar:
 
 def error(text: str) -> None:
     """The one error line a failed run prints."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"pricelab: error: {text}", style="bold red", markup=False
-    )
-    sys.stderr.flush()
+    console = _console()
+    console.print(f"pricelab: error: {text}", style="bold red", markup=False)
+    console.file.flush()

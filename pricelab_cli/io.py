@@ -27,9 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import polars as pl
-import pyarrow.parquet as pq
+from pricelab_cli._lazy import lazy
 
 from pricelab_cli.errors import (
     ColumnTypeError,
@@ -41,6 +39,11 @@ from pricelab_cli.errors import (
     PricelabError,
     UsageError,
 )
+
+# Loaded on first use: writing a design's JSON or checking output paths needs none of them.
+np = lazy("numpy")
+pl = lazy("polars")
+pq = lazy("pyarrow.parquet")
 
 STDIO = "-"
 # The assignment table's columns as the contract names them (all required on input).

@@ -765,6 +765,8 @@ def _fill_partitions(
     spacing = panel_spacing(distinct_days)
     if spacing > 1:
         check_alignment(plan, distinct_days, spacing, sales_label, assignment_label)
+    else:
+        _warn_uncovered_dates(plan, distinct_days, sales_label, assignment_label)
     dates = np.arange(distinct_days[0], distinct_days[-1] + 1)
 
     # Each partition's rows sorted by product and date and checked, once, in a fixed order
@@ -825,6 +827,33 @@ def _fill_partitions(
         _scratch=scratch,
         n_filled_rows=n_filled,
         n_rows=n_rows,
+    )
+
+
+def _warn_uncovered_dates(plan: PanelPlan, days: np.ndarray, sales_label: str, assignment_label: str) -> None:
+    """Warn, naming them, about the assignment's dates on which no product has a sales row:
+    sales that end before the experiment does (or start after it began), or a closure."""
+    assigned = plan.first_day + np.flatnonzero((plan.state_grid.reshape(-1, plan.span) != NOT_COVERED).any(axis=0))
+    missing = assigned[~np.isin(assigned, days)]
+    if not len(missing):
+        return
+    # Runs of consecutive dates, each "first to last" (or the one date).
+    breaks = np.flatnonzero(np.diff(missing) != 1)
+    firsts, lasts = missing[np.r_[0, breaks + 1]], missing[np.r_[breaks, len(missing) - 1]]
+    runs = [_date_text(f) if f == l else f"{_date_text(f)} to {_date_text(l)}" for f, l in zip(firsts, lasts)]
+    shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more stretch(es)" if len(runs) > 3 else "")
+    if missing[-1] == assigned[-1] and len(runs) == 1:
+        why = f"the sales end on {_date_text(days[days < missing[0]].max())}" if (days < missing[0]).any() else ""
+    elif missing[0] == assigned[0] and len(runs) == 1:
+        why = "the sales start late"
+    else:
+        why = "no product has a row on those dates (a closure, or rows missing from the export)"
+    warnings.warn(
+        f"{sales_label}: {len(missing)} of the {len(assigned)} dates in {assignment_label} have no sales rows at all "
+        f"({shown}){'; ' + why if why else ''}. The estimate uses only the dates with rows; if sales are still "
+        "to come, rerun when they are in.",
+        PricelabWarning,
+        stacklevel=4,
     )
 
 

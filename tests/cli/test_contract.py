@@ -24,7 +24,7 @@ def test_every_command_has_help_with_an_example(run_cli, command):
     result = run_cli(*command.split(), "--help")
     assert result.code == 0
     assert "Example:" in result.text, f"`pricelab {command} --help` shows no example"
-    assert "--quiet" in result.text and "--seed" in result.text and "--format" in result.text
+    assert all(flag in result.text for flag in ("--quiet", "--silent", "--seed", "--format"))
 
 
 @pytest.fixture
@@ -89,10 +89,14 @@ def test_verbose_shows_the_traceback(run_cli, workdir):
     assert result.code == 66 and "Traceback" in result.stderr
 
 
-def test_quiet_prints_nothing_on_success(run_cli, workdir):
-    result = run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", workdir / "a.csv", "--quiet")
+def test_silent_prints_nothing_on_success_and_quiet_only_warnings(run_cli, workdir):
+    args = ("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", workdir / "a.csv")
+    result = run_cli(*args, "--silent")
     assert result.code == 0 and result.stderr == ""
     assert pl.read_csv(workdir / "a.csv").height == 9
+    quiet = run_cli(*args, "--quiet")
+    assert quiet.code == 0 and quiet.stderr
+    assert all(line.startswith("warning: ") for line in quiet.stderr.splitlines())
 
 
 def test_outputs_get_ordinary_file_permissions(run_cli, workdir):

@@ -111,7 +111,7 @@ def test_did_reproduces_the_organ_donation_estimate_and_warns_about_the_se(run_c
 def test_help_shows_the_outlier_default_the_estimator_uses(run_cli):
     result = run_cli("hpte", "--help")
     assert result.code == 0
-    assert f"[{DEFAULT_OUTLIER_C:g}]" in result.text
+    assert f"[default: ({DEFAULT_OUTLIER_C:g});" in " ".join(result.text.split())
 
 
 def write(path: pathlib.Path, frame: pl.DataFrame) -> pathlib.Path:

@@ -184,3 +184,19 @@ def test_the_estimator_reports_p_and_interval_that_agree_on_many_experiments():
         disagreements += (est.p_value_ < 0.05) != excludes
         assert est.lift_low_ <= est.lift_ <= est.lift_high_
     assert disagreements == 0
+
+
+def test_sales_that_end_before_the_assignment_does_are_named_in_a_warning(run_cli, time_bound, tmp_path):
+    """Sales exported before the experiment is over: the missing dates are named, and the
+    estimate is that of the dates with rows."""
+    folder, sales, _ = time_bound
+    cut = START + dt.timedelta(days=14)
+    short = tmp_path / "short.parquet"
+    sales.filter(pl.col("date") < cut).write_parquet(short)
+    result = hpte(run_cli, short, folder / "assignment.parquet", tmp_path / "e.csv")
+    assert result.code == 0, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "7 of the 21 dates in" in text and "2024-06-17 to 2024-06-23" in text
+    assert "the sales end on 2024-06-16" in text
+    whole = hpte(run_cli, folder / "sales.parquet", folder / "assignment.parquet", tmp_path / "w.csv")
+    assert "have no sales rows at all" not in whole.stderr
