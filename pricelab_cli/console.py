@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -24,6 +25,10 @@ from rich.table import Table
 
 # Width of a console that is not a terminal: wide enough that no table is cut.
 LOG_WIDTH = 1000
+# In a log, a stage's progress is a line every this many seconds, and a last line when it
+# ends if it took at least LOG_MIN_SECONDS.
+LOG_EVERY = 30.0
+LOG_MIN_SECONDS = 1.0
 
 
 class _Stderr:
@@ -97,8 +102,11 @@ class Reporter:
             self.console.print(f"warning: {text}", style="yellow", markup=False)
 
     def table(self, table: Table) -> None:
-        """A rich table of results."""
+        """A rich table of results (in a log without its outer edge: some box styles draw it
+        as a line of spaces)."""
         if not self.quiet:
+            if not self.console.is_terminal:
+                table.show_edge = False
             self.console.print(table)
 
     @property
@@ -109,9 +117,17 @@ class Reporter:
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """Yield ``advance(n)``; draws a bar on stderr while the block runs (a count without
-        an end when ``total`` is None)."""
-        if not self._bars or (total is not None and total <= 0):
+        an end when ``total`` is None). In a log: a line every ``LOG_EVERY`` seconds, and one
+        when a stage of ``LOG_MIN_SECONDS`` or more ends."""
+        if self.quiet or (total is not None and total <= 0):
             yield lambda n=1: None
+            return
+        if not self._bars:
+            log = _LogProgress(self, description, total)
+            try:
+                yield log.advance
+            finally:
+                log.end()
             return
         bar = Progress(
             TextColumn("{task.description}"),
@@ -143,6 +159,31 @@ class Reporter:
         )
         with bar:
             yield TaskBar(bar, bar.add_task(description, total=0))
+
+
+class _LogProgress:
+    """Progress as lines of a log (see ``Reporter.progress``)."""
+
+    def __init__(self, reporter: Reporter, description: str, total: int | None) -> None:
+        self.reporter, self.description, self.total = reporter, description, total
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def _count(self) -> str:
+        return f"{self.done:,}" if self.total is None else f"{self.done:,}/{self.total:,}"
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= LOG_EVERY:
+            self.last = now
+            self.reporter.say(f"{self.description}: {self._count()} ({now - self.start:.0f} s)")
+
+    def end(self) -> None:
+        # Stages overlap (rows are read while the estimate runs), so the last line gives the
+        # count, not a time that would mislead.
+        if time.monotonic() - self.start >= LOG_MIN_SECONDS and self.done:
+            self.reporter.say(f"{self.description}: {self._count()}")
 
 
 class TaskBar:

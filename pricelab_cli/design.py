@@ -35,6 +35,9 @@ class Design:
     block_days : random-days only, length of each re-randomised block.
     duration_days : triggered only, window length from the event date.
     phase_days, blackout_days, phases : crossover only.
+    description : what the experiment changes, in words (e.g. "10% price cut"), for reports.
+    salt_from : how the salt was made: ``seed`` (hashed from the seed with what identifies
+        the experiment, see ``salt_from_seed``), ``random`` or ``given``.
     """
 
     kind: str
@@ -48,6 +51,8 @@ class Design:
     phase_days: int | None = None
     blackout_days: int | None = None
     phases: int | None = None
+    description: str | None = None
+    salt_from: str | None = None
 
     @property
     def label(self) -> str:
@@ -72,11 +77,21 @@ class Design:
         return out
 
 
-def salt_from_seed(seed: int | None) -> str:
-    """A salt: derived from ``seed`` when one is given (reproducible), else random."""
+# How a design's salt was made (``Design.salt_from``).
+SALT_SOURCES = ("seed", "random", "given")
+
+
+def salt_from_seed(seed: int | None, design: Design) -> str:
+    """A salt: random without ``seed``; with it, a hash of the seed and of what identifies the
+    experiment (``design``'s kind, name and dates, or window length for a triggered design),
+    so two experiments that differ in any of them draw independent arms from the same seed
+    (the experiment key is part of the hash), and the same experiment redrawn gets the same
+    salt."""
     if seed is None:
         return secrets.token_hex(8)
-    return hashlib.sha256(f"pricelab-salt:{seed}".encode()).hexdigest()[:16]
+    parts = (design.kind, design.name or "", design.start, design.end, design.duration_days)
+    key = "\x1f".join(["pricelab-salt:2", str(seed), *("" if p is None else str(p) for p in parts)])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def make_design(
@@ -92,11 +107,13 @@ def make_design(
     phase_days: int | None = None,
     blackout_days: int = 0,
     phases: int = 2,
+    description: str | None = None,
+    salt_from: str | None = None,
 ) -> Design:
     """Build and validate a design of ``kind``; raise DesignError if it cannot be run."""
     if kind not in KINDS:
         raise DesignError(f"unknown design kind {kind!r}; use one of {', '.join(KINDS)}.")
-    common = dict(kind=kind, salt=salt, treat_share=treat_share, name=name)
+    common = dict(kind=kind, salt=salt, treat_share=treat_share, name=name, description=description, salt_from=salt_from)
     if kind == "time-bound":
         design = Design(**common, start=start, end=end)
     elif kind == "random-days":
@@ -201,10 +218,12 @@ def design_from_dict(spec: Mapping[str, Any], source: str = "design") -> Design:
         value = values.get(field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise DesignError(f"{source}: {field} must be a whole number of days or phases, not {value!r}.")
-    for field in ("salt", "name"):
+    for field in ("salt", "name", "description", "salt_from"):
         value = values.get(field)
         if value is not None and not isinstance(value, str):
             raise DesignError(f"{source}: {field} must be text, not {value!r}.")
+    if values.get("salt_from") is not None and values["salt_from"] not in SALT_SOURCES:
+        raise DesignError(f"{source}: salt_from {values['salt_from']!r} is not one of {', '.join(SALT_SOURCES)}.")
     values["salt"] = values.get("salt") or ""
     needed = {
         "time-bound": ("start", "end"),

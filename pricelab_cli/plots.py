@@ -137,7 +137,9 @@ def cate_histogram(values: np.ndarray, outcome: str, path: str) -> None:
 def effect_by_feature(features: list[tuple[str, pl.DataFrame]], outcome: str, path: str) -> None:
     """Mean per-product effect by quarter of each feature (``features``: name and a table of
     ``x`` (the quarter's mean value), ``cate`` and ``len`` per quarter)."""
-    fig, axes = plt.subplots(1, len(features), figsize=(3.6 * len(features) + 0.6, 3.2), dpi=110, squeeze=False)
+    # One y-axis for every panel, so the features' effects compare at a glance.
+    fig, axes = plt.subplots(1, len(features), figsize=(3.6 * len(features) + 0.6, 3.2), dpi=110, squeeze=False,
+                             sharey=True)
     for ax, (name, means) in zip(axes[0], features):
         labels = [f"{x:.3g}" for x in means["x"].to_list()]
         ax.bar(range(len(labels)), means["cate"].to_numpy(), color="#2ca02c")

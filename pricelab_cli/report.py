@@ -52,15 +52,29 @@ def fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def amount(value) -> str:
+    """A total over many product-days: whole numbers with thousands separators from 1,000
+    on (4 significant digits below)."""
+    if value is not None and isinstance(value, (int, float)) and math.isfinite(value) and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return fmt(value)
+
+
 def pct(value, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     return f"{value:+.{digits}%}"
 
 
-def p_text(p) -> str:
+def p_text(p, n_bootstrap: int | None = None) -> str:
+    """A p-value as the page shows it. At the bootstrap's floor ``1 / (B + 1)`` (every draw
+    on one side of 0) it is shown as "< 1/(B+1)": the draws say only that it is that small."""
     if p is None or (isinstance(p, float) and not math.isfinite(p)):
         return "–"
+    if n_bootstrap:
+        floor = 1.0 / (n_bootstrap + 1)
+        if p <= floor * (1 + 1e-9):
+            return f"< {floor:.2g}"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
@@ -84,6 +98,7 @@ class Report:
     title: str
     tested: dict
     headlines: list[dict]
+    banners: list[str]
     pictures: dict[str, Picture]
     heterogeneity: dict | None
     spillover: list[dict] | None
@@ -148,8 +163,10 @@ def _picture_of(draw, name: str, caption: str) -> Picture:
     return Picture(name, stream.getvalue(), caption)
 
 
-def _headline(row: dict) -> dict:
-    """One outcome's headline in numbers and in plain words."""
+def _headline(row: dict, treated_days: int, n_bootstrap: int | None) -> dict:
+    """One outcome's headline in numbers and in plain words: the lift first, then the
+    effect per product-day, then its size over the catalog (the effect times the treated
+    product-days)."""
     name, est, lo, hi, p, lift = (row[k] for k in ("outcome", "estimate", "ci_low", "ci_high", "p_value", "lift"))
     # Effects files written before the lift had an interval have no such columns.
     lift_lo, lift_hi = row.get("lift_low"), row.get("lift_high")
@@ -158,6 +175,7 @@ def _headline(row: dict) -> dict:
     mde_share = mde / abs(baseline) if math.isfinite(mde) and math.isfinite(baseline) and baseline else float("nan")
     clear = p is not None and p < ALPHA
     direction = "higher" if (est or 0) >= 0 else "lower"
+    impact = {k: (v * treated_days if v is not None else None) for k, v in (("estimate", est), ("ci_low", lo), ("ci_high", hi))}
     words = [
         f"On an average day, {name} of a treated product came out {fmt(abs(est) if est is not None else None)} "
         f"{direction} than it would have without the change"
@@ -168,13 +186,20 @@ def _headline(row: dict) -> dict:
             f"The true effect very likely (95%) lies between {fmt(lo)} and {fmt(hi)}"
             + (f", that is {pct(lift_lo)} to {pct(lift_hi)}." if lift_lo is not None and lift_hi is not None else ".")
         )
+    if est is not None and treated_days:
+        words.append(
+            f"Over the {treated_days:,} treated product-days that is {amount(impact['estimate'])} {name} in all"
+            + (f" ({amount(impact['ci_low'])} to {amount(impact['ci_high'])})." if lo is not None and hi is not None else ".")
+        )
+    shown_p = p_text(p, n_bootstrap)
+    p_words = f"p {shown_p}" if shown_p.startswith("<") else f"p = {shown_p}"
     if p is None:
         words.append("No bootstrap was run, so there is no measure of how sure this is.")
     elif clear:
-        words.append(f"A difference this large would rarely appear by chance alone (p = {p_text(p)}).")
+        words.append(f"A difference this large would rarely appear by chance alone ({p_words}).")
     else:
         words.append(
-            f"This could well be chance (p = {p_text(p)}): the experiment cannot tell it apart from no effect."
+            f"This could well be chance ({p_words}): the experiment cannot tell it apart from no effect."
         )
     if math.isfinite(mde):
         share = f" ({mde_share:.1%} of expected {name})" if math.isfinite(mde_share) else ""
@@ -197,11 +222,46 @@ def _headline(row: dict) -> dict:
         "clear": clear,
         "verdict": "clear effect" if clear else "no clear effect",
         "sentence": " ".join(words),
+        "treated_days": treated_days,
+        "impact": impact,
+        "total": None,
         "shown": {
-            "estimate": fmt(est), "ci_low": fmt(lo), "ci_high": fmt(hi), "p_value": p_text(p),
+            "estimate": fmt(est), "ci_low": fmt(lo), "ci_high": fmt(hi), "p_value": shown_p,
             "lift": pct(lift), "lift_low": pct(lift_lo), "lift_high": pct(lift_hi), "mde": fmt(mde),
+            "impact": amount(impact["estimate"]), "impact_low": amount(impact["ci_low"]),
+            "impact_high": amount(impact["ci_high"]),
         },
     }
+
+
+def _with_total(headline: dict, total: dict, n_bootstrap: int | None) -> str | None:
+    """Put ipw's total effect (a treated product whose substitutes are treated too: what
+    treating every product does) beside the headline's direct effect; return a warning in
+    plain words when the two disagree in sign or in whether they are clear."""
+    p = total.get("p_value")
+    clear = p is not None and p < ALPHA
+    headline["total"] = {
+        "estimate": total["estimate"], "ci_low": total["ci_low"], "ci_high": total["ci_high"], "p_value": p,
+        "clear": clear,
+        "shown": {"estimate": fmt(total["estimate"]), "ci_low": fmt(total["ci_low"]), "ci_high": fmt(total["ci_high"]),
+                  "p_value": p_text(p, None)},
+    }
+    direct, whole = headline["estimate"], total["estimate"]
+    if direct is None or whole is None:
+        return None
+    opposite = (direct > 0) != (whole > 0) and direct != 0 and whole != 0
+    if not opposite and clear == headline["clear"]:
+        return None
+    name = headline["outcome"]
+    how = (f"has the opposite sign ({fmt(whole)} {name} per product per day)" if opposite
+           else f"is {fmt(whole)} {name} per product per day, " + ("a clear effect" if clear else "which could be chance")
+           + f" (p = {p_text(p)})")
+    return (
+        f"Spillover changes the decision for {name}: against an untreated product, a treated one changes by "
+        f"{fmt(direct)} per day ({'clear' if headline['clear'] else 'not clear'}), but treating every product, so that "
+        f"substitutes take from each other, {how}. Rolling the change out to the whole catalog may not deliver "
+        "the headline effect."
+    )
 
 
 def _tested(design: Design, assignment: pl.DataFrame) -> dict:
@@ -256,7 +316,7 @@ def _heterogeneity(
                             f"How the effect on {outcome} differs between products (one estimate per product)")]
     if products is not None:
         joined = cate.join(products, on="product_id", how="inner")
-        numeric = [c for c, t in products.schema.items() if c != "product_id" and t.is_numeric()]
+        numeric = [c for c, t in products.schema.items() if t.is_numeric() and not _id_like(products, c)]
         scored = []
         for name in numeric:
             frame = joined.select(pl.col(name).cast(pl.Float64), "cate").drop_nulls().drop_nans()
@@ -279,6 +339,20 @@ def _heterogeneity(
     return summary, pictures
 
 
+# Column names that label products or groups rather than measure them.
+ID_NAMES = ("id", "community", "cluster", "group", "code", "sku", "key")
+
+
+def _id_like(products: pl.DataFrame, column: str) -> bool:
+    """A column that names products or groups: an id by its name (``*_id``, ``community``,
+    ...), or whole numbers that differ for every product. Its "quarters" would mean nothing."""
+    lower = column.lower()
+    if lower.endswith("_id") or lower in ID_NAMES or lower.endswith(tuple(f"_{n}" for n in ID_NAMES)):
+        return True
+    values = products.get_column(column)
+    return values.dtype.is_integer() and values.n_unique() == products.height
+
+
 def _diagnostic(name: str, mark: str, result: str, detail: str) -> dict:
     return {"name": name, "mark": mark, "result": result, "detail": detail}
 
@@ -298,15 +372,27 @@ def build_report(
     power: pl.DataFrame | None = None,
     command: str = "",
     engine=None,
+    description: str | None = None,
 ) -> Report:
     """The readout of one experiment. ``paths`` maps each input's role (``design``,
-    ``assignment``, ``sales``, ``effects``, ...) to its path, for the provenance table."""
+    ``assignment``, ``sales``, ``effects``, ...) to its path, for the provenance table;
+    ``description`` (what was changed) overrides the design's own."""
     from pricelab_cli import plots
     from pricelab_cli.hpte.plot import effect_path_plot
 
     engine = engine or LocalEngine(1)
     outcomes = effects["outcome"].to_list()
-    headlines = [_headline(row) for row in effects.iter_rows(named=True)]
+    n_bootstrap = _read_record(paths.get("effects")).get("n_bootstrap")
+    analysed = assignment.filter(~pl.col("blackout")) if "blackout" in assignment.columns else assignment
+    treated_days = int(analysed["treated"].cast(pl.Int64).sum())
+    headlines = [_headline(row, treated_days, n_bootstrap) for row in effects.iter_rows(named=True)]
+    banners = []
+    if spillover is not None:
+        total = spillover.filter(pl.col("effect") == "total")
+        if total.height:
+            warning = _with_total(headlines[0], total.row(0, named=True), n_bootstrap)
+            if warning:
+                banners.append(warning)
     pictures: dict[str, Picture] = {}
     pictures["grid"] = _picture_of(lambda p: plots.design_grid(design, p), "design_grid.png",
                                    "The design on a sample of products: which days are treated, control or left out")
@@ -422,12 +508,19 @@ def build_report(
             "median": float(sizes.median()),
             "singletons": int((sizes == 1).sum()),
         }
+    failed = [d for d in diagnostics if d["mark"] == LOOK]
+    if failed:
+        banners.append(
+            "Check before deciding: " + "; ".join(f"{d['name']} ({d['result']})" for d in failed) + ". See Checks below."
+        )
     power_rows = power.to_dicts() if power is not None else None
     provenance = [_provenance_row(role, path) for role, path in paths.items() if path]
     return Report(
         title=f"Price experiment readout: {design.label}",
-        tested=_tested(design, assignment),
+        tested={**_tested(design, assignment), "description": description or design.description,
+                "treated_days": treated_days},
         headlines=headlines,
+        banners=banners,
         pictures=pictures,
         heterogeneity=heterogeneity,
         spillover=spill_rows,

@@ -58,7 +58,7 @@ def test_tables_are_not_cut_when_stderr_is_not_a_terminal(run_cli, designed):
 
 def test_help_keeps_bracketed_text_and_shows_flags_and_choices(run_cli):
     design = " ".join(run_cli("design", "--help").text.split())
-    assert "[default: (derived from --seed, else random)]" in design
+    assert "[default: (hash of --seed, kind, --name and dates, else random)]" in design
     assert "[default: (1)]" in design and "<time-bound|triggered|random-days|crossover>" in design
     assert "<bool>" not in design and "--quiet " in design
     hpte = " ".join(run_cli("hpte", "--help").text.split())
@@ -97,3 +97,21 @@ def test_the_package_keeps_its_public_names_and_loads_them_on_use():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["False", "True", "estimate_hpte", "True"], done.stderr
+
+
+def test_progress_in_a_log_is_lines_of_text(monkeypatch, capsys):
+    """Not a terminal: no bar, but a line per LOG_EVERY seconds with the stage's name and
+    count, and one when a stage that took a while ends; --quiet prints none of them."""
+    from pricelab_cli import console
+
+    monkeypatch.setattr(console, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(console, "LOG_MIN_SECONDS", 0.0)
+    with console.Reporter().progress("bootstrap", 3) as advance:
+        for _ in range(3):
+            advance(1)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["bootstrap: 1/3", "bootstrap: 2/3", "bootstrap: 3/3", "bootstrap: 3/3"]
+    assert all(line.strip() for line in lines)
+    with console.Reporter(quiet=True).progress("bootstrap", 3) as advance:
+        advance(3)
+    assert capsys.readouterr().err == ""

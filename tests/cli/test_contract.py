@@ -24,7 +24,21 @@ def test_every_command_has_help_with_an_example(run_cli, command):
     result = run_cli(*command.split(), "--help")
     assert result.code == 0
     assert "Example:" in result.text, f"`pricelab {command} --help` shows no example"
-    assert all(flag in result.text for flag in ("--quiet", "--silent", "--seed", "--format"))
+    assert all(flag in result.text for flag in ("--quiet", "--silent", "--format"))
+    # --seed is offered where something is random; the others accept it without offering it.
+    assert ("--seed" in result.text) == (command not in DETERMINISTIC)
+
+
+# Commands in which nothing is random.
+DETERMINISTIC = ("assign", "report", "spillover-graph")
+
+
+@pytest.mark.parametrize("command", DETERMINISTIC)
+def test_deterministic_commands_still_accept_seed(run_cli, command):
+    """A Makefile may pass --seed to every step: where nothing is random it is accepted (and
+    recorded), not an unknown flag."""
+    result = run_cli(command, "--seed", "3")
+    assert "No such option" not in result.stderr and result.code == 2  # a missing required flag, not --seed
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ exists the browser test is skipped with a message saying so.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 import os
 import re
@@ -113,29 +114,92 @@ def _browser(*args, profile) -> subprocess.CompletedProcess:
     return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_report_in_headless_chromium_shows_the_effects_files_numbers(chain, tmp_path):
+# Appended to a copy of the page by the browser test only (the report itself has no script):
+# the page laid out at a given width (headless Chromium lays pages out no narrower than 500
+# px, so the width is set on the root element), and the width its content takes: the main
+# column's right edge, or more when something inside it overflows.
+MEASURE = ("<style>html {{ width: {width}px; }}</style><script>var m = document.querySelector('main'); "
+           "document.body.setAttribute('data-scroll-width', String(Math.ceil(Math.max("
+           "m.getBoundingClientRect().right, m.getBoundingClientRect().left + m.scrollWidth))));</script>")
+
+
+@pytest.mark.parametrize("width", [1280, 420])
+def test_report_in_headless_chromium_shows_the_effects_files_numbers(chain, tmp_path, width):
+    """At a desktop width and at a phone's 420 px: the page renders, nothing is wider than
+    the window, and the headline shows the effects file's numbers (lift first)."""
     if _chromium() is None:
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package as root)")
     page = (chain / "report.html").resolve().as_uri()
     shot = tmp_path / "report.png"
-    done = _browser(f"--screenshot={shot}", "--window-size=1280,2600", "--hide-scrollbars", page, profile=tmp_path / "p1")
+    done = _browser(f"--screenshot={shot}", f"--window-size={width},2600", "--hide-scrollbars", page,
+                    profile=tmp_path / "p1")
     assert shot.exists(), done.stderr[-2000:]
     import matplotlib.image as mpimg
 
     pixels = mpimg.imread(shot)
-    assert pixels.shape[0] == 2600 and pixels.shape[1] == 1280
+    assert pixels.shape[0] == 2600 and pixels.shape[1] == width
     # A rendered page, not a blank one: many distinct shades (text, charts, table rules).
     assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
-    dom = _browser("--dump-dom", page, profile=tmp_path / "p2").stdout
+    measured = tmp_path / "measured.html"
+    measured.write_text((chain / "report.html").read_text().replace("</body>", MEASURE.format(width=width) + "</body>"))
+    dom = _browser(f"--window-size={width},2600", "--dump-dom", measured.resolve().as_uri(), profile=tmp_path / "p2").stdout
+    scroll_width = int(re.search(r'data-scroll-width="(\d+)"', dom).group(1))
+    assert scroll_width <= width, f"the page is {scroll_width} px wide in a {width} px window"
     effects = pl.read_csv(chain / "effects.csv").row(0, named=True)
     card = dom[dom.index('data-outcome="units"'):]
-    keys = (("estimate", fmt), ("ci_low", fmt), ("ci_high", fmt), ("p_value", p_text), ("lift", pct), ("lift_low", pct),
-            ("lift_high", pct))
+    # The lift comes first in the card, before the effect per product-day.
+    assert card.index('class="lift"') < card.index('class="estimate"')
+    floor = 1 / (100 + 1)  # the chain's hpte ran 100 draws
+    keys = (("estimate", fmt), ("ci_low", fmt), ("ci_high", fmt), ("p_value", lambda p: p_text(p, 100)), ("lift", pct),
+            ("lift_low", pct), ("lift_high", pct))
     for key, shown in keys:
         found = re.search(rf'class="{key}" data-value="([^"]+)">([^<]+)<', card)
         assert found, key
         assert math.isclose(float(found.group(1)), effects[key], rel_tol=0, abs_tol=0), key
-        assert found.group(2) == shown(effects[key]), key
+        assert html.unescape(found.group(2)) == shown(effects[key]), key
+    if effects["p_value"] <= floor * (1 + 1e-9):
+        assert re.search(r'class="p_value" data-value="[^"]+">&lt; 0.0099<', card)
+    treated_days = pl.read_parquet(chain / "assignment.parquet").filter(pl.col("treated") == 1).height
+    impact = float(re.search(r'class="impact" data-value="([^"]+)"', card).group(1))
+    assert math.isclose(impact, effects["estimate"] * treated_days, rel_tol=1e-12)
     os.makedirs("bench_out", exist_ok=True)
     # Kept for a person to look at (bench_out/ is not in git).
-    shutil.copy(shot, os.path.join("bench_out", "report_screenshot.png"))
+    shutil.copy(shot, os.path.join("bench_out", f"report_screenshot_{width}.png"))
+
+
+def test_p_at_the_bootstrap_floor_is_shown_as_below_it():
+    assert p_text(1 / 501, 500) == "< 0.002"
+    assert p_text(0.0299, 500) == "0.030"
+    assert p_text(1 / 501) == "0.002"
+
+
+def test_spillover_that_reverses_the_direct_effect_puts_a_banner_on_top(run_cli, chain, tmp_path):
+    """ipw says treating every product loses units while the direct effect is a clear gain:
+    the headline shows both and a banner says the decision changes."""
+    effects = pl.read_csv(chain / "effects.csv").row(0, named=True)
+    pl.DataFrame({
+        "effect": ["direct", "spillover", "total"], "estimate": [effects["estimate"], -3.0, -1.5],
+        "se": [0.5, 0.4, 0.3], "ci_low": [effects["estimate"] - 1, -3.8, -2.1], "ci_high": [effects["estimate"] + 1, -2.2, -0.9],
+        "p_value": [0.001, 0.001, 0.001], "n": [100, 100, 100],
+    }).write_csv(tmp_path / "spillover.csv")
+    out = tmp_path / "report.html"
+    result = run_cli(
+        "report", "--design", chain / "design.json", "--assignment", chain / "assignment.parquet",
+        "--sales", chain / "sales.parquet", "--effects", chain / "effects.csv", "--spillover", tmp_path / "spillover.csv",
+        "--description", "10% price cut", "-o", out,
+    )
+    assert result.code == 0, result.stderr
+    page = out.read_text()
+    banner = page.index('class="banner danger"')
+    assert banner < page.index('id="headline"')
+    assert "has the opposite sign (-1.5 units per product per day)" in page
+    assert 'class="total" data-value="-1.5"' in page
+    assert "10% price cut" in page[: page.index('id="headline"')]
+
+
+def test_id_like_columns_are_not_features():
+    from pricelab_cli.report import _id_like
+
+    products = pl.DataFrame({"product_id": [1, 2, 3], "community": [0, 0, 1], "store_code": [5, 6, 5],
+                             "sku_rank": [1, 2, 3], "price": [1.0, 2.0, 3.0], "size": [1, 1, 2]})
+    assert [c for c in products.columns if _id_like(products, c)] == ["product_id", "community", "store_code", "sku_rank"]

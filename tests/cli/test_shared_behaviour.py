@@ -7,12 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import pathlib
+import warnings
 
 import pytest
 
 from pricelab_cli import io
 from pricelab_cli.assign import assign
 from pricelab_cli.design import make_design
+from pricelab_cli.hpte import estimate_hpte
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
 
 START = dt.date(2026, 3, 2)
@@ -33,6 +35,10 @@ def files(tmp_path_factory):
     sim.sales.write_parquet(d / "sales.parquet")
     history.write_parquet(d / "history.parquet")
     io.write_json(design.to_dict(), str(d / "design.json"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        effects = estimate_hpte(sim.sales, assignment, n_bootstrap=20, n_estimators=5, n_jobs=1, effect_paths=False)
+    effects.effects.write_csv(d / "effects.csv")
     return d
 
 
@@ -54,9 +60,18 @@ COMMANDS = {
             "-o", None, "csv"),
     "power": (["power", "--history", "{d}/history.parquet", "--products", "{d}/products.csv", "--design",
                "{d}/design.json", "--reps", "2", "--jobs", "1"], "-o", "--repetitions-out", "csv"),
+    "report": (["report", "--design", "{d}/design.json", "--assignment", "{d}/assignment.parquet", "--sales",
+                "{d}/sales.parquet", "--effects", "{d}/effects.csv", "--products", "{d}/products.csv"], "-o", None, "html"),
 }
 WITH_INPUTS = [name for name, (args, *_) in COMMANDS.items() if any("{d}" in a for a in args)]
 WITH_SECONDARY = [name for name, (_, _, secondary, _) in COMMANDS.items() if secondary]
+
+
+def result_of(path: pathlib.Path) -> bytes:
+    """An output's bytes; a report's without its provenance section, which names the input
+    files (and so differs when an input is given another way)."""
+    data = path.read_bytes()
+    return data.split(b'<h2 id="provenance">')[0] if path.suffix == ".html" else data
 
 
 def argv(name: str, d: pathlib.Path) -> list[str]:
@@ -247,11 +262,12 @@ def test_treated_written_as_floats_is_read_as_zero_one(run_cli, files, tmp_path,
     args = argv(name, files)
     floats = tmp_path / "assignment_floats.parquet"
     pl.read_parquet(files / "assignment.parquet").with_columns(pl.col("treated").cast(pl.Float64)).write_parquet(floats)
-    plain = run_cli(*args, COMMANDS[name][1], tmp_path / "plain.csv", "--seed", "4", "-q")
+    kind = COMMANDS[name][3]
+    plain = run_cli(*args, COMMANDS[name][1], tmp_path / f"plain.{kind}", "--seed", "4", "-q")
     args[args.index("--assignment") + 1] = str(floats)
-    as_floats = run_cli(*args, COMMANDS[name][1], tmp_path / "floats.csv", "--seed", "4", "-q")
+    as_floats = run_cli(*args, COMMANDS[name][1], tmp_path / f"floats.{kind}", "--seed", "4", "-q")
     assert plain.code == as_floats.code == 0, as_floats.stderr
-    assert (tmp_path / "plain.csv").read_bytes() == (tmp_path / "floats.csv").read_bytes()
+    assert result_of(tmp_path / f"plain.{kind}") == result_of(tmp_path / f"floats.{kind}")
 
 
 @pytest.mark.parametrize("name", ["hpte", "ipw", "power"])
@@ -373,13 +389,14 @@ def as_dataset(original: pathlib.Path, folder: pathlib.Path, spoil=None) -> tupl
 @pytest.mark.parametrize(("name", "flag"), DATASET_CASES, ids=[f"{n}-{f}" for n, f in DATASET_CASES])
 def test_every_table_input_can_be_a_folder_of_parquet_files(run_cli, files, tmp_path, name, flag):
     args = argv(name, files)
-    plain = run_cli(*args, COMMANDS[name][1], tmp_path / "plain.csv", "--seed", "4", "-q")
+    kind = COMMANDS[name][3]
+    plain = run_cli(*args, COMMANDS[name][1], tmp_path / f"plain.{kind}", "--seed", "4", "-q")
     assert plain.code == 0, plain.stderr
     as_dataset(pathlib.Path(args[args.index(flag) + 1]), tmp_path / "dataset")
     args[args.index(flag) + 1] = str(tmp_path / "dataset")
-    folder = run_cli(*args, COMMANDS[name][1], tmp_path / "folder.csv", "--seed", "4", "-q")
+    folder = run_cli(*args, COMMANDS[name][1], tmp_path / f"folder.{kind}", "--seed", "4", "-q")
     assert folder.code == 0, folder.stderr
-    assert (tmp_path / "folder.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+    assert result_of(tmp_path / f"folder.{kind}") == result_of(tmp_path / f"plain.{kind}")
 
 
 @pytest.mark.parametrize(("name", "flag"), DATASET_CASES, ids=[f"{n}-{f}" for n, f in DATASET_CASES])

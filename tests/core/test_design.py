@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -58,6 +59,17 @@ def test_json_form_rejects_foreign_documents():
 
 
 def test_salt_from_seed_is_reproducible_and_random_without_seed():
-    assert salt_from_seed(7) == salt_from_seed(7)
-    assert salt_from_seed(7) != salt_from_seed(8)
-    assert salt_from_seed(None) != salt_from_seed(None)
+    march = make_design("time-bound", salt="x", name="march-promo", start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 29))
+    assert salt_from_seed(7, march) == salt_from_seed(7, march)
+    assert salt_from_seed(7, march) != salt_from_seed(8, march)
+    assert salt_from_seed(None, march) != salt_from_seed(None, march)
+    # Everything that identifies the experiment is in the hash.
+    others = [
+        dataclasses.replace(march, name="may-price-test"),
+        dataclasses.replace(march, name=None),
+        dataclasses.replace(march, start=dt.date(2026, 3, 3)),
+        dataclasses.replace(march, end=dt.date(2026, 3, 28)),
+        dataclasses.replace(march, kind="random-days", block_days=1),
+    ]
+    salts = {salt_from_seed(7, d) for d in [march, *others]}
+    assert len(salts) == 6
