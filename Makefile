@@ -36,8 +36,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow and not full"
 
 # hpte on real retail panels: 200 experiments per panel and design (about 40 minutes on 2 cores).
-# Its criteria are the real-panel targets in the README; a criterion not met yet is a strict
-# xfail naming its figure (the README's table has them all). CI runs it.
+# Its criteria are the real-panel targets in docs/method.md; a criterion not met yet is a strict
+# xfail naming its figure (docs/method.md has them all). CI runs it.
 test-full: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m full -s
 

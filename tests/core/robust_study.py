@@ -1,4 +1,4 @@
-"""The contamination study behind hpte's robust default (shared by the slow tests and the README).
+"""The contamination study behind hpte's robust default (shared by the slow tests and docs/method.md).
 
 Every repetition draws a fresh assignment (a new salt) and fresh sales (a new seed) for one
 fixed catalog, twice contaminated (1% and 3% of products, the additive kinds dealt out in

@@ -2,7 +2,7 @@
 test, the carryover check, covariate balance and the minimum detectable effect.
 
 The calibration studies (many simulated experiments each) are marked slow; their figures are
-printed (``pytest -s``) and quoted in the README.
+printed (``pytest -s``) and quoted in docs/method.md.
 """
 
 from __future__ import annotations

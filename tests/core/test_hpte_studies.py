@@ -6,7 +6,7 @@ fixed catalog, so the truth each estimate is compared with is that repetition's
 expected change in daily units on their analysed experiment dates. No substitute edges are
 simulated, so the direct effect is the whole effect (spillover is ipw's business).
 
-The figures are printed (``pytest -s``) so a run shows them; they are in the README too.
+The figures are printed (``pytest -s``) so a run shows them; they are in docs/method.md too.
 """
 
 from __future__ import annotations

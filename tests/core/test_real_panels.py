@@ -3,8 +3,8 @@
 The loaders are checked here on every run; the studies (200 experiments per panel and
 design, each with A/A, planted +5% and +10%, a heterogeneous effect and additive
 contamination on the same assignment; see ``real_panel_study.py``) carry the ``full`` marker
-and run in ``make test-full`` (CI runs it). The tolerances are the README's criteria for
-the estimator on real panels; the README's table comes from these runs.
+and run in ``make test-full`` (CI runs it). The tolerances are docs/method.md's criteria for
+the estimator on real panels; docs/method.md's table comes from these runs.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def summary_of(name: str, kind: str) -> dict:
     return result
 
 
-# Where the estimator does not yet meet a criterion on these panels (the README's table has
+# Where the estimator does not yet meet a criterion on these panels (docs/method.md's table has
 # the figures): strict, so that the day it does, the test fails until this entry goes.
 KNOWN_GAPS: dict[tuple[str, str, str], str] = {
     ("tafeng_daily", "time-bound", "coverage"): "coverage 0.890 / 0.905, lift 0.890 / 0.890",

@@ -1,7 +1,7 @@
 """Simulation studies of hpte's robust default on contaminated sales (slow; run in CI).
 
 The study itself (catalog, designs, twins, control variate) is ``robust_study.py`` beside
-this file. Figures are printed (``pytest -s`` shows them); the README's tables come from
+this file. Figures are printed (``pytest -s`` shows them); docs/method.md's tables come from
 these runs. Tolerances are the issue's criteria; the Monte Carlo error of each figure is
 stated where it matters.
 """
