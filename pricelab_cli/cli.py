@@ -176,9 +176,8 @@ def _run(
     """Start a run: check ``--format`` and every output path before any work is done.
 
     ``levels`` is (--quiet, --silent); ``documents`` are outputs that are not tables (JSON,
-    PNG); ``storage_option`` the
-    command's ``--storage-option`` pairs. Messages name the flags as the user typed them on
-    the command line.
+    PNG); ``storage_option`` the command's ``--storage-option`` pairs. Messages name the flags
+    as the user typed them on the command line.
     """
     io.check_format(fmt)  # fail before any work, not at the final write
     named_outputs, named_inputs = _named_paths([o for o in outputs if o], _ACTIVE.argv)

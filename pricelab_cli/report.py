@@ -234,7 +234,7 @@ def _headline(row: dict, treated_days: int, n_bootstrap: int | None) -> dict:
     }
 
 
-def _with_total(headline: dict, total: dict, n_bootstrap: int | None) -> str | None:
+def _with_total(headline: dict, total: dict) -> str | None:
     """Put ipw's total effect (a treated product whose substitutes are treated too: what
     treating every product does) beside the headline's direct effect; return a warning in
     plain words when the two disagree in sign or in whether they are clear."""
@@ -244,7 +244,7 @@ def _with_total(headline: dict, total: dict, n_bootstrap: int | None) -> str | N
         "estimate": total["estimate"], "ci_low": total["ci_low"], "ci_high": total["ci_high"], "p_value": p,
         "clear": clear,
         "shown": {"estimate": fmt(total["estimate"]), "ci_low": fmt(total["ci_low"]), "ci_high": fmt(total["ci_high"]),
-                  "p_value": p_text(p, None)},
+                  "p_value": p_text(p)},
     }
     direct, whole = headline["estimate"], total["estimate"]
     if direct is None or whole is None:
@@ -286,6 +286,7 @@ def _tested(design: Design, assignment: pl.DataFrame) -> dict:
         "blackout_days": blackout_days,
         "clustered": "cluster_id" in assignment.columns,
         "product_days": analysed.height,
+        "treated_days": int(analysed["treated"].cast(pl.Int64).sum()),
     }
 
 
@@ -347,7 +348,7 @@ def _id_like(products: pl.DataFrame, column: str) -> bool:
     """A column that names products or groups: an id by its name (``*_id``, ``community``,
     ...), or whole numbers that differ for every product. Its "quarters" would mean nothing."""
     lower = column.lower()
-    if lower.endswith("_id") or lower in ID_NAMES or lower.endswith(tuple(f"_{n}" for n in ID_NAMES)):
+    if lower in ID_NAMES or lower.endswith(tuple(f"_{n}" for n in ID_NAMES)):
         return True
     values = products.get_column(column)
     return values.dtype.is_integer() and values.n_unique() == products.height
@@ -383,14 +384,13 @@ def build_report(
     engine = engine or LocalEngine(1)
     outcomes = effects["outcome"].to_list()
     n_bootstrap = _read_record(paths.get("effects")).get("n_bootstrap")
-    analysed = assignment.filter(~pl.col("blackout")) if "blackout" in assignment.columns else assignment
-    treated_days = int(analysed["treated"].cast(pl.Int64).sum())
-    headlines = [_headline(row, treated_days, n_bootstrap) for row in effects.iter_rows(named=True)]
+    tested = {**_tested(design, assignment), "description": description or design.description}
+    headlines = [_headline(row, tested["treated_days"], n_bootstrap) for row in effects.iter_rows(named=True)]
     banners = []
     if spillover is not None:
         total = spillover.filter(pl.col("effect") == "total")
         if total.height:
-            warning = _with_total(headlines[0], total.row(0, named=True), n_bootstrap)
+            warning = _with_total(headlines[0], total.row(0, named=True))
             if warning:
                 banners.append(warning)
     pictures: dict[str, Picture] = {}
@@ -517,8 +517,7 @@ def build_report(
     provenance = [_provenance_row(role, path) for role, path in paths.items() if path]
     return Report(
         title=f"Price experiment readout: {design.label}",
-        tested={**_tested(design, assignment), "description": description or design.description,
-                "treated_days": treated_days},
+        tested=tested,
         headlines=headlines,
         banners=banners,
         pictures=pictures,
