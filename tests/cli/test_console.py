@@ -115,3 +115,20 @@ def test_progress_in_a_log_is_lines_of_text(monkeypatch, capsys):
     with console.Reporter(quiet=True).progress("bootstrap", 3) as advance:
         advance(3)
     assert capsys.readouterr().err == ""
+
+
+def test_a_table_in_a_log_has_no_blank_lines(capsys):
+    """hpte's results table uses a box style whose outer edge is a line of spaces: in a log
+    that edge is left out, so every line carries text."""
+    from rich import box
+    from rich.table import Table
+
+    from pricelab_cli import console
+
+    table = Table(box=box.SIMPLE_HEAD)
+    for name in ("outcome", "estimate"):
+        table.add_column(name)
+    table.add_row("units", "4.32")
+    console.Reporter().table(table)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.strip() for line in lines), lines
