@@ -9,12 +9,16 @@ The command line is a thin shell over these functions, so a notebook can use the
 
 import sys
 import types
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("pricelab")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+
+def _version() -> str:
+    # importlib.metadata costs about 70 ms, so it is read only when the version is asked for
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pricelab")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+unknown"
 
 # The public names, each imported from its module the first time it is used (importing the
 # package stays cheap: `pricelab --help` loads no numpy, polars or scipy).
@@ -52,6 +56,9 @@ _WHERE = {
 
 
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = value = _version()
+        return value
     if name not in _WHERE:
         raise AttributeError(f"module 'pricelab_cli' has no attribute {name!r}")
     import importlib

@@ -7,6 +7,7 @@ No statistics live here. Errors raised by the core are mapped to exit codes once
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import enum
@@ -22,7 +23,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from pricelab_cli import __version__
+import pricelab_cli
 from pricelab_cli._lazy import lazy
 from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
 from pricelab_cli.console import Reporter, error
@@ -146,7 +147,7 @@ class Run:
         return io.read_table(path, storage_options=self.storage_options, **kwargs)
 
     def meta(self) -> dict:
-        return io.provenance(__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
+        return io.provenance(pricelab_cli.__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
 
     def write(
         self, table: pl.DataFrame | Iterable[pl.DataFrame], path: str, *, partition_by: str = "date",
@@ -195,10 +196,11 @@ def _run(
 @contextlib.contextmanager
 def _engine(run: Run, name: str | None, jobs: int = 0) -> Iterator:
     """The engine a command's partition tasks run on (``--engine``, else ``PRICELAB_ENGINE``),
-    with a progress bar over the tasks; on a cluster, says where the work ran when it is done."""
+    with its progress shown stage by stage (each named, with its size before it starts); on a
+    cluster, says where the work ran when it is done."""
     from pricelab_cli.engine import make_engine
 
-    with run.reporter.tasks("partition tasks") as counter:
+    with run.reporter.stages() as counter:
         engine = make_engine(name, jobs, counter)
         try:
             yield engine
@@ -257,7 +259,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"pricelab {__version__}")
+        typer.echo(f"pricelab {pricelab_cli.__version__}")
         raise typer.Exit()
 
 
@@ -610,19 +612,13 @@ def hpte(
         rows_per_partition=partition_rows,
         **({} if outlier_c is None else {"outlier_c": outlier_c}),
     )
-    runs = 2 if placebo_out else 1
-    with _engine(run, engine, jobs) as chosen, run.reporter.progress("sales rows read", None) as read_rows, \
-            run.reporter.progress("bootstrap", bootstrap * len(outcomes) * runs) as advance:
-        result = estimate_hpte(
-            sales_table, assignment_table, effect_paths=plot is not None, progress=advance, read_progress=read_rows,
-            engine=chosen, **options,
-        )
+    # The engine's stages are the progress: rows read, partitions, detrending, forest, draws.
+    with _engine(run, engine, jobs) as chosen:
+        result = estimate_hpte(sales_table, assignment_table, effect_paths=plot is not None, engine=chosen, **options)
         if placebo_out:
             from pricelab_cli.hpte.placebo import estimate_placebo
 
-            placebo, window = estimate_placebo(
-                sales_table, assignment_table, progress=advance, read_progress=read_rows, engine=chosen, **options
-            )
+            placebo, window = estimate_placebo(sales_table, assignment_table, engine=chosen, **options)
         if carryover_out:
             carryover = _carryover_table(sales_table, assignment_table, outcomes, chosen)
     run.write(result.effects, output, extra={"n_bootstrap": bootstrap})
@@ -801,8 +797,7 @@ def spillover_graph_command(
         else None
     )
     pair_table = run.read(pairs, required=["src", "dst"]) if pairs else None
-    n_equations = pair_table["dst"].n_unique() if pair_table is not None else product_table.height
-    with _engine(run, engine, 1) as chosen, run.reporter.progress("cross-price regressions", n_equations) as advance:
+    with _engine(run, engine, 1) as chosen:
         graph = spillover_graph(
             sales_table,
             product_table,
@@ -813,7 +808,6 @@ def spillover_graph_command(
             fdr=fdr,
             keep_complements=keep_complements,
             hac_lags=hac_lags,
-            progress=advance,
             engine=chosen,
         )
     run.write(graph.edges, output)
@@ -877,7 +871,7 @@ def cluster(
         if products
         else None
     )
-    with run.reporter.progress("leiden", 2) as advance:
+    with run.reporter.progress("leiden: clusters, then oversized ones split", 2) as advance:
         result = leiden_clusters(
             edge_table, product_table, max_size=max_size, resolution=resolution, seed=seed, progress=advance
         )
@@ -1084,8 +1078,7 @@ def power(
         run.read(events, required=["product_id", "event_date"], rename=ids, dates=["event_date"]) if events else None
     )
     arms = design_arms(designs, cluster_table)
-    with _engine(run, engine, jobs) as chosen, \
-            run.reporter.progress(f"{len(arms)} designs x {reps} repetitions", reps) as advance:
+    with _engine(run, engine, jobs) as chosen:
         summary, repetitions = power_study(
             history_table,
             product_table,
@@ -1102,7 +1095,6 @@ def power(
             interval_reps=interval_reps,
             seed=seed,
             n_jobs=jobs,
-            on_progress=advance,
             engine=chosen,
         )
     run.write(summary, output)
@@ -1194,11 +1186,12 @@ def report(
     }
     paths = {"design": design_path, "assignment": assignment, "sales": sales, "effects": effects, "cate": cate,
              "products": products, "placebo": placebo, "spillover": spillover, "clusters": clusters, "power": power}
-    with run.reporter.progress("report", None):
+    with run.reporter.progress("report: tables and plots", 1) as advance:
         result = readout.build_report(
             design=spec, assignment=assignment_table, sales=sales_table, effects=effect_table, paths=paths,
             command=run.meta()["command"], description=description, **optional,
         )
+        advance(1)
     with io.atomic_path(output) as tmp:
         Path(tmp).write_text(readout.render_html(result), encoding="utf-8")
     if markdown:
@@ -1387,6 +1380,22 @@ def _show_click_error(exc: Exception) -> None:
     error(message)
 
 
+def _command_for(args: list[str]):
+    """The click command for this command line. A run names its command first, so only that
+    command's options are built (building all eleven costs about 0.1 s a run); help, typos
+    and the bare program get the whole group, with its command list and suggestions."""
+    first = args[0] if args else ""
+    if first.startswith("-"):
+        return typer.main.get_command(app)
+    commands = [c for c in app.registered_commands if (c.name or c.callback.__name__.replace("_", "-")) == first]
+    groups = [g for g in app.registered_groups if g.name == first]
+    if not commands and not groups:
+        return typer.main.get_command(app)
+    one = copy.copy(app)
+    one.registered_commands, one.registered_groups = commands, groups
+    return typer.main.get_command(one)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run pricelab and exit with the code of the command-line contract."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -1400,7 +1409,7 @@ def main(argv: list[str] | None = None) -> None:
             warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.showwarning = _show_warning
         try:
-            command = typer.main.get_command(app)
+            command = _command_for(args)
             # Every output of the run is committed together at its end, or none is.
             with io.output_transaction():
                 result = command.main(args=args, prog_name="pricelab", standalone_mode=False)

@@ -143,22 +143,36 @@ class Reporter:
             yield lambda n=1: bar.advance(task, n)
 
     @contextlib.contextmanager
-    def tasks(self, description: str) -> Iterator["TaskBar"]:
-        """Yield a counter of tasks (``add(n)`` as a stage of ``n`` starts, ``done(n)`` as
-        they finish) drawn as one bar on stderr whose total grows stage by stage."""
-        if not self._bars:
-            yield TaskBar(None, None)
+    def stages(self) -> Iterator["StageBar"]:
+        """Yield the counter an engine reports its stages to (see
+        :class:`pricelab_cli.engine.TaskCounter`): each stage is a bar named after it with
+        its whole size from the start, replaced by the next stage's when that begins. In a
+        log, each stage is a line as ``progress`` writes them."""
+        if self.quiet:
+            yield StageBar(None, None)
             return
-        bar = Progress(
+        if not self._bars:
+            bar = StageBar(None, self)
+            try:
+                yield bar
+            finally:
+                bar.close()
+            return
+        progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.completed:,}/{task.total:,}"),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=self.console,
             transient=True,
         )
-        with bar:
-            yield TaskBar(bar, bar.add_task(description, total=0))
+        with progress:
+            bar = StageBar(progress, None)
+            try:
+                yield bar
+            finally:
+                bar.close()
 
 
 class _LogProgress:
@@ -186,20 +200,36 @@ class _LogProgress:
             self.reporter.say(f"{self.description}: {self._count()}")
 
 
-class TaskBar:
-    """The counter ``Reporter.tasks`` yields (see :class:`pricelab_cli.engine.TaskCounter`)."""
+class StageBar:
+    """The counter ``Reporter.stages`` yields: ``add(total, stage)`` as a stage starts,
+    ``done(n)`` as its work finishes (a terminal's bar, a log's lines, or nothing)."""
 
-    def __init__(self, bar: Progress | None, task) -> None:
-        self._bar, self._task, self._total = bar, task, 0
+    def __init__(self, bar: Progress | None, log: Reporter | None) -> None:
+        self._bar, self._log_to = bar, log
+        self._task = None
+        self._log: _LogProgress | None = None
 
-    def add(self, n: int) -> None:
-        self._total += n
+    def add(self, total: int, stage: str = "tasks") -> None:
+        self.close()
         if self._bar is not None:
-            self._bar.update(self._task, total=self._total)
+            self._task = self._bar.add_task(stage, total=total)
+        elif self._log_to is not None:
+            self._log = _LogProgress(self._log_to, stage, total)
 
     def done(self, n: int = 1) -> None:
-        if self._bar is not None:
+        if self._task is not None:
             self._bar.advance(self._task, n)
+        elif self._log is not None:
+            self._log.advance(n)
+
+    def close(self) -> None:
+        """End the current stage (its bar goes; in a log, its last line is written)."""
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+            self._task = None
+        if self._log is not None:
+            self._log.end()
+            self._log = None
 
 
 def error(text: str) -> None:

@@ -39,14 +39,27 @@ ENGINE_ENV = "PRICELAB_ENGINE"
 
 
 class TaskCounter:
-    """What an engine reports its progress to: ``add(n)`` as a stage of ``n`` tasks starts,
-    ``done(n)`` as tasks finish. The default does nothing."""
+    """What an engine reports its progress to, stage by stage: ``add(total, stage)`` as a
+    stage starts (its name and its whole size: tasks, or the weights ``map`` was given),
+    ``done(n)`` as its work finishes. The default does nothing."""
 
-    def add(self, n: int) -> None:  # noqa: D102
+    def add(self, total: int, stage: str = "tasks") -> None:  # noqa: D102
         pass
 
     def done(self, n: int = 1) -> None:  # noqa: D102
         pass
+
+
+def stage_name(fn: Callable, stage: str | None) -> str:
+    """A stage's name: the one given, else the task function's (``_cells_task`` -> "cells")."""
+    if stage:
+        return stage
+    name = getattr(fn, "__name__", "tasks").strip("_")
+    return name.removesuffix("_task").replace("_", " ") or "tasks"
+
+
+def weigh(items: Sequence[Any], weights: Callable[[Any], int] | None) -> list[int]:
+    return [1] * len(items) if weights is None else [int(weights(item)) for item in items]
 
 
 class LocalEngine:
@@ -70,36 +83,43 @@ class LocalEngine:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, fn: Callable[..., T], items: Sequence[Any], progress: Callable[[Any], None] | None = None) -> list[T]:
-        """``[fn(item) for item in items]``, in order; ``progress(item)`` as each task ends."""
-        self.counter.add(len(items))
+    def map(self, fn: Callable[..., T], items: Sequence[Any], progress: Callable[[Any], None] | None = None,
+            stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list[T]:
+        """``[fn(item) for item in items]``, in order; ``progress(item)`` as each task ends.
+
+        The counter sees one stage named ``stage`` whose size is the number of tasks, or the
+        sum of ``weights(item)`` (rows, draws) when given, known before the first task runs."""
+        sizes = weigh(items, weights)
+        self.counter.add(sum(sizes), stage_name(fn, stage))
         if self.workers == 1 or len(items) < 2:
-            return list(_in_process(fn, items, progress, self.counter))
+            return list(_in_process(fn, items, sizes, progress, self.counter))
         from joblib import Parallel, delayed
 
         results: list[T] = []
         runner = Parallel(n_jobs=min(self.workers, len(items)), return_as="generator")
-        for item, result in zip(items, runner(delayed(fn)(item) for item in items)):
+        for item, size, result in zip(items, sizes, runner(delayed(fn)(item) for item in items)):
             results.append(result)
-            self.counter.done(1)
+            self.counter.done(size)
             if progress is not None:
                 progress(item)
         return results
 
     def map_kept(self, fn: Callable[..., tuple], items: Sequence[Any], n_kept: int,
-                 progress: Callable[[Any], None] | None = None) -> list[tuple[Any, list[Any]]]:
+                 progress: Callable[[Any], None] | None = None, stage: str | None = None,
+                 weights: Callable[[Any], int] | None = None) -> list[tuple[Any, list[Any]]]:
         """``fn(item)`` returns ``(small, big_1, ..., big_n_kept)``; here every part comes back."""
-        out = self.map(fn, items, progress)
+        out = self.map(fn, items, progress, stage, weights)
         return [(result[0], list(result[1:1 + n_kept])) for result in out]
 
     def close(self) -> None:
         pass
 
 
-def _in_process(fn: Callable[..., T], items: Iterable[Any], progress, counter: TaskCounter) -> Iterable[T]:
-    for item in items:
+def _in_process(fn: Callable[..., T], items: Iterable[Any], sizes: list[int], progress,
+                counter: TaskCounter) -> Iterable[T]:
+    for item, size in zip(items, sizes):
         yield fn(item)
-        counter.done(1)
+        counter.done(size)
         if progress is not None:
             progress(item)
 

@@ -382,7 +382,10 @@ def power_study(
     shared = engine.share(study)
     chunks = [(shared, chunk) for chunk in _chunks(reps, engine.workers)]
     advance = None if on_progress is None else (lambda item: on_progress(len(item[1])))
-    rows = [row for result in engine.map(_chunk_task, chunks, progress=advance) for row in result]
+    rows = [row for result in engine.map(
+        _chunk_task, chunks, progress=advance, stage=f"repetitions ({len(study.arms)} designs each)",
+        weights=lambda item: len(item[1]),
+    ) for row in result]
     order = {arm.label: i for i, arm in enumerate(study.arms)}
     repetitions = pl.DataFrame(rows).sort(pl.col("design").replace_strict(order), "rep")
     return summarise(repetitions), repetitions

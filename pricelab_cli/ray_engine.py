@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pricelab_cli.engine import TaskCounter
+from pricelab_cli.engine import TaskCounter, stage_name, weigh
 from pricelab_cli.errors import PricelabError
 
 START_HINT = (
@@ -104,23 +104,29 @@ class RayEngine:
     def share(self, value: Any) -> Any:
         return self._ray.put(value)
 
-    def map(self, fn: Callable, items: Sequence[Any], progress: Callable[[Any], None] | None = None) -> list:
+    def map(self, fn: Callable, items: Sequence[Any], progress: Callable[[Any], None] | None = None,
+            stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list:
+        """As :meth:`pricelab_cli.engine.LocalEngine.map`, each item a task of the cluster."""
+        sizes = weigh(items, weights)
+        self.counter.add(sum(sizes), stage_name(fn, stage))
         refs = [self._task.remote(fn, item, 0) for item in items]
-        results = self._gather(refs, items, progress)
+        results = self._gather(refs, items, sizes, progress)
         return [value for value, _ in results]
 
     def map_kept(self, fn: Callable, items: Sequence[Any], n_kept: int,
-                 progress: Callable[[Any], None] | None = None) -> list[tuple[Any, list[Any]]]:
+                 progress: Callable[[Any], None] | None = None, stage: str | None = None,
+                 weights: Callable[[Any], int] | None = None) -> list[tuple[Any, list[Any]]]:
+        sizes = weigh(items, weights)
+        self.counter.add(sum(sizes), stage_name(fn, stage))
         calls = [self._task.options(num_returns=1 + n_kept).remote(fn, item, n_kept) for item in items]
         if n_kept == 0:
             calls = [[ref] for ref in calls]
-        smalls = self._gather([refs[0] for refs in calls], items, progress)
+        smalls = self._gather([refs[0] for refs in calls], items, sizes, progress)
         return [(small, list(refs[1:])) for (small, _), refs in zip(smalls, calls)]
 
-    def _gather(self, refs: list, items: Sequence[Any], progress) -> list:
+    def _gather(self, refs: list, items: Sequence[Any], sizes: list[int], progress) -> list:
         """Results in item order; progress as tasks finish, in whatever order they do."""
         ray = self._ray
-        self.counter.add(len(refs))
         position = {ref: i for i, ref in enumerate(refs)}
         results: list = [None] * len(refs)
         pending = list(refs)
@@ -130,7 +136,7 @@ class RayEngine:
                 for ref in done:
                     # Fetched as it ends: a failed task surfaces at once.
                     results[position[ref]] = ray.get(ref)
-                    self.counter.done(1)
+                    self.counter.done(sizes[position[ref]])
                     if progress is not None:
                         progress(items[position[ref]])
         except ray.exceptions.RayTaskError as exc:

@@ -112,6 +112,7 @@ def bootstrap_draws(
     seed: int,
     progress: Callable[[int], None] | None = None,
     engine: LocalEngine | None = None,
+    stage: str = "bootstrap",
 ) -> np.ndarray:
     """Bootstrap draws (B x statistics) of several statistics from the same resamples.
 
@@ -123,6 +124,7 @@ def bootstrap_draws(
     n_bootstrap : number of draws B (0 gives no draws).
     seed : seed of the generators that make the draws.
     progress : called with the number of draws done after each chunk.
+    stage : what the engine's progress calls these draws (the count is added).
     engine : runs the ``DRAW_CHUNKS`` chunks of draws (in this process by default).
     """
     estimates = np.atleast_1d(np.asarray(estimates, dtype=np.float64))
@@ -134,7 +136,9 @@ def bootstrap_draws(
     data = engine.share((unit_influence, stratum))
     chunks = [_DrawChunk(data, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))]
     advance = None if progress is None else (lambda chunk: progress(chunk.count))
-    return estimates + np.concatenate(engine.map(_chunk_shifts, chunks, progress=advance))
+    return estimates + np.concatenate(engine.map(
+        _chunk_shifts, chunks, progress=advance, stage=f"{stage} ({n_bootstrap} draws)", weights=lambda chunk: chunk.count
+    ))
 
 
 def summarise_draws(draws: np.ndarray) -> BootstrapResult:

@@ -766,7 +766,9 @@ def detrend_partitions(
     # Each partition's fits stay with the engine; the later tasks get their handles, so the
     # driver never sends them out again, and it takes back only what it reduces over the
     # catalog (per product: the model, level, trend and volatility; the screen's inputs).
-    fitted = engine.map_kept(_fit_task, [(h, outcome, detrend, robust) for h in handles], 1)
+    fitted = engine.map_kept(
+        _fit_task, [(h, outcome, detrend, robust) for h in handles], 1, stage=f"{outcome}: baseline models"
+    )
     refs = [kept[0] for _, kept in fitted]
     fit = _concat_fits([small[0] for small, _ in fitted])
     n = len(fit.model)
@@ -783,13 +785,13 @@ def detrend_partitions(
         # The block size is read here, where the partitions were cut, not in each worker.
         block = panel_layout.SUM_BLOCK
         tasks = [(h, outcome, ref, s, block) for h, ref, s in zip(handles, refs, local)]
-        for block_sums in engine.map(_shock_task, tasks):
+        for block_sums in engine.map(_shock_task, tasks, stage=f"{outcome}: trading-day shocks"):
             sums = add_block_sums(sums, block_sums)
         shock = shocks_from_sums(sums)
     else:
         shock = np.zeros(len(source.dates))
     tasks = [(h, outcome, ref, s, shock, 1.0) for h, ref, s in zip(handles, refs, local)]
-    results = engine.map(_cells_task, tasks)
+    results = engine.map(_cells_task, tasks, stage=f"{outcome}: baselines and first differences")
     cells = Cells.concat([r[0] for r in results])
     detreat = 1.0
     inputs = None
@@ -805,7 +807,9 @@ def detrend_partitions(
             if passes == DETREAT_PASSES or abs(new - detreat) < DETREAT_TOLERANCE:
                 break
             detreat = new
-            results = engine.map(_cells_task, [(*task[:5], detreat) for task in tasks])
+            results = engine.map(
+                _cells_task, [(*task[:5], detreat) for task in tasks], stage=f"{outcome}: de-treated pass {passes + 1}"
+            )
             cells = Cells.concat([r[0] for r in results])
         cells = dataclasses.replace(cells, detreat_difference=difference_influence, detreat_level=level_influence)
         audit = RobustAudit(
@@ -868,7 +872,7 @@ def experiment_rows(panel, detrended: CatalogDetrend, engine=None) -> pl.DataFra
     product order; the result is sorted by id and date)."""
     tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
     # Partitions follow the products' hash order; the table is sorted by id and date.
-    return pl.concat((engine or LocalEngine()).map(_experiment_rows_task, tasks)).sort("product_id", "date")
+    return pl.concat((engine or LocalEngine()).map(_experiment_rows_task, tasks, stage="experiment rows")).sort("product_id", "date")
 
 
 def _experiment_rows_task(task) -> pl.DataFrame:

@@ -195,6 +195,9 @@ class HeterogeneousPanelEffect:
         _check_arms(cells, outcome, after="the outlier filter")
         # Step 3: the classic DID is the leaf estimator with one leaf.
         self.forest_splits_ = {}
+        # Work of this process, not a map of tasks: one step of the engine's progress.
+        counter = self._partition_engine().counter
+        counter.add(1, f"{outcome}: one leaf (did)" if classic else f"{outcome}: causal forest ({self.n_estimators} trees)")
         leaves = (
             np.zeros((len(cells.code), 1), dtype=np.int64)
             if classic
@@ -203,6 +206,7 @@ class HeterogeneousPanelEffect:
         cells_per_product = np.bincount(cells.code, minlength=panel.n_products)
         # In this process: shipping the fitted trees to workers costs what it would save.
         leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code])
+        counter.done(1)
         in_estimate = np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0
         self.estimate_ = leaf.estimate
         self.n_products_ = int(in_estimate.sum())
@@ -304,7 +308,7 @@ class HeterogeneousPanelEffect:
         stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
         draws = bootstrap_draws(
             np.array(estimates), influence[present], stratum, self.n_bootstrap, self.random_state,
-            progress, self._engine(int(present.sum())),
+            progress, self._engine(int(present.sum())), stage=f"{outcome}: bootstrap",
         )
         if detreat is not None and len(draws):
             inputs, slope = detreat
@@ -503,7 +507,7 @@ def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engi
         (h, detrended.for_partition(h), keep_product[h.offset:h.offset + len(h.product_ids)])
         for h in panel.handles()
     ]
-    found = [r for r in (engine or LocalEngine()).map(_path_sums_task, tasks) if r is not None]
+    found = [r for r in (engine or LocalEngine()).map(_path_sums_task, tasks, stage="effect path") if r is not None]
     lowest = min((r[0] for r in found), default=0)
     highest = max((r[0] + r[1].shape[1] // 2 - 1 for r in found), default=-1)
     sums = np.zeros((3, 2 * (highest - lowest + 1)))

@@ -686,7 +686,7 @@ def partition_panel(
     try:
         return _fill_partitions(
             lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
-            sales_label, assignment_label, progress, engine, fill_zeros,
+            sales_label, assignment_label, progress, engine, fill_zeros, total_rows,
         )
     except BaseException:
         if scratch is not None:
@@ -696,7 +696,7 @@ def partition_panel(
 
 def _fill_partitions(
     lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
-    sales_label, assignment_label, progress, engine, fill_zeros=True,
+    sales_label, assignment_label, progress, engine, fill_zeros=True, total_rows=None,
 ) -> PartitionedPanel:
     n_parts = len(bounds) - 1
     products = plan.products
@@ -731,11 +731,13 @@ def _fill_partitions(
         for w in range(n_slices)
     ]
     advance = None if progress is None or total is None else (lambda piece: progress(piece.length))
+    # The stage's size is known before a row is read: the slices' rows, or the table's.
+    read = dict(progress=advance, stage="sales rows read", weights=lambda piece: piece.length or total_rows or 1)
     if remote:
-        kept_pieces = engine.map_kept(_bucket_kept, slices, n_parts, progress=advance)
+        kept_pieces = engine.map_kept(_bucket_kept, slices, n_parts, **read)
         done = [small for small, _ in kept_pieces]
     else:
-        done = engine.map(_bucket_slice, slices, progress=advance)
+        done = engine.map(_bucket_slice, slices, **read)
     for result in done:
         if isinstance(result, BaseException):
             raise result
@@ -779,12 +781,12 @@ def _fill_partitions(
         for k in range(n_parts)
     ]
     if remote:
-        sorted_parts = engine.map_kept(_finalize_kept, tasks, 1)
+        sorted_parts = engine.map_kept(_finalize_kept, tasks, 1, stage="partitions sorted and checked")
         for k, (_, (rows,)) in enumerate(sorted_parts):
             store.set_sorted(k, rows)
         finals = [small for small, _ in sorted_parts]
     else:
-        finals = engine.map(_finalize_partition, tasks)
+        finals = engine.map(_finalize_partition, tasks, stage="partitions sorted and checked")
     price = np.concatenate([f["price"] for f in finals]) if has_price else None
     n_pre = sum(f["n_pre"] for f in finals)
     n_filled = sum(f["n_filled"] for f in finals)

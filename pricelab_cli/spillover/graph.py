@@ -636,7 +636,10 @@ def cross_price_elasticities(
     advance = None if progress is None else (lambda task: progress(int(before[task[2]] - before[task[1]])))
     est = _Estimates.empty(len(cand.src))
     how = np.zeros(n_blocks, dtype=np.int64)
-    for (_, lo, hi), (part, part_how) in zip(tasks, engine.map(_blocks_task, tasks, progress=advance)):
+    for (_, lo, hi), (part, part_how) in zip(tasks, engine.map(
+        _blocks_task, tasks, progress=advance, stage="cross-price regressions",
+        weights=lambda task: int(before[task[2]] - before[task[1]]),
+    )):
         sl = slice(cand.bounds[lo], cand.bounds[hi])
         est.weight[sl], est.var[sl], est.df[sl], est.n_days[sl], est.status[sl] = (
             part.weight, part.var, part.df, part.n_days, part.status

@@ -132,3 +132,25 @@ def test_a_table_in_a_log_has_no_blank_lines(capsys):
     console.Reporter().table(table)
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(line.strip() for line in lines), lines
+
+
+def test_a_terminal_shows_one_bar_per_stage_named_and_sized_from_the_start():
+    """At a terminal each stage gets its own bar, named, with its total set when it starts;
+    the next stage's bar replaces it (no bar whose total grows, no bar left at 0)."""
+    import io
+
+    from rich.console import Console
+
+    from pricelab_cli import console
+
+    reporter = console.Reporter()
+    reporter.console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with reporter.stages() as bar:
+        bar.add(4, "sales rows read")
+        bar.done(4)
+        bar.add(500, "bootstrap (500 draws)")
+        shown = [(t.description, t.total, t.completed) for t in bar._bar.tasks]
+        assert shown == [("bootstrap (500 draws)", 500, 0)]
+        bar.done(200)
+        assert [(t.total, t.completed) for t in bar._bar.tasks] == [(500, 200)]
+    assert "bootstrap (500 draws)" in reporter.console.file.getvalue()

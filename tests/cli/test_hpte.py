@@ -280,3 +280,22 @@ def test_placebo_needs_history_as_long_as_the_experiment(run_cli, experiment, tm
                      "-o", out, "--placebo-out", tmp_path / "placebo.csv")
     assert result.code == 65 and "a placebo needs" in result.stderr
     assert not out.exists() and not (tmp_path / "placebo.csv").exists()
+
+
+def test_a_log_names_each_stage_with_its_size(run_cli, experiment, tmp_path, monkeypatch):
+    """In a cron log, each stage of the run is a line with its name and its whole size, in
+    the order they ran; --quiet drops them."""
+    from pricelab_cli import console
+
+    monkeypatch.setattr(console, "LOG_MIN_SECONDS", 0.0)
+    result = run_cli(*args(experiment, "-o", tmp_path / "e.csv", "--jobs", "1"))
+    assert result.code == 0, result.stderr
+    stages = [line for line in result.stderr.splitlines() if line.count("/") == 1 and ": " in line]
+    names = [line.rsplit(": ", 1)[0] for line in stages]
+    assert names[0] == "sales rows read" and names[-1] == "units: bootstrap (100 draws)", names
+    assert "units: causal forest (100 trees)" in names
+    for line in stages:
+        done, total = line.rsplit(": ", 1)[1].split("/")
+        assert done == total, line
+    quiet = run_cli(*args(experiment, "-o", tmp_path / "q.csv", "--jobs", "1", "--quiet"))
+    assert quiet.code == 0 and quiet.stderr == ""

@@ -207,3 +207,39 @@ def test_a_failed_check_on_a_streamed_assignment_names_what_the_table_read_whole
         with pytest.raises(PricelabError) as streamed:
             plan_panel(bad.lazy(), "a.parquet")
         assert type(streamed.value) is type(whole.value) and str(streamed.value) == str(whole.value)
+
+
+class _Recorder:
+    """An engine's progress counter that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.stages: list[list] = []  # [name, total, done]
+
+    def add(self, total: int, stage: str = "tasks") -> None:
+        self.stages.append([stage, total, 0])
+
+    def done(self, n: int = 1) -> None:
+        self.stages[-1][2] += n
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_every_stage_is_named_and_announces_its_whole_size_before_it_runs(spoiled, n_jobs):
+    """Progress is a sequence of named stages, each finishing exactly at the size it
+    announced when it began (no bar whose total grows, none left at 0 while others work)."""
+    from pricelab_cli.engine import LocalEngine
+
+    products, assignment, sales = spoiled
+    counter = _Recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PricelabWarning)
+        run(sales, assignment, products, rows_per_partition=2_000, engine=LocalEngine(n_jobs, counter))
+    names = [name for name, _, _ in counter.stages]
+    assert all(done == total > 0 for _, total, done in counter.stages), counter.stages
+    expected = ["sales rows read", "partitions sorted and checked", "units: baseline models",
+                "units: trading-day shocks", "units: baselines and first differences",
+                "units: causal forest (20 trees)", "units: bootstrap (200 draws)"]
+    assert [n for n in names if n in expected] == expected, names
+    # The rows announced are the sales table's rows up to the experiment's last day.
+    last = assignment["date"].max()
+    read = next(total for name, total, _ in counter.stages if name == "sales rows read")
+    assert read == sales.filter(pl.col("date") <= last).height
