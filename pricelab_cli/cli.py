@@ -24,6 +24,7 @@ from rich import box
 from rich.table import Table
 
 import pricelab_cli
+from pricelab_cli import stopping
 from pricelab_cli._lazy import lazy
 from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
 from pricelab_cli.console import Reporter, error
@@ -182,14 +183,21 @@ def _run(
     """
     io.check_format(fmt)  # fail before any work, not at the final write
     named_outputs, named_inputs = _named_paths([o for o in outputs if o], _ACTIVE.argv)
+    quiet, silent = levels
+    reporter = Reporter(quiet=quiet, silent=silent)
+    _ACTIVE.reporter = reporter
+    # What a run that is gone left in these folders is cleaned up first (and a folder it
+    # moved aside is put back) so that the checks below see the outputs as they should be.
+    from pricelab_cli.scratch import sweep
+
+    local = [p for p in (*named_outputs.values(), *named_inputs.values(), *documents) if p and io.is_local(p)]
+    for restored in sweep([Path(p).parent for p in local]):
+        reporter.warn(restored)
     # --storage-option values reach the checks too: an s3:// output is probed before any work.
     storage = _storage(storage_option)
     io.check_outputs(
         named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt, storage_options=storage
     )
-    quiet, silent = levels
-    reporter = Reporter(quiet=quiet, silent=silent)
-    _ACTIVE.reporter = reporter
     return Run(reporter, seed, fmt, tuple(o for o in outputs if o), storage)
 
 
@@ -1380,6 +1388,16 @@ def _show_click_error(exc: Exception) -> None:
     error(message)
 
 
+def _stopped(what: str, code: int) -> int:
+    """A run ended by a signal: its workers end too, and one line says what became of it."""
+    stopping.end_workers()
+    if io.LAST_COMMIT.done:
+        error(f"stopped by {what} after its outputs were committed.")
+    else:
+        error(f"stopped by {what}; nothing was written (existing outputs are unchanged).")
+    return code
+
+
 def _command_for(args: list[str]):
     """The click command for this command line. A run names its command first, so only that
     command's options are built (building all eleven costs about 0.1 s a run); help, typos
@@ -1410,8 +1428,9 @@ def main(argv: list[str] | None = None) -> None:
         warnings.showwarning = _show_warning
         try:
             command = _command_for(args)
-            # Every output of the run is committed together at its end, or none is.
-            with io.output_transaction():
+            # Every output of the run is committed together at its end, or none is; SIGTERM
+            # and SIGHUP unwind the run as Ctrl-C does.
+            with stopping.stoppable(), io.output_transaction():
                 result = command.main(args=args, prog_name="pricelab", standalone_mode=False)
             code = result if isinstance(result, int) else 0
         except PricelabError as exc:
@@ -1424,7 +1443,10 @@ def main(argv: list[str] | None = None) -> None:
         except typer.TyperException as exc:  # the parser's usage errors (exit 2)
             _show_click_error(exc)
             code = getattr(exc, "exit_code", 2)
-        except typer.Abort:
+        except typer.Abort as exc:
+            # The parser turns an EOFError it meets into a silent Abort.
+            cause = exc.__cause__
+            error(f"the run was aborted ({type(cause).__name__}: {cause})" if cause else "the run was aborted")
             code = 1
         except BrokenPipeError:
             # A reader such as `head` closed the pipe: that is a normal end for a filter.
@@ -1432,15 +1454,21 @@ def main(argv: list[str] | None = None) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             code = 0
-        except KeyboardInterrupt:
-            code = 130
+        except KeyboardInterrupt:  # one that arrived before the handlers were in place
+            code = _stopped("SIGINT", 130)
+        except stopping.Stopped as exc:
+            code = _stopped(exc.name, exc.exit_code)
         except Exception as exc:  # anything unforeseen: one line, traceback only on request
-            if verbose:
-                import traceback
+            stop = stopping.behind(exc)
+            if stop is not None:  # a signal met inside a library's C code, which wrapped it
+                code = _stopped(stop.name, stop.exit_code)
+            else:
+                if verbose:
+                    import traceback
 
-                traceback.print_exc()
-            error(f"{type(exc).__name__}: {exc} (run again with --verbose for the traceback)")
-            code = 1
+                    traceback.print_exc()
+                error(f"{type(exc).__name__}: {exc} (run again with --verbose for the traceback)")
+                code = 1
         finally:
             _ACTIVE.reporter = None
     sys.exit(code)

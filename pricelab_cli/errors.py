@@ -1,7 +1,9 @@
 """Exceptions raised by pricelab's core; the CLI maps each to an exit code once.
 
 Exit codes follow the command-line contract: 2 usage, 65 bad input data, 66 input file
-missing or unreadable, 1 anything else.
+missing or unreadable, 1 anything else; and, as sysexits.h has them, 73 for an output that
+cannot be written (a full disk, a closed stream) and 75 for a folder another run is
+committing into (try again).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ class InputFileError(PricelabError):
     """An input file that is missing or cannot be read (exit 66)."""
 
     exit_code = 66
+
+
+class OutputError(PricelabError):
+    """An output or the scratch folder cannot be written (exit 73, EX_CANTCREAT)."""
+
+    exit_code = 73
 
 
 class PricelabWarning(UserWarning):

@@ -14,19 +14,21 @@ import datetime as dt
 import glob
 import gzip
 import io
+import errno
 import itertools
 import json
 import os
 import re
-import secrets
 import shutil
 import sys
 import tempfile
 import urllib.parse
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pricelab_cli import scratch, stopping
 from pricelab_cli._lazy import lazy
 
 from pricelab_cli.errors import (
@@ -36,6 +38,7 @@ from pricelab_cli.errors import (
     EmptyTableError,
     InputFileError,
     MissingColumnError,
+    OutputError,
     PricelabError,
     UsageError,
 )
@@ -138,8 +141,18 @@ def _read_raw(path: str, fmt: str | None, storage_options: Mapping[str, str] | N
     if fmt.endswith(".gz"):
         try:
             data = gzip.decompress(data)
-        except OSError as exc:
+        except EOFError:
+            raise InputFileError(
+                f"{label}: the gzip file ends before its end marker (truncated, e.g. by an interrupted copy); "
+                "copy or export it again."
+            ) from None
+        except (OSError, zlib.error) as exc:
             raise InputFileError(f"{label}: not a readable gzip file ({exc}).") from exc
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data[:200]:
+        raise DataError(
+            f"{label}: the file is UTF-16 encoded (or holds NUL bytes); re-save it as UTF-8 (in Excel: "
+            "CSV UTF-8) and run again."
+        )
     separator = "\t" if fmt.startswith("tsv") else ","
     first_line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
     names = next(csv.reader([first_line], delimiter=separator), [])
@@ -167,7 +180,43 @@ def _read_raw(path: str, fmt: str | None, storage_options: Mapping[str, str] | N
     except pl.exceptions.NoDataError as exc:
         raise EmptyTableError(f"{label}: the file has no header row.") from exc
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as exc:
-        raise DataError(f"{label}: not a well-formed {fmt.upper()} table ({_first_line(exc)}).") from exc
+        where = _ragged_line(data, separator, len(names))
+        raise DataError(f"{label}: not a well-formed {fmt.upper()} table ({where or _first_line(exc)}).") from exc
+
+
+# What a reader's error says when the bytes of a file are damaged, or when an object store
+# failed part-way through a read.
+_DAMAGE = ("out of specification", "zstd", "snappy", "lz4", "decompress", "corrupt", "thrift", "unexpected end",
+           "unexpected eof", "invalid page", "checksum")
+_STORE_FAILURE = ("object_store", "object-store", "generic s3 error", "error sending request", "connection",
+                  "timed out", "timeout", "broken pipe", "reset by peer")
+
+
+def damaged_input(label: str, exc: BaseException) -> InputFileError | None:
+    """The error for an input that failed part-way through a streaming read (a corrupt page,
+    a store that went away), naming it; None for any other error."""
+    text = str(exc).lower()
+    first = _first_line(exc)
+    if any(mark in text for mark in _DAMAGE):
+        return InputFileError(
+            f"{label}: part of the file is damaged and cannot be read ({first}); export or copy it again."
+        )
+    if any(mark in text for mark in _STORE_FAILURE):
+        return InputFileError(
+            f"{label}: the read failed part-way ({first}); the object store stopped answering or timed out. Check "
+            "the store and run again; --storage-option timeout=120s gives a slow store longer."
+        )
+    return None
+
+
+def _ragged_line(data: bytes, separator: str, n_columns: int) -> str | None:
+    """Where a CSV first has a row with another number of fields than its header (the parser
+    of the error path only)."""
+    text = data.decode("utf-8", errors="replace").splitlines()
+    for number, row in enumerate(csv.reader(text, delimiter=separator), start=1):
+        if row and len(row) != n_columns:
+            return f"line {number} has {len(row)} fields and the header has {n_columns}"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -216,6 +265,11 @@ class TableSource:
     @property
     def label(self) -> str:
         return "standard input" if self.path == STDIO else self.path
+
+
+def is_local(path: str) -> bool:
+    """A path on this machine's file system (not standard input, not a URI)."""
+    return path != STDIO and "://" not in path
 
 
 def _remote_input(path: str) -> bool:
@@ -1017,22 +1071,31 @@ class _Transaction:
             # output has been replaced yet.
             for uri, data, options in self.uploads:
                 _put_object(uri, data, options)
-            for tmp, target in self.renames:
-                os.replace(tmp, target)
-            for tmp, target in self.folders:
-                _replace_folder(tmp, target)
+            for _, target in self.folders:
+                _check_replaceable(target, str(target))  # the run may have taken long; look again
+            scratch.commit(self.renames, self.folders)
             for tmp, target in self.in_place:
-                with open(target, "wb") as sink:
-                    sink.write(tmp.read_bytes())
+                try:
+                    with open(target, "wb") as sink:
+                        sink.write(tmp.read_bytes())
+                except OSError as exc:
+                    raise output_failed(str(target), exc) from None
         finally:
             self.discard()
-        for chunk in self.stdout:
-            sys.stdout.buffer.write(chunk)
         if self.stdout:
-            sys.stdout.buffer.flush()
+            _to_stdout(self.stdout)
 
 
 _PENDING: list[_Transaction] = []
+
+
+@dataclasses.dataclass
+class _LastCommit:
+    done: bool = False
+
+
+# Whether the last transaction committed (a signal held during the commit is raised after it).
+LAST_COMMIT = _LastCommit()
 
 
 @contextlib.contextmanager
@@ -1046,6 +1109,7 @@ def output_transaction() -> Iterator[None]:
     """
     transaction = _Transaction()
     _PENDING.append(transaction)
+    LAST_COMMIT.done = False
     try:
         yield
     except BaseException:
@@ -1053,7 +1117,10 @@ def output_transaction() -> Iterator[None]:
         raise
     finally:
         _PENDING.remove(transaction)
-    transaction.commit()
+    # Ctrl-C, SIGTERM and SIGHUP wait while the outputs move into place.
+    with stopping.deferred():
+        transaction.commit()
+        LAST_COMMIT.done = True
 
 
 def write_stdout(payload: bytes) -> None:
@@ -1061,8 +1128,51 @@ def write_stdout(payload: bytes) -> None:
     if _PENDING:
         _PENDING[-1].stdout.append(payload)
         return
-    sys.stdout.buffer.write(payload)
-    sys.stdout.buffer.flush()
+    _to_stdout([payload])
+
+
+def _to_stdout(chunks: list[bytes]) -> None:
+    stream = getattr(sys.stdout, "buffer", None)
+    if stream is None:
+        raise OutputError(CLOSED_STDOUT)
+    try:
+        for chunk in chunks:
+            stream.write(chunk)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"standard output: could not be written ({_why(exc)}).") from None
+
+
+CLOSED_STDOUT = "standard output is closed (-o - needs it); give a file with -o, or leave stdout open."
+# Errors of a file system that cannot take what is written (full, over quota, read-only).
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def full_disk(exc: BaseException) -> bool:
+    """Whether an error says the file system could not take the bytes written."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return True
+    text = str(exc)
+    return any(mark in text for mark in ("No space left", "os error 28", "Disk quota", "os error 122",
+                                         "File too large", "Read-only file system"))
+
+
+def output_failed(target: str, exc: BaseException) -> OutputError:
+    """The error for an output the file system would not take, naming it and its folder."""
+    why = str(exc).strip() or type(exc).__name__
+    if os.path.exists(target) and not (os.path.isfile(target) or os.path.isdir(target)):
+        return OutputError(f"{target}: the device or pipe refused the output ({why}); give a file with -o.")
+    folder = os.path.dirname(os.path.abspath(target))
+    return OutputError(
+        f"{target}: could not be written ({why}); the file system holding {folder!r} is full or refuses writes. "
+        "Nothing was written and existing outputs are unchanged: free some space there or give another place with -o."
+    )
 
 
 @contextlib.contextmanager
@@ -1086,13 +1196,16 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if target.is_dir():
             raise UsageError(f"{target}: is a folder; give a file name for the output.")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=None if special else folder)
+        tmp_path = scratch.temp_file(target, None if special else folder)
     except OSError as exc:
         raise UsageError(f"{target}: cannot write in {str(folder)!r} ({exc.strerror}).") from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except Exception as exc:
+            if full_disk(exc):
+                raise output_failed(str(target), exc) from None
+            raise
         # mkstemp creates 0600 files; outputs get the permissions any new file would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         if _PENDING:
@@ -1135,6 +1248,8 @@ def check_outputs(
             f"{' and '.join(streamed_out)} {'both' if len(streamed_out) == 2 else 'all'} write to standard output (-); "
             "give all but one of them a file."
         )
+    if streamed_out and getattr(sys.stdout, "buffer", None) is None:
+        raise OutputError(f"{streamed_out[0]} -: {CLOSED_STDOUT}")
     streamed_in = [flag for flag, path in inputs.items() if path == STDIO]
     if len(streamed_in) > 1:
         raise UsageError(
@@ -1401,11 +1516,16 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
         raise UsageError(f"{target}: the folder {str(parent)!r} does not exist.")
     _check_replaceable(target, str(target))
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        tmp = scratch.temp_folder(target, parent)
     except OSError as exc:
         raise UsageError(f"{target}: cannot write in {str(parent)!r} ({exc.strerror}).") from exc
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            if full_disk(exc):
+                raise output_failed(str(target), exc) from None
+            raise
         # mkdtemp creates 0700 folders; outputs get the permissions any new folder would.
         os.chmod(tmp, 0o777 & ~_umask())
         if _PENDING:
@@ -1419,23 +1539,8 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
 
 def _replace_folder(tmp: Path, target: Path) -> None:
     """Move the finished folder ``tmp`` to ``target``, replacing a dataset pricelab wrote."""
-    if not (target.exists() or target.is_symlink()):
-        os.rename(tmp, target)
-        return
     _check_replaceable(target, str(target))  # the run may have taken long; look again
-    # A folder cannot be renamed over a non-empty one: the old one moves aside first, and
-    # back if the new one cannot take its place.
-    aside = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
-    os.rename(target, aside)
-    try:
-        os.rename(tmp, target)
-    except BaseException:
-        os.rename(aside, target)
-        raise
-    if aside.is_symlink():
-        aside.unlink()
-    else:
-        shutil.rmtree(aside, ignore_errors=True)
+    scratch.commit([], [(tmp, target)])
 
 
 def _check_replaceable(target: Path, label: str) -> None:

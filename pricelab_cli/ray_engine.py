@@ -95,6 +95,11 @@ class RayEngine:
                     f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
                     f"{START_HINT}."
                 ) from None
+            # Ray's core installs signal handlers of its own (SIGTERM prints a C++ stack):
+            # the run's own come back, so a stopped run unwinds and cleans up as on this machine.
+            from pricelab_cli import stopping
+
+            stopping.rearm()
         return cls(ray, address, counter)
 
     @property

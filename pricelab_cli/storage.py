@@ -21,11 +21,12 @@ What was found against a real S3-compatible server (moto) with polars 2.1 and py
 - Failures: with polars' defaults (8 retries, no request timeout) a closed port fails after
   20 s, and an endpoint that accepts connections but never answers hangs (still waiting
   after 200 s). polars also rebuilds its client and runs a failed request once more, so
-  every bound counts twice. With ``DEFAULT_BOUNDS`` (``max_retries`` 1,
-  ``retry_timeout_ms`` 10000, ``connect_timeout`` 5s, ``timeout`` 60s) a closed port fails
-  in 0.5 s, a silent endpoint in 2 x 60 s. ``timeout`` bounds one request, body
-  included (polars downloads in chunks): raise it (``--storage-option timeout=300s``) on a
-  very slow link.
+  every bound counts twice. pricelab's ``timeout`` is the whole wait for a store that stopped
+  answering (default ``DEFAULT_TIMEOUT_S``, 30 s): polars gets half of it a request, with
+  ``max_retries`` 0 (its own second attempt stays), ``retry_timeout_ms`` 10000 and
+  ``connect_timeout`` 5s. A closed port fails in 0.5 s, a store that goes silent in the
+  middle of a read in about ``timeout``. A request's body counts in its time (polars
+  downloads in chunks): raise it (``--storage-option timeout=300s``) on a very slow link.
 - pyarrow: ``connect_timeout`` applies; ``request_timeout`` is ignored on Linux, where the
   AWS SDK ends a request that receives nothing for 3 s; ``AwsStandardS3RetryStrategy``
   bounds the attempts (``max_retries`` + 1). A closed port fails in under 1 s, a silent
@@ -66,11 +67,14 @@ _CHUNK = 8 << 20
 _ABANDONED_UPLOADS: list[Any] = []
 # Bounds that make an unreachable store fail within seconds (see the module docstring).
 DEFAULT_BOUNDS: dict[str, Any] = {
-    "max_retries": 1,
+    "max_retries": 0,
     "retry_timeout_ms": 10_000,
     "connect_timeout": "5s",
-    "timeout": "60s",
 }
+# How long a store that stopped answering is waited for, in all (``--storage-option
+# timeout=...`` sets it). polars tries a failed read twice (it rebuilds its client and asks
+# again), so each request gets half of it.
+DEFAULT_TIMEOUT_S = 30.0
 # polars' own keys, which it wants as numbers; --storage-option gives text.
 _NUMERIC_KEYS = frozenset(
     [
@@ -174,6 +178,8 @@ def storage_options(
         options.setdefault("aws_allow_http", "true")
     for key, value in DEFAULT_BOUNDS.items():
         options.setdefault(key, value)
+    total = _duration_seconds(options.get("timeout", DEFAULT_TIMEOUT_S), DEFAULT_TIMEOUT_S)
+    options["timeout"] = f"{max(1, int(total * 500))}ms"
     return options
 
 
@@ -300,8 +306,11 @@ def cloud_error(uri: str, exc: BaseException, options: Mapping[str, Any] | None 
     ):
         slow = ("timed out", "timeout was reached", "too slow")
         if isinstance(exc, TimeoutError) or any(marker in lowered for marker in slow):
-            reason = "no answer in time"
-        elif "refused" in lowered or "could not connect" in lowered:
+            return InputFileError(
+                f"{uri}: the object store at {endpoint} did not answer within the timeout; if it is slow rather than "
+                f"absent, give it longer with --storage-option timeout=120s, else {_SET_ENDPOINT}."
+            )
+        if "refused" in lowered or "could not connect" in lowered:
             reason = "connection refused"
         else:
             reason = "no connection"

@@ -172,3 +172,80 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 def s3_bucket(s3_server: S3Server) -> str:
     """A fresh, empty bucket on ``s3_server``."""
     return s3_server.create_bucket()
+
+
+class FaultyProxy:
+    """A TCP proxy on 127.0.0.1 in front of the S3 server that fails on purpose.
+
+    It forwards every connection to ``upstream`` and counts the HTTP requests going through.
+    Once ``after`` requests have passed, it misbehaves as ``mode`` says: ``"drop"`` closes
+    every connection at the next request; ``"stall"`` forwards nothing more and leaves the
+    connections open (a store that went silent); ``"trickle"`` passes responses at
+    ``rate`` bytes a second. ``after=None`` never misbehaves (a run counts its requests).
+    """
+
+    def __init__(self, upstream: str, mode: str = "drop", after: int | None = None, rate: int = 4096) -> None:
+        import threading
+
+        host, port = upstream.removeprefix("http://").rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.mode, self.after, self.rate = mode, after, rate
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(64)
+        self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _failing(self) -> bool:
+        return self.after is not None and self.requests > self.after
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self._sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if requests:
+                    with self._lock:
+                        self.requests += data.count(b" HTTP/1.1\r\n")
+                if self._failing():
+                    if self.mode == "drop":
+                        break
+                    if self.mode == "stall":
+                        time.sleep(3600)
+                    if self.mode == "trickle" and not requests:
+                        for at in range(0, len(data), 256):
+                            sink.sendall(data[at:at + 256])
+                            time.sleep(256 / self.rate)
+                        continue
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        for sock in [self._server, *self._sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -40,6 +40,7 @@ glob, hive partitions and an object-store URI holding the same rows give the sam
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import shutil
 import tempfile
@@ -57,10 +58,19 @@ from pricelab_cli.errors import (
     DataError,
     DuplicateKeyError,
     EmptyTableError,
+    OutputError,
     PricelabError,
     PricelabWarning,
 )
-from pricelab_cli.io import MAX_MAGNITUDE, assignment_flags, check_columns, check_numeric, check_values
+from pricelab_cli.io import (
+    MAX_MAGNITUDE,
+    assignment_flags,
+    check_columns,
+    check_numeric,
+    check_values,
+    damaged_input,
+)
+from pricelab_cli.scratch import scratch_folder
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}
@@ -389,6 +399,8 @@ class _PartitionStore:
         self.kept = list(kept) if kept is not None else list(self.columns)
         self.folder = folder
         self.n_writers = n_writers
+        # What the partitions take on disk at most (pieces and their sorted copy), for messages.
+        self.need_bytes = 0
         self._memory: list[dict[str, list[np.ndarray]]] = [{c: [] for c in self.columns} for _ in range(n_parts)]
         self._sorted: set[int] = set()
 
@@ -401,8 +413,19 @@ class _PartitionStore:
             if self.folder is None:
                 self._memory[k][column].append(values)
             else:
-                with open(self._path(k, column, writer), "ab") as sink:
-                    values.tofile(sink)
+                self._write(self._path(k, column, writer), values, "ab")
+
+    def _write(self, path: Path, values: np.ndarray, mode: str) -> None:
+        try:
+            with open(path, mode) as sink:
+                values.tofile(sink)
+        except OSError as exc:
+            scratch = self.folder.parent
+            need = f", about {self.need_bytes / 1e6:,.0f} MB for this sales table" if self.need_bytes else ""
+            raise OutputError(
+                f"the scratch folder {str(scratch)!r} has no room for the sales partitions ({exc.strerror or 'the disk is full'}{need}); "
+                f"point TMPDIR at a folder with more space, e.g. TMPDIR=/var/tmp pricelab ..."
+            ) from None
 
     def load(self, k: int) -> dict[str, np.ndarray]:
         if self.folder is None:
@@ -432,8 +455,7 @@ class _PartitionStore:
             self._memory[k] = {c: [np.asarray(arrays[c])] for c in self.kept}
             return
         for column in self.kept:
-            with open(self._path(k, column), "wb") as sink:
-                np.ascontiguousarray(arrays[column], dtype=self.columns[column]).tofile(sink)
+            self._write(self._path(k, column), np.ascontiguousarray(arrays[column], dtype=self.columns[column]), "wb")
         for column in self.columns:
             for w in range(self.n_writers):
                 self._path(k, column, w).unlink(missing_ok=True)
@@ -679,15 +701,28 @@ def partition_panel(
         store = _ObjectStore(n_parts, columns, kept)
     else:
         # Several partitions live on disk, and are read into them by STREAM_SLICES writers.
-        scratch = Path(tempfile.mkdtemp(prefix="pricelab-panel-")) if n_parts > 1 else None
+        try:
+            scratch = scratch_folder("panel") if n_parts > 1 else None
+        except OSError as exc:
+            raise OutputError(
+                f"the scratch folder {tempfile.gettempdir()!r} cannot hold the sales partitions ({exc.strerror or exc}); "
+                "point TMPDIR at a writable folder with room, e.g. TMPDIR=/var/tmp pricelab ..."
+            ) from None
         store = _PartitionStore(
             n_parts, columns, scratch, n_writers=STREAM_SLICES if scratch is not None else 1, kept=kept,
         )
+        store.need_bytes = total_rows * sum(d.itemsize for d in columns.values()) * 2
     try:
-        return _fill_partitions(
-            lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
-            sales_label, assignment_label, progress, engine, fill_zeros, total_rows,
-        )
+        try:
+            return _fill_partitions(
+                lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
+                sales_label, assignment_label, progress, engine, fill_zeros, total_rows,
+            )
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            damaged = damaged_input(sales_label, exc)
+            if damaged is None:
+                raise
+            raise damaged from None
     except BaseException:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -751,6 +786,16 @@ def _fill_partitions(
     days_seen = set(np.concatenate([r["days"] for r in done]).tolist())
 
     absent = np.flatnonzero(has_rows == 0)
+    if len(absent) == len(products):
+        # Rows after the experiment are not read: say so when that is where all of them are.
+        first = lazy.select(date_expr.min()).collect().item()
+        last = dt.date(1970, 1, 1) + dt.timedelta(days=int(plan.last_day))
+        if first is not None and first > last:
+            raise DataError(
+                f"{sales_label}: its sales start on {first}, after the experiment's last date {last} in "
+                f"{assignment_label}; give sales that cover the experiment and the weeks before it (or the "
+                "assignment of this period)."
+            )
     if len(absent):
         raise DataError(
             f"{assignment_label}: {len(absent)} assigned product(s) have no sales rows, e.g. "

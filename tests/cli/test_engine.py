@@ -196,3 +196,29 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
         assert process.returncode == 1, stderr
         assert "Ray cluster" in stderr and "nothing was written" in stderr, stderr
         assert not (remote / "effects.csv").exists() and not (remote / "cate.parquet").exists()
+
+
+@ray_group
+def test_sigterm_on_ray_unwinds_like_ctrl_c(ray_cluster, chain, tmp_path):
+    """SIGTERM to a driver connected to the cluster: one line, exit 143, nothing written,
+    and no stack dump from Ray's core (whose own handler the run replaces)."""
+    logs = ray_cluster.root / "ray" / "session_latest" / "logs"
+    process = subprocess.Popen([PRICELAB, *_hpte_args(chain, tmp_path)], env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(str(process.pid) in p.name for p in logs.glob("*driver*")) and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert process.poll() is None, "hpte ended before it could be stopped: give it more work"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines() == [
+        "pricelab: error: stopped by SIGTERM; nothing was written (existing outputs are unchanged)."
+    ]
+    assert not (tmp_path / "effects.csv").exists() and not (tmp_path / "cate.parquet").exists()
