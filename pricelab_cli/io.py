@@ -1163,6 +1163,17 @@ def full_disk(exc: BaseException) -> bool:
                                          "File too large", "Read-only file system"))
 
 
+@contextlib.contextmanager
+def _full_disk_named(target: Path) -> Iterator[None]:
+    """A write that fails for want of space becomes an error naming its output."""
+    try:
+        yield
+    except Exception as exc:
+        if full_disk(exc):
+            raise output_failed(str(target), exc) from None
+        raise
+
+
 def output_failed(target: str, exc: BaseException) -> OutputError:
     """The error for an output the file system would not take, naming it and its folder."""
     why = str(exc).strip() or type(exc).__name__
@@ -1200,12 +1211,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise UsageError(f"{target}: cannot write in {str(folder)!r} ({exc.strerror}).") from exc
     try:
-        try:
+        with _full_disk_named(target):
             yield tmp_path
-        except Exception as exc:
-            if full_disk(exc):
-                raise output_failed(str(target), exc) from None
-            raise
         # mkstemp creates 0600 files; outputs get the permissions any new file would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         if _PENDING:
@@ -1520,12 +1527,8 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
     except OSError as exc:
         raise UsageError(f"{target}: cannot write in {str(parent)!r} ({exc.strerror}).") from exc
     try:
-        try:
+        with _full_disk_named(target):
             yield tmp
-        except Exception as exc:
-            if full_disk(exc):
-                raise output_failed(str(target), exc) from None
-            raise
         # mkdtemp creates 0700 folders; outputs get the permissions any new folder would.
         os.chmod(tmp, 0o777 & ~_umask())
         if _PENDING:

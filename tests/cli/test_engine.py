@@ -164,23 +164,27 @@ def test_spillover_graph_ipw_and_power_on_ray_give_the_local_bytes(ray_cluster, 
                 assert (outs["ray"] / file.name).read_bytes() == file.read_bytes(), file.name
 
 
+def _wait_for_the_driver(ray_cluster, process: subprocess.Popen, then: float) -> None:
+    """Wait until the pricelab run has connected to the cluster (its driver log, named by its
+    pid, appears; its first tasks are then under way), and ``then`` seconds more."""
+    logs = ray_cluster.root / "ray" / "session_latest" / "logs"
+    deadline = time.monotonic() + 60
+    while not any(str(process.pid) in p.name for p in logs.glob("*driver*")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    time.sleep(then)
+    assert process.poll() is None, "hpte ended before the fault could be injected: give it more work"
+
+
 @ray_group
 def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clear_error(ray_cluster, chain, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "ray"
     local.mkdir(), remote.mkdir()
     assert run(_hpte_args(chain, local)).code == 0
-    logs = ray_cluster.root / "ray" / "session_latest" / "logs"
     process = subprocess.Popen([PRICELAB, *_hpte_args(chain, remote)], env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # The driver has connected once its log file (named by its pid) appears; its first
-        # tasks are then under way.
-        deadline = time.monotonic() + 60
-        while not any(str(process.pid) in p.name for p in logs.glob("*driver*")) and time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.05)
-        time.sleep(1.0)
-        assert process.poll() is None, "hpte ended before the worker could be killed: give it more work"
+        _wait_for_the_driver(ray_cluster, process, 1.0)
         os.kill(ray_cluster.worker_raylet_pid(), signal.SIGKILL)
         _, stderr = process.communicate(timeout=240)
     finally:
@@ -202,16 +206,10 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
 def test_sigterm_on_ray_unwinds_like_ctrl_c(ray_cluster, chain, tmp_path):
     """SIGTERM to a driver connected to the cluster: one line, exit 143, nothing written,
     and no stack dump from Ray's core (whose own handler the run replaces)."""
-    logs = ray_cluster.root / "ray" / "session_latest" / "logs"
     process = subprocess.Popen([PRICELAB, *_hpte_args(chain, tmp_path)], env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not any(str(process.pid) in p.name for p in logs.glob("*driver*")) and time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.05)
-        time.sleep(0.5)
-        assert process.poll() is None, "hpte ended before it could be stopped: give it more work"
+        _wait_for_the_driver(ray_cluster, process, 0.5)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
