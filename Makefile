@@ -10,7 +10,7 @@ PYTEST_ARGS ?= -n auto --dist loadgroup
 # The studies on real retail panels (marker `full`) run in `make test-full`.
 TEST_MARKERS ?= not full
 
-.PHONY: demo test test-fast test-full bench bench-scale bench-ray lock clean
+.PHONY: demo lint test test-fast test-full bench bench-scale bench-ray lock clean
 
 # What the demo needs: pricelab and its own dependencies, nothing of the test or Ray extras.
 $(DEMO_STAMP): pyproject.toml requirements.lock
@@ -28,6 +28,10 @@ $(STAMP): $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+# ruff's checks as pyproject.toml sets them (pyflakes, pycodestyle, import order, bugbear).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pricelab_cli tests bench scripts pricelab_launch.py
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "$(TEST_MARKERS)"

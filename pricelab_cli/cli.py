@@ -15,9 +15,9 @@ import os
 import re
 import sys
 import warnings
-from pathlib import Path
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich import box
@@ -26,9 +26,12 @@ from rich.table import Table
 import pricelab_cli
 from pricelab_cli import stopping
 from pricelab_cli._lazy import lazy
-from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
 from pricelab_cli.console import Reporter, error
+from pricelab_cli.design import Design, design_from_dict, make_design, salt_from_seed
 from pricelab_cli.errors import PricelabError, PricelabWarning, UsageError
+
+if TYPE_CHECKING:  # annotations only: the module loads polars
+    import pricelab_cli.assign as assign_module
 
 # Loaded when a command first needs them: help, --version and `design` never do.
 pl = lazy("polars")
@@ -427,7 +430,7 @@ def _user_names(df, *, unit_col="product_id", time_col="date", cluster_col="clus
     return df.rename({ours: user for ours, user in mapping.items() if ours in df.columns and ours != user})
 
 
-def _report_balance(reporter: Reporter, report: "BalanceReport", spec: Design) -> None:
+def _report_balance(reporter: Reporter, report: "assign_module.BalanceReport", spec: Design) -> None:
     reporter.say(
         f"{spec.label}: {report.n_units} randomisation units, treated share {report.treated_share:.3f} "
         f"(design {spec.treat_share}); SRM chi-square {report.srm_chi2:.2f}, p = {report.srm_p_value:.3g}"

@@ -11,10 +11,10 @@ import contextlib
 import csv
 import dataclasses
 import datetime as dt
+import errno
 import glob
 import gzip
 import io
-import errno
 import itertools
 import json
 import os
@@ -30,7 +30,6 @@ from typing import Any
 
 from pricelab_cli import scratch, stopping
 from pricelab_cli._lazy import lazy
-
 from pricelab_cli.errors import (
     ColumnTypeError,
     DataError,

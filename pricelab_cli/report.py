@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pricelab_cli import __version__
-from pricelab_cli import io
+from pricelab_cli import __version__, io
 from pricelab_cli.assign import balance_report
 from pricelab_cli.design import Design
 from pricelab_cli.diagnostics import (

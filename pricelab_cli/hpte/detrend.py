@@ -51,8 +51,8 @@ import polars as pl
 
 from pricelab_cli.engine import LocalEngine, resolve
 from pricelab_cli.errors import PricelabWarning
-from pricelab_cli.hpte import robust
 from pricelab_cli.hpte import panel as panel_layout
+from pricelab_cli.hpte import robust
 from pricelab_cli.hpte.panel import Panel, partition_panel
 from pricelab_cli.hpte.robust import RobustAudit
 

@@ -887,7 +887,7 @@ def _warn_uncovered_dates(plan: PanelPlan, days: np.ndarray, sales_label: str, a
     # Runs of consecutive dates, each "first to last" (or the one date).
     breaks = np.flatnonzero(np.diff(missing) != 1)
     firsts, lasts = missing[np.r_[0, breaks + 1]], missing[np.r_[breaks, len(missing) - 1]]
-    runs = [_date_text(f) if f == l else f"{_date_text(f)} to {_date_text(l)}" for f, l in zip(firsts, lasts)]
+    runs = [_date_text(a) if a == b else f"{_date_text(a)} to {_date_text(b)}" for a, b in zip(firsts, lasts)]
     shown = ", ".join(runs[:3]) + (f" and {len(runs) - 3} more stretch(es)" if len(runs) > 3 else "")
     if missing[-1] == assigned[-1] and len(runs) == 1:
         why = f"the sales end on {_date_text(days[days < missing[0]].max())}" if (days < missing[0]).any() else ""

@@ -536,7 +536,7 @@ def _left_out(cells: pl.DataFrame, eligible: np.ndarray) -> pl.DataFrame:
         "spillover": "no substitute outside its randomisation unit is in the experiment, so it is never exposed while untreated",
         "total": "no substitute of it is in the experiment, so it is never exposed",
     }
-    for k, (name, cond) in enumerate(CONTRASTS):
+    for k, (name, _) in enumerate(CONTRASTS):
         per_product = (
             cells.select("product_id")
             .with_columns(pl.Series("_ok", eligible[:, k]))

@@ -8,7 +8,6 @@ direct recomputation, and that the estimate's draws carry the factor's noise.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import warnings
 
@@ -18,7 +17,8 @@ import pytest
 
 from pricelab_cli.assign import assign
 from pricelab_cli.design import make_design
-from pricelab_cli.hpte import HeterogeneousPanelEffect, detrend as detrend_module
+from pricelab_cli.hpte import HeterogeneousPanelEffect
+from pricelab_cli.hpte import detrend as detrend_module
 from pricelab_cli.hpte.detrend import (
     Cells,
     _first_pass_difference,

@@ -19,7 +19,6 @@ import pytest
 from pricelab_cli.errors import PricelabWarning
 from pricelab_cli.hpte import estimate_hpte
 from pricelab_cli.hpte.panel import partition_panel
-
 from tests.core.test_hpte import simulated
 
 

@@ -21,9 +21,9 @@ import pytest
 from pricelab_cli.assign import assign
 from pricelab_cli.design import make_design
 from pricelab_cli.hpte import HeterogeneousPanelEffect
+from pricelab_cli.hpte.detrend import detrend_panel, first_difference
 from pricelab_cli.hpte.forest import leaf_second_difference
 from pricelab_cli.hpte.panel import build_panel
-from pricelab_cli.hpte.detrend import detrend_panel, first_difference
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
 
 pytestmark = pytest.mark.slow

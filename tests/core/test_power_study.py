@@ -37,7 +37,10 @@ def designs():
     }
 
 
-def study(catalog, arms, reps, threats=Threats(), seed=0):
+NO_THREATS = Threats()
+
+
+def study(catalog, arms, reps, threats=NO_THREATS, seed=0):
     products, edges, history = catalog
     summary, _ = power_study(
         history, products, arms, estimator=HpteEstimator(features=products, n_bootstrap=100),

@@ -16,9 +16,15 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy import stats
 
-from pricelab_cli.errors import DataError, EmptyTableError, MissingColumnError, PricelabWarning, UsageError
+from pricelab_cli.errors import (
+    DataError,
+    DuplicateKeyError,
+    EmptyTableError,
+    MissingColumnError,
+    PricelabWarning,
+    UsageError,
+)
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
-from pricelab_cli.errors import DuplicateKeyError
 from pricelab_cli.spillover import graph as graph_module
 from pricelab_cli.spillover.graph import (
     EDGE_COLUMNS,
