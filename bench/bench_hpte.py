@@ -64,7 +64,8 @@ def cells(paths: dict[str, str]):
         user = encode_features(pl.read_parquet(paths["products"]), panel.product_ids)
         detrended = detrend_partitions(panel, "units", robust=True)
         fd = detrended.cells
-        X = HeterogeneousPanelEffect()._product_features(panel, detrended, user)[fd.code]
+        features, _ = HeterogeneousPanelEffect()._product_features(panel, detrended, user)
+        X = features[fd.code]
     return X, fd.treated.astype(np.float64), fd.first_difference
 
 
