@@ -10,15 +10,9 @@ The command line is a thin shell over these functions, so a notebook can use the
 import sys
 import types
 
-
-def _version() -> str:
-    # importlib.metadata costs about 70 ms, so it is read only when the version is asked for
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pricelab")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "0.0.0+unknown"
+# The one place the version is written (pyproject.toml reads it from here): a literal, so
+# that no run pays importlib.metadata's 30-70 ms to learn it.
+__version__ = "0.1.0"
 
 # The public names, each imported from its module the first time it is used (importing the
 # package stays cheap: `pricelab --help` loads no numpy, polars or scipy).
@@ -56,9 +50,6 @@ _WHERE = {
 
 
 def __getattr__(name: str):
-    if name == "__version__":
-        globals()[name] = value = _version()
-        return value
     if name not in _WHERE:
         raise AttributeError(f"module 'pricelab_cli' has no attribute {name!r}")
     import importlib

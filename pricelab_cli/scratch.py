@@ -16,15 +16,12 @@ paths (Linux ``renameat2(RENAME_EXCHANGE)``).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
-import hashlib
-import json
+import functools
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -46,7 +43,13 @@ class BusyError(PricelabError):
     exit_code = 75
 
 
+@functools.cache
 def _host() -> str:
+    # Imported here, as ctypes and json below: every command sweeps at its start, and most
+    # never need them (each costs milliseconds of start-up).
+    import hashlib
+    import socket
+
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
@@ -141,6 +144,8 @@ def sweep(folders: Iterable[Path]) -> list[str]:
 
 def exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths in one atomic step; False where the system cannot."""
+    import ctypes
+
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
@@ -187,6 +192,8 @@ def _identity(path: Path) -> list[int] | None:
 def _finish(journal: Path) -> list[str]:
     """Finish the moves a journal lists (those whose new file or folder is not in place
     yet), then remove the journal's copies."""
+    import json
+
     try:
         moves = json.loads(journal.read_text())
     except (OSError, ValueError):
@@ -246,6 +253,8 @@ def commit(files: list[tuple[Path, Path]], folders: list[tuple[Path, Path]], wai
     with _locked(parents, _lock_wait() if wait_s is None else wait_s):
         copies = []
         if len(moves) > 1:
+            import json
+
             name = f".pricelab-commit.{tag()}{os.urandom(4).hex()}.journal"
             copies = [str(parent / name) for parent in sorted(set(parents))]
             record = {
