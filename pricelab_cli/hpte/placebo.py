@@ -61,7 +61,8 @@ def placebo_inputs(
         {"date": calendar.slice(first, length), "placebo_date": calendar.slice(first - length, length)}
     )
     shifted = (
-        assignment.join(moved.lazy(), on="date", how="left")
+        # The assignment's own row order (a join without it is free to reorder rows).
+        assignment.join(moved.lazy(), on="date", how="left", maintain_order="left")
         .with_columns(pl.col("placebo_date").alias("date"))
         .drop("placebo_date")
     )
