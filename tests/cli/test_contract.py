@@ -137,7 +137,20 @@ def test_ctrl_c_while_pricelab_starts_exits_130_without_a_traceback():
 
     script = shutil.which("pricelab") or os.path.join(os.path.dirname(sys.executable), "pricelab")
     proc = subprocess.Popen([script, "design", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(0.05)
+    # Interrupted once pricelab's own imports have begun: the first compiled module of the
+    # standard library is mapped then (the interpreter's start-up and site import map none).
+    # A fixed delay would land in the interpreter's own start-up on a busy machine, where no
+    # program can turn Ctrl-C into anything but Python's "Fatal Python error".
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/maps") as maps:
+                if "lib-dynload" in maps.read():
+                    break
+        except OSError:
+            pass
+        time.sleep(0.001)
+    assert proc.poll() is None, "pricelab ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
