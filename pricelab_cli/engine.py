@@ -50,16 +50,17 @@ class TaskCounter:
         pass
 
 
-def stage_name(fn: Callable, stage: str | None) -> str:
-    """A stage's name: the one given, else the task function's (``_cells_task`` -> "cells")."""
-    if stage:
-        return stage
-    name = getattr(fn, "__name__", "tasks").strip("_")
-    return name.removesuffix("_task").replace("_", " ") or "tasks"
+def announce(counter: TaskCounter, fn: Callable, items: Sequence[Any], stage: str | None,
+             weights: Callable[[Any], int] | None) -> list[int]:
+    """Tell ``counter`` a stage of ``items`` starts and return each item's size.
 
-
-def weigh(items: Sequence[Any], weights: Callable[[Any], int] | None) -> list[int]:
-    return [1] * len(items) if weights is None else [int(weights(item)) for item in items]
+    The stage is named ``stage``, else after the task function (``_cells_task`` ->
+    "cells"); its size is the number of items, or the sum of ``weights(item)``."""
+    sizes = [1] * len(items) if weights is None else [int(weights(item)) for item in items]
+    if not stage:
+        stage = getattr(fn, "__name__", "tasks").strip("_").removesuffix("_task").replace("_", " ") or "tasks"
+    counter.add(sum(sizes), stage)
+    return sizes
 
 
 class LocalEngine:
@@ -89,8 +90,7 @@ class LocalEngine:
 
         The counter sees one stage named ``stage`` whose size is the number of tasks, or the
         sum of ``weights(item)`` (rows, draws) when given, known before the first task runs."""
-        sizes = weigh(items, weights)
-        self.counter.add(sum(sizes), stage_name(fn, stage))
+        sizes = announce(self.counter, fn, items, stage, weights)
         if self.workers == 1 or len(items) < 2:
             return list(_in_process(fn, items, sizes, progress, self.counter))
         from joblib import Parallel, delayed

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pricelab_cli.engine import TaskCounter, stage_name, weigh
+from pricelab_cli.engine import TaskCounter, announce
 from pricelab_cli.errors import PricelabError
 
 START_HINT = (
@@ -112,8 +112,7 @@ class RayEngine:
     def map(self, fn: Callable, items: Sequence[Any], progress: Callable[[Any], None] | None = None,
             stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list:
         """As :meth:`pricelab_cli.engine.LocalEngine.map`, each item a task of the cluster."""
-        sizes = weigh(items, weights)
-        self.counter.add(sum(sizes), stage_name(fn, stage))
+        sizes = announce(self.counter, fn, items, stage, weights)
         refs = [self._task.remote(fn, item, 0) for item in items]
         results = self._gather(refs, items, sizes, progress)
         return [value for value, _ in results]
@@ -121,8 +120,7 @@ class RayEngine:
     def map_kept(self, fn: Callable, items: Sequence[Any], n_kept: int,
                  progress: Callable[[Any], None] | None = None, stage: str | None = None,
                  weights: Callable[[Any], int] | None = None) -> list[tuple[Any, list[Any]]]:
-        sizes = weigh(items, weights)
-        self.counter.add(sum(sizes), stage_name(fn, stage))
+        sizes = announce(self.counter, fn, items, stage, weights)
         calls = [self._task.options(num_returns=1 + n_kept).remote(fn, item, n_kept) for item in items]
         if n_kept == 0:
             calls = [[ref] for ref in calls]

@@ -40,7 +40,6 @@ glob, hive partitions and an object-store URI holding the same rows give the sam
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import math
 import shutil
 import tempfile
@@ -420,12 +419,7 @@ class _PartitionStore:
             with open(path, mode) as sink:
                 values.tofile(sink)
         except OSError as exc:
-            scratch = self.folder.parent
-            need = f", about {self.need_bytes / 1e6:,.0f} MB for this sales table" if self.need_bytes else ""
-            raise OutputError(
-                f"the scratch folder {str(scratch)!r} has no room for the sales partitions ({exc.strerror or 'the disk is full'}{need}); "
-                f"point TMPDIR at a folder with more space, e.g. TMPDIR=/var/tmp pricelab ..."
-            ) from None
+            raise _no_room(self.folder.parent, exc, self.need_bytes) from None
 
     def load(self, k: int) -> dict[str, np.ndarray]:
         if self.folder is None:
@@ -704,10 +698,7 @@ def partition_panel(
         try:
             scratch = scratch_folder("panel") if n_parts > 1 else None
         except OSError as exc:
-            raise OutputError(
-                f"the scratch folder {tempfile.gettempdir()!r} cannot hold the sales partitions ({exc.strerror or exc}); "
-                "point TMPDIR at a writable folder with room, e.g. TMPDIR=/var/tmp pricelab ..."
-            ) from None
+            raise _no_room(Path(tempfile.gettempdir()), exc) from None
         store = _PartitionStore(
             n_parts, columns, scratch, n_writers=STREAM_SLICES if scratch is not None else 1, kept=kept,
         )
@@ -788,11 +779,11 @@ def _fill_partitions(
     absent = np.flatnonzero(has_rows == 0)
     if len(absent) == len(products):
         # Rows after the experiment are not read: say so when that is where all of them are.
-        first = lazy.select(date_expr.min()).collect().item()
-        last = dt.date(1970, 1, 1) + dt.timedelta(days=int(plan.last_day))
-        if first is not None and first > last:
+        first = lazy.select(date_expr.min().cast(pl.Int32)).collect().item()
+        if first is not None and first > plan.last_day:
             raise DataError(
-                f"{sales_label}: its sales start on {first}, after the experiment's last date {last} in "
+                f"{sales_label}: its sales start on {_date_text(first)}, after the experiment's last date "
+                f"{_date_text(plan.last_day)} in "
                 f"{assignment_label}; give sales that cover the experiment and the weeks before it (or the "
                 "assignment of this period)."
             )
@@ -1262,6 +1253,16 @@ def _check_batch(batch: pl.DataFrame, label: str, row_offset: int) -> None:
         if nulls:
             raise DataError(f"{label}: column {col!r} has {nulls} missing values.")
     check_values(batch, label, row_offset)
+
+
+def _no_room(folder: Path, exc: OSError, need_bytes: int = 0) -> OutputError:
+    """The error for a scratch folder that cannot take the sales partitions."""
+    need = f", about {need_bytes / 1e6:,.0f} MB for this sales table" if need_bytes else ""
+    return OutputError(
+        f"the scratch folder {str(folder)!r} has no room for the sales partitions "
+        f"({exc.strerror or 'the disk is full'}{need}); point TMPDIR at a folder with more space, "
+        "e.g. TMPDIR=/var/tmp pricelab ..."
+    )
 
 
 def _date_text(day: int) -> str:
