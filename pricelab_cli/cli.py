@@ -215,7 +215,7 @@ def _engine(run: Run, name: str | None, jobs: int = 0) -> Iterator:
         engine = make_engine(name, jobs, counter)
         try:
             yield engine
-            summary = engine.summary() if engine.remote else None
+            summary = engine.summary()
         finally:
             engine.close()
     if summary:

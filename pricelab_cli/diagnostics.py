@@ -76,12 +76,12 @@ def detrended_views(
     ``hpte.estimate.effect_path``, every product the robust step keeps; None when ``paths``
     is False) and its analysed experiment rows (``detrended_outcomes``'s table; empty when
     ``rows`` is False)."""
-    from pricelab_cli.engine import LocalEngine
+    from pricelab_cli.engine import default_engine
     from pricelab_cli.hpte.detrend import detrend_partitions, experiment_rows
     from pricelab_cli.hpte.estimate import effect_path
     from pricelab_cli.hpte.panel import partition_panel
 
-    engine = engine or LocalEngine(1)
+    engine = default_engine(engine)
     frames, residuals = [], {}
     with partition_panel(sales, assignment, list(outcomes), price_col=None, engine=engine) as panel:
         for outcome in outcomes:

@@ -61,3 +61,9 @@ class OutputError(PricelabError):
 
 class PricelabWarning(UserWarning):
     """Something the user should know that does not stop the run (SRM, unreliable SE)."""
+
+
+class EngineError(PricelabError):
+    """The cluster engine could not be reached or lost work it could not redo (exit 1)."""
+
+    exit_code = 1

@@ -45,7 +45,7 @@ from scipy import sparse, stats
 
 from pricelab_cli.assign import assign
 from pricelab_cli.design import Design
-from pricelab_cli.engine import LocalEngine, resolve
+from pricelab_cli.engine import default_engine, resolve
 from pricelab_cli.errors import DataError, UsageError
 from pricelab_cli.io import row_positions
 
@@ -325,8 +325,8 @@ def power_study(
         power); default all.
     n_jobs : worker processes; repetitions are split into chunks across them.
     on_progress : called with the number of repetitions just finished.
-    engine : where the chunks run (default ``LocalEngine(n_jobs)``; a ``RayEngine`` runs them
-        as tasks of a cluster). Each repetition seeds itself, so the result does not depend
+    engine : where the chunks run (default: this machine with ``n_jobs`` processes; any
+        :class:`~pricelab_cli.engine.Engine`). Each repetition seeds itself, so the result does not depend
         on the engine or on the chunking.
 
     Returns
@@ -378,7 +378,7 @@ def power_study(
     for index, arm in enumerate(study.arms):
         assign(window_design(arm.design, history_end, f"power:check:{index}"), study.products,
                clusters=arm.clusters, events=events)
-    engine = engine if engine is not None else LocalEngine(n_jobs)
+    engine = default_engine(engine, n_jobs)
     shared = engine.share(study)
     chunks = [(shared, chunk) for chunk in _chunks(reps, engine.workers)]
     advance = None if on_progress is None else (lambda item: on_progress(len(item[1])))

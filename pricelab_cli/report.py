@@ -36,7 +36,7 @@ from pricelab_cli.diagnostics import (
     detrended_views,
     minimum_detectable_effect,
 )
-from pricelab_cli.engine import LocalEngine
+from pricelab_cli.engine import default_engine
 
 SWITCHBACK = ("random-days", "crossover")
 # Features shown in "effect by feature", at most.
@@ -380,7 +380,7 @@ def build_report(
     from pricelab_cli import plots
     from pricelab_cli.hpte.plot import effect_path_plot
 
-    engine = engine or LocalEngine(1)
+    engine = default_engine(engine)
     outcomes = effects["outcome"].to_list()
     n_bootstrap = _read_record(paths.get("effects")).get("n_bootstrap")
     tested = {**_tested(design, assignment), "description": description or design.description}

@@ -85,7 +85,7 @@ def deferred() -> Iterator[None]:
 
 def behind(exc: BaseException) -> Stopped | None:
     """The signal behind an error, when a library's compiled code met ``Stopped`` and raised
-    an error of its own around it (Ray's core worker gives a SystemError)."""
+    an error of its own around it (a cluster engine's core worker gives a SystemError)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, Stopped):

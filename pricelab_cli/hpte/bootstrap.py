@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pricelab_cli.engine import LocalEngine, resolve
+from pricelab_cli.engine import Engine, default_engine, resolve
 from pricelab_cli.errors import UsageError
 
 # Entries of the index matrix handled at once (about 64 MB of indices and gathered values).
@@ -111,7 +111,7 @@ def bootstrap_draws(
     n_bootstrap: int,
     seed: int,
     progress: Callable[[int], None] | None = None,
-    engine: LocalEngine | None = None,
+    engine: Engine | None = None,
     stage: str = "bootstrap",
 ) -> np.ndarray:
     """Bootstrap draws (B x statistics) of several statistics from the same resamples.
@@ -132,7 +132,7 @@ def bootstrap_draws(
         return np.empty((0, len(estimates)))
     unit_influence = np.asarray(unit_influence, dtype=np.float64).reshape(len(stratum), len(estimates))
     cuts = np.linspace(0, n_bootstrap, min(DRAW_CHUNKS, n_bootstrap) + 1).astype(int)
-    engine = engine or LocalEngine()
+    engine = default_engine(engine)
     data = engine.share((unit_influence, stratum))
     chunks = [_DrawChunk(data, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))]
     advance = None if progress is None else (lambda chunk: progress(chunk.count))
@@ -190,7 +190,7 @@ def bootstrap_se(
     n_bootstrap: int,
     seed: int,
     progress: Callable[[int], None] | None = None,
-    engine: LocalEngine | None = None,
+    engine: Engine | None = None,
 ) -> BootstrapResult:
     """Bootstrap one estimate by resampling units within strata (linearised statistic); the
     arguments are those of ``bootstrap_draws`` for one statistic."""

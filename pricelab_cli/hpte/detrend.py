@@ -49,7 +49,7 @@ import warnings
 import numpy as np
 import polars as pl
 
-from pricelab_cli.engine import LocalEngine, resolve
+from pricelab_cli.engine import Engine, default_engine, resolve
 from pricelab_cli.errors import PricelabWarning
 from pricelab_cli.hpte import panel as panel_layout
 from pricelab_cli.hpte import robust
@@ -754,14 +754,14 @@ def detrend_partitions(
     remove_shocks: bool = True,
     robust: bool = False,
     screen: bool = True,
-    engine: LocalEngine | None = None,
+    engine: Engine | None = None,
 ) -> CatalogDetrend:
     """The three stages of ``detrend_panel`` mapped over the partitions of ``source`` (a
     :class:`~pricelab_cli.hpte.panel.Panel` or a partitioned panel) by ``engine`` (in this
     process by default), with the screen and the shocks reduced over all products in
     between. Each partition is loaded once per stage; only per-product, per-cell and
     per-date arrays come back."""
-    engine = engine or LocalEngine()
+    engine = default_engine(engine)
     handles = source.handles()
     # Each partition's fits stay with the engine; the later tasks get their handles, so the
     # driver never sends them out again, and it takes back only what it reduces over the
@@ -850,7 +850,7 @@ def detrended_outcomes(
     only the experiment rows come back. ``engine`` runs the partition tasks (every core of
     this machine by default).
     """
-    engine = engine or LocalEngine(0)
+    engine = default_engine(engine, 0)
     with partition_panel(sales, assignment, [outcome], price_col=None, engine=engine) as panel:
         detrended = detrend_partitions(panel, outcome, robust=robust, engine=engine)
         warn_left_out(panel, detrended.fit, outcome)
@@ -872,7 +872,7 @@ def experiment_rows(panel, detrended: CatalogDetrend, engine=None) -> pl.DataFra
     product order; the result is sorted by id and date)."""
     tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
     # Partitions follow the products' hash order; the table is sorted by id and date.
-    return pl.concat((engine or LocalEngine()).map(_experiment_rows_task, tasks, stage="experiment rows")).sort("product_id", "date")
+    return pl.concat(default_engine(engine).map(_experiment_rows_task, tasks, stage="experiment rows")).sort("product_id", "date")
 
 
 def _experiment_rows_task(task) -> pl.DataFrame:

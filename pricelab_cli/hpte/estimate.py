@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from pricelab_cli.engine import LocalEngine
+from pricelab_cli.engine import LocalEngine, default_engine
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
 from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap, summarise_draws
 from pricelab_cli.hpte.detrend import (
@@ -326,7 +326,7 @@ class HeterogeneousPanelEffect:
                 self.lift_low_, self.lift_high_ = (float(v) for v in np.quantile(draws[:, 0] / levels, [0.025, 0.975]))
 
     def _partition_engine(self):
-        return self.engine if self.engine is not None else LocalEngine(self.n_jobs)
+        return default_engine(self.engine, self.n_jobs)
 
     def _engine(self, size: int):
         """The engine's workers for the bootstrap chunks of a large catalog (the draws do
@@ -507,7 +507,7 @@ def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engi
         (h, detrended.for_partition(h), keep_product[h.offset:h.offset + len(h.product_ids)])
         for h in panel.handles()
     ]
-    found = [r for r in (engine or LocalEngine()).map(_path_sums_task, tasks, stage="effect path") if r is not None]
+    found = [r for r in default_engine(engine).map(_path_sums_task, tasks, stage="effect path") if r is not None]
     lowest = min((r[0] for r in found), default=0)
     highest = max((r[0] + r[1].shape[1] // 2 - 1 for r in found), default=-1)
     sums = np.zeros((3, 2 * (highest - lowest + 1)))
@@ -641,15 +641,15 @@ def estimate_hpte(
         less: every core); the result does not depend on it.
     rows_per_partition : sales rows per partition of products (default
         ``hpte.panel.PARTITION_ROWS``); the result does not depend on it.
-    engine : where the partition tasks run (``LocalEngine(n_jobs)`` by default, or a
-        ``RayEngine``); the result does not depend on it.
+    engine : where the partition tasks run (this machine with ``n_jobs`` processes by
+        default, or any :class:`~pricelab_cli.engine.Engine`); the result does not depend on it.
     fill_zeros : read a product-date without a row as a day without sales (see
         :func:`~pricelab_cli.hpte.panel.partition_panel`); False leaves it absent.
     """
     if method not in METHODS:
         raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")
     labels = dict(labels or {})
-    engine = engine if engine is not None else LocalEngine(n_jobs)
+    engine = default_engine(engine, n_jobs)
     with partition_panel(
         sales, assignment, outcomes, price_col=price_col, labels=labels, rows_per_partition=rows_per_partition,
         progress=read_progress, engine=engine, fill_zeros=fill_zeros,

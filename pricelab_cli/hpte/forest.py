@@ -63,7 +63,7 @@ from collections.abc import Iterator
 import numpy as np
 import polars as pl
 
-from pricelab_cli.engine import LocalEngine, release_freed_memory
+from pricelab_cli.engine import Engine, default_engine, release_freed_memory
 from pricelab_cli.errors import DataError, PricelabWarning
 from pricelab_cli.io import align_id_types, check_unique
 
@@ -366,7 +366,7 @@ def _group_sums(group: _TreeGroup) -> tuple[list[float], np.ndarray, np.ndarray,
 
 
 def leaf_second_difference(
-    leaves, treated: np.ndarray, y: np.ndarray, weight: np.ndarray, engine: LocalEngine | None = None
+    leaves, treated: np.ndarray, y: np.ndarray, weight: np.ndarray, engine: Engine | None = None
 ) -> LeafSecondDifference:
     """Average treated-minus-control difference within two-armed leaves, over all trees.
 
@@ -385,7 +385,7 @@ def leaf_second_difference(
     an engine may run side by side.
     """
     groups = _tree_groups(leaves, treated.astype(np.int64), y, weight)
-    engine = engine or LocalEngine()
+    engine = default_engine(engine)
     thetas: list[float] = []
     influence = coefficient = cate_sum = matches = None
     # As many groups at a time as the engine runs side by side, summed in group order as

@@ -26,9 +26,10 @@ Partitions
 Every step but the last few is a function of one product's rows, or a sum over rows. So the
 panel is laid out in *partitions*: contiguous ranges of product codes (products sorted by id),
 each holding its products' analysed rows sorted by product and date. The sales are read once,
-as a stream of batches; each batch's analysed rows are sent to their partition, which lives
-in memory when there is one partition and in a scratch folder on disk (``TMPDIR``) when there
-are several. A partition is then loaded as a :class:`Panel` of its own, and the steps of
+as a stream of batches; each batch's analysed rows are sent to their partition, which the
+engine keeps (:meth:`~pricelab_cli.engine.Engine.partition_store`: on this machine, in memory
+when there is one partition and in a scratch folder under ``TMPDIR`` when there are several).
+A partition is then loaded as a :class:`Panel` of its own, and the steps of
 :mod:`~pricelab_cli.hpte.detrend` map over partitions and reduce their per-product summaries
 and per-date sums; the full panel is never held in memory at once.
 
@@ -41,23 +42,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from pricelab_cli.assign import _splitmix64, fnv1a64
-from pricelab_cli.engine import LocalEngine, resolve
+from pricelab_cli.engine import Engine, PartitionStore, default_engine, resolve
 from pricelab_cli.errors import (
     ColumnTypeError,
     DataError,
     DuplicateKeyError,
     EmptyTableError,
-    OutputError,
     PricelabError,
     PricelabWarning,
 )
@@ -69,7 +66,6 @@ from pricelab_cli.io import (
     check_values,
     damaged_input,
 )
-from pricelab_cli.scratch import scratch_folder
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}
@@ -81,13 +77,8 @@ PARTITION_ROWS = 4_000_000
 # partition is a whole number of blocks: the sums then have the same bits however the
 # products are partitioned.
 SUM_BLOCK = 1024
-# Slices of the sales stream read side by side when the partitions go to disk.
-STREAM_SLICES = 8
 # Assignment rows laid into the plan's grid at a time.
 PLAN_CHUNK_ROWS = 2_000_000
-# With an engine that keeps the partitions, a slice of the stream holds at most about this
-# many rows (a worker holds its slice's rows until it hands them over).
-REMOTE_SLICE_ROWS = 25_000_000
 # Rows per batch read from the sales stream.
 BATCH_ROWS = 2_000_000
 
@@ -381,123 +372,12 @@ def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.Dat
 # --------------------------------------------------------------------------- partitions
 
 
-class _PartitionStore:
-    """The analysed rows of each partition: in memory, or as raw column files in a folder.
-
-    Rows arrive from one or more writers (slices of the input read side by side), each
-    appending to files of its own; once a partition is sorted (``replace``) it is one set of
-    files holding only the ``kept`` columns (the price, reduced to per-product means, is
-    dropped then).
-    """
-
-    remote = False
-
-    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], folder: Path | None, n_writers: int = 1,
-                 kept: Sequence[str] | None = None) -> None:
-        self.columns = dict(columns)
-        self.kept = list(kept) if kept is not None else list(self.columns)
-        self.folder = folder
-        self.n_writers = n_writers
-        # What the partitions take on disk at most (pieces and their sorted copy), for messages.
-        self.need_bytes = 0
-        self._memory: list[dict[str, list[np.ndarray]]] = [{c: [] for c in self.columns} for _ in range(n_parts)]
-        self._sorted: set[int] = set()
-
-    def _path(self, k: int, column: str, writer: int | None = None) -> Path:
-        return self.folder / (f"{k}.{column}" if writer is None else f"{k}.w{writer}.{column}")
-
-    def append(self, k: int, arrays: Mapping[str, np.ndarray], writer: int = 0) -> None:
-        for column, dtype in self.columns.items():
-            values = np.ascontiguousarray(arrays[column], dtype=dtype)
-            if self.folder is None:
-                self._memory[k][column].append(values)
-            else:
-                self._write(self._path(k, column, writer), values, "ab")
-
-    def _write(self, path: Path, values: np.ndarray, mode: str) -> None:
-        try:
-            with open(path, mode) as sink:
-                values.tofile(sink)
-        except OSError as exc:
-            raise _no_room(self.folder.parent, exc, self.need_bytes) from None
-
-    def load(self, k: int) -> dict[str, np.ndarray]:
-        if self.folder is None:
-            parts = self._memory[k]
-            return {c: (np.concatenate(v) if v else np.empty(0, dtype=self.columns[c])) for c, v in parts.items()}
-        if self._path(k, "code").exists():
-            return {c: np.fromfile(self._path(k, c), dtype=self.columns[c]) for c in self.kept}
-        out = {}
-        for column, dtype in self.columns.items():
-            pieces = [self._path(k, column, w) for w in range(self.n_writers)]
-            found = [np.fromfile(p, dtype=dtype) for p in pieces if p.exists()]
-            out[column] = np.concatenate(found) if len(found) > 1 else (found[0] if found else np.empty(0, dtype=dtype))
-        return out
-
-    def take(self, k: int) -> dict[str, np.ndarray]:
-        """``load(k)`` of a store in memory, which then forgets partition ``k``."""
-        rows = self.load(k)
-        self._memory[k] = {c: [] for c in self.columns}
-        return rows
-
-    def view(self, k: int) -> "_PartitionStore":
-        return self
-
-    def replace(self, k: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Keep ``arrays`` (sorted) as partition ``k``, only the ``kept`` columns."""
-        if self.folder is None:
-            self._memory[k] = {c: [np.asarray(arrays[c])] for c in self.kept}
-            return
-        for column in self.kept:
-            self._write(self._path(k, column), np.ascontiguousarray(arrays[column], dtype=self.columns[column]), "wb")
-        for column in self.columns:
-            for w in range(self.n_writers):
-                self._path(k, column, w).unlink(missing_ok=True)
-
-
-class _ObjectStore:
-    """The partitions of an engine that keeps them itself (Ray's object store): the pieces
-    each slice of the input sent to a partition, until the partition is sorted into one
-    object. A task gets a ``view`` holding its own partition's handles only."""
-
-    remote = True
-
-    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str]) -> None:
-        self.columns = dict(columns)
-        self.kept = list(kept)
-        self.pieces: list[list] = [[] for _ in range(n_parts)]
-        self.sorted: list = [None] * n_parts
-
-    def add_pieces(self, per_partition: Sequence) -> None:
-        for k, piece in enumerate(per_partition):
-            self.pieces[k].append(piece)
-
-    def set_sorted(self, k: int, handle) -> None:
-        """Partition ``k`` is now the one sorted object ``handle``; its pieces are let go."""
-        self.sorted[k] = handle
-        self.pieces[k] = []
-
-    def view(self, k: int) -> "_ObjectStore":
-        view = _ObjectStore(len(self.pieces), self.columns, self.kept)
-        view.pieces[k], view.sorted[k] = list(self.pieces[k]), self.sorted[k]
-        return view
-
-    def load(self, k: int) -> dict[str, np.ndarray]:
-        if self.sorted[k] is not None:
-            return resolve(self.sorted[k])
-        found = [piece for piece in (resolve(p) for p in self.pieces[k]) if piece is not None]
-        return {
-            c: np.concatenate([piece[c] for piece in found]) if found else np.empty(0, dtype=dtype)
-            for c, dtype in self.columns.items()
-        }
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class PartitionHandle:
     """One partition of a :class:`PartitionedPanel`: where its rows are and the slices of
     the per-product facts it needs; ``load`` lays it out as a :class:`Panel`."""
 
-    store: "_PartitionStore | _ObjectStore"
+    store: PartitionStore
     k: int
     offset: int
     product_ids: pl.Series
@@ -561,8 +441,7 @@ class PartitionedPanel:
     outcome_names: tuple[str, ...]
     bounds: np.ndarray  # partition k holds codes bounds[k] .. bounds[k+1]-1
     start_day: np.ndarray
-    _store: "_PartitionStore | _ObjectStore"
-    _scratch: Path | None
+    _store: PartitionStore
     # Rows of 0 the zero fill added, and rows in the panel after it.
     n_filled_rows: int = 0
     n_rows: int = 0
@@ -606,9 +485,7 @@ class PartitionedPanel:
         return self.handle(k).load()
 
     def close(self) -> None:
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        self._store.close()
 
     def __enter__(self) -> "PartitionedPanel":
         return self
@@ -641,7 +518,7 @@ def partition_panel(
     labels: Mapping[str, str] | None = None,
     rows_per_partition: int | None = None,
     progress=None,
-    engine: LocalEngine | None = None,
+    engine: Engine | None = None,
     fill_zeros: bool = True,
 ) -> PartitionedPanel:
     """Check the inputs and lay the sales panel against the assignment, in partitions.
@@ -685,28 +562,16 @@ def partition_panel(
     bounds = np.minimum(np.arange(0, n + per_part, per_part), n)
     bounds = np.unique(bounds)
     n_parts = len(bounds) - 1
-    engine = engine or LocalEngine()
+    engine = default_engine(engine)
     columns = {"code": np.dtype(np.int32), "day": np.dtype(np.int32), "state": np.dtype(np.int8)}
     columns.update({name: np.dtype(np.float64) for name in value_cols})
     kept = ["code", "day", "state", *outcomes]
-    if engine.remote:
-        # The engine keeps the partitions (a cluster's object store), whatever their number.
-        scratch = None
-        store = _ObjectStore(n_parts, columns, kept)
-    else:
-        # Several partitions live on disk, and are read into them by STREAM_SLICES writers.
-        try:
-            scratch = scratch_folder("panel") if n_parts > 1 else None
-        except OSError as exc:
-            raise _no_room(Path(tempfile.gettempdir()), exc) from None
-        store = _PartitionStore(
-            n_parts, columns, scratch, n_writers=STREAM_SLICES if scratch is not None else 1, kept=kept,
-        )
-        store.need_bytes = total_rows * sum(d.itemsize for d in columns.values()) * 2
+    # The engine keeps the partitions (a scratch folder, a cluster's object store).
+    store = engine.partition_store(n_parts, columns, kept, total_rows)
     try:
         try:
             return _fill_partitions(
-                lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
+                lazy, schema, plan, outcomes, value_cols, bounds, store, has_price, price_col,
                 sales_label, assignment_label, progress, engine, fill_zeros, total_rows,
             )
         except (pl.exceptions.PolarsError, OSError) as exc:
@@ -715,13 +580,12 @@ def partition_panel(
                 raise
             raise damaged from None
     except BaseException:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        store.close()
         raise
 
 
 def _fill_partitions(
-    lazy, schema, plan, outcomes, value_cols, bounds, store, scratch, has_price, price_col,
+    lazy, schema, plan, outcomes, value_cols, bounds, store, has_price, price_col,
     sales_label, assignment_label, progress, engine, fill_zeros=True, total_rows=None,
 ) -> PartitionedPanel:
     n_parts = len(bounds) - 1
@@ -741,9 +605,7 @@ def _fill_partitions(
     )
     # The stream is cut into slices of rows read side by side (each writing files of its
     # own); the partitions are sorted afterwards, so the cut changes nothing in the result.
-    remote = store.remote
-    total = _count(stream) if remote or store.n_writers > 1 else None
-    n_slices = 1 if total is None else (max(STREAM_SLICES, math.ceil(total / REMOTE_SLICE_ROWS)) if remote else store.n_writers)
+    total, n_slices = store.slices(lambda: _count(stream))
     cuts = [None] if total is None else np.linspace(0, total, n_slices + 1).astype(np.int64)
     # What every slice needs of the plan travels to the engine once.
     inputs = engine.share(_SliceInputs(lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds))
@@ -751,7 +613,7 @@ def _fill_partitions(
         _StreamSlice(
             stream, 0 if total is None else int(cuts[w]), None if total is None else int(cuts[w + 1] - cuts[w]), w,
             id_type, inputs, tuple(value_cols),
-            _PartitionStore(n_parts, store.columns, None) if remote else store,
+            store.writer(w),
             sales_label, None if total is not None else progress,
         )
         for w in range(n_slices)
@@ -759,18 +621,10 @@ def _fill_partitions(
     advance = None if progress is None or total is None else (lambda piece: progress(piece.length))
     # The stage's size is known before a row is read: the slices' rows, or the table's.
     read = dict(progress=advance, stage="sales rows read", weights=lambda piece: piece.length or total_rows or 1)
-    if remote:
-        kept_pieces = engine.map_kept(_bucket_kept, slices, n_parts, **read)
-        done = [small for small, _ in kept_pieces]
-    else:
-        done = engine.map(_bucket_slice, slices, **read)
+    done = engine.write_partitions(_bucket_slice, slices, store, **read)
     for result in done:
         if isinstance(result, BaseException):
             raise result
-    if remote:
-        for _, pieces in kept_pieces:
-            store.add_pieces(pieces)
-        del kept_pieces
     # Which products have a sales row: each slice's bits, or-ed (a bit a product).
     has_rows = np.unpackbits(np.bitwise_or.reduce([r["has_rows"] for r in done]), count=len(products))
     ignored = [r["ignored"] for r in done if r["ignored"] is not None]
@@ -816,13 +670,7 @@ def _fill_partitions(
                    sales_label, inputs if fill_zeros else None, distinct_days if fill_zeros else None)
         for k in range(n_parts)
     ]
-    if remote:
-        sorted_parts = engine.map_kept(_finalize_kept, tasks, 1, stage="partitions sorted and checked")
-        for k, (_, (rows,)) in enumerate(sorted_parts):
-            store.set_sorted(k, rows)
-        finals = [small for small, _ in sorted_parts]
-    else:
-        finals = engine.map(_finalize_partition, tasks, stage="partitions sorted and checked")
+    finals = engine.rewrite_partitions(_sort_and_check, tasks, store, stage="partitions sorted and checked")
     price = np.concatenate([f["price"] for f in finals]) if has_price else None
     n_pre = sum(f["n_pre"] for f in finals)
     n_filled = sum(f["n_filled"] for f in finals)
@@ -862,7 +710,6 @@ def _fill_partitions(
         bounds=bounds,
         start_day=plan.start_day,
         _store=store,
-        _scratch=scratch,
         n_filled_rows=n_filled,
         n_rows=n_rows,
     )
@@ -966,7 +813,7 @@ class _StreamSlice:
     id_type: pl.DataType
     inputs: object
     value_cols: tuple[str, ...]
-    store: _PartitionStore
+    store: object  # what the slice appends its rows to (the store's writer)
     label: str
     progress: object = None
 
@@ -1025,7 +872,6 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
                 idx = order[cuts[k]:cuts[k + 1]]
                 task.store.append(
                     int(k), {"code": code[idx], "day": day[idx], "state": state[idx], **{c: v[idx] for c, v in values.items()}},
-                    writer=task.writer,
                 )
             if task.progress is not None:
                 task.progress(batch.height)
@@ -1038,19 +884,9 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
     }
 
 
-def _bucket_kept(task: _StreamSlice) -> tuple:
-    """``_bucket_slice`` for an engine that keeps the partitions: the slice's rows of each
-    partition are returned (to stay in the engine) after the small result."""
-    result = _bucket_slice(task)
-    n_parts = len(resolve(task.inputs).bounds) - 1
-    if isinstance(result, BaseException):
-        return (result, *([None] * n_parts))
-    return (result, *(task.store.take(k) for k in range(n_parts)))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class _FinalTask:
-    store: _PartitionStore
+    store: object  # the store's view of partition k
     k: int
     lo: int
     hi: int
@@ -1065,23 +901,10 @@ class _FinalTask:
     calendar: np.ndarray | None = None
 
 
-def _finalize_partition(task: _FinalTask) -> dict:
-    """Sort a partition's rows by product and date, refuse repeated keys and unusable
-    outcomes, keep the sorted rows in the store, and return its counts, negative outcomes
-    and mean history prices."""
-    summary, rows = _sort_and_check(task)
-    task.store.replace(task.k, rows)
-    return summary
-
-
-def _finalize_kept(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
-    """``_finalize_partition`` for an engine that keeps the partitions: the sorted rows
-    (the kept columns) are returned, to stay in the engine."""
-    summary, rows = _sort_and_check(task)
-    return summary, {c: rows[c] for c in task.store.kept}
-
-
 def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
+    """Sort a partition's rows by product and date, refuse repeated keys and unusable
+    outcomes; return its counts, negative outcomes and mean history prices, and the sorted
+    rows (which the engine keeps as the partition)."""
     rows = task.store.load(task.k)
     key = rows["code"].astype(np.int64) * task.n_dates + (rows["day"] - task.first_day)
     if len(key) > 1 and not np.all(key[1:] > key[:-1]):
@@ -1253,16 +1076,6 @@ def _check_batch(batch: pl.DataFrame, label: str, row_offset: int) -> None:
         if nulls:
             raise DataError(f"{label}: column {col!r} has {nulls} missing values.")
     check_values(batch, label, row_offset)
-
-
-def _no_room(folder: Path, exc: OSError, need_bytes: int = 0) -> OutputError:
-    """The error for a scratch folder that cannot take the sales partitions."""
-    need = f", about {need_bytes / 1e6:,.0f} MB for this sales table" if need_bytes else ""
-    return OutputError(
-        f"the scratch folder {str(folder)!r} has no room for the sales partitions "
-        f"({exc.strerror or 'the disk is full'}{need}); point TMPDIR at a folder with more space, "
-        "e.g. TMPDIR=/var/tmp pricelab ..."
-    )
 
 
 def _date_text(day: int) -> str:

@@ -66,7 +66,7 @@ from scipy.linalg import lapack
 from scipy.sparse import csgraph
 from threadpoolctl import threadpool_limits
 
-from pricelab_cli.engine import LocalEngine, resolve
+from pricelab_cli.engine import default_engine, resolve
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
 from pricelab_cli.io import align_id_types, check_columns, check_numeric, check_unique
 
@@ -628,7 +628,7 @@ def cross_price_elasticities(
     has_history = panel.n_obs > 0
     n_days_total = panel.observed.shape[0]
     n_blocks = len(cand.bounds) - 1
-    engine = engine if engine is not None else LocalEngine()
+    engine = default_engine(engine)
     shared = engine.share(_BlockInputs(panel, cand.src, cand.dst, cand.bounds, has_history, hac_lags, method))
     cuts = _task_cuts(cand.bounds, BLOCK_TASKS * engine.workers)
     tasks = [(shared, int(lo), int(hi)) for lo, hi in zip(cuts[:-1], cuts[1:])]

@@ -18,12 +18,16 @@ task are re-raised as themselves, so their exit codes and messages are the local
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pricelab_cli.engine import TaskCounter, announce
-from pricelab_cli.errors import PricelabError
+import numpy as np
+
+from pricelab_cli.engine.base import MemoryPartitions, TaskCounter, announce, resolve
+from pricelab_cli.errors import EngineError
 
 START_HINT = (
     "start one with `ray start --head` and `export RAY_ADDRESS=auto` (or set RAY_ADDRESS=ray://HOST:10001 "
@@ -33,10 +37,9 @@ START_HINT = (
 TASK_RETRIES = 3
 
 
-class EngineError(PricelabError):
-    """The cluster could not be reached or lost work it could not redo (exit 1)."""
-
-    exit_code = 1
+# A cluster's writing tasks read this many input rows each (at least WRITERS of them).
+SLICE_ROWS = 25_000_000
+WRITERS = 8
 
 
 def _import_ray():
@@ -62,8 +65,6 @@ def _call(fn: Callable, item: Any, n_kept: int):
 
 class RayEngine:
     """Run ``map`` tasks on the Ray cluster this process is connected to."""
-
-    remote = True
 
     def __init__(self, ray_module, address: str, counter: TaskCounter | None = None) -> None:
         self._ray = ray_module
@@ -111,7 +112,7 @@ class RayEngine:
 
     def map(self, fn: Callable, items: Sequence[Any], progress: Callable[[Any], None] | None = None,
             stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list:
-        """As :meth:`pricelab_cli.engine.LocalEngine.map`, each item a task of the cluster."""
+        """As :meth:`pricelab_cli.engine.local.LocalEngine.map`, each item a task of the cluster."""
         sizes = announce(self.counter, fn, items, stage, weights)
         refs = [self._task.remote(fn, item, 0) for item in items]
         results = self._gather(refs, items, sizes, progress)
@@ -126,6 +127,28 @@ class RayEngine:
             calls = [[ref] for ref in calls]
         smalls = self._gather([refs[0] for refs in calls], items, sizes, progress)
         return [(small, list(refs[1:])) for (small, _), refs in zip(smalls, calls)]
+
+    def partition_store(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str],
+                        total_rows: int) -> "ObjectPartitions":
+        """The cluster's object store keeps the partitions, whatever their number."""
+        return ObjectPartitions(n_parts, columns, kept)
+
+    def write_partitions(self, fn: Callable[[Any], Any], tasks: Sequence[Any], store: "ObjectPartitions",
+                         **map_options: Any) -> list[Any]:
+        """Run writing tasks; the rows each wrote to a partition stay in the object store."""
+        out = self.map_kept(functools.partial(_written_pieces, fn), tasks, store.n_parts, **map_options)
+        for _, pieces in out:
+            store.add_pieces(pieces)
+        return [small for small, _ in out]
+
+    def rewrite_partitions(self, fn: Callable[[Any], tuple], tasks: Sequence[Any], store: "ObjectPartitions",
+                           **map_options: Any) -> list[Any]:
+        """Run ``fn(task) -> (small, rows)`` per partition; the rows, kept columns only,
+        become the partition's one object."""
+        out = self.map_kept(functools.partial(_kept_rows, fn), tasks, 1, **map_options)
+        for task, (_, (rows,)) in zip(tasks, out):
+            store.set_sorted(task.k, rows)
+        return [small for small, _ in out]
 
     def _gather(self, refs: list, items: Sequence[Any], sizes: list[int], progress) -> list:
         """Results in item order; progress as tasks finish, in whatever order they do."""
@@ -170,6 +193,70 @@ class RayEngine:
     def close(self) -> None:
         if self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _written_pieces(fn: Callable[[Any], Any], task: Any) -> tuple:
+    """A writing task on the cluster: ``fn(task)`` fills ``task.store`` (in memory), whose
+    rows of each partition are returned after the small result, to stay in the object store.
+    A small result that is an error comes back alone (no rows)."""
+    result = fn(task)
+    n_parts = task.store.n_parts
+    if isinstance(result, BaseException):
+        return (result, *([None] * n_parts))
+    return (result, *(task.store.take(k) for k in range(n_parts)))
+
+
+def _kept_rows(fn: Callable[[Any], tuple], task: Any) -> tuple:
+    small, rows = fn(task)
+    return small, {c: rows[c] for c in task.store.kept}
+
+
+class ObjectPartitions:
+    """The partitions in the cluster's object store: the pieces each writing task sent to a
+    partition, until the partition is rewritten into one object. A task gets a ``view``
+    holding its own partition's handles only."""
+
+    scratch = None
+
+    def __init__(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str]) -> None:
+        self.columns = dict(columns)
+        self.kept = list(kept)
+        self.n_parts = n_parts
+        self.pieces: list[list] = [[] for _ in range(n_parts)]
+        self.sorted: list = [None] * n_parts
+
+    def writer(self, w: int) -> MemoryPartitions:
+        return MemoryPartitions(self.n_parts, self.columns)
+
+    def slices(self, count: Callable[[], int]) -> tuple[int | None, int]:
+        total = count()
+        return total, max(WRITERS, math.ceil(total / SLICE_ROWS))
+
+    def add_pieces(self, per_partition: Sequence) -> None:
+        for k, piece in enumerate(per_partition):
+            self.pieces[k].append(piece)
+
+    def set_sorted(self, k: int, handle) -> None:
+        """Partition ``k`` is now the one sorted object ``handle``; its pieces are let go."""
+        self.sorted[k] = handle
+        self.pieces[k] = []
+
+    def view(self, k: int) -> "ObjectPartitions":
+        view = ObjectPartitions(self.n_parts, self.columns, self.kept)
+        view.pieces[k], view.sorted[k] = list(self.pieces[k]), self.sorted[k]
+        return view
+
+    def load(self, k: int) -> dict[str, np.ndarray]:
+        if self.sorted[k] is not None:
+            return resolve(self.sorted[k])
+        found = [piece for piece in (resolve(p) for p in self.pieces[k]) if piece is not None]
+        return {
+            c: np.concatenate([piece[c] for piece in found]) if found else np.empty(0, dtype=dtype)
+            for c, dtype in self.columns.items()
+        }
+
+    def close(self) -> None:
+        pass
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:
