@@ -67,3 +67,34 @@ class EngineError(PricelabError):
     """The cluster engine could not be reached or lost work it could not redo (exit 1)."""
 
     exit_code = 1
+
+
+# What a failed streaming read means, told by the reader's message: a damaged file, or an
+# object store that stopped answering.
+_DAMAGE = ("out of specification", "zstd", "snappy", "lz4", "decompress", "corrupt", "thrift", "unexpected end",
+           "unexpected eof", "invalid page", "checksum")
+_STORE_FAILURE = ("object_store", "object-store", "generic s3 error", "error sending request", "connection",
+                  "timed out", "timeout", "broken pipe", "reset by peer")
+
+
+def damaged_input(label: str, exc: BaseException) -> InputFileError | None:
+    """The error for an input that failed part-way through a streaming read (a corrupt page,
+    a store that went away), naming it; None for any other error."""
+    text = str(exc).lower()
+    first = first_line(exc)
+    if any(mark in text for mark in _DAMAGE):
+        return InputFileError(
+            f"{label}: part of the file is damaged and cannot be read ({first}); export or copy it again."
+        )
+    if any(mark in text for mark in _STORE_FAILURE):
+        return InputFileError(
+            f"{label}: the read failed part-way ({first}); the object store stopped answering or timed out. Check "
+            "the store and run again; --storage-option timeout=120s gives a slow store longer."
+        )
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

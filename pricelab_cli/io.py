@@ -33,13 +33,34 @@ from pricelab_cli._lazy import lazy
 from pricelab_cli.errors import (
     ColumnTypeError,
     DataError,
-    DuplicateKeyError,
     EmptyTableError,
     InputFileError,
-    MissingColumnError,
     OutputError,
     PricelabError,
     UsageError,
+    first_line,
+)
+from pricelab_cli.tables import (  # noqa: F401 - the table rules, re-exported where readers used to find them
+    ASSIGNMENT_COLUMNS,
+    CANONICAL_INT,
+    ID_COLUMNS,
+    MAX_MAGNITUDE,
+    align_id_types,
+    apply_renames,
+    assignment_flags,
+    check_columns,
+    check_finite,
+    check_identifiers,
+    check_numeric,
+    check_unique,
+    check_values,
+    first_row,
+    normalise_ids,
+    not_a_date_error,
+    parse_dates,
+    row_positions,
+    time_of_day_error,
+    time_zone_error,
 )
 
 # Loaded on first use: writing a design's JSON or checking output paths needs none of them.
@@ -48,14 +69,8 @@ pl = lazy("polars")
 pq = lazy("pyarrow.parquet")
 
 STDIO = "-"
-# The assignment table's columns as the contract names them (all required on input).
-ASSIGNMENT_COLUMNS = ("product_id", "date", "treated", "blackout", "period")
 FORMATS = ("csv", "csv.gz", "tsv", "tsv.gz", "parquet")
 PROVENANCE_KEY = "pricelab"
-# Identifier columns are read as text first so that "00123" keeps its zeros; they become
-# integers only when every value is a canonical integer, so "42" and 42 round-trip unchanged.
-ID_COLUMNS = ("product_id", "src", "dst", "cluster_id")
-_CANONICAL_INT = r"^(0|-?[1-9][0-9]{0,17})$"
 
 
 def detect_format(path: str, fmt: str | None = None) -> str:
@@ -136,7 +151,7 @@ def _read_raw(path: str, fmt: str | None, storage_options: Mapping[str, str] | N
         try:
             return pl.read_parquet(io.BytesIO(data))
         except Exception as exc:  # polars raises several unrelated types for corrupt files
-            raise InputFileError(f"{label}: not a readable Parquet file ({_first_line(exc)}).") from exc
+            raise InputFileError(f"{label}: not a readable Parquet file ({first_line(exc)}).") from exc
     if fmt.endswith(".gz"):
         try:
             data = gzip.decompress(data)
@@ -153,18 +168,18 @@ def _read_raw(path: str, fmt: str | None, storage_options: Mapping[str, str] | N
             "CSV UTF-8) and run again."
         )
     separator = "\t" if fmt.startswith("tsv") else ","
-    first_line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
-    names = next(csv.reader([first_line], delimiter=separator), [])
+    header_line = data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    names = next(csv.reader([header_line], delimiter=separator), [])
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DataError(
             f"{label}: the header names column {repeated[0]!r} more than once; each column needs its own name."
         )
-    if len(names) == 1 and (";" in first_line or ("\t" in first_line and separator == ",")):
-        used = "semicolons" if ";" in first_line else "tabs"
+    if len(names) == 1 and (";" in header_line or ("\t" in header_line and separator == ",")):
+        used = "semicolons" if ";" in header_line else "tabs"
         expected = "commas" if separator == "," else "tabs"
         raise DataError(
-            f"{label}: the header is one column {first_line[:60]!r}: the file seems to be separated by "
+            f"{label}: the header is one column {header_line[:60]!r}: the file seems to be separated by "
             f"{used}, not {expected}; save it with {expected} (or name a tab-separated file .tsv)."
         )
     try:
@@ -180,34 +195,11 @@ def _read_raw(path: str, fmt: str | None, storage_options: Mapping[str, str] | N
         raise EmptyTableError(f"{label}: the file has no header row.") from exc
     except (pl.exceptions.ComputeError, pl.exceptions.ShapeError) as exc:
         where = _ragged_line(data, separator, len(names))
-        raise DataError(f"{label}: not a well-formed {fmt.upper()} table ({where or _first_line(exc)}).") from exc
+        raise DataError(f"{label}: not a well-formed {fmt.upper()} table ({where or first_line(exc)}).") from exc
 
 
 # What a reader's error says when the bytes of a file are damaged, or when an object store
 # failed part-way through a read.
-_DAMAGE = ("out of specification", "zstd", "snappy", "lz4", "decompress", "corrupt", "thrift", "unexpected end",
-           "unexpected eof", "invalid page", "checksum")
-_STORE_FAILURE = ("object_store", "object-store", "generic s3 error", "error sending request", "connection",
-                  "timed out", "timeout", "broken pipe", "reset by peer")
-
-
-def damaged_input(label: str, exc: BaseException) -> InputFileError | None:
-    """The error for an input that failed part-way through a streaming read (a corrupt page,
-    a store that went away), naming it; None for any other error."""
-    text = str(exc).lower()
-    first = _first_line(exc)
-    if any(mark in text for mark in _DAMAGE):
-        return InputFileError(
-            f"{label}: part of the file is damaged and cannot be read ({first}); export or copy it again."
-        )
-    if any(mark in text for mark in _STORE_FAILURE):
-        return InputFileError(
-            f"{label}: the read failed part-way ({first}); the object store stopped answering or timed out. Check "
-            "the store and run again; --storage-option timeout=120s gives a slow store longer."
-        )
-    return None
-
-
 def _ragged_line(data: bytes, separator: str, n_columns: int) -> str | None:
     """Where a CSV first has a row with another number of fields than its header (the parser
     of the error path only)."""
@@ -216,22 +208,6 @@ def _ragged_line(data: bytes, separator: str, n_columns: int) -> str | None:
         if row and len(row) != n_columns:
             return f"line {number} has {len(row)} fields and the header has {n_columns}"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def normalise_ids(df: pl.DataFrame) -> pl.DataFrame:
-    """Cast text identifier columns to integers when every value is a canonical integer."""
-    casts = []
-    for col in ID_COLUMNS:
-        if col in df.columns and df.schema[col] == pl.String:
-            values = df.get_column(col).drop_nulls()
-            if len(values) and values.str.contains(_CANONICAL_INT).all():
-                casts.append(pl.col(col).cast(pl.Int64))
-    return df.with_columns(casts) if casts else df
 
 
 # --------------------------------------------------------------------------- where a table lives
@@ -420,8 +396,8 @@ def _file_schema(file: str, source: TableSource, options: Mapping[str, str] | No
 
             raise storage.cloud_error(file, exc, options) from exc
         if isinstance(exc, OSError):
-            raise InputFileError(f"{file}: cannot be read ({exc.strerror or _first_line(exc)}).") from exc
-        raise InputFileError(f"{file}: not a readable Parquet file ({_first_line(exc)}).") from exc
+            raise InputFileError(f"{file}: cannot be read ({exc.strerror or first_line(exc)}).") from exc
+        raise InputFileError(f"{file}: not a readable Parquet file ({first_line(exc)}).") from exc
 
 
 def _file_schemas(source: TableSource, options: Mapping[str, str] | None) -> list[pl.Schema]:
@@ -532,7 +508,7 @@ def _partition_schema(
         elif key in file_schema:
             hive[key] = file_schema[key]
         elif ours in ID_COLUMNS:
-            canonical = bool(present) and all(re.fullmatch(_CANONICAL_INT, v) for v in present)
+            canonical = bool(present) and all(re.fullmatch(CANONICAL_INT, v) for v in present)
             hive[key] = pl.Int64 if canonical else pl.String
         elif present and all(_INTEGER.fullmatch(v) for v in present):
             hive[key] = pl.Int64
@@ -578,7 +554,7 @@ def _scan_parquet(
             scan = scan.drop(above)
         scan.collect_schema()
     except Exception as exc:  # the footers were read above; what is left is the dataset as a whole
-        raise InputFileError(f"{source.label}: cannot be scanned ({_first_line(exc)}).") from exc
+        raise InputFileError(f"{source.label}: cannot be scanned ({first_line(exc)}).") from exc
     return scan
 
 
@@ -612,7 +588,7 @@ def _typed(scan: pl.LazyFrame, dates: Sequence[str], label: str) -> pl.LazyFrame
             continue
         if isinstance(dtype, pl.Datetime):
             if dtype.time_zone:
-                raise _time_zone_error(label, col, dtype.time_zone)
+                raise time_zone_error(label, col, dtype.time_zone)
             checks[col] = (pl.col(col).dt.truncate("1d") != pl.col(col)).fill_null(False)
             casts.append(pl.col(col).dt.date())
         else:
@@ -625,7 +601,7 @@ def _typed(scan: pl.LazyFrame, dates: Sequence[str], label: str) -> pl.LazyFrame
         return scan
     aggregates = [pl.col(_ROW).filter(bad).min().alias(f"bad {col}") for col, bad in checks.items()]
     aggregates += [
-        (pl.col(c).str.contains(_CANONICAL_INT).all() & (pl.col(c).count() > 0)).alias(f"int {c}") for c in ids
+        (pl.col(c).str.contains(CANONICAL_INT).all() & (pl.col(c).count() > 0)).alias(f"int {c}") for c in ids
     ]
     found = _collect(scan.with_row_index(_ROW).select(aggregates), label).row(0, named=True)
     for col in checks:
@@ -634,8 +610,8 @@ def _typed(scan: pl.LazyFrame, dates: Sequence[str], label: str) -> pl.LazyFrame
             continue
         value = _collect(scan.select(col).slice(row, 1), label).item()
         if isinstance(schema[col], pl.Datetime):
-            raise _time_of_day_error(label, col, value, row)
-        raise _not_a_date_error(label, col, None if value is None else str(value), row)
+            raise time_of_day_error(label, col, value, row)
+        raise not_a_date_error(label, col, None if value is None else str(value), row)
     casts += [pl.col(c).cast(pl.Int64) for c in ids if found[f"int {c}"]]
     return scan.with_columns(casts) if casts else scan
 
@@ -649,7 +625,7 @@ def _collect(frame: pl.LazyFrame, label: str) -> pl.DataFrame:
             from pricelab_cli import storage
 
             raise storage.cloud_error(label, exc) from exc
-        raise InputFileError(f"{label}: could not be read to the end ({_first_line(exc)}).") from exc
+        raise InputFileError(f"{label}: could not be read to the end ({first_line(exc)}).") from exc
 
 
 def scan_table(
@@ -796,219 +772,6 @@ def read_table(
     if unique:
         check_unique(df, unique, label)
     return df
-
-
-# Beyond this magnitude sums of squares overflow float64 (about 1.8e308).
-MAX_MAGNITUDE = 1e100
-
-
-def first_row(mask: pl.Series) -> int:
-    """Position of the first True of a boolean column (for messages that quote a row)."""
-    return int(mask.arg_true()[0])
-
-
-def _file_row(position: int, rows: pl.Series | int | None) -> int:
-    """The input's row number (1-based) of a row of what was read: ``rows`` holds each row's
-    position in the input, or is the position of the first row (a batch of a scan)."""
-    if rows is None or isinstance(rows, int):
-        return position + (rows or 0) + 1
-    return int(rows[position]) + 1
-
-
-def check_values(batch: pl.DataFrame, label: str, first_row: int = 0) -> None:
-    """``read_table``'s value checks (identifiers present, numbers finite and summable) on
-    one batch of a ``scan_table`` scan whose first row is row ``first_row`` of the input."""
-    check_identifiers(batch, label, first_row)
-    check_finite(batch, label, first_row)
-
-
-def check_identifiers(df: pl.DataFrame, label: str, rows: pl.Series | int | None = None) -> None:
-    """A missing identifier (``product_id``, ``src``, ``dst``, ``cluster_id``) is refused,
-    naming the file, the column and the row (``rows``: each row's position in the input,
-    when only some rows were read)."""
-    for col in ID_COLUMNS:
-        if col in df.columns and df.get_column(col).null_count():
-            row = first_row(df.get_column(col).is_null())
-            raise DataError(
-                f"{label}: column {col!r} is empty on row {_file_row(row, rows)} (and {df.get_column(col).null_count() - 1} "
-                "more); every row needs its identifier."
-            )
-
-
-def check_finite(df: pl.DataFrame, label: str, rows: pl.Series | int | None = None) -> None:
-    """Infinite numbers, and numbers too large to be summed, are refused naming the file,
-    column and row (NaN is left to each command: a missing feature is allowed, a missing
-    outcome is not)."""
-    for col, dtype in df.schema.items():
-        if not dtype.is_float():
-            continue
-        values = df.get_column(col)
-        # NaN compares above every number in polars: it is not "too large", it is missing.
-        wild = (values.is_infinite() | ((values.abs() > MAX_MAGNITUDE) & ~values.is_nan())).fill_null(False)
-        if wild.any():
-            row = first_row(wild)
-            raise DataError(
-                f"{label}: column {col!r} has {values[row]!r} on row {_file_row(row, rows)}; numbers must be finite "
-                f"and below {MAX_MAGNITUDE:.0e} in size."
-            )
-
-
-def apply_renames(df: pl.DataFrame, rename: Mapping[str, str], label: str) -> pl.DataFrame:
-    """Rename user columns (``--unit-col sku``) to pricelab's names."""
-    mapping = {user: ours for user, ours in rename.items() if user != ours}
-    for user, ours in mapping.items():
-        if user not in df.columns:
-            continue  # reported by check_columns under the user's name
-        if ours in df.columns:
-            raise DataError(
-                f"{label}: cannot use column {user!r} as {ours!r} because the table "
-                f"already has a column named {ours!r}; rename one of them."
-            )
-    present = {u: o for u, o in mapping.items() if u in df.columns}
-    return df.rename(present) if present else df
-
-
-def check_columns(df: pl.DataFrame, required: Sequence[str], label: str) -> None:
-    """Raise MissingColumnError naming the file, the missing column and what is there."""
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        shown = ", ".join(repr(c) for c in missing)
-        have = ", ".join(repr(c) for c in df.columns) or "none"
-        raise MissingColumnError(
-            f"{label}: missing column {shown} (columns present: {have}). "
-            "Rename it in the file or point to it with the matching --*-col flag."
-        )
-
-
-def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFrame:
-    """Parse ISO date columns; a value that does not parse is quoted in the error."""
-    for col in cols:
-        if col not in df.columns:
-            continue
-        dtype = df.schema[col]
-        if dtype == pl.Date:
-            continue
-        if dtype == pl.Datetime or isinstance(dtype, pl.Datetime):
-            # A timestamp is a date only at midnight and without a time zone; cutting a time
-            # of day (or shifting a zone) could move every row to another day.
-            values = df.get_column(col)
-            if getattr(dtype, "time_zone", None):
-                raise _time_zone_error(label, col, dtype.time_zone)
-            off_midnight = (values.dt.truncate("1d") != values).fill_null(False)
-            if off_midnight.any():
-                row = first_row(off_midnight)
-                raise _time_of_day_error(label, col, values[row], row)
-            df = df.with_columns(pl.col(col).dt.date())
-            continue
-        text = df.get_column(col).cast(pl.String)
-        parsed = text.str.strptime(pl.Date, "%Y-%m-%d", strict=False)
-        bad = parsed.is_null() | text.is_null()
-        if bad.any():
-            row = first_row(bad)
-            raise _not_a_date_error(label, col, text[row], row)
-        df = df.with_columns(parsed.alias(col))
-    return df
-
-
-def _not_a_date_error(label: str, col: str, value: str | None, row: int) -> ColumnTypeError:
-    hint = " (a time of day or zone cannot be cut off safely; give one date per row)" if value and (
-        "T" in value or ":" in value) else ""
-    return ColumnTypeError(
-        f"{label}: column {col!r} has a value that is not an ISO date "
-        f"(YYYY-MM-DD): {value!r} (row {row + 1}){hint}."
-    )
-
-
-def _time_of_day_error(label: str, col: str, value: Any, row: int) -> ColumnTypeError:
-    return ColumnTypeError(
-        f"{label}: column {col!r} holds timestamps with a time of day, e.g. "
-        f"{value} (row {row + 1}), not dates; "
-        "give one date (YYYY-MM-DD) per row."
-    )
-
-
-def _time_zone_error(label: str, col: str, zone: str) -> ColumnTypeError:
-    return ColumnTypeError(
-        f"{label}: column {col!r} holds timestamps in time zone {zone!r}, not dates; "
-        "convert them to local dates (YYYY-MM-DD) first."
-    )
-
-
-def check_unique(df: pl.DataFrame, keys: Sequence[str], label: str) -> None:
-    """Raise DuplicateKeyError quoting the first repeated key."""
-    # Fast path: count distinct 64-bit hashes of the keys. A collision can only lower the
-    # count (sending us to the exact check below), so "all distinct" is never wrong.
-    if df.select(pl.struct(keys).hash(seed=0).n_unique()).item() == df.height:
-        return
-    dup = df.select(keys).filter(pl.struct(keys).is_duplicated())
-    if dup.height:
-        first = dup.row(0, named=True)
-        shown = ", ".join(f"{k}={v}" for k, v in first.items())
-        raise DuplicateKeyError(
-            f"{label}: {dup.height} rows repeat a ({', '.join(keys)}) key, e.g. {shown}; "
-            "each must appear once."
-        )
-
-
-def check_numeric(df: pl.DataFrame, cols: Sequence[str], label: str) -> None:
-    """Raise ColumnTypeError when a column that must hold numbers does not."""
-    for col in cols:
-        if col in df.columns and not df.schema[col].is_numeric():
-            raise ColumnTypeError(
-                f"{label}: column {col!r} must hold numbers but has type {df.schema[col]}."
-            )
-
-
-def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
-    """``treated`` as Int8 0/1 and ``blackout`` as Boolean (all False when absent).
-
-    Accepts 0/1 or booleans for ``treated`` and true/false text or 0/1 for ``blackout`` (as
-    a CSV round trip leaves them); anything else is rejected naming ``label``.
-    """
-    treated = assignment.get_column("treated")
-    if treated.null_count():
-        raise DataError(f"{label}: column 'treated' has {treated.null_count()} missing values.")
-    if treated.dtype == pl.Boolean:
-        treated = treated.cast(pl.Int8)
-    elif not treated.dtype.is_numeric():
-        raise ColumnTypeError(f"{label}: column 'treated' must hold 0/1 but has type {treated.dtype}.")
-    # 0.0 / 1.0 (as every pandas export writes them) are 0 and 1; anything else is refused.
-    bad = ~((treated == 0) | (treated == 1)).fill_null(False)
-    if bad.any():
-        row = first_row(bad)
-        raise DataError(f"{label}: column 'treated' must hold 0 or 1, found {treated[row]!r} (row {row + 1}).")
-    columns = [treated.cast(pl.Int8).alias("treated")]
-    if "blackout" in assignment.columns:
-        blackout = assignment.get_column("blackout")
-        if blackout.dtype == pl.String:
-            lowered = blackout.str.to_lowercase()
-            if not lowered.is_in(["true", "false"]).all():
-                raise DataError(f"{label}: column 'blackout' must hold true/false.")
-            blackout = lowered == "true"
-        elif blackout.dtype != pl.Boolean:
-            if not blackout.dtype.is_numeric() or not blackout.is_in([0, 1]).all():
-                raise DataError(f"{label}: column 'blackout' must hold true/false (or 0/1).")
-            blackout = blackout == 1
-        columns.append(blackout.fill_null(False).alias("blackout"))
-    else:
-        columns.append(pl.Series("blackout", [False] * assignment.height, dtype=pl.Boolean))
-    return assignment.with_columns(columns)
-
-
-def row_positions(values: pl.Series, ids: pl.Series) -> np.ndarray:
-    """Position of each value in ``ids`` (-1 when absent), by a join rather than a Python dict."""
-    lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
-    frame = pl.DataFrame({"_id": values})
-    frame, lookup = align_id_types(frame, lookup, col="_id")
-    return frame.join(lookup, on="_id", how="left", maintain_order="left")["_pos"].fill_null(-1).to_numpy()
-
-
-def align_id_types(*frames: pl.DataFrame, col: str = "product_id") -> list[pl.DataFrame]:
-    """Give ``col`` one type across frames (text if any frame holds text) so joins match."""
-    types = {f.schema[col] for f in frames if col in f.columns}
-    if len(types) <= 1:
-        return list(frames)
-    return [f.with_columns(pl.col(col).cast(pl.String)) if col in f.columns else f for f in frames]
 
 
 # --------------------------------------------------------------------------- writing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -18,6 +19,9 @@ from matplotlib.patches import Patch  # noqa: E402
 from pricelab_cli.assign import assign  # noqa: E402
 from pricelab_cli.design import Design  # noqa: E402
 from pricelab_cli.io import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from pricelab_cli.spillover.cluster import ClusterResult
 
 # Cell states of the grid, in colour-map order.
 # Blackout cells keep their arm (the price is applied) but are drawn pale: their data is
@@ -93,13 +97,13 @@ def design_grid(design: Design, path: str, n_products: int = 12, lead_days: int 
     save_figure(fig, path)
 
 
-def save_figure(fig, path) -> None:
+def save_figure(fig, path, dpi: float | str = "figure") -> None:
     """Save a figure as PNG (atomically to a path, or into a binary stream) and release it."""
     if hasattr(path, "write"):
-        fig.savefig(path, format="png")
+        fig.savefig(path, format="png", dpi=dpi)
     else:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
 
 
@@ -150,3 +154,95 @@ def effect_by_feature(features: list[tuple[str, pl.DataFrame]], outcome: str, pa
     axes[0, 0].set_ylabel(f"mean effect on {outcome}")
     fig.tight_layout()
     save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- hpte
+
+
+def _period_label(spacing_days: int) -> str:
+    if spacing_days == 1:
+        return "days since the product's experiment start"
+    if spacing_days == 7:
+        return "weeks since the product's experiment start"
+    return f"periods since the product's experiment start (1 period = {spacing_days} days)"
+
+
+def _with_gaps(period: np.ndarray, *series: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Insert a NaN after every jump of more than one period, so lines and bands break
+    over periods with no data (blackout days) instead of bridging them."""
+    breaks = np.flatnonzero(np.diff(period) > 1) + 1
+    x = np.insert(period.astype(float), breaks, np.nan)
+    return (x, *(np.insert(values.astype(float), breaks, np.nan) for values in series))
+
+
+def effect_path_plot(paths: pl.DataFrame, effects: pl.DataFrame, path: str, *, spacing_days: int = 1) -> None:
+    """Draw, per outcome, the treated-minus-control path with its 95% band to a PNG.
+
+    ``paths`` has ``outcome``, ``period``, ``phase``, ``difference``, ``ci_low``,
+    ``ci_high``; ``effects`` the ``outcome`` and ``estimate`` drawn as a dashed level over
+    the experiment periods.
+    """
+    outcomes = effects.get_column("outcome").to_list()
+    fig, axes = plt.subplots(len(outcomes), 1, figsize=(10.5, 3.4 * len(outcomes)), dpi=110, squeeze=False)
+    for ax, (name, estimate) in zip(axes[:, 0], effects.select("outcome", "estimate").iter_rows()):
+        data = paths.filter(pl.col("outcome") == name).sort("period")
+        for phase, colour in (("pre", "#7f7f7f"), ("experiment", "#d62728")):
+            part = data.filter(pl.col("phase") == phase)
+            if part.height == 0:
+                continue
+            x, difference, low, high = _with_gaps(
+                part.get_column("period").to_numpy(),
+                *(part.get_column(c).fill_null(float("nan")).to_numpy() for c in ("difference", "ci_low", "ci_high")),
+            )
+            ax.fill_between(
+                x,
+                low,
+                high,
+                color=colour,
+                alpha=0.18,
+                linewidth=0,
+                label=f"95% band ({phase})",
+            )
+            ax.plot(x, difference, color=colour, marker="o", markersize=2.5, linewidth=1.2, label=f"treated − control ({phase})")
+        if estimate is not None and data.filter(pl.col("phase") == "experiment").height:
+            last = data.get_column("period").max()
+            ax.hlines(estimate, 0, last, colors="#1f77b4", linestyles="dashed", linewidth=1.2, label=f"estimate {estimate:.4g}")
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.axvline(-0.5, color="black", linewidth=0.6, linestyle=":")
+        ax.set_title(f"{name}: treated minus control, detrended")
+        ax.set_ylabel(f"{name} per product")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    axes[-1, 0].set_xlabel(_period_label(spacing_days))
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def cluster_size_plot(result: ClusterResult, path: str, *, max_size: int | None = None) -> None:
+    """Draw the distribution of cluster sizes (products per cluster) to a PNG, atomically."""
+    sizes = result.sizes
+    counts = np.bincount(sizes)
+    present = np.flatnonzero(counts)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    left.bar(present, counts[present], width=0.8, color="#4c72b0")
+    left.set_yscale("log")
+    left.set_xlabel("products in cluster")
+    left.set_ylabel("clusters (log scale)")
+    left.set_title(f"{result.n_clusters:,} clusters")
+    # Share of products by the size of their cluster: what randomisation units look like
+    # from a product's point of view.
+    share = present * counts[present] / sizes.sum()
+    right.bar(present, share, width=0.8, color="#dd8452")
+    right.set_xlabel("products in cluster")
+    right.set_ylabel("share of products")
+    right.set_title(f"edge weight cut: {result.cut_share:.1%}")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if max_size is not None:
+            ax.axvline(max_size + 0.5, color="#c44e52", linestyle="--", label=f"--max-size {max_size}")
+            ax.legend(loc="upper right")
+    save_figure(fig, path, dpi=110)

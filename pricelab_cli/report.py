@@ -378,7 +378,7 @@ def build_report(
     ``assignment``, ``sales``, ``effects``, ...) to its path, for the provenance table;
     ``description`` (what was changed) overrides the design's own."""
     from pricelab_cli import plots
-    from pricelab_cli.hpte.plot import effect_path_plot
+    from pricelab_cli.plots import effect_path_plot
 
     engine = default_engine(engine)
     outcomes = effects["outcome"].to_list()

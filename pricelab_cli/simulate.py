@@ -109,7 +109,7 @@ import polars as pl
 from scipy import sparse
 
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, UsageError
-from pricelab_cli.io import assignment_flags, check_columns, check_numeric, check_unique
+from pricelab_cli.tables import assignment_flags, check_columns, check_numeric, check_unique
 
 BRAND_MULTIPLIERS: Mapping[str, float] = {
     "acme": 0.8,

@@ -105,6 +105,19 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
+def _reaper():
+    """tests/reaper.py, loaded by path (the tests folder is not a package)."""
+    import importlib.util
+
+    name = "pricelab_tests_reaper"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reaper.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def _stop(process: subprocess.Popen) -> None:
     """End the server's own process group (it leads it), nothing else."""
     if process.poll() is not None:
@@ -137,6 +150,8 @@ def running_s3_server(log_path: Path, server_env: dict[str, str] | None = None) 
             env={**os.environ, **(server_env or {})},
             start_new_session=True,
         )
+    # A run killed before its teardown still ends the server (tests/reaper.py).
+    _reaper().tie_to_this_run(process.pid)
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while not _answers(endpoint):

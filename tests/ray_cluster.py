@@ -14,6 +14,9 @@ on every interface; Ray has no option to narrow that.) Token authentication is s
 (``RAY_AUTH_MODE=disabled``) for this throwaway cluster, the dashboard is not started and
 usage statistics are not sent.
 
+A watcher (``tests/reaper.py``) kills each node's group if the process that started it dies
+without stopping it (a run killed by a timeout).
+
 ``ray_cluster`` (session scope, one per xdist worker; the Ray tests share one xdist group)
 yields a started cluster whose ``env`` a test passes to the ``pricelab`` processes it runs.
 """
@@ -39,6 +42,19 @@ STARTUP_SECONDS = 90
 # Each node's shared-memory object store (Ray's minimum is 75 MiB).
 OBJECT_STORE_BYTES = 300 * 1024 * 1024
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _reaper():
+    """tests/reaper.py, loaded by path (the tests folder is not a package)."""
+    import importlib.util
+
+    name = "pricelab_tests_reaper"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("reaper.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def _ray_cli() -> str:
@@ -132,12 +148,15 @@ class LocalRayCluster:
     def _node(self, name: str, args: list[str], ip: str, cpus: int) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "ab")
         with log:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [_ray_cli(), "start", "--block", *args, f"--node-ip-address={ip}", f"--num-cpus={cpus}",
                  f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **RAY_ENV}, start_new_session=True,
             )
+        # A run killed before its teardown still ends the node (tests/reaper.py).
+        _reaper().tie_to_this_run(process.pid)
+        return process
 
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes, asked in a separate driver process."""

@@ -65,7 +65,7 @@ import polars as pl
 
 from pricelab_cli.engine import Engine, default_engine, release_freed_memory
 from pricelab_cli.errors import DataError, PricelabWarning
-from pricelab_cli.io import align_id_types, check_unique
+from pricelab_cli.tables import align_id_types, check_unique
 
 DEFAULT_TREES = 100
 DEFAULT_MAX_SAMPLES = 40_000

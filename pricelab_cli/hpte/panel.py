@@ -57,15 +57,9 @@ from pricelab_cli.errors import (
     EmptyTableError,
     PricelabError,
     PricelabWarning,
-)
-from pricelab_cli.io import (
-    MAX_MAGNITUDE,
-    assignment_flags,
-    check_columns,
-    check_numeric,
-    check_values,
     damaged_input,
 )
+from pricelab_cli.tables import MAX_MAGNITUDE, assignment_flags, check_columns, check_numeric, check_values
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}

@@ -8,7 +8,7 @@
   weighting with exposure probabilities computed from the design (``ipw_effects``).
 """
 
-from pricelab_cli.spillover.cluster import ClusterResult, cluster_size_plot, leiden_clusters
+from pricelab_cli.spillover.cluster import ClusterResult, leiden_clusters
 from pricelab_cli.spillover.graph import (
     SpilloverGraph,
     benjamini_hochberg,
@@ -29,7 +29,6 @@ __all__ = [
     "IpwResult",
     "SpilloverGraph",
     "benjamini_hochberg",
-    "cluster_size_plot",
     "cross_price_elasticities",
     "exposure_probs",
     "hajek_estimates",

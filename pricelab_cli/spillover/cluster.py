@@ -39,7 +39,7 @@ import numpy as np
 import polars as pl
 
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
-from pricelab_cli.io import atomic_path, check_columns, check_numeric, check_unique
+from pricelab_cli.tables import check_columns, check_numeric, check_unique
 
 MAX_RESPLIT_ROUNDS = 40
 # Two passes, as igraph defaults to: running to a fixed point costs many times more on
@@ -283,38 +283,3 @@ def leiden_clusters(
         n_balanced=n_balanced,
         n_isolated=int((degree == 0).sum()),
     )
-
-
-def cluster_size_plot(result: ClusterResult, path: str, *, max_size: int | None = None) -> None:
-    """Draw the distribution of cluster sizes (products per cluster) to a PNG, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = result.sizes
-    counts = np.bincount(sizes)
-    present = np.flatnonzero(counts)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    left.bar(present, counts[present], width=0.8, color="#4c72b0")
-    left.set_yscale("log")
-    left.set_xlabel("products in cluster")
-    left.set_ylabel("clusters (log scale)")
-    left.set_title(f"{result.n_clusters:,} clusters")
-    # Share of products by the size of their cluster: what randomisation units look like
-    # from a product's point of view.
-    share = present * counts[present] / sizes.sum()
-    right.bar(present, share, width=0.8, color="#dd8452")
-    right.set_xlabel("products in cluster")
-    right.set_ylabel("share of products")
-    right.set_title(f"edge weight cut: {result.cut_share:.1%}")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (left, right):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if max_size is not None:
-            ax.axvline(max_size + 0.5, color="#c44e52", linestyle="--", label=f"--max-size {max_size}")
-            ax.legend(loc="upper right")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

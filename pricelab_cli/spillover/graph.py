@@ -68,7 +68,7 @@ from threadpoolctl import threadpool_limits
 
 from pricelab_cli.engine import default_engine, resolve
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
-from pricelab_cli.io import align_id_types, check_columns, check_numeric, check_unique
+from pricelab_cli.tables import align_id_types, check_columns, check_numeric, check_unique
 
 HAC_LAGS = 14
 MIN_DF = 10

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from sklearn.metrics import normalized_mutual_info_score
 
 from pricelab_cli.errors import DataError, EmptyTableError, MissingColumnError, PricelabWarning, UsageError
+from pricelab_cli.plots import cluster_size_plot
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
-from pricelab_cli.spillover.cluster import _balanced_split, cluster_size_plot, leiden_clusters
+from pricelab_cli.spillover.cluster import _balanced_split, leiden_clusters
 from pricelab_cli.spillover.graph import spillover_graph
 
 

@@ -1,0 +1,1 @@
+"""One file a command: read, call one core function, write, present."""

@@ -1,0 +1,163 @@
+"""pricelab simulate catalog / sales: synthetic data with known truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Optional
+
+import typer
+
+from pricelab_cli._lazy import lazy
+from pricelab_cli.cli.options import (
+    Format,
+    InputPath,
+    Output,
+    Quiet,
+    Seed,
+    Silent,
+    StorageOption,
+    TimeCol,
+    UnitCol,
+    Verbose,
+    date_option,
+    user_names,
+)
+from pricelab_cli.cli.registry import simulate_app
+from pricelab_cli.cli.run import start_run
+
+# Loaded when a command first needs them: help, --version and `design` never do.
+io = lazy("pricelab_cli.io")
+
+
+@simulate_app.command(
+    "catalog",
+    epilog="Example: pricelab simulate catalog --n-products 500 --n-groups 20 --seed 1 -o products.csv --edges-out true_edges.csv",
+)
+def simulate_catalog_command(
+    output: Output = "-",
+    n_products: Annotated[int, typer.Option(help="Number of products.")] = 200,
+    n_groups: Annotated[int, typer.Option(help="Number of categories.")] = 10,
+    community_size: Annotated[int, typer.Option(help="Products per planted substitute community.")] = 5,
+    id_prefix: Annotated[Optional[str], typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
+    edges_out: Annotated[Optional[str], typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
+    quiet: Quiet = False,
+    silent: Silent = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Write a synthetic product catalog (features, categories, planted communities)."""
+    from pricelab_cli.simulate import simulate_catalog
+
+    run = start_run((quiet, silent), seed, fmt, output, edges_out)
+    products, edges = simulate_catalog(
+        n_products=n_products, n_groups=n_groups, community_size=community_size, seed=seed, id_prefix=id_prefix
+    )
+    run.write(products, output)
+    if edges_out:
+        run.write(edges, edges_out)
+    run.reporter.say(f"{products.height} products in {n_groups} categories; {edges.height} planted substitute edges")
+
+
+@simulate_app.command(
+    "sales",
+    epilog="Example: pricelab simulate sales --products products.csv --assignment assignment.parquet "
+    "--edges true_edges.csv --seed 1 -o sales.parquet --truth-out truth.json",
+)
+def simulate_sales_command(
+    products: InputPath,
+    output: Output = "-",
+    assignment: Annotated[Optional[str], typer.Option(help="Assignment that drives treatment (else history only).")] = None,
+    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (cross-price elasticities).")] = None,
+    start: Annotated[Optional[dt.date], date_option("--start", "First panel date.", "assignment start - history days")] = None,
+    end: Annotated[Optional[dt.date], date_option("--end", "Last panel date.", "assignment end")] = None,
+    history_days: Annotated[int, typer.Option(help="Days of history before the experiment.")] = 365,
+    price_change: Annotated[float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")] = -0.10,
+    elasticity: Annotated[float, typer.Option(help="Average own-price elasticity.")] = -2.0,
+    heterogeneity: Annotated[float, typer.Option(help="How strongly elasticity varies with quality.")] = 0.5,
+    trend_sd: Annotated[float, typer.Option(help="Spread of product trends (log units per year).")] = 0.3,
+    weekly: Annotated[float, typer.Option(help="Amplitude of the weekly pattern (log units).")] = 0.2,
+    shock_sd: Annotated[float, typer.Option(help="Spread of store-wide daily shocks (log units).")] = 0.05,
+    promo_rate: Annotated[float, typer.Option(help="Daily chance a product starts a promotion.")] = 0.05,
+    promo_depth: Annotated[float, typer.Option(help="Promotion price cut.")] = 0.2,
+    outlier_share: Annotated[float, typer.Option(help="Share of products with a sudden unexplained level shift.")] = 0.0,
+    carryover_days: Annotated[float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")] = 0.0,
+    spillover: Annotated[bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")] = True,
+    base_units: Annotated[float, typer.Option(help="Typical daily units of a product.")] = 20.0,
+    dispersion: Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")] = 5.0,
+    truth_out: Annotated[Optional[str], typer.Option(help="Write the true effects (JSON) here.")] = None,
+    product_truth_out: Annotated[Optional[str], typer.Option(help="Write per-product true effects here.")] = None,
+    contamination: Annotated[
+        float, typer.Option(help="Share of products whose sales are spoiled (see --contamination-kinds).")
+    ] = 0.0,
+    contamination_kinds: Annotated[
+        str,
+        typer.Option(help="Comma-separated kinds dealt out in turn: noise, jump, spike, stockout, outlier."),
+    ] = "noise,jump,spike,stockout",
+    clean_out: Annotated[
+        Optional[str], typer.Option(help="Write the same panel without the contamination here (same draws otherwise).")
+    ] = None,
+    unit_col: UnitCol = "product_id",
+    time_col: TimeCol = "date",
+    storage_option: StorageOption = None,
+    quiet: Quiet = False,
+    silent: Silent = False,
+    verbose: Verbose = False,
+    fmt: Format = None,
+    seed: Seed = 0,
+) -> None:
+    """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
+    from pricelab_cli.simulate import simulate_sales
+
+    run = start_run(
+        (quiet, silent), seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,),
+        storage_option=storage_option,
+    )
+    ids = {unit_col: "product_id"}
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    assignment_table = (
+        run.read(
+            assignment,
+            required=list(io.ASSIGNMENT_COLUMNS),
+            rename={**ids, time_col: "date"},
+            dates=["date"],
+            unique=["product_id", "date"],
+        )
+        if assignment
+        else None
+    )
+    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
+    result = simulate_sales(
+        product_table,
+        assignment=assignment_table,
+        edges=edge_table,
+        start=start,
+        end=end,
+        history_days=history_days,
+        price_change=price_change,
+        elasticity=elasticity,
+        heterogeneity=heterogeneity,
+        trend_sd=trend_sd,
+        weekly=weekly,
+        shock_sd=shock_sd,
+        promo_rate=promo_rate,
+        promo_depth=promo_depth,
+        outlier_share=outlier_share,
+        carryover_days=carryover_days,
+        spillover=spillover,
+        base_units=base_units,
+        dispersion=dispersion,
+        contamination=contamination,
+        contamination_kinds=contamination_kinds,
+        seed=seed,
+    )
+    run.write(user_names(result.sales, unit_col=unit_col, time_col=time_col), output)
+    if clean_out:
+        run.write(user_names(result.clean_sales, unit_col=unit_col, time_col=time_col), clean_out)
+    if truth_out:
+        io.write_json({**result.truth, "provenance": run.meta()}, truth_out)
+    if product_truth_out:
+        run.write(user_names(result.product_truth, unit_col=unit_col), product_truth_out)
+    truth = result.truth
+    effect = "no experiment" if truth["effect"] is None else f"true effect {truth['effect']:.4g} units per product per day"
+    run.reporter.say(f"{result.sales.height:,} product-days, {truth['start']} to {truth['end']}; {effect}")

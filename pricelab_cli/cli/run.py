@@ -1,0 +1,170 @@
+"""Running one command: its output checks, its engine, its reporter, and how messages name the files the user gave."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pricelab_cli
+from pricelab_cli._lazy import lazy
+from pricelab_cli.cli.options import storage_pairs
+from pricelab_cli.console import Reporter
+from pricelab_cli.errors import PricelabWarning
+
+# Loaded when a command first needs them: help, --version and `design` never do.
+pl = lazy("polars")
+io = lazy("pricelab_cli.io")
+
+
+@dataclasses.dataclass
+class Run:
+    """What one invocation needs besides its own flags: reporting, seed, stream format."""
+
+    reporter: Reporter
+    seed: int | None
+    fmt: str | None
+    outputs: tuple[str, ...]
+    # --storage-option KEY=VALUE pairs for object-store outputs (and inputs).
+    storage_options: dict[str, str] | None = None
+
+    def read(self, path: str, **kwargs) -> pl.DataFrame:
+        # Input streams are recognised by their first bytes; --format is for output streams.
+        return io.read_table(path, storage_options=self.storage_options, **kwargs)
+
+    def meta(self) -> dict:
+        return io.provenance(pricelab_cli.__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
+
+    def write(
+        self, table: pl.DataFrame | Iterable[pl.DataFrame], path: str, *, partition_by: str = "date",
+        extra: dict | None = None,
+    ) -> None:
+        """Write a table (or its pieces, in order); a folder output is partitioned by ``partition_by``.
+        ``extra`` adds facts about the table to its provenance record."""
+        io.write_table(
+            table, path, fmt=self.fmt, meta={**self.meta(), **(extra or {})}, partition_by=partition_by,
+            storage_options=self.storage_options,
+        )
+
+
+# Flags that name input files (tables or JSON), for the output-path checks.
+INPUT_FLAGS = ("--sales", "--assignment", "--products", "--features", "--edges", "--history", "--clusters",
+                "--events", "--pairs", "--design")
+
+
+def start_run(
+    levels: tuple[bool, bool],
+    seed: int | None,
+    fmt: str | None,
+    *outputs: str | None,
+    documents: tuple[str | None, ...] = (),
+    storage_option: list[str] | None = None,
+) -> Run:
+    """Start a run: check ``--format`` and every output path before any work is done.
+
+    ``levels`` is (--quiet, --silent); ``documents`` are outputs that are not tables (JSON,
+    PNG); ``storage_option`` the command's ``--storage-option`` pairs. Messages name the flags
+    as the user typed them on the command line.
+    """
+    io.check_format(fmt)  # fail before any work, not at the final write
+    named_outputs, named_inputs = named_paths([o for o in outputs if o], ACTIVE.argv)
+    quiet, silent = levels
+    reporter = Reporter(quiet=quiet, silent=silent)
+    ACTIVE.reporter = reporter
+    # What a run that is gone left in these folders is cleaned up first (and a folder it
+    # moved aside is put back) so that the checks below see the outputs as they should be.
+    from pricelab_cli.scratch import sweep
+
+    local = [p for p in (*named_outputs.values(), *named_inputs.values(), *documents) if p and io.is_local(p)]
+    for restored in sweep([Path(p).parent for p in local]):
+        reporter.warn(restored)
+    # --storage-option values reach the checks too: an s3:// output is probed before any work.
+    storage = storage_pairs(storage_option)
+    io.check_outputs(
+        named_outputs, named_inputs, documents=[d for d in documents if d], fmt=fmt, storage_options=storage
+    )
+    return Run(reporter, seed, fmt, tuple(o for o in outputs if o), storage)
+
+
+@contextlib.contextmanager
+def engine_for(run: Run, name: str | None, jobs: int = 0) -> Iterator:
+    """The engine a command's partition tasks run on (``--engine``, else ``PRICELAB_ENGINE``),
+    with its progress shown stage by stage (each named, with its size before it starts); on a
+    cluster, says where the work ran when it is done."""
+    from pricelab_cli.engine import make_engine
+
+    with run.reporter.stages() as counter:
+        engine = make_engine(name, jobs, counter)
+        try:
+            yield engine
+            summary = engine.summary()
+        finally:
+            engine.close()
+    if summary:
+        run.reporter.say(f"engine: {summary}")
+
+
+def flag_values(argv: list[str]) -> list[tuple[str, str]]:
+    """(flag, value) pairs of a command line: ``--flag value`` and ``--flag=value``."""
+    pairs: list[tuple[str, str]] = []
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+            pairs.append((flag, value))
+        elif arg.startswith("-") and arg != io.STDIO and i + 1 < len(argv):
+            pairs.append((arg, argv[i + 1]))
+    return pairs
+
+
+def named_paths(outputs: list[str], argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(flag -> output path, flag -> input path), read off the command line."""
+    pairs = flag_values(argv)
+    named_in: dict[str, str] = {}
+    for flag, value in pairs:
+        if flag in INPUT_FLAGS:
+            repeats = sum(1 for k in named_in if k == flag or k.startswith(f"{flag} #"))
+            named_in[flag if not repeats else f"{flag} #{repeats + 1}"] = value
+    named_out: dict[str, str] = {}
+    remaining = list(outputs)
+    for flag, value in pairs:
+        if flag not in INPUT_FLAGS and value in remaining:
+            named_out[flag if flag not in named_out else f"{flag} #2"] = value
+            remaining.remove(value)
+    for i, value in enumerate(remaining):
+        named_out[f"output {i + 1}"] = value
+    return named_out, named_in
+
+
+@dataclasses.dataclass
+class Active:
+    reporter: Reporter | None = None
+    argv: list[str] = dataclasses.field(default_factory=list)
+
+
+ACTIVE = Active()
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    reporter = ACTIVE.reporter or Reporter()
+    if issubclass(category, PricelabWarning):
+        reporter.warn(name_the_file(str(message), ACTIVE.argv))
+
+
+TABLE_LABEL = re.compile(r"^(sales|history|edges|clusters|assignment|products|features|events|pairs): ")
+
+
+def name_the_file(message: str, argv: list[str]) -> str:
+    """Messages of the core name a table by its role (``edges: ...``); the user gave a file,
+    so the role becomes the path given to its flag (``--edges my_edges.csv``)."""
+    match = TABLE_LABEL.match(message)
+    if not match:
+        return message
+    flag = f"--{match.group(1)}"
+    for given, value in flag_values(argv):
+        if given == flag:
+            shown = "standard input" if value == io.STDIO else value
+            return f"{shown}: {message[match.end():]}"
+    return message
