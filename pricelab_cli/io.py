@@ -14,6 +14,7 @@ import datetime as dt
 import errno
 import glob
 import gzip
+import hashlib
 import io
 import itertools
 import json
@@ -235,7 +236,7 @@ class TableSource:
     files: tuple[str, ...] = ()
     root: str = ""
     dataset: bool = False
-    remote: bool = False
+    in_store: bool = False  # in an object store (s3://...), not on this machine
 
     @property
     def label(self) -> str:
@@ -331,20 +332,20 @@ def _remote_source(path: str, fmt: str | None, storage_options: Mapping[str, str
     # object itself, the objects under it as a prefix, or those its pattern matches.
     found = storage.check_access(path, options)
     if _is_pattern(path.split("://", 1)[1]):
-        return _dataset(path, _pattern_root(path), found, "pattern", remote=True)
+        return _dataset(path, _pattern_root(path), found, "pattern", in_store=True)
     if path.endswith("/") or found != [path]:
-        return _dataset(path, path.rstrip("/"), found, "prefix", remote=True)
+        return _dataset(path, path.rstrip("/"), found, "prefix", in_store=True)
     if detect_format(path, fmt) == "parquet":
-        return TableSource(path, "parquet", files=(path,), remote=True)
-    return TableSource(path, "whole", remote=True)
+        return TableSource(path, "parquet", files=(path,), in_store=True)
+    return TableSource(path, "whole", in_store=True)
 
 
-def _dataset(path: str, root: str, candidates: Sequence[str], what: str, *, remote: bool = False) -> TableSource:
+def _dataset(path: str, root: str, candidates: Sequence[str], what: str, *, in_store: bool = False) -> TableSource:
     """The Parquet files among ``candidates`` as a dataset, or a 66 saying there are none."""
     visible = [f for f in candidates if not any(p.startswith(_HIDDEN_PREFIXES) for p in _relative_parts(f, root))]
     files = tuple(f for f in visible if f.lower().endswith(PARQUET_SUFFIXES))
     if files:
-        return TableSource(path, "parquet", files=files, root=root, dataset=True, remote=remote)
+        return TableSource(path, "parquet", files=files, root=root, dataset=True, in_store=in_store)
     example = f"{len(visible)} other file(s), e.g. {_relative_parts(visible[0], root)[-1]}" if visible else ""
     if what == "folder":
         raise InputFileError(
@@ -373,7 +374,7 @@ def _dataset(path: str, root: str, candidates: Sequence[str], what: str, *, remo
 def _file_schema(file: str, source: TableSource, options: Mapping[str, str] | None) -> pl.Schema:
     """One Parquet file's columns and types, from its footer only."""
     try:
-        if source.remote:
+        if source.in_store:
             return pl.scan_parquet(
                 file, hive_partitioning=False, glob=False, storage_options=dict(options or {})
             ).collect_schema()
@@ -391,7 +392,7 @@ def _file_schema(file: str, source: TableSource, options: Mapping[str, str] | No
             f"{file}: the file names column {name!r} more than once; each column needs its own name."
         ) from exc
     except Exception as exc:  # polars raises several unrelated types for corrupt files
-        if source.remote:
+        if source.in_store:
             from pricelab_cli import storage
 
             raise storage.cloud_error(file, exc, options) from exc
@@ -401,7 +402,7 @@ def _file_schema(file: str, source: TableSource, options: Mapping[str, str] | No
 
 
 def _file_schemas(source: TableSource, options: Mapping[str, str] | None) -> list[pl.Schema]:
-    if source.remote and len(source.files) > 1:
+    if source.in_store and len(source.files) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         # Each footer is a round trip to the store; a few at a time, in file order.
@@ -542,13 +543,13 @@ def _scan_parquet(
     try:
         # Local files by absolute path: the plan may be read by processes (engine tasks)
         # that do not share this one's working directory.
-        files = list(source.files) if source.remote else [os.path.abspath(f) for f in source.files]
+        files = list(source.files) if source.in_store else [os.path.abspath(f) for f in source.files]
         scan = pl.scan_parquet(
             files,
             hive_partitioning=bool(hive),
             hive_schema=hive or None,
             glob=False,  # the files are listed already; a '[' in a name is not a pattern
-            storage_options=dict(options) if source.remote and options is not None else None,
+            storage_options=dict(options) if source.in_store and options is not None else None,
         )
         if above:
             scan = scan.drop(above)
@@ -673,7 +674,7 @@ def _scan_checked(
     dates: Sequence[str],
     storage_options: Mapping[str, str] | None,
 ) -> pl.LazyFrame:
-    options = _store_options(storage_options) if source.remote else None
+    options = _store_options(storage_options) if source.in_store else None
     mapping = {user: ours for user, ours in (rename or {}).items() if user != ours}
     scan = _scan_parquet(source, mapping, dates, options)
     scan = _named(scan, required, mapping, source.label)
@@ -1467,3 +1468,53 @@ def upload_at_commit(uri: str, data: bytes, storage_options: Mapping[str, str] |
         _PENDING[-1].uploads.append((uri, data, storage_options))
         return
     _put_object(uri, data, storage_options)
+
+
+# --------------------------------------------------------------------------- provenance of inputs
+
+
+def file_digest(path: str) -> str | None:
+    """SHA-256 of a file, or of every file of a folder (in sorted order); None for a stream
+    or an object-store URI."""
+    p = Path(path)
+    if path == STDIO or not p.exists():
+        return None
+    digest = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            digest.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def read_record(path: str | None) -> dict:
+    """The provenance record of a pricelab output (empty when there is none)."""
+    if not path or not Path(path).is_file():
+        return {}
+    try:
+        return read_provenance(path) or {}
+    except Exception:  # a file without readable metadata has no record
+        return {}
+
+
+def provenance_row(role: str, path: str) -> dict:
+    """One row of a report's table of inputs: the file's role, path, digest and the run that
+    made it (``–`` where unknown)."""
+    record = read_record(path)
+    if not record and Path(path).is_dir():
+        # A dataset folder: every file carries the same record.
+        parts = sorted(Path(path).rglob("*.parquet"))
+        record = read_record(str(parts[0])) if parts else {}
+    if not record and path.endswith(".json") and Path(path).is_file():
+        record = read_json(path).get("provenance") or {}
+    return {
+        "role": role,
+        "path": path,
+        "sha256": file_digest(path) or "–",
+        "command": record.get("command", "–"),
+        "version": record.get("version", "–"),
+        "seed": "–" if record.get("seed") is None else record["seed"],
+    }

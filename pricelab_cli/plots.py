@@ -1,4 +1,7 @@
-"""Pictures of designs and results, drawn with matplotlib's file backend (no screen needed)."""
+"""Pictures of designs and results, drawn with matplotlib's file backend (no screen needed).
+
+Each function draws to a path or a binary stream it is given; it never decides where or
+when a file appears (the command line writes them in its output transaction)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from pricelab_cli.assign import assign  # noqa: E402
 from pricelab_cli.design import Design  # noqa: E402
-from pricelab_cli.io import atomic_path  # noqa: E402
 
 if TYPE_CHECKING:
     from pricelab_cli.spillover.cluster import ClusterResult
@@ -97,13 +99,11 @@ def design_grid(design: Design, path: str, n_products: int = 12, lead_days: int 
     save_figure(fig, path)
 
 
-def save_figure(fig, path, dpi: float | str = "figure") -> None:
-    """Save a figure as PNG (atomically to a path, or into a binary stream) and release it."""
-    if hasattr(path, "write"):
-        fig.savefig(path, format="png", dpi=dpi)
-    else:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
+def save_figure(fig, target, dpi: float | str = "figure") -> None:
+    """Save a figure as PNG to ``target`` (a path or a binary stream) and release it. A
+    command passes the temporary path of its output transaction (``io.atomic_path``), so
+    the picture appears with the run's other outputs or not at all."""
+    fig.savefig(target, format="png", dpi=dpi)
     plt.close(fig)
 
 
@@ -221,7 +221,7 @@ def effect_path_plot(paths: pl.DataFrame, effects: pl.DataFrame, path: str, *, s
 
 
 def cluster_size_plot(result: ClusterResult, path: str, *, max_size: int | None = None) -> None:
-    """Draw the distribution of cluster sizes (products per cluster) to a PNG, atomically."""
+    """Draw the distribution of cluster sizes (products per cluster) to a PNG (a path or a stream)."""
     sizes = result.sizes
     counts = np.bincount(sizes)
     present = np.flatnonzero(counts)

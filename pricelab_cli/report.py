@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import io as io_bytes
 import math
 import warnings
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from pricelab_cli import __version__, io
+from pricelab_cli import __version__
 from pricelab_cli.assign import balance_report
 from pricelab_cli.design import Design
 from pricelab_cli.diagnostics import (
@@ -108,51 +106,6 @@ class Report:
     provenance: list[dict]
     command: str
     version: str
-
-
-def file_digest(path: str) -> str | None:
-    """SHA-256 of a file, or of every file of a folder (in sorted order); None for a stream
-    or an object-store URI."""
-    p = Path(path)
-    if path == io.STDIO or not p.exists():
-        return None
-    digest = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            digest.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _read_record(path: str | None) -> dict:
-    """The provenance record of a pricelab output (empty when there is none)."""
-    if not path or not Path(path).is_file():
-        return {}
-    try:
-        return io.read_provenance(path) or {}
-    except Exception:  # a file without readable metadata has no record
-        return {}
-
-
-def _provenance_row(role: str, path: str) -> dict:
-    record = _read_record(path)
-    if not record and Path(path).is_dir():
-        # A dataset folder: every file carries the same record.
-        parts = sorted(Path(path).rglob("*.parquet"))
-        record = _read_record(str(parts[0])) if parts else {}
-    if not record and path.endswith(".json") and Path(path).is_file():
-        record = io.read_json(path).get("provenance") or {}
-    return {
-        "role": role,
-        "path": path,
-        "sha256": file_digest(path) or "–",
-        "command": record.get("command", "–"),
-        "version": record.get("version", "–"),
-        "seed": "–" if record.get("seed") is None else record["seed"],
-    }
 
 
 def _picture_of(draw, name: str, caption: str) -> Picture:
@@ -363,7 +316,8 @@ def build_report(
     assignment: pl.DataFrame,
     sales: pl.LazyFrame,
     effects: pl.DataFrame,
-    paths: Mapping[str, str],
+    provenance: list[dict],
+    records: Mapping[str, dict] | None = None,
     cate: pl.DataFrame | None = None,
     products: pl.DataFrame | None = None,
     placebo: pl.DataFrame | None = None,
@@ -374,15 +328,18 @@ def build_report(
     engine=None,
     description: str | None = None,
 ) -> Report:
-    """The readout of one experiment. ``paths`` maps each input's role (``design``,
-    ``assignment``, ``sales``, ``effects``, ...) to its path, for the provenance table;
-    ``description`` (what was changed) overrides the design's own."""
+    """The readout of one experiment. ``provenance`` is the table of inputs (one row per
+    input: ``role``, ``path``, ``sha256``, ``command``, ``version``, ``seed``), and
+    ``records`` each input's provenance record by role (``effects``, ``cate``: the number
+    of bootstrap draws and the forest's splits are read from them); ``description`` (what was
+    changed) overrides the design's own."""
     from pricelab_cli import plots
     from pricelab_cli.plots import effect_path_plot
 
     engine = default_engine(engine)
     outcomes = effects["outcome"].to_list()
-    n_bootstrap = _read_record(paths.get("effects")).get("n_bootstrap")
+    records = records or {}
+    n_bootstrap = records.get("effects", {}).get("n_bootstrap")
     tested = {**_tested(design, assignment), "description": description or design.description}
     headlines = [_headline(row, tested["treated_days"], n_bootstrap) for row in effects.iter_rows(named=True)]
     banners = []
@@ -407,7 +364,7 @@ def build_report(
                                    "(grey: before the start, where the two should agree; red: during)")
     heterogeneity = None
     if cate is not None:
-        record = _read_record(paths.get("cate"))
+        record = records.get("cate", {})
         splits = (record.get("forest_splits") or {}).get(outcomes[0])
         heterogeneity, extra = _heterogeneity(cate, products, outcomes[0], splits)
         for picture in extra:
@@ -513,7 +470,6 @@ def build_report(
             "Check before deciding: " + "; ".join(f"{d['name']} ({d['result']})" for d in failed) + ". See Checks below."
         )
     power_rows = power.to_dicts() if power is not None else None
-    provenance = [_provenance_row(role, path) for role, path in paths.items() if path]
     return Report(
         title=f"Price experiment readout: {design.label}",
         tested=tested,

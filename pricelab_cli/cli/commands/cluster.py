@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
     Format,
@@ -22,6 +23,9 @@ from pricelab_cli.cli.options import (
 from pricelab_cli.cli.present import report_clusters
 from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import start_run
+
+# Loaded when the command runs.
+io = lazy("pricelab_cli.io")
 
 
 @app.command(
@@ -67,5 +71,6 @@ def cluster(
         )
     run.write(user_names(result.clusters, unit_col=unit_col, cluster_col=cluster_col), output)
     if plot is not None:
-        cluster_size_plot(result, str(plot), max_size=max_size)
+        with io.atomic_path(str(plot)) as tmp:
+            cluster_size_plot(result, tmp, max_size=max_size)
     report_clusters(run.reporter, result, max_size)

@@ -87,7 +87,8 @@ def design(
     if plot is not None:
         from pricelab_cli import plots
 
-        plots.design_grid(spec, str(plot))
+        with io.atomic_path(str(plot)) as tmp:
+            plots.design_grid(spec, tmp)
     io.write_json({**spec.to_dict(), "provenance": run.meta()}, output)
     span = f"{spec.start} to {spec.end}" if spec.start else f"{spec.duration_days} days from each event"
     run.reporter.say(f"{spec.label}: {span}, treat share {spec.treat_share}, salt {spec.salt}")

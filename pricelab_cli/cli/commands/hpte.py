@@ -209,7 +209,8 @@ def hpte(
     if plot is not None:
         from pricelab_cli.plots import effect_path_plot
 
-        effect_path_plot(result.paths, result.effects, str(plot), spacing_days=result.spacing_days)
+        with io.atomic_path(str(plot)) as tmp:
+            effect_path_plot(result.paths, result.effects, tmp, spacing_days=result.spacing_days)
     if placebo_out:
         from pricelab_cli.hpte.placebo import placebo_warnings
 

@@ -117,7 +117,8 @@ def power(
     if plot is not None:
         from pricelab_cli import plots
 
-        plots.power_bars(summary, str(plot))
+        with io.atomic_path(str(plot)) as tmp:
+            plots.power_bars(summary, tmp)
     table = Table(title=f"designs on this history: +{effect:.1%} injected, {reps} repetitions", title_justify="left")
     for col in ("design", "bias", "se", "rmse", "power", "coverage", "mde"):
         table.add_column(col, justify="right" if col != "design" else "left")

@@ -97,10 +97,12 @@ def report(
     }
     paths = {"design": design_path, "assignment": assignment, "sales": sales, "effects": effects, "cate": cate,
              "products": products, "placebo": placebo, "spillover": spillover, "clusters": clusters, "power": power}
+    provenance = [io.provenance_row(role, path) for role, path in paths.items() if path]
+    records = {role: io.read_record(paths[role]) for role in ("effects", "cate")}
     with run.reporter.progress("report: tables and plots", 1) as advance:
         result = readout.build_report(
-            design=spec, assignment=assignment_table, sales=sales_table, effects=effect_table, paths=paths,
-            command=run.meta()["command"], description=description, **optional,
+            design=spec, assignment=assignment_table, sales=sales_table, effects=effect_table, provenance=provenance,
+            records=records, command=run.meta()["command"], description=description, **optional,
         )
         advance(1)
     with io.atomic_path(output) as tmp:
