@@ -33,9 +33,12 @@ $(STAMP): $(DEMO_STAMP)
 demo: $(DEMO_STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
-# ruff's checks as pyproject.toml sets them (pyflakes, pycodestyle, import order, bugbear).
+# ruff's checks and formatter as pyproject.toml sets them, and mypy on the typed core modules.
+LINTED := pricelab_cli tests bench scripts pricelab_launch.py
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pricelab_cli tests bench scripts pricelab_launch.py
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "$(TEST_MARKERS)" --timeout=$(TEST_TIMEOUT)

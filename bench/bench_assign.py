@@ -24,20 +24,51 @@ def products_file(folder: str, n: int) -> str:
 def main() -> int:
     folder = bench_dir()
     design = os.path.join(folder, "random_days_28.json")
-    measure([*pricelab(), "design", "random-days", "--start", "2026-03-02", "--end", "2026-03-29", "--seed", "1", "-o", design, "-q"])
+    measure(
+        [
+            *pricelab(),
+            "design",
+            "random-days",
+            "--start",
+            "2026-03-02",
+            "--end",
+            "2026-03-29",
+            "--seed",
+            "1",
+            "-o",
+            design,
+            "-q",
+        ]
+    )
     ok = True
 
     output = os.path.join(folder, "assignment_1m.parquet")
-    seconds, peak = measure([*pricelab(), "assign", "--design", design, "--products", products_file(folder, 1_000_000), "-o", output, "-q"])
+    seconds, peak = measure(
+        [*pricelab(), "assign", "--design", design, "--products", products_file(folder, 1_000_000), "-o", output, "-q"]
+    )
     rows = pl.scan_parquet(output).select(pl.len()).collect().item()
     ok &= report(f"assign 1,000,000 products x 28 days ({rows:,} rows)", seconds, peak, 30, 4096)
 
     dataset = os.path.join(folder, "assignment_5m")
     shutil.rmtree(dataset, ignore_errors=True)
-    seconds, peak = measure([*pricelab(), "assign", "--design", design, "--products", products_file(folder, 5_000_000), "-o", dataset + "/", "-q"])
+    seconds, peak = measure(
+        [
+            *pricelab(),
+            "assign",
+            "--design",
+            design,
+            "--products",
+            products_file(folder, 5_000_000),
+            "-o",
+            dataset + "/",
+            "-q",
+        ]
+    )
     scan = pl.scan_parquet(dataset, hive_partitioning=True)
     rows, dates = scan.select(pl.len(), pl.col("date").n_unique()).collect().row(0)
-    ok &= report(f"assign 5,000,000 products x 28 days to a folder ({rows:,} rows, {dates} dates)", seconds, peak, 120, 3072)
+    ok &= report(
+        f"assign 5,000,000 products x 28 days to a folder ({rows:,} rows, {dates} dates)", seconds, peak, 120, 3072
+    )
     return 0 if ok else 1
 
 

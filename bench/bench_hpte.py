@@ -145,7 +145,9 @@ def main(argv: list[str]) -> int:
     folder = bench_dir()
     start = time.perf_counter()
     paths = make_inputs(folder)
-    print(f"inputs ready in {time.perf_counter() - start:.1f} s ({N_PRODUCTS:,} products x {HISTORY_DAYS + EXPERIMENT_DAYS} days)")
+    print(
+        f"inputs ready in {time.perf_counter() - start:.1f} s ({N_PRODUCTS:,} products x {HISTORY_DAYS + EXPERIMENT_DAYS} days)"
+    )
     paths_file = os.path.join(folder, "hpte_paths.json")
     with open(paths_file, "w") as fh:
         json.dump(paths, fh)
@@ -154,9 +156,24 @@ def main(argv: list[str]) -> int:
     def run_hpte(out: str, *extra: str) -> tuple[float, float]:
         return measure(
             [
-                *pricelab(), "hpte", "--sales", paths["sales"], "--assignment", paths["assignment"],
-                "--features", paths["products"], "--outcome", "units", "--bootstrap", "500", "--seed", "0",
-                "-o", out, "-q", *extra,
+                *pricelab(),
+                "hpte",
+                "--sales",
+                paths["sales"],
+                "--assignment",
+                paths["assignment"],
+                "--features",
+                paths["products"],
+                "--outcome",
+                "units",
+                "--bootstrap",
+                "500",
+                "--seed",
+                "0",
+                "-o",
+                out,
+                "-q",
+                *extra,
             ]
         )
 
@@ -177,13 +194,17 @@ def main(argv: list[str]) -> int:
 
     _, _, forest = child_figure("--forest-alone", paths_file)
     ratio = seconds / forest["seconds"]
-    print(f"  causal forest alone (same cells, same size): {forest['seconds']:.1f} s; hpte / forest = {ratio:.2f} (limit 2.00)")
+    print(
+        f"  causal forest alone (same cells, same size): {forest['seconds']:.1f} s; hpte / forest = {ratio:.2f} (limit 2.00)"
+    )
     ok = ok and ratio <= 2.0
 
     dml_step = "--dml-auto" if "--dml-auto" in argv else "--dml"
     _, _, dml = child_figure(dml_step, paths_file)
     stages = "auto" if dml_step == "--dml-auto" else "linear"
-    print(f"  econml CausalForestDML ({stages} first stages, same forest size): {dml['seconds']:.1f} s, ATE {dml['ate']:.4f}")
+    print(
+        f"  econml CausalForestDML ({stages} first stages, same forest size): {dml['seconds']:.1f} s, ATE {dml['ate']:.4f}"
+    )
     return 0 if ok else 1
 
 

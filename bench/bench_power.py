@@ -32,9 +32,24 @@ def main() -> int:
         paths += ["--design", path]
     output = os.path.join(folder, "power.csv")
     seconds, peak = measure(
-        [*pricelab(), "power", "--history", os.path.join(folder, "power_history.parquet"),
-         "--products", os.path.join(folder, "power_products.csv"), *paths,
-         "--effect", "0.05", "--reps", "200", "--seed", "0", "-o", output, "-q"]
+        [
+            *pricelab(),
+            "power",
+            "--history",
+            os.path.join(folder, "power_history.parquet"),
+            "--products",
+            os.path.join(folder, "power_products.csv"),
+            *paths,
+            "--effect",
+            "0.05",
+            "--reps",
+            "200",
+            "--seed",
+            "0",
+            "-o",
+            output,
+            "-q",
+        ]
     )
     ok = report("power 200 reps x 3 designs, 5,000 products x 84 days", seconds, peak, 300, 8192)
     summary = pl.read_csv(output)

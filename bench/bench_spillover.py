@@ -39,7 +39,10 @@ def history_inputs(
     per_chunk = max(size, chunk_products // size * size)
     days = np.datetime64("2025-01-01") + np.arange(n_days)
     name = f"{n_products // 1000}k"
-    sales_path, products_path = os.path.join(folder, f"history_{name}.parquet"), os.path.join(folder, f"products_{name}.csv")
+    sales_path, products_path = (
+        os.path.join(folder, f"history_{name}.parquet"),
+        os.path.join(folder, f"products_{name}.csv"),
+    )
     parts = []
     for first in range(0, n_products, per_chunk):
         rng = np.random.default_rng([SEED, first])
@@ -107,7 +110,9 @@ def experiment_inputs(folder: str, n_products: int = 100_000, n_edges: int = 1_0
     w = edges.to_numpy()
     from scipy import sparse
 
-    in_weights = sparse.csr_matrix((w[:, 2], (w[:, 1].astype(np.int64), w[:, 0].astype(np.int64))), shape=(n_products, n_products))
+    in_weights = sparse.csr_matrix(
+        (w[:, 2], (w[:, 1].astype(np.int64), w[:, 0].astype(np.int64))), shape=(n_products, n_products)
+    )
     log_cut = np.log(0.9)
     level = np.log(20.0) + 0.5 * rng.standard_normal(n_products)
     log_mu = np.empty((n_products, history_days + n_days))
@@ -122,7 +127,10 @@ def experiment_inputs(folder: str, n_products: int = 100_000, n_edges: int = 1_0
             "units": units.ravel(),
         }
     )
-    paths = {name: os.path.join(folder, f"ipw_{name}") for name in ("products.csv", "edges.parquet", "design.json", "assignment.parquet", "sales.parquet")}
+    paths = {
+        name: os.path.join(folder, f"ipw_{name}")
+        for name in ("products.csv", "edges.parquet", "design.json", "assignment.parquet", "sales.parquet")
+    }
     products.write_csv(paths["products.csv"])
     edges.write_parquet(paths["edges.parquet"])
     with open(paths["design.json"], "w") as fh:
@@ -141,7 +149,19 @@ def main() -> int:
         sales, products = history_inputs(folder, n_products=n_products, n_groups=n_products // 100)
         out = os.path.join(folder, f"edges_{n_products // 1000}k.parquet")
         seconds, peak = measure(
-            [*pricelab(), "spillover-graph", "--sales", sales, "--products", products, "--group-col", "category", "-o", out, "-q"]
+            [
+                *pricelab(),
+                "spillover-graph",
+                "--sales",
+                sales,
+                "--products",
+                products,
+                "--group-col",
+                "category",
+                "-o",
+                out,
+                "-q",
+            ]
         )
         kept = pl.scan_parquet(out).select(pl.len()).collect().item()
         name = f"spillover-graph {n_products:,} products x 365 days ({kept:,} edges kept)"
@@ -149,17 +169,35 @@ def main() -> int:
 
     edges = graph_inputs(folder)
     out = os.path.join(folder, "clusters_1m.parquet")
-    seconds, peak = measure([*pricelab(), "cluster", "--edges", edges, "--max-size", "50", "--seed", "0", "-o", out, "-q"])
+    seconds, peak = measure(
+        [*pricelab(), "cluster", "--edges", edges, "--max-size", "50", "--seed", "0", "-o", out, "-q"]
+    )
     n_clusters = pl.scan_parquet(out).select(pl.col("cluster_id").n_unique()).collect().item()
-    ok &= report(f"cluster 1,000,000 products, 10,000,000 edges ({n_clusters:,} clusters)", seconds, peak, 120, LIMIT_MIB)
+    ok &= report(
+        f"cluster 1,000,000 products, 10,000,000 edges ({n_clusters:,} clusters)", seconds, peak, 120, LIMIT_MIB
+    )
 
     p = experiment_inputs(folder)
     out = os.path.join(folder, "spillover_100k.csv")
     seconds, peak = measure(
         [
-            *pricelab(), "ipw", "--sales", p["sales.parquet"], "--assignment", p["assignment.parquet"],
-            "--edges", p["edges.parquet"], "--design", p["design.json"], "--products", p["products.csv"],
-            "--outcome", "units", "-o", out, "-q",
+            *pricelab(),
+            "ipw",
+            "--sales",
+            p["sales.parquet"],
+            "--assignment",
+            p["assignment.parquet"],
+            "--edges",
+            p["edges.parquet"],
+            "--design",
+            p["design.json"],
+            "--products",
+            p["products.csv"],
+            "--outcome",
+            "units",
+            "-o",
+            out,
+            "-q",
         ]
     )
     ok &= report("ipw 100,000 products, 1,000,000 edges, 28 days", seconds, peak, 60, LIMIT_MIB)

@@ -22,8 +22,19 @@ def main() -> int:
     cases = {
         "pricelab --help": ["--help"],
         "pricelab --version": ["--version"],
-        "pricelab design time-bound ...": ["design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-29",
-                                           "--seed", "1", "-o", os.path.join(folder, "design.json"), "--quiet"],
+        "pricelab design time-bound ...": [
+            "design",
+            "time-bound",
+            "--start",
+            "2026-03-02",
+            "--end",
+            "2026-03-29",
+            "--seed",
+            "1",
+            "-o",
+            os.path.join(folder, "design.json"),
+            "--quiet",
+        ],
     }
     over = []
     for name, args in cases.items():

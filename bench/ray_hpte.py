@@ -82,15 +82,28 @@ def run_size(n_products: int, cluster_module) -> bool:
     folder = os.path.join(bench_dir(), f"scale_{n_products}_{HISTORY_DAYS}")
     print(f"generating {n_products:,} products x {HISTORY_DAYS + 28} days in {folder} (kept between runs)", flush=True)
     paths = generate(folder, n_products, HISTORY_DAYS)
-    args = ["hpte", "--sales", paths["sales"], "--assignment", paths["assignment"], "--bootstrap", "500",
-            "--seed", "0", "-q"]
+    args = [
+        "hpte",
+        "--sales",
+        paths["sales"],
+        "--assignment",
+        paths["assignment"],
+        "--bootstrap",
+        "500",
+        "--seed",
+        "0",
+        "-q",
+    ]
     ok = True
     local_s = None
     if n_products <= COMPARE_SIZE:
         local_out = os.path.join(folder, "effects_local.csv")
-        local_s, _, local_group = measure_group([*pricelab(), *args, "-o", local_out, "--engine", "local"],
-                                                limit_mib=2 * DRIVER_GOAL_MIB)
-        ok &= report(f"hpte --engine local, {n_products:,} products x 84 days", local_s, local_group, 1e9, DRIVER_GOAL_MIB)
+        local_s, _, local_group = measure_group(
+            [*pricelab(), *args, "-o", local_out, "--engine", "local"], limit_mib=2 * DRIVER_GOAL_MIB
+        )
+        ok &= report(
+            f"hpte --engine local, {n_products:,} products x 84 days", local_s, local_group, 1e9, DRIVER_GOAL_MIB
+        )
     root = Path(os.path.abspath(os.path.join(bench_dir(), "ray")))
     cluster = cluster_module.LocalRayCluster(root, object_store_bytes=OBJECT_STORE_BYTES)
     ray_out = os.path.join(folder, "effects_ray.csv")
@@ -113,8 +126,13 @@ def run_size(n_products: int, cluster_module) -> bool:
         print(f"FAIL  the watchdog stopped the cluster: {watch.killed}", flush=True)
         return False
     limit_s = 2 * local_s if local_s is not None else 1e9
-    ok &= report(f"hpte --engine ray (2 nodes x 1 CPU), {n_products:,} products x 84 days: driver", seconds, driver,
-                 limit_s, DRIVER_GOAL_MIB)
+    ok &= report(
+        f"hpte --engine ray (2 nodes x 1 CPU), {n_products:,} products x 84 days: driver",
+        seconds,
+        driver,
+        limit_s,
+        DRIVER_GOAL_MIB,
+    )
     for name, peak in watch.peak.items():
         verdict = "ok  " if peak <= NODE_GOAL_MIB else "OVER"
         print(f"{verdict}  {name} node peak {peak:.0f} MiB PSS (goal <= {NODE_GOAL_MIB:.0f} MiB)", flush=True)
@@ -123,8 +141,11 @@ def run_size(n_products: int, cluster_module) -> bool:
     print(f"    lift {effects['lift']:+.4f}, se {effects['se']:.4g}, {effects['n_products']:,} products", flush=True)
     if local_s is not None:
         same = Path(ray_out).read_bytes() == Path(local_out).read_bytes()
-        print(f"{'ok  ' if same else 'FAIL'}  ray output {'identical to' if same else 'DIFFERS from'} local; "
-              f"ray/local time {seconds / local_s:.2f}x (goal <= 2x)", flush=True)
+        print(
+            f"{'ok  ' if same else 'FAIL'}  ray output {'identical to' if same else 'DIFFERS from'} local; "
+            f"ray/local time {seconds / local_s:.2f}x (goal <= 2x)",
+            flush=True,
+        )
         ok &= same
     return ok
 

@@ -63,7 +63,11 @@ def generate(folder: str, n_products: int, history_days: int, seed: int = 7) -> 
         part = os.path.join(paths["sales"], f"date={day.isoformat()}")
         os.makedirs(part, exist_ok=True)
         pl.DataFrame(
-            {"product_id": np.arange(1, n_products + 1, dtype=np.int64), "units": units.astype(np.int64), "price": price}
+            {
+                "product_id": np.arange(1, n_products + 1, dtype=np.int64),
+                "units": units.astype(np.int64),
+                "price": price,
+            }
         ).write_parquet(os.path.join(part, "part-0.parquet"))
     with open(done, "w") as fh:
         json.dump({"n_products": n_products, "history_days": history_days, "effect": EFFECT}, fh)

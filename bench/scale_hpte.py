@@ -37,15 +37,30 @@ def main(n_products: int = 1_000_000) -> int:
         paths = generate(folder, n_products, history)
         out = os.path.join(folder, "effects.csv")
         seconds, biggest, group = measure_group(
-            [*pricelab(), "hpte", "--sales", paths["sales"], "--assignment", paths["assignment"],
-             "--bootstrap", "500", "--seed", "0", "-o", out, "-q"],
+            [
+                *pricelab(),
+                "hpte",
+                "--sales",
+                paths["sales"],
+                "--assignment",
+                paths["assignment"],
+                "--bootstrap",
+                "500",
+                "--seed",
+                "0",
+                "-o",
+                out,
+                "-q",
+            ],
             limit_mib=2 * limit_mib,
         )
         effects = pl.read_csv(out).row(0, named=True)
         with open(os.path.join(folder, "done.json")) as fh:
             truth = json.load(fh)
         days = history + 28
-        ok &= report(f"hpte {n_products:,} products x {days} days (folder), 500 draws", seconds, group, limit_s, limit_mib)
+        ok &= report(
+            f"hpte {n_products:,} products x {days} days (folder), 500 draws", seconds, group, limit_s, limit_mib
+        )
         print(
             f"    largest process {biggest:.0f} MiB; lift {effects['lift']:+.4f} (planted {truth['effect']:+.2f}), "
             f"se {effects['se']:.4g}, {effects['n_products']:,} products",

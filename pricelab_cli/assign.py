@@ -410,8 +410,10 @@ class BalanceTally:
 
     def daily(self) -> pl.DataFrame:
         """``date``, ``n_products``, ``treated_share`` and the treated count ``_treated``."""
-        counts = pl.concat(self._counts) if self._counts else _daily_counts(
-            pl.DataFrame(schema={"date": pl.Date, "treated": pl.Int8, "blackout": pl.Boolean})
+        counts = (
+            pl.concat(self._counts)
+            if self._counts
+            else _daily_counts(pl.DataFrame(schema={"date": pl.Date, "treated": pl.Int8, "blackout": pl.Boolean}))
         )
         return (
             counts.group_by("date")
@@ -467,7 +469,11 @@ def balance_report(assignment: pl.DataFrame, design: Design) -> BalanceReport:
     starts_draw = (
         (pl.col("period") != pl.col("period").shift(1)) | (pl.col("product_id") != pl.col("product_id").shift(1))
     ).fill_null(True)
-    draws = assignment.sort("product_id", "date").filter(starts_draw) if not _is_sorted(assignment) else assignment.filter(starts_draw)
+    draws = (
+        assignment.sort("product_id", "date").filter(starts_draw)
+        if not _is_sorted(assignment)
+        else assignment.filter(starts_draw)
+    )
     if design.kind == "crossover":
         draws = draws.filter(pl.col("period") == 0)
     if unit == "cluster_id":

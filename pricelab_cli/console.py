@@ -77,7 +77,10 @@ def _console() -> Console:
     stream = _Stderr()
     terminal = stream.isatty()
     return Console(
-        file=stream, highlight=False, soft_wrap=True, width=None if terminal else LOG_WIDTH,
+        file=stream,
+        highlight=False,
+        soft_wrap=True,
+        width=None if terminal else LOG_WIDTH,
         force_terminal=None if terminal else False,
     )
 
@@ -143,7 +146,7 @@ class Reporter:
             yield lambda n=1: bar.advance(task, n)
 
     @contextlib.contextmanager
-    def stages(self) -> Iterator["StageBar"]:
+    def stages(self) -> Iterator[StageBar]:
         """Yield the counter an engine reports its stages to (see
         :class:`pricelab_cli.engine.TaskCounter`): each stage is a bar named after it with
         its whole size from the start, replaced by the next stage's when that begins. In a

@@ -113,7 +113,9 @@ def make_design(
     """Build and validate a design of ``kind``; raise DesignError if it cannot be run."""
     if kind not in KINDS:
         raise DesignError(f"unknown design kind {kind!r}; use one of {', '.join(KINDS)}.")
-    common = dict(kind=kind, salt=salt, treat_share=treat_share, name=name, description=description, salt_from=salt_from)
+    common = dict(
+        kind=kind, salt=salt, treat_share=treat_share, name=name, description=description, salt_from=salt_from
+    )
     if kind == "time-bound":
         design = Design(**common, start=start, end=end)
     elif kind == "random-days":
@@ -148,8 +150,7 @@ def validate(design: Design) -> None:
     """Raise DesignError naming the value that makes ``design`` impossible to run."""
     if not 0.0 < design.treat_share < 1.0:
         raise DesignError(
-            f"treat share {design.treat_share} must lie strictly between 0 and 1 "
-            "(both arms need products)."
+            f"treat share {design.treat_share} must lie strictly between 0 and 1 (both arms need products)."
         )
     if not design.salt:
         raise DesignError("the salt must not be empty.")
@@ -175,16 +176,15 @@ def validate(design: Design) -> None:
     _need(design, "end", "--end")
     if design.end < design.start:
         raise DesignError(f"--end {design.end} is before --start {design.start}.")
-    if design.kind == "random-days":
-        if design.block_days is None or design.block_days < 1:
-            raise DesignError(f"--block-days {design.block_days} must be at least 1.")
+    if design.kind == "random-days" and (design.block_days is None or design.block_days < 1):
+        raise DesignError(f"--block-days {design.block_days} must be at least 1.")
 
 
 def _date(value: Any, field: str, source: str) -> dt.date | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) != 10 or value[4] != "-" or value[7] != "-":
-        raise DesignError(f"{source}: {field} must be a date in quotes (\"YYYY-MM-DD\"), not {value!r}.")
+        raise DesignError(f'{source}: {field} must be a date in quotes ("YYYY-MM-DD"), not {value!r}.')
     try:
         return dt.date.fromisoformat(value)
     except ValueError as exc:
@@ -195,7 +195,7 @@ def design_from_dict(spec: Mapping[str, Any], source: str = "design") -> Design:
     """Read a design from its JSON form, validating it as ``make_design`` does."""
     if spec.get("pricelab_design") != SPEC_VERSION:
         raise DesignError(
-            f"{source}: not a pricelab design (expected \"pricelab_design\": {SPEC_VERSION}); "
+            f'{source}: not a pricelab design (expected "pricelab_design": {SPEC_VERSION}); '
             "write one with `pricelab design`."
         )
     known = {f.name for f in dataclasses.fields(Design)}

@@ -34,7 +34,15 @@ MIN_CARRYOVER_PRODUCTS = 10
 # Days after a switch searched for the blackout that would remove the carryover.
 MAX_BLACKOUT_SEARCH = 14
 CARRYOVER_COLUMNS = (
-    "arm", "first_days", "estimate", "se", "ci_low", "ci_high", "p_value", "n_products", "blackout_days",
+    "arm",
+    "first_days",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "n_products",
+    "blackout_days",
     "suggested_blackout_days",
 )
 
@@ -163,14 +171,12 @@ def carryover_check(residuals: pl.DataFrame, assignment: pl.DataFrame, first_day
     if first_days < 1:
         raise DataError(f"first_days {first_days} must be 1 or more.")
     since = periods_since_switch(assignment)
-    rows = residuals.select("product_id", "date", "residual").join(
-        since, on=["product_id", "date"], how="inner"
-    )
+    rows = residuals.select("product_id", "date", "residual").join(since, on=["product_id", "date"], how="inner")
     blackout = 0
     if "blackout" in assignment.columns:
         marked = since.join(assignment.select("product_id", "date", "blackout"), on=["product_id", "date"])
         switched = marked.filter(pl.col("after_switch") & pl.col("blackout"))
-        blackout = int(switched["since"].max()) if switched.height else 0
+        blackout = int(switched["since"].to_numpy().max()) if switched.height else 0
     table_rows, profile_rows = [], []
     for arm, name in ((0, "control"), (1, "treated")):
         arm_rows = rows.filter(pl.col("treated") == arm)
@@ -191,16 +197,29 @@ def carryover_check(residuals: pl.DataFrame, assignment: pl.DataFrame, first_day
     table = pl.DataFrame(
         table_rows,
         schema={
-            "arm": pl.String, "first_days": pl.Int64, "estimate": pl.Float64, "se": pl.Float64,
-            "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64, "n_products": pl.Int64,
-            "blackout_days": pl.Int64, "suggested_blackout_days": pl.Int64,
+            "arm": pl.String,
+            "first_days": pl.Int64,
+            "estimate": pl.Float64,
+            "se": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+            "p_value": pl.Float64,
+            "n_products": pl.Int64,
+            "blackout_days": pl.Int64,
+            "suggested_blackout_days": pl.Int64,
         },
         orient="row",
     ).with_columns(pl.col(pl.Float64).fill_nan(None))
     profile = pl.DataFrame(
         profile_rows,
-        schema={"arm": pl.String, "since": pl.Int64, "estimate": pl.Float64, "se": pl.Float64,
-                "p_value": pl.Float64, "n_products": pl.Int64},
+        schema={
+            "arm": pl.String,
+            "since": pl.Int64,
+            "estimate": pl.Float64,
+            "se": pl.Float64,
+            "p_value": pl.Float64,
+            "n_products": pl.Int64,
+        },
         orient="row",
     ).with_columns(pl.col(pl.Float64).fill_nan(None))
     return CarryoverCheck(table, profile)
@@ -270,7 +289,12 @@ def covariate_balance(
         rows.append((name, float(mt), float(mc), float(smd), bool(abs(smd) <= SMD_LIMIT)))
     return pl.DataFrame(
         rows,
-        schema={"variable": pl.String, "mean_treated": pl.Float64, "mean_control": pl.Float64, "smd": pl.Float64,
-                "balanced": pl.Boolean},
+        schema={
+            "variable": pl.String,
+            "mean_treated": pl.Float64,
+            "mean_control": pl.Float64,
+            "smd": pl.Float64,
+            "balanced": pl.Boolean,
+        },
         orient="row",
     )

@@ -71,10 +71,30 @@ class EngineError(PricelabError):
 
 # What a failed streaming read means, told by the reader's message: a damaged file, or an
 # object store that stopped answering.
-_DAMAGE = ("out of specification", "zstd", "snappy", "lz4", "decompress", "corrupt", "thrift", "unexpected end",
-           "unexpected eof", "invalid page", "checksum")
-_STORE_FAILURE = ("object_store", "object-store", "generic s3 error", "error sending request", "connection",
-                  "timed out", "timeout", "broken pipe", "reset by peer")
+_DAMAGE = (
+    "out of specification",
+    "zstd",
+    "snappy",
+    "lz4",
+    "decompress",
+    "corrupt",
+    "thrift",
+    "unexpected end",
+    "unexpected eof",
+    "invalid page",
+    "checksum",
+)
+_STORE_FAILURE = (
+    "object_store",
+    "object-store",
+    "generic s3 error",
+    "error sending request",
+    "connection",
+    "timed out",
+    "timeout",
+    "broken pipe",
+    "reset by peer",
+)
 
 
 def damaged_input(label: str, exc: BaseException) -> InputFileError | None:

@@ -559,9 +559,7 @@ def _scan_parquet(
     return scan
 
 
-def _named(
-    scan: pl.LazyFrame, required: Sequence[str], rename: Mapping[str, str] | None, label: str
-) -> pl.LazyFrame:
+def _named(scan: pl.LazyFrame, required: Sequence[str], rename: Mapping[str, str] | None, label: str) -> pl.LazyFrame:
     """Check the required columns under the user's names and rename them, on the schema only."""
     rename = {user: ours for user, ours in (rename or {}).items() if user != ours}
     user_name = {ours: user for user, ours in rename.items()}
@@ -764,10 +762,9 @@ def read_table(
     rows = None
     if where is not None:
         rows, df = df.get_column(_ROW), df.drop(_ROW)
-    if df.height == 0 and not allow_empty:
-        # A predicate that keeps no row is the caller's to judge; a table without rows is not.
-        if where is None or _collect(scan.select(pl.len()), label).item() == 0:
-            raise EmptyTableError(f"{label}: the table has a header but no rows.")
+    # A predicate that keeps no row is the caller's to judge; a table without rows is not.
+    if df.height == 0 and not allow_empty and (where is None or _collect(scan.select(pl.len()), label).item() == 0):
+        raise EmptyTableError(f"{label}: the table has a header but no rows.")
     check_identifiers(df, label, rows)
     check_finite(df, label, rows)
     if unique:
@@ -922,8 +919,17 @@ def full_disk(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _FULL:
         return True
     text = str(exc)
-    return any(mark in text for mark in ("No space left", "os error 28", "Disk quota", "os error 122",
-                                         "File too large", "Read-only file system"))
+    return any(
+        mark in text
+        for mark in (
+            "No space left",
+            "os error 28",
+            "Disk quota",
+            "os error 122",
+            "File too large",
+            "Read-only file system",
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -1422,9 +1428,7 @@ def _input_covers(path: str, key: str, output_key: str) -> bool:
     """True when an output at ``output_key`` would become part of the input ``path``."""
     if _has_magic(path):
         tokens = _GLOB_TOKEN.split(key)
-        pattern = "".join(
-            {"**": ".*", "**/": "(.*/)?", "*": "[^/]*", "?": "[^/]"}.get(t, re.escape(t)) for t in tokens
-        )
+        pattern = "".join({"**": ".*", "**/": "(.*/)?", "*": "[^/]*", "?": "[^/]"}.get(t, re.escape(t)) for t in tokens)
         return re.fullmatch(pattern, output_key) is not None
     if _remote(path) or Path(path).is_dir():
         return _inside(output_key, key)

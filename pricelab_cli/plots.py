@@ -76,7 +76,9 @@ def design_grid(design: Design, path: str, n_products: int = 12, lead_days: int 
     """Draw the treated / control / blackout grid of ``design`` to a PNG at ``path``."""
     states, ids, days = design_grid_cells(design, n_products, lead_days)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(days) + 2), 0.35 * len(ids) + 1.6), dpi=110)
-    ax.imshow(states, cmap=ListedColormap(_COLOURS), vmin=0, vmax=len(_COLOURS) - 1, aspect="auto", interpolation="none")
+    ax.imshow(
+        states, cmap=ListedColormap(_COLOURS), vmin=0, vmax=len(_COLOURS) - 1, aspect="auto", interpolation="none"
+    )
     ax.set_yticks(range(len(ids)), ids)
     step = max(1, len(days) // 20)
     ax.set_xticks(range(0, len(days), step), [str(i + 1) for i in range(0, len(days), step)])
@@ -142,8 +144,9 @@ def effect_by_feature(features: list[tuple[str, pl.DataFrame]], outcome: str, pa
     """Mean per-product effect by quarter of each feature (``features``: name and a table of
     ``x`` (the quarter's mean value), ``cate`` and ``len`` per quarter)."""
     # One y-axis for every panel, so the features' effects compare at a glance.
-    fig, axes = plt.subplots(1, len(features), figsize=(3.6 * len(features) + 0.6, 3.2), dpi=110, squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(features), figsize=(3.6 * len(features) + 0.6, 3.2), dpi=110, squeeze=False, sharey=True
+    )
     for ax, (name, means) in zip(axes[0], features):
         labels = [f"{x:.3g}" for x in means["x"].to_list()]
         ax.bar(range(len(labels)), means["cate"].to_numpy(), color="#2ca02c")
@@ -203,10 +206,26 @@ def effect_path_plot(paths: pl.DataFrame, effects: pl.DataFrame, path: str, *, s
                 linewidth=0,
                 label=f"95% band ({phase})",
             )
-            ax.plot(x, difference, color=colour, marker="o", markersize=2.5, linewidth=1.2, label=f"treated − control ({phase})")
+            ax.plot(
+                x,
+                difference,
+                color=colour,
+                marker="o",
+                markersize=2.5,
+                linewidth=1.2,
+                label=f"treated − control ({phase})",
+            )
         if estimate is not None and data.filter(pl.col("phase") == "experiment").height:
             last = data.get_column("period").max()
-            ax.hlines(estimate, 0, last, colors="#1f77b4", linestyles="dashed", linewidth=1.2, label=f"estimate {estimate:.4g}")
+            ax.hlines(
+                estimate,
+                0,
+                last,
+                colors="#1f77b4",
+                linestyles="dashed",
+                linewidth=1.2,
+                label=f"estimate {estimate:.4g}",
+            )
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.axvline(-0.5, color="black", linewidth=0.6, linestyle=":")
         ax.set_title(f"{name}: treated minus control, detrended")

@@ -188,7 +188,10 @@ def injected_outcome(
 
 
 def true_effect(
-    panel: _Panel, analysed: np.ndarray, effect: float, spillover: float = 0.0,
+    panel: _Panel,
+    analysed: np.ndarray,
+    effect: float,
+    spillover: float = 0.0,
     incoming: sparse.csr_matrix | None = None,
 ) -> tuple[float, float]:
     """(true roll-out effect, mean untreated outcome) over analysed cells.
@@ -230,9 +233,7 @@ def _repetition(study: _Study, rep: int) -> list[dict]:
         assignment = assignment.filter(pl.col("date") <= study.history_end)
         treated, analysed = _arm_matrices(assignment, study.panel)
         outcome = injected_outcome(study.panel, treated, study.effect, study.threats, study.incoming)
-        truth, baseline = true_effect(
-            study.panel, analysed, study.effect, study.threats.spillover, study.incoming
-        )
+        truth, baseline = true_effect(study.panel, analysed, study.effect, study.threats.spillover, study.incoming)
         sales = study.panel.sales.with_columns(pl.Series(study.outcome, outcome))
         with_intervals = rep < study.interval_reps
         result = study.estimator(sales, assignment, study.outcome, with_intervals, study.seed * 100_003 + rep)
@@ -272,7 +273,10 @@ def summarise(repetitions: pl.DataFrame) -> pl.DataFrame:
         pl.col("estimate").std().alias("se"),
         (error**2).mean().sqrt().alias("rmse"),
         (pl.col("p_value") < 0.05).filter(with_ci).mean().alias("power"),
-        ((pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high"))).filter(with_ci).mean().alias("coverage"),
+        ((pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high")))
+        .filter(with_ci)
+        .mean()
+        .alias("coverage"),
         pl.col("truth").mean().alias("truth"),
         pl.col("estimate").mean().alias("mean_estimate"),
         pl.col("baseline").mean().alias("baseline"),
@@ -287,8 +291,19 @@ def summarise(repetitions: pl.DataFrame) -> pl.DataFrame:
         ((Z975 + Z80) * pl.col("se")).alias("mde"),
         (pl.col("se") / pl.col("reps").cast(pl.Float64).sqrt()).alias("bias_mc_se"),
     ).select(
-        "design", "bias", "se", "rmse", "power", "coverage", "mde", "truth", "mean_estimate",
-        "baseline", "bias_mc_se", "reps", "interval_reps",
+        "design",
+        "bias",
+        "se",
+        "rmse",
+        "power",
+        "coverage",
+        "mde",
+        "truth",
+        "mean_estimate",
+        "baseline",
+        "bias_mc_se",
+        "reps",
+        "interval_reps",
     )
 
 
@@ -376,16 +391,27 @@ def power_study(
     )
     # One dry assignment per arm in this process: its warnings are shown once, here.
     for index, arm in enumerate(study.arms):
-        assign(window_design(arm.design, history_end, f"power:check:{index}"), study.products,
-               clusters=arm.clusters, events=events)
+        assign(
+            window_design(arm.design, history_end, f"power:check:{index}"),
+            study.products,
+            clusters=arm.clusters,
+            events=events,
+        )
     engine = default_engine(engine, n_jobs)
     shared = engine.share(study)
     chunks = [(shared, chunk) for chunk in _chunks(reps, engine.workers)]
     advance = None if on_progress is None else (lambda item: on_progress(len(item[1])))
-    rows = [row for result in engine.map(
-        _chunk_task, chunks, progress=advance, stage=f"repetitions ({len(study.arms)} designs each)",
-        weights=lambda item: len(item[1]),
-    ) for row in result]
+    rows = [
+        row
+        for result in engine.map(
+            _chunk_task,
+            chunks,
+            progress=advance,
+            stage=f"repetitions ({len(study.arms)} designs each)",
+            weights=lambda item: len(item[1]),
+        )
+        for row in result
+    ]
     order = {arm.label: i for i, arm in enumerate(study.arms)}
     repetitions = pl.DataFrame(rows).sort(pl.col("design").replace_strict(order), "rep")
     return summarise(repetitions), repetitions
@@ -410,7 +436,9 @@ class HpteEstimator:
     n_estimators: int = POWER_TREES
     outlier_rule: str = "robust"
 
-    def __call__(self, sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, with_intervals: bool, seed: int) -> Estimate:
+    def __call__(
+        self, sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, with_intervals: bool, seed: int
+    ) -> Estimate:
         from pricelab_cli.hpte.estimate import HeterogeneousPanelEffect
 
         fitted = HeterogeneousPanelEffect(
@@ -423,7 +451,11 @@ class HpteEstimator:
         if not with_intervals:
             return Estimate(float(fitted.estimate_))
         return Estimate(
-            float(fitted.estimate_), float(fitted.se_), float(fitted.ci_low_), float(fitted.ci_high_), float(fitted.p_value_)
+            float(fitted.estimate_),
+            float(fitted.se_),
+            float(fitted.ci_low_),
+            float(fitted.ci_high_),
+            float(fitted.p_value_),
         )
 
 

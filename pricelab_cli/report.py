@@ -127,7 +127,10 @@ def _headline(row: dict, treated_days: int, n_bootstrap: int | None) -> dict:
     mde_share = mde / abs(baseline) if math.isfinite(mde) and math.isfinite(baseline) and baseline else float("nan")
     clear = p is not None and p < ALPHA
     direction = "higher" if (est or 0) >= 0 else "lower"
-    impact = {k: (v * treated_days if v is not None else None) for k, v in (("estimate", est), ("ci_low", lo), ("ci_high", hi))}
+    impact = {
+        k: (v * treated_days if v is not None else None)
+        for k, v in (("estimate", est), ("ci_low", lo), ("ci_high", hi))
+    }
     words = [
         f"On an average day, {name} of a treated product came out {fmt(abs(est) if est is not None else None)} "
         f"{direction} than it would have without the change"
@@ -141,7 +144,11 @@ def _headline(row: dict, treated_days: int, n_bootstrap: int | None) -> dict:
     if est is not None and treated_days:
         words.append(
             f"Over the {treated_days:,} treated product-days that is {amount(impact['estimate'])} {name} in all"
-            + (f" ({amount(impact['ci_low'])} to {amount(impact['ci_high'])})." if lo is not None and hi is not None else ".")
+            + (
+                f" ({amount(impact['ci_low'])} to {amount(impact['ci_high'])})."
+                if lo is not None and hi is not None
+                else "."
+            )
         )
     shown_p = p_text(p, n_bootstrap)
     p_words = f"p {shown_p}" if shown_p.startswith("<") else f"p = {shown_p}"
@@ -150,14 +157,10 @@ def _headline(row: dict, treated_days: int, n_bootstrap: int | None) -> dict:
     elif clear:
         words.append(f"A difference this large would rarely appear by chance alone ({p_words}).")
     else:
-        words.append(
-            f"This could well be chance ({p_words}): the experiment cannot tell it apart from no effect."
-        )
+        words.append(f"This could well be chance ({p_words}): the experiment cannot tell it apart from no effect.")
     if math.isfinite(mde):
         share = f" ({mde_share:.1%} of expected {name})" if math.isfinite(mde_share) else ""
-        words.append(
-            f"It could reliably detect ({MDE_POWER:.0%} of the time) an effect of {fmt(mde)}{share} or more."
-        )
+        words.append(f"It could reliably detect ({MDE_POWER:.0%} of the time) an effect of {fmt(mde)}{share} or more.")
     return {
         "outcome": name,
         "estimate": est,
@@ -178,9 +181,16 @@ def _headline(row: dict, treated_days: int, n_bootstrap: int | None) -> dict:
         "impact": impact,
         "total": None,
         "shown": {
-            "estimate": fmt(est), "ci_low": fmt(lo), "ci_high": fmt(hi), "p_value": shown_p,
-            "lift": pct(lift), "lift_low": pct(lift_lo), "lift_high": pct(lift_hi), "mde": fmt(mde),
-            "impact": amount(impact["estimate"]), "impact_low": amount(impact["ci_low"]),
+            "estimate": fmt(est),
+            "ci_low": fmt(lo),
+            "ci_high": fmt(hi),
+            "p_value": shown_p,
+            "lift": pct(lift),
+            "lift_low": pct(lift_lo),
+            "lift_high": pct(lift_hi),
+            "mde": fmt(mde),
+            "impact": amount(impact["estimate"]),
+            "impact_low": amount(impact["ci_low"]),
             "impact_high": amount(impact["ci_high"]),
         },
     }
@@ -193,10 +203,17 @@ def _with_total(headline: dict, total: dict) -> str | None:
     p = total.get("p_value")
     clear = p is not None and p < ALPHA
     headline["total"] = {
-        "estimate": total["estimate"], "ci_low": total["ci_low"], "ci_high": total["ci_high"], "p_value": p,
+        "estimate": total["estimate"],
+        "ci_low": total["ci_low"],
+        "ci_high": total["ci_high"],
+        "p_value": p,
         "clear": clear,
-        "shown": {"estimate": fmt(total["estimate"]), "ci_low": fmt(total["ci_low"]), "ci_high": fmt(total["ci_high"]),
-                  "p_value": p_text(p)},
+        "shown": {
+            "estimate": fmt(total["estimate"]),
+            "ci_low": fmt(total["ci_low"]),
+            "ci_high": fmt(total["ci_high"]),
+            "p_value": p_text(p),
+        },
     }
     direct, whole = headline["estimate"], total["estimate"]
     if direct is None or whole is None:
@@ -205,9 +222,13 @@ def _with_total(headline: dict, total: dict) -> str | None:
     if not opposite and clear == headline["clear"]:
         return None
     name = headline["outcome"]
-    how = (f"has the opposite sign ({fmt(whole)} {name} per product per day)" if opposite
-           else f"is {fmt(whole)} {name} per product per day, " + ("a clear effect" if clear else "which could be chance")
-           + f" (p = {p_text(p)})")
+    how = (
+        f"has the opposite sign ({fmt(whole)} {name} per product per day)"
+        if opposite
+        else f"is {fmt(whole)} {name} per product per day, "
+        + ("a clear effect" if clear else "which could be chance")
+        + f" (p = {p_text(p)})"
+    )
     return (
         f"Spillover changes the decision for {name}: against an untreated product, a treated one changes by "
         f"{fmt(direct)} per day ({'clear' if headline['clear'] else 'not clear'}), but treating every product, so that "
@@ -219,7 +240,9 @@ def _with_total(headline: dict, total: dict) -> str | None:
 def _tested(design: Design, assignment: pl.DataFrame) -> dict:
     analysed = assignment.filter(~pl.col("blackout")) if "blackout" in assignment.columns else assignment
     dates = assignment["date"]
-    blackout_days = int(assignment.filter(pl.col("blackout"))["date"].n_unique()) if "blackout" in assignment.columns else 0
+    blackout_days = (
+        int(assignment.filter(pl.col("blackout"))["date"].n_unique()) if "blackout" in assignment.columns else 0
+    )
     arms = {
         "time-bound": "each product is treated or not for the whole experiment",
         "triggered": "each product's window starts at its own event; the product is treated or not for the window",
@@ -265,8 +288,13 @@ def _heterogeneity(
         "features": [],
         "by_splits": bool(ranked),
     }
-    pictures = [_picture_of(lambda p: plots.cate_histogram(values, outcome, p), "cate.png",
-                            f"How the effect on {outcome} differs between products (one estimate per product)")]
+    pictures = [
+        _picture_of(
+            lambda p: plots.cate_histogram(values, outcome, p),
+            "cate.png",
+            f"How the effect on {outcome} differs between products (one estimate per product)",
+        )
+    ]
     if products is not None:
         joined = cate.join(products, on="product_id", how="inner")
         numeric = [c for c, t in products.schema.items() if t.is_numeric() and not _id_like(products, c)]
@@ -275,7 +303,9 @@ def _heterogeneity(
             frame = joined.select(pl.col(name).cast(pl.Float64), "cate").drop_nulls().drop_nans()
             if frame.height < 20 or frame[name].n_unique() < 2:
                 continue
-            bins = frame.with_columns(pl.col(name).qcut(4, labels=["1", "2", "3", "4"], allow_duplicates=True).alias("q"))
+            bins = frame.with_columns(
+                pl.col(name).qcut(4, labels=["1", "2", "3", "4"], allow_duplicates=True).alias("q")
+            )
             means = bins.group_by("q").agg(pl.col("cate").mean(), pl.col(name).mean().alias("x"), pl.len()).sort("x")
             spread = float(((means["cate"] - frame["cate"].mean()) ** 2 * means["len"]).sum() / frame.height)
             score = dict(ranked).get(name, -1.0) if ranked else spread
@@ -284,11 +314,18 @@ def _heterogeneity(
         top = [s for s in scored if s[0] > 0][:TOP_FEATURES] if ranked else scored[:TOP_FEATURES]
         if top:
             summary["features"] = [name for _, name, _ in top]
-            how = ("the product features the forest split on most" if ranked
-                   else "the product features that separate the effects most")
-            pictures.append(_picture_of(lambda p: plots.effect_by_feature([(n, m) for _, n, m in top], outcome, p),
-                                        "effect_by_feature.png",
-                                        f"Average effect on {outcome} by quarter of {how}"))
+            how = (
+                "the product features the forest split on most"
+                if ranked
+                else "the product features that separate the effects most"
+            )
+            pictures.append(
+                _picture_of(
+                    lambda p: plots.effect_by_feature([(n, m) for _, n, m in top], outcome, p),
+                    "effect_by_feature.png",
+                    f"Average effect on {outcome} by quarter of {how}",
+                )
+            )
     return summary, pictures
 
 
@@ -350,8 +387,11 @@ def build_report(
             if warning:
                 banners.append(warning)
     pictures: dict[str, Picture] = {}
-    pictures["grid"] = _picture_of(lambda p: plots.design_grid(design, p), "design_grid.png",
-                                   "The design on a sample of products: which days are treated, control or left out")
+    pictures["grid"] = _picture_of(
+        lambda p: plots.design_grid(design, p),
+        "design_grid.png",
+        "The design on a sample of products: which days are treated, control or left out",
+    )
     # One layout of the panel and one detrending per outcome serve the path and the
     # carryover check.
     with warnings.catch_warnings():
@@ -359,9 +399,12 @@ def build_report(
         path_table, residuals = detrended_views(
             sales, assignment, outcomes, rows=design.kind in SWITCHBACK, engine=engine
         )
-    pictures["path"] = _picture_of(lambda p: effect_path_plot(path_table, effects, p), "effect_path.png",
-                                   "Treated minus control, day by day, before and during the experiment "
-                                   "(grey: before the start, where the two should agree; red: during)")
+    pictures["path"] = _picture_of(
+        lambda p: effect_path_plot(path_table, effects, p),
+        "effect_path.png",
+        "Treated minus control, day by day, before and during the experiment "
+        "(grey: before the start, where the two should agree; red: during)",
+    )
     heterogeneity = None
     if cate is not None:
         record = records.get("cate", {})
@@ -389,15 +432,24 @@ def build_report(
         for row in placebo.iter_rows(named=True):
             p = row["p_value"]
             mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
-            diagnostics.append(_diagnostic(
-                f"Pre-trend (placebo), {row['outcome']}", mark,
-                f"fake experiment before the start: {fmt(row['estimate'])} (p = {p_text(p)})",
-                "The same estimate over the last stretch before the start, as long as the experiment, where nothing "
-                "was changed. It should be near zero; if not, the arms were already drifting apart.",
-            ))
+            diagnostics.append(
+                _diagnostic(
+                    f"Pre-trend (placebo), {row['outcome']}",
+                    mark,
+                    f"fake experiment before the start: {fmt(row['estimate'])} (p = {p_text(p)})",
+                    "The same estimate over the last stretch before the start, as long as the experiment, where nothing "
+                    "was changed. It should be near zero; if not, the arms were already drifting apart.",
+                )
+            )
     else:
-        diagnostics.append(_diagnostic("Pre-trend (placebo)", NOT_RUN, "not run",
-                                       "Run hpte with --placebo-out and pass the file with --placebo."))
+        diagnostics.append(
+            _diagnostic(
+                "Pre-trend (placebo)",
+                NOT_RUN,
+                "not run",
+                "Run hpte with --placebo-out and pass the file with --placebo.",
+            )
+        )
     for outcome in outcomes:
         if design.kind in SWITCHBACK:
             row = carryover_check(residuals[outcome], assignment).lingering()
@@ -405,37 +457,60 @@ def build_report(
             mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
             suggestion = (
                 f" A blackout of {row['suggested_blackout_days']} day(s) after each switch would remove it."
-                if mark == LOOK else ""
+                if mark == LOOK
+                else ""
             )
-            diagnostics.append(_diagnostic(
-                f"Carryover, {outcome}", mark,
-                f"first control day after a treated stretch vs later control days: {fmt(row['estimate'])} "
-                f"(p = {p_text(p)})",
-                "If the change lingers after it is undone, control days right after treated ones look treated, and "
-                "the estimate shrinks." + suggestion,
-            ))
+            diagnostics.append(
+                _diagnostic(
+                    f"Carryover, {outcome}",
+                    mark,
+                    f"first control day after a treated stretch vs later control days: {fmt(row['estimate'])} "
+                    f"(p = {p_text(p)})",
+                    "If the change lingers after it is undone, control days right after treated ones look treated, and "
+                    "the estimate shrinks." + suggestion,
+                )
+            )
         else:
-            diagnostics.append(_diagnostic(f"Carryover, {outcome}", NOT_APPLICABLE, "one switch per product",
-                                           "Products do not switch back and forth in this design."))
-    diagnostics.append(_diagnostic(
-        "Randomisation (sample ratio)", PASS if balance["srm_ok"] else LOOK,
-        f"treated share {balance['treated_share']:.1%} against {balance['expected_share']:.0%} planned "
-        f"(p = {p_text(balance['srm_p_value'])})",
-        "A split far from the plan means units were lost or added on one side.",
-    ))
+            diagnostics.append(
+                _diagnostic(
+                    f"Carryover, {outcome}",
+                    NOT_APPLICABLE,
+                    "one switch per product",
+                    "Products do not switch back and forth in this design.",
+                )
+            )
+    diagnostics.append(
+        _diagnostic(
+            "Randomisation (sample ratio)",
+            PASS if balance["srm_ok"] else LOOK,
+            f"treated share {balance['treated_share']:.1%} against {balance['expected_share']:.0%} planned "
+            f"(p = {p_text(balance['srm_p_value'])})",
+            "A split far from the plan means units were lost or added on one side.",
+        )
+    )
     unbalanced = [c["variable"] for c in balance["covariates"] if not c["balanced"]]
-    diagnostics.append(_diagnostic(
-        "Balance of products and history", PASS if not unbalanced else LOOK,
-        f"all standardised differences within ±{SMD_LIMIT:g}" if not unbalanced else "imbalanced: " + ", ".join(unbalanced),
-        "The arms should look alike in product features and in sales before the start.",
-    ))
+    diagnostics.append(
+        _diagnostic(
+            "Balance of products and history",
+            PASS if not unbalanced else LOOK,
+            f"all standardised differences within ±{SMD_LIMIT:g}"
+            if not unbalanced
+            else "imbalanced: " + ", ".join(unbalanced),
+            "The arms should look alike in product features and in sales before the start.",
+        )
+    )
     for h in headlines:
-        diagnostics.append(_diagnostic(
-            f"Sensitivity, {h['outcome']}", PASS if h["clear"] or not math.isfinite(h["mde"]) else LOOK,
-            f"smallest effect it could reliably detect: {fmt(h['mde'])}",
-            "With no clear effect, an effect smaller than this may still exist: the experiment was too small "
-            "to see it." if not h["clear"] else "The experiment was large enough to see the effect it found.",
-        ))
+        diagnostics.append(
+            _diagnostic(
+                f"Sensitivity, {h['outcome']}",
+                PASS if h["clear"] or not math.isfinite(h["mde"]) else LOOK,
+                f"smallest effect it could reliably detect: {fmt(h['mde'])}",
+                "With no clear effect, an effect smaller than this may still exist: the experiment was too small "
+                "to see it."
+                if not h["clear"]
+                else "The experiment was large enough to see the effect it found.",
+            )
+        )
 
     spill_rows = None
     if spillover is not None:
@@ -467,7 +542,9 @@ def build_report(
     failed = [d for d in diagnostics if d["mark"] == LOOK]
     if failed:
         banners.append(
-            "Check before deciding: " + "; ".join(f"{d['name']} ({d['result']})" for d in failed) + ". See Checks below."
+            "Check before deciding: "
+            + "; ".join(f"{d['name']} ({d['result']})" for d in failed)
+            + ". See Checks below."
         )
     power_rows = power.to_dicts() if power is not None else None
     return Report(

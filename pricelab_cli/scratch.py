@@ -128,7 +128,7 @@ def sweep(folders: Iterable[Path]) -> list[str]:
                 done += _finish(path)
         for path, kind in orphans:
             if kind == "old" and (path.exists() or path.is_symlink()):
-                target = path.with_name(path.name[1:path.name.rindex(".pl-")])
+                target = path.with_name(path.name[1 : path.name.rindex(".pl-")])
                 if not (target.exists() or target.is_symlink()):
                     os.rename(path, target)
                     done.append(f"{target}: put back (a run was stopped while replacing it)")
@@ -259,8 +259,12 @@ def commit(files: list[tuple[Path, Path]], folders: list[tuple[Path, Path]], wai
             copies = [str(parent / name) for parent in sorted(set(parents))]
             record = {
                 "moves": [
-                    {"tmp": str(tmp.resolve()), "target": str(target.resolve()), "folder": folder,
-                     "identity": _identity(tmp)}
+                    {
+                        "tmp": str(tmp.resolve()),
+                        "target": str(target.resolve()),
+                        "folder": folder,
+                        "identity": _identity(tmp),
+                    }
                     for tmp, target, folder in moves
                 ],
                 "copies": copies,

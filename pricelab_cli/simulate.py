@@ -426,9 +426,7 @@ def simulate_sales(
     sales = sales_frame(units)
     clean_sales = sales_frame(clean_units) if spoil.rows.size else sales
 
-    incoming_weight = (
-        np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
-    )
+    incoming_weight = np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
     realised_spill = None
     if spillover and weight_matrix is not None and len(analysed_rows):
         spill = (weight_matrix @ treated.astype(np.float64)) * log_cut
@@ -672,7 +670,7 @@ class _Contamination:
         kinds: Sequence[str],
         analysed_rows: np.ndarray,
         analysed_days: np.ndarray,
-    ) -> "_Contamination":
+    ) -> _Contamination:
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
         n_spoiled = int(np.floor(share * n + 0.5)) if kinds else 0
         rows = rng.permutation(n)[:n_spoiled]
@@ -735,7 +733,9 @@ class _Contamination:
         rows, factor = self._outlier_shift()
         return expected_units[rows] * factor
 
-    def apply(self, units: np.ndarray, lambda0: np.ndarray, shifted_mean: np.ndarray | None, dispersion: float) -> np.ndarray:
+    def apply(
+        self, units: np.ndarray, lambda0: np.ndarray, shifted_mean: np.ndarray | None, dispersion: float
+    ) -> np.ndarray:
         """Spoiled copy of the clean ``units`` (products x days)."""
         units = units.copy()
         rng = self.rng
@@ -844,8 +844,7 @@ def _checked_product_ids(products: pl.DataFrame) -> pl.Series:
     ids = products.get_column("product_id")
     if ids.null_count():
         raise DataError(
-            f"products: column 'product_id' has {ids.null_count()} missing (null) values; "
-            "every product needs an id."
+            f"products: column 'product_id' has {ids.null_count()} missing (null) values; every product needs an id."
         )
     check_unique(products, ["product_id"], "products")
     return ids
@@ -867,8 +866,7 @@ def _product_features(products: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, n
             if not finite.all():
                 bad = products.filter(~finite.to_numpy())
                 raise DataError(
-                    f"products: column {col!r} is not finite for product "
-                    f"{bad['product_id'][0]!r} ({bad[col][0]!r})."
+                    f"products: column {col!r} is not finite for product {bad['product_id'][0]!r} ({bad[col][0]!r})."
                 )
     if "base_price" in products.columns:
         base_price = products.get_column("base_price").cast(pl.Float64).to_numpy()
@@ -882,9 +880,7 @@ def _product_features(products: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, n
     else:
         base_price = np.full(n, DEFAULT_BASE_PRICE)
     quality = (
-        products.get_column("quality").cast(pl.Float64).to_numpy()
-        if "quality" in products.columns
-        else np.zeros(n)
+        products.get_column("quality").cast(pl.Float64).to_numpy() if "quality" in products.columns else np.zeros(n)
     )
     if "brand" in products.columns:
         multiplier = (
@@ -912,8 +908,7 @@ def _row_positions(values: pl.Series, ids: pl.Series, table: str, column: str, h
     if unknown.any():
         missing = values.filter(unknown)
         raise DataError(
-            f"{table}: {missing.n_unique()} {column} value(s) are not in products, e.g. "
-            f"{missing[0]!r}; {hint}"
+            f"{table}: {missing.n_unique()} {column} value(s) are not in products, e.g. {missing[0]!r}; {hint}"
         )
     return rows.to_numpy()
 

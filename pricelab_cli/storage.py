@@ -314,9 +314,7 @@ def cloud_error(uri: str, exc: BaseException, options: Mapping[str, Any] | None 
             reason = "connection refused"
         else:
             reason = "no connection"
-        return InputFileError(
-            f"{uri}: cannot reach the object store at {endpoint} ({reason}); {_SET_ENDPOINT}."
-        )
+        return InputFileError(f"{uri}: cannot reach the object store at {endpoint} ({reason}); {_SET_ENDPOINT}.")
     if any(
         marker in lowered
         for marker in (
@@ -535,9 +533,7 @@ def _upload(uri: str, options: Mapping[str, Any] | None, chunks: Iterable[bytes]
     options = _resolved(options)
     bucket, key = _split(uri)
     if not key or key.endswith("/"):
-        raise UsageError(
-            f"{uri}: an output needs an object name after the bucket, e.g. s3://{bucket}/out.csv."
-        )
+        raise UsageError(f"{uri}: an output needs an object name after the bucket, e.g. s3://{bucket}/out.csv.")
     s3 = _filesystem(uri, options)
     try:
         stream = s3.open_output_stream(f"{bucket}/{key}")

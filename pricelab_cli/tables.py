@@ -9,14 +9,17 @@ these checks as they read, and the core applies them to frames a caller hands it
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.errors import ColumnTypeError, DataError, DuplicateKeyError, MissingColumnError
 
-# Loaded on first use (a design's JSON needs neither).
-np = lazy("numpy")
-pl = lazy("polars")
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+else:  # loaded on first use (a design's JSON needs neither)
+    np = lazy("numpy")
+    pl = lazy("polars")
 
 # The assignment table's columns as the contract names them (all required on input).
 ASSIGNMENT_COLUMNS = ("product_id", "date", "treated", "blackout", "period")
@@ -131,8 +134,9 @@ def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFra
             # A timestamp is a date only at midnight and without a time zone; cutting a time
             # of day (or shifting a zone) could move every row to another day.
             values = df.get_column(col)
-            if getattr(dtype, "time_zone", None):
-                raise time_zone_error(label, col, dtype.time_zone)
+            zone = getattr(dtype, "time_zone", None)
+            if zone:
+                raise time_zone_error(label, col, zone)
             off_midnight = (values.dt.truncate("1d") != values).fill_null(False)
             if off_midnight.any():
                 row = first_row(off_midnight)
@@ -150,11 +154,13 @@ def parse_dates(df: pl.DataFrame, cols: Sequence[str], label: str) -> pl.DataFra
 
 
 def not_a_date_error(label: str, col: str, value: str | None, row: int) -> ColumnTypeError:
-    hint = " (a time of day or zone cannot be cut off safely; give one date per row)" if value and (
-        "T" in value or ":" in value) else ""
+    hint = (
+        " (a time of day or zone cannot be cut off safely; give one date per row)"
+        if value and ("T" in value or ":" in value)
+        else ""
+    )
     return ColumnTypeError(
-        f"{label}: column {col!r} has a value that is not an ISO date "
-        f"(YYYY-MM-DD): {value!r} (row {row + 1}){hint}."
+        f"{label}: column {col!r} has a value that is not an ISO date (YYYY-MM-DD): {value!r} (row {row + 1}){hint}."
     )
 
 
@@ -184,8 +190,7 @@ def check_unique(df: pl.DataFrame, keys: Sequence[str], label: str) -> None:
         first = dup.row(0, named=True)
         shown = ", ".join(f"{k}={v}" for k, v in first.items())
         raise DuplicateKeyError(
-            f"{label}: {dup.height} rows repeat a ({', '.join(keys)}) key, e.g. {shown}; "
-            "each must appear once."
+            f"{label}: {dup.height} rows repeat a ({', '.join(keys)}) key, e.g. {shown}; each must appear once."
         )
 
 
@@ -193,9 +198,7 @@ def check_numeric(df: pl.DataFrame, cols: Sequence[str], label: str) -> None:
     """Raise ColumnTypeError when a column that must hold numbers does not."""
     for col in cols:
         if col in df.columns and not df.schema[col].is_numeric():
-            raise ColumnTypeError(
-                f"{label}: column {col!r} must hold numbers but has type {df.schema[col]}."
-            )
+            raise ColumnTypeError(f"{label}: column {col!r} must hold numbers but has type {df.schema[col]}.")
 
 
 def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:

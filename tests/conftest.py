@@ -24,7 +24,9 @@ s3_server = object_store.s3_server
 s3_bucket = object_store.s3_bucket
 
 # The Ray cluster fixture (a real head and worker node started with `ray start`), likewise.
-_ray_spec = importlib.util.spec_from_file_location("pricelab_tests_ray_cluster", Path(__file__).with_name("ray_cluster.py"))
+_ray_spec = importlib.util.spec_from_file_location(
+    "pricelab_tests_ray_cluster", Path(__file__).with_name("ray_cluster.py")
+)
 ray_cluster_module = importlib.util.module_from_spec(_ray_spec)
 sys.modules[_ray_spec.name] = ray_cluster_module
 _ray_spec.loader.exec_module(ray_cluster_module)

@@ -82,9 +82,7 @@ class S3Server:
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         paginator = self.client().get_paginator("list_objects_v2")
         return sorted(
-            obj["Key"]
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
-            for obj in page.get("Contents", [])
+            obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])
         )
 
     def read(self, bucket: str, key: str) -> bytes:
@@ -248,7 +246,7 @@ class FaultyProxy:
                         time.sleep(3600)
                     if self.mode == "trickle" and not requests:
                         for at in range(0, len(data), 256):
-                            sink.sendall(data[at:at + 256])
+                            sink.sendall(data[at : at + 256])
                             time.sleep(256 / self.rate)
                         continue
                 sink.sendall(data)

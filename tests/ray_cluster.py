@@ -23,6 +23,7 @@ yields a started cluster whose ``env`` a test passes to the ``pricelab`` process
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -82,10 +83,8 @@ def _end_group(process: subprocess.Popen | None, grace: float = 10.0) -> None:
             time.sleep(0.1)
         if not _group_alive(process.pid):
             break
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL was sent
         process.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -128,12 +127,14 @@ class LocalRayCluster:
         """The environment a driver (``pricelab --engine ray``) runs with."""
         return {**os.environ, **RAY_ENV, "RAY_ADDRESS": self.address}
 
-    def start(self) -> "LocalRayCluster":
+    def start(self) -> LocalRayCluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.head = self._node(
-            "head", ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.root / 'ray'}"],
-            HEAD_IP, self.head_cpus,
+            "head",
+            ["--head", f"--port={self.port}", "--include-dashboard=false", f"--temp-dir={self.root / 'ray'}"],
+            HEAD_IP,
+            self.head_cpus,
         )
         self._wait_for(1)
         self.start_worker()
@@ -146,13 +147,23 @@ class LocalRayCluster:
         self._wait_for(2)
 
     def _node(self, name: str, args: list[str], ip: str, cpus: int) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "ab")
-        with log:
+        with open(self.root / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                [_ray_cli(), "start", "--block", *args, f"--node-ip-address={ip}", f"--num-cpus={cpus}",
-                 f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **RAY_ENV}, start_new_session=True,
+                [
+                    _ray_cli(),
+                    "start",
+                    "--block",
+                    *args,
+                    f"--node-ip-address={ip}",
+                    f"--num-cpus={cpus}",
+                    f"--object-store-memory={self.object_store_bytes}",
+                    "--disable-usage-stats",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **RAY_ENV},
+                start_new_session=True,
             )
         # A run killed before its teardown still ends the node (tests/reaper.py).
         _reaper().tie_to_this_run(process.pid)
@@ -161,9 +172,9 @@ class LocalRayCluster:
     def alive_nodes(self) -> list[dict]:
         """The cluster's live nodes, asked in a separate driver process."""
         code = (
-            "import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
+            f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False); "
             "print(json.dumps([{'id': n['NodeID'], 'ip': n['NodeManagerAddress']} for n in ray.nodes() if n['Alive']]))"
-        ) % self.address
+        )
         out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             return []
@@ -182,8 +193,10 @@ class LocalRayCluster:
                 return
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the Ray cluster did not reach {n_nodes} node(s) in {STARTUP_SECONDS} s:\n"
-                                   f"{self.log('head')}\n{self.log('worker')}")
+                raise RuntimeError(
+                    f"the Ray cluster did not reach {n_nodes} node(s) in {STARTUP_SECONDS} s:\n"
+                    f"{self.log('head')}\n{self.log('worker')}"
+                )
             time.sleep(0.5)
 
     def log(self, name: str) -> str:

@@ -254,7 +254,7 @@ def _load_completejourney(max_products: int) -> RealPanel:
 _LOADERS = {"tafeng_daily": _load_tafeng, "completejourney_daily": _load_completejourney}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str, max_products: int) -> RealPanel:
     return _LOADERS[name](max_products)
 

@@ -53,6 +53,9 @@ def tie_to_this_run(pgid: int) -> subprocess.Popen:
         watched.append(os.getppid())
     return subprocess.Popen(
         [sys.executable, "-c", _WATCHER, str(pgid), *map(str, watched)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
     )

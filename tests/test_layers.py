@@ -19,9 +19,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pricelab_cli"
-CORE = ("pricelab_cli.design", "pricelab_cli.assign", "pricelab_cli.tables", "pricelab_cli.hpte",
-        "pricelab_cli.spillover", "pricelab_cli.simulate", "pricelab_cli.power", "pricelab_cli.diagnostics",
-        "pricelab_cli.report", "pricelab_cli.plots")
+CORE = (
+    "pricelab_cli.design",
+    "pricelab_cli.assign",
+    "pricelab_cli.tables",
+    "pricelab_cli.hpte",
+    "pricelab_cli.spillover",
+    "pricelab_cli.simulate",
+    "pricelab_cli.power",
+    "pricelab_cli.diagnostics",
+    "pricelab_cli.report",
+    "pricelab_cli.plots",
+)
 OUTSIDE_THE_CORE = ("pricelab_cli.io", "pricelab_cli.storage", "pricelab_cli.cli", "pricelab_cli.console")
 
 

@@ -21,7 +21,9 @@ FENCE = re.compile(r"(?:<!--(?P<skip>[^>]*)-->\s*\n)?```(?P<lang>[a-z]*)\n(?P<bo
 def shell_blocks() -> list[tuple[str | None, str]]:
     """(reason to skip or None, text) of every ```sh block of the README, in order."""
     text = (ROOT / "README.md").read_text()
-    return [(m.group("skip"), m.group("body")) for m in FENCE.finditer(text) if m.group("lang") in ("sh", "bash", "shell")]
+    return [
+        (m.group("skip"), m.group("body")) for m in FENCE.finditer(text) if m.group("lang") in ("sh", "bash", "shell")
+    ]
 
 
 def test_the_readme_has_shell_blocks_and_says_why_it_skips_any():
@@ -37,8 +39,9 @@ def test_every_readme_shell_block_runs_as_written(tmp_path):
     for reason, body in shell_blocks():
         if reason is not None:
             continue
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
         assert done.returncode == 0, f"README block failed:\n{body}\n--- stderr:\n{done.stderr[-3000:]}"
         ran += 1
     assert ran >= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,8 +47,5 @@ def test_a_killed_run_takes_the_group_it_started_with_it():
             time.sleep(0.1)
         assert not _group_alive(pgid), "the watcher did not end the group within 10 s of the run's death"
     finally:
-        for pid in (run.pid,):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)

@@ -17,6 +17,7 @@ from pricelab_cli.cli.registry import app
 # isort: off
 from pricelab_cli.cli.commands import design, assign, hpte, spillover_graph, cluster, ipw, power, report  # noqa: F401
 from pricelab_cli.cli.commands import simulate  # noqa: F401
+
 # isort: on
 from pricelab_cli.cli.run import ACTIVE, name_the_file, show_warning
 from pricelab_cli.console import error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,8 +28,12 @@ Verbose = Annotated[bool, typer.Option("--verbose", help="Show a Python tracebac
 
 
 Format = Annotated[
-    Optional[str],
-    typer.Option("--format", help="Format written to stdout (-o -): csv or parquet. Files follow their extension; stdin is recognised.", show_default="csv"),
+    str | None,
+    typer.Option(
+        "--format",
+        help="Format written to stdout (-o -): csv or parquet. Files follow their extension; stdin is recognised.",
+        show_default="csv",
+    ),
 ]
 
 
@@ -50,11 +54,11 @@ InputPath = Annotated[
 ]
 
 
-OptionalInput = Annotated[Optional[str], typer.Option(help="Optional input table (file, -, folder, pattern or s3://).")]
+OptionalInput = Annotated[str | None, typer.Option(help="Optional input table (file, -, folder, pattern or s3://).")]
 
 
 StorageOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option(
         "--storage-option",
         metavar="KEY=VALUE",
@@ -94,7 +98,7 @@ EventCol = Annotated[str, typer.Option("--event-col", help="Column holding the e
 
 
 EngineOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--engine",
         help="Where the partition tasks run: local (this machine) or ray (the Ray cluster at RAY_ADDRESS).",

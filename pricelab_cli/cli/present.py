@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # annotations only: the module loads polars
 pl = lazy("polars")
 
 
-def report_balance(reporter: Reporter, report: "assign_module.BalanceReport", spec: Design) -> None:
+def report_balance(reporter: Reporter, report: assign_module.BalanceReport, spec: Design) -> None:
     reporter.say(
         f"{spec.label}: {report.n_units} randomisation units, treated share {report.treated_share:.3f} "
         f"(design {spec.treat_share}); SRM chi-square {report.srm_chi2:.2f}, p = {report.srm_p_value:.3g}"
@@ -66,7 +66,9 @@ def report_hpte(reporter: Reporter, result, method: str) -> None:
             ]
             reporter.say(f"{name}: " + "; ".join(parts))
     if result.n_ignored_sales_products:
-        reporter.say(f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored).")
+        reporter.say(
+            f"{result.n_ignored_sales_products:,} product(s) of the sales table are not in the assignment (ignored)."
+        )
     per = "day" if result.spacing_days == 1 else f"period ({result.spacing_days} days)"
     table = Table(title=f"{method}: effect per product per {per}", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("outcome", "estimate", "se", "95% interval", "p", "lift (95% interval)", "MDE"):
@@ -150,9 +152,7 @@ def report_ipw(reporter: Reporter, result, outcome: str) -> None:
             pl.len().alias("n"), pl.col("product_id").first().cast(pl.String).alias("example")
         )
         for row in summary.iter_rows(named=True):
-            reporter.say(
-                f"{row['effect']}: {row['n']:,} product(s) left out, e.g. {row['example']}: {row['reason']}"
-            )
+            reporter.say(f"{row['effect']}: {row['n']:,} product(s) left out, e.g. {row['example']}: {row['reason']}")
     table = Table(title=f"{outcome}: effect per product per day (Hajek IPW, 95% interval)", title_justify="left")
     for col in ("effect", "estimate", "se", "95% CI", "p", "product-days"):
         table.add_column(col, justify="left" if col == "effect" else "right")
@@ -162,7 +162,11 @@ def report_ipw(reporter: Reporter, result, outcome: str) -> None:
 
     for row in result.effects.iter_rows(named=True):
         table.add_row(
-            row["effect"], num(row["estimate"]), num(row["se"]), f"{num(row['ci_low'])} to {num(row['ci_high'])}",
-            num(row["p_value"]), f"{row['n']:,}",
+            row["effect"],
+            num(row["estimate"]),
+            num(row["se"]),
+            f"{num(row['ci_low'])} to {num(row['ci_high'])}",
+            num(row["p_value"]),
+            f"{row['n']:,}",
         )
     reporter.table(table)

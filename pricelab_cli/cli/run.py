@@ -39,20 +39,38 @@ class Run:
         return io.provenance(pricelab_cli.__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
 
     def write(
-        self, table: pl.DataFrame | Iterable[pl.DataFrame], path: str, *, partition_by: str = "date",
+        self,
+        table: pl.DataFrame | Iterable[pl.DataFrame],
+        path: str,
+        *,
+        partition_by: str = "date",
         extra: dict | None = None,
     ) -> None:
         """Write a table (or its pieces, in order); a folder output is partitioned by ``partition_by``.
         ``extra`` adds facts about the table to its provenance record."""
         io.write_table(
-            table, path, fmt=self.fmt, meta={**self.meta(), **(extra or {})}, partition_by=partition_by,
+            table,
+            path,
+            fmt=self.fmt,
+            meta={**self.meta(), **(extra or {})},
+            partition_by=partition_by,
             storage_options=self.storage_options,
         )
 
 
 # Flags that name input files (tables or JSON), for the output-path checks.
-INPUT_FLAGS = ("--sales", "--assignment", "--products", "--features", "--edges", "--history", "--clusters",
-                "--events", "--pairs", "--design")
+INPUT_FLAGS = (
+    "--sales",
+    "--assignment",
+    "--products",
+    "--features",
+    "--edges",
+    "--history",
+    "--clusters",
+    "--events",
+    "--pairs",
+    "--design",
+)
 
 
 def start_run(
@@ -166,5 +184,5 @@ def name_the_file(message: str, argv: list[str]) -> str:
     for given, value in flag_values(argv):
         if given == flag:
             shown = "standard input" if value == io.STDIO else value
-            return f"{shown}: {message[match.end():]}"
+            return f"{shown}: {message[match.end() :]}"
     return message

@@ -17,8 +17,18 @@ from pricelab_cli.engine.local import LocalEngine
 from pricelab_cli.errors import UsageError
 
 __all__ = [
-    "ENGINES", "ENGINE_ENV", "Engine", "LocalEngine", "PartitionStore", "TaskCounter", "announce",
-    "default_engine", "engine_name", "make_engine", "release_freed_memory", "resolve",
+    "ENGINES",
+    "ENGINE_ENV",
+    "Engine",
+    "LocalEngine",
+    "PartitionStore",
+    "TaskCounter",
+    "announce",
+    "default_engine",
+    "engine_name",
+    "make_engine",
+    "release_freed_memory",
+    "resolve",
 ]
 
 ENGINES = ("local", "ray")

@@ -15,6 +15,7 @@ and runs the writers and the per-partition rewrites through ``write_partitions``
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
@@ -46,29 +47,49 @@ class Engine(Protocol):
 
     def share(self, value: Any) -> Any: ...
 
-    def map(self, fn: Callable[..., T], items: Sequence[Any], progress: Callable[[Any], None] | None = None,
-            stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list[T]: ...
+    def map(
+        self,
+        fn: Callable[..., T],
+        items: Sequence[Any],
+        progress: Callable[[Any], None] | None = None,
+        stage: str | None = None,
+        weights: Callable[[Any], int] | None = None,
+    ) -> list[T]: ...
 
-    def map_kept(self, fn: Callable[..., tuple], items: Sequence[Any], n_kept: int,
-                 progress: Callable[[Any], None] | None = None, stage: str | None = None,
-                 weights: Callable[[Any], int] | None = None) -> list[tuple[Any, list[Any]]]: ...
+    def map_kept(
+        self,
+        fn: Callable[..., tuple],
+        items: Sequence[Any],
+        n_kept: int,
+        progress: Callable[[Any], None] | None = None,
+        stage: str | None = None,
+        weights: Callable[[Any], int] | None = None,
+    ) -> list[tuple[Any, list[Any]]]: ...
 
-    def partition_store(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str],
-                        total_rows: int) -> "PartitionStore": ...
+    def partition_store(
+        self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str], total_rows: int
+    ) -> PartitionStore: ...
 
-    def write_partitions(self, fn: Callable[[Any], Any], tasks: Sequence[Any], store: "PartitionStore",
-                         **map_options: Any) -> list[Any]: ...
+    def write_partitions(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any], store: PartitionStore, **map_options: Any
+    ) -> list[Any]: ...
 
-    def rewrite_partitions(self, fn: Callable[[Any], tuple[Any, Mapping[str, np.ndarray]]], tasks: Sequence[Any],
-                           store: "PartitionStore", **map_options: Any) -> list[Any]: ...
+    def rewrite_partitions(
+        self,
+        fn: Callable[[Any], tuple[Any, Mapping[str, np.ndarray]]],
+        tasks: Sequence[Any],
+        store: PartitionStore,
+        **map_options: Any,
+    ) -> list[Any]: ...
 
     def summary(self) -> str | None: ...
 
     def close(self) -> None: ...
 
 
-def announce(counter: TaskCounter, fn: Callable, items: Sequence[Any], stage: str | None,
-             weights: Callable[[Any], int] | None) -> list[int]:
+def announce(
+    counter: TaskCounter, fn: Callable, items: Sequence[Any], stage: str | None, weights: Callable[[Any], int] | None
+) -> list[int]:
     """Tell ``counter`` a stage of ``items`` starts and return each item's size.
 
     The stage is named ``stage``, else after the task function (``_cells_task`` ->
@@ -118,10 +139,10 @@ class MemoryPartitions:
         self.n_parts = n_parts
         self._memory: list[dict[str, list[np.ndarray]]] = [{c: [] for c in self.columns} for _ in range(n_parts)]
 
-    def writer(self, w: int) -> "MemoryPartitions":
+    def writer(self, w: int) -> MemoryPartitions:
         return self
 
-    def view(self, k: int) -> "MemoryPartitions":
+    def view(self, k: int) -> MemoryPartitions:
         return self
 
     def slices(self, count: Callable[[], int]) -> tuple[int | None, int]:
@@ -164,10 +185,8 @@ def release_freed_memory() -> None:
     Threads that make many small allocations (a forest's fit: 0.35 GB on 400,000 cells)
     leave the freed memory in per-thread arenas that glibc keeps for reuse, and the
     process would carry it to the end of the run."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def resolve(value: Any) -> Any:

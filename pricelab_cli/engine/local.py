@@ -47,8 +47,14 @@ class LocalEngine:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, fn: Callable[..., T], items: Sequence[Any], progress: Callable[[Any], None] | None = None,
-            stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list[T]:
+    def map(
+        self,
+        fn: Callable[..., T],
+        items: Sequence[Any],
+        progress: Callable[[Any], None] | None = None,
+        stage: str | None = None,
+        weights: Callable[[Any], int] | None = None,
+    ) -> list[T]:
         """``[fn(item) for item in items]``, in order; ``progress(item)`` as each task ends.
 
         The counter sees one stage named ``stage`` whose size is the number of tasks, or the
@@ -67,15 +73,22 @@ class LocalEngine:
                 progress(item)
         return results
 
-    def map_kept(self, fn: Callable[..., tuple], items: Sequence[Any], n_kept: int,
-                 progress: Callable[[Any], None] | None = None, stage: str | None = None,
-                 weights: Callable[[Any], int] | None = None) -> list[tuple[Any, list[Any]]]:
+    def map_kept(
+        self,
+        fn: Callable[..., tuple],
+        items: Sequence[Any],
+        n_kept: int,
+        progress: Callable[[Any], None] | None = None,
+        stage: str | None = None,
+        weights: Callable[[Any], int] | None = None,
+    ) -> list[tuple[Any, list[Any]]]:
         """``fn(item)`` returns ``(small, big_1, ..., big_n_kept)``; here every part comes back."""
         out = self.map(fn, items, progress, stage, weights)
-        return [(result[0], list(result[1:1 + n_kept])) for result in out]
+        return [(result[0], list(result[1 : 1 + n_kept])) for result in out]
 
-    def partition_store(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str],
-                        total_rows: int) -> "DiskPartitions | MemoryPartitions":
+    def partition_store(
+        self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str], total_rows: int
+    ) -> DiskPartitions | MemoryPartitions:
         """One partition stays in memory; more live as column files in a scratch folder."""
         if n_parts == 1:
             return MemoryPartitions(1, columns, kept)
@@ -93,8 +106,9 @@ class LocalEngine:
         """Run writing tasks (each appends its rows to ``task.store``); their small results."""
         return self.map(fn, tasks, **map_options)
 
-    def rewrite_partitions(self, fn: Callable[[Any], tuple], tasks: Sequence[Any], store,
-                           **map_options: Any) -> list[Any]:
+    def rewrite_partitions(
+        self, fn: Callable[[Any], tuple], tasks: Sequence[Any], store, **map_options: Any
+    ) -> list[Any]:
         """Run ``fn(task) -> (small, rows)`` per partition; the rows replace the partition."""
         map_options.setdefault("stage", getattr(fn, "__name__", None))
         return self.map(functools.partial(replaced, fn), tasks, **map_options)
@@ -106,8 +120,9 @@ class LocalEngine:
         pass
 
 
-def _in_process(fn: Callable[..., T], items: Iterable[Any], sizes: list[int], progress,
-                counter: TaskCounter) -> Iterable[T]:
+def _in_process(
+    fn: Callable[..., T], items: Iterable[Any], sizes: list[int], progress, counter: TaskCounter
+) -> Iterable[T]:
     for item, size in zip(items, sizes):
         yield fn(item)
         counter.done(size)
@@ -131,10 +146,10 @@ class DiskPartitions:
         # What the partitions take on disk at most (pieces and their sorted copy), for messages.
         self.need_bytes = 0
 
-    def writer(self, w: int) -> "_DiskWriter":
+    def writer(self, w: int) -> _DiskWriter:
         return _DiskWriter(self, w)
 
-    def view(self, k: int) -> "DiskPartitions":
+    def view(self, k: int) -> DiskPartitions:
         return self
 
     def slices(self, count: Callable[[], int]) -> tuple[int | None, int]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pricelab_cli.engine.base import MemoryPartitions, TaskCounter, announce, resolve
+from pricelab_cli.engine.base import MemoryPartitions, PartitionStore, TaskCounter, announce, resolve
 from pricelab_cli.errors import EngineError
 
 START_HINT = (
@@ -59,7 +59,7 @@ def _call(fn: Callable, item: Any, n_kept: int):
     node = ray.get_runtime_context().get_node_id()
     result = fn(item)
     if n_kept:
-        return ((result[0], node), *result[1:1 + n_kept])
+        return ((result[0], node), *result[1 : 1 + n_kept])
     return result, node
 
 
@@ -74,10 +74,12 @@ class RayEngine:
         self.tasks_run = 0
         # SPREAD: a command's tasks are few and heavy (a partition each), so they go to every
         # node rather than queue on the first one that has a free CPU.
-        self._task = ray_module.remote(max_retries=TASK_RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD")(_call)
+        self._task = ray_module.remote(max_retries=TASK_RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD")(
+            _call
+        )
 
     @classmethod
-    def connect(cls, counter: TaskCounter | None = None) -> "RayEngine":
+    def connect(cls, counter: TaskCounter | None = None) -> RayEngine:
         address = os.environ.get("RAY_ADDRESS", "").strip()
         if not address:
             raise EngineError(f"--engine ray needs a running Ray cluster, and RAY_ADDRESS is not set: {START_HINT}.")
@@ -110,17 +112,29 @@ class RayEngine:
     def share(self, value: Any) -> Any:
         return self._ray.put(value)
 
-    def map(self, fn: Callable, items: Sequence[Any], progress: Callable[[Any], None] | None = None,
-            stage: str | None = None, weights: Callable[[Any], int] | None = None) -> list:
+    def map(
+        self,
+        fn: Callable,
+        items: Sequence[Any],
+        progress: Callable[[Any], None] | None = None,
+        stage: str | None = None,
+        weights: Callable[[Any], int] | None = None,
+    ) -> list:
         """As :meth:`pricelab_cli.engine.local.LocalEngine.map`, each item a task of the cluster."""
         sizes = announce(self.counter, fn, items, stage, weights)
         refs = [self._task.remote(fn, item, 0) for item in items]
         results = self._gather(refs, items, sizes, progress)
         return [value for value, _ in results]
 
-    def map_kept(self, fn: Callable, items: Sequence[Any], n_kept: int,
-                 progress: Callable[[Any], None] | None = None, stage: str | None = None,
-                 weights: Callable[[Any], int] | None = None) -> list[tuple[Any, list[Any]]]:
+    def map_kept(
+        self,
+        fn: Callable,
+        items: Sequence[Any],
+        n_kept: int,
+        progress: Callable[[Any], None] | None = None,
+        stage: str | None = None,
+        weights: Callable[[Any], int] | None = None,
+    ) -> list[tuple[Any, list[Any]]]:
         sizes = announce(self.counter, fn, items, stage, weights)
         calls = [self._task.options(num_returns=1 + n_kept).remote(fn, item, n_kept) for item in items]
         if n_kept == 0:
@@ -128,23 +142,28 @@ class RayEngine:
         smalls = self._gather([refs[0] for refs in calls], items, sizes, progress)
         return [(small, list(refs[1:])) for (small, _), refs in zip(smalls, calls)]
 
-    def partition_store(self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str],
-                        total_rows: int) -> "ObjectPartitions":
+    def partition_store(
+        self, n_parts: int, columns: Mapping[str, np.dtype], kept: Sequence[str], total_rows: int
+    ) -> ObjectPartitions:
         """The cluster's object store keeps the partitions, whatever their number."""
         return ObjectPartitions(n_parts, columns, kept)
 
-    def write_partitions(self, fn: Callable[[Any], Any], tasks: Sequence[Any], store: "ObjectPartitions",
-                         **map_options: Any) -> list[Any]:
+    def write_partitions(
+        self, fn: Callable[[Any], Any], tasks: Sequence[Any], store: PartitionStore, **map_options: Any
+    ) -> list[Any]:
         """Run writing tasks; the rows each wrote to a partition stay in the object store."""
+        assert isinstance(store, ObjectPartitions), "a Ray run keeps its partitions in the object store"
         out = self.map_kept(functools.partial(_written_pieces, fn), tasks, store.n_parts, **map_options)
         for _, pieces in out:
             store.add_pieces(pieces)
         return [small for small, _ in out]
 
-    def rewrite_partitions(self, fn: Callable[[Any], tuple], tasks: Sequence[Any], store: "ObjectPartitions",
-                           **map_options: Any) -> list[Any]:
+    def rewrite_partitions(
+        self, fn: Callable[[Any], tuple], tasks: Sequence[Any], store: PartitionStore, **map_options: Any
+    ) -> list[Any]:
         """Run ``fn(task) -> (small, rows)`` per partition; the rows, kept columns only,
         become the partition's one object."""
+        assert isinstance(store, ObjectPartitions), "a Ray run keeps its partitions in the object store"
         out = self.map_kept(functools.partial(_kept_rows, fn), tasks, 1, **map_options)
         for task, (_, (rows,)) in zip(tasks, out):
             store.set_sorted(task.k, rows)
@@ -241,7 +260,7 @@ class ObjectPartitions:
         self.sorted[k] = handle
         self.pieces[k] = []
 
-    def view(self, k: int) -> "ObjectPartitions":
+    def view(self, k: int) -> ObjectPartitions:
         view = ObjectPartitions(self.n_parts, self.columns, self.kept)
         view.pieces[k], view.sorted[k] = list(self.pieces[k]), self.sorted[k]
         return view

@@ -136,9 +136,15 @@ def bootstrap_draws(
     data = engine.share((unit_influence, stratum))
     chunks = [_DrawChunk(data, int(hi - lo), seed, k) for k, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:]))]
     advance = None if progress is None else (lambda chunk: progress(chunk.count))
-    return estimates + np.concatenate(engine.map(
-        _chunk_shifts, chunks, progress=advance, stage=f"{stage} ({n_bootstrap} draws)", weights=lambda chunk: chunk.count
-    ))
+    return estimates + np.concatenate(
+        engine.map(
+            _chunk_shifts,
+            chunks,
+            progress=advance,
+            stage=f"{stage} ({n_bootstrap} draws)",
+            weights=lambda chunk: chunk.count,
+        )
+    )
 
 
 def summarise_draws(draws: np.ndarray) -> BootstrapResult:

@@ -88,7 +88,11 @@ class BaselineFit:
         """How many products got each baseline model (for the run's summary)."""
         full = "level+trend+weekday" if daily else "level+trend"
         counts = np.bincount(self.model, minlength=3)
-        return {full: int(counts[MODEL_TREND]), "level only": int(counts[MODEL_LEVEL]), "left out": int(counts[MODEL_NONE])}
+        return {
+            full: int(counts[MODEL_TREND]),
+            "level only": int(counts[MODEL_LEVEL]),
+            "left out": int(counts[MODEL_NONE]),
+        }
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -101,10 +105,10 @@ class _Rows:
     y: np.ndarray
 
     @classmethod
-    def of(cls, panel: Panel, y: np.ndarray, rows: np.ndarray) -> "_Rows":
+    def of(cls, panel: Panel, y: np.ndarray, rows: np.ndarray) -> _Rows:
         return cls(panel.code[rows], panel.t[rows], panel.weekday[rows], y[rows])
 
-    def take(self, keep: np.ndarray) -> "_Rows":
+    def take(self, keep: np.ndarray) -> _Rows:
         return _Rows(self.code[keep], self.t[keep], self.weekday[keep], self.y[keep])
 
     # The robust step refits the same rows several times; what does not depend on the
@@ -370,7 +374,9 @@ def fit_partition(panel: Panel, y: np.ndarray, *, detrend: bool = True, robust_s
     return PartitionFit(fit, bound, centre, stockout_at, (history_level, history_rms, raw_rms))
 
 
-def experiment_centre(panel: Panel, y: np.ndarray, fit: BaselineFit, stockout: np.ndarray, detreat: float) -> np.ndarray:
+def experiment_centre(
+    panel: Panel, y: np.ndarray, fit: BaselineFit, stockout: np.ndarray, detreat: float
+) -> np.ndarray:
     """Per product, the median residual of its experiment rows (all arms together, treated
     rows divided by ``detreat`` first): the centre of the experiment's clipping band.
 
@@ -494,7 +500,9 @@ def detrend_panel(
     detrended, winsorised = partition_residuals(panel, y, part, screened, shock)
     if not robust:
         return detrended
-    audit = RobustAudit(volatility_z=vol_z, screened=screened, n_stockout=_stockout_days(panel, part), n_winsorised=winsorised)
+    audit = RobustAudit(
+        volatility_z=vol_z, screened=screened, n_stockout=_stockout_days(panel, part), n_winsorised=winsorised
+    )
     return dataclasses.replace(detrended, audit=audit)
 
 
@@ -520,15 +528,15 @@ class Cells:
     detreat_difference: np.ndarray
     detreat_level: np.ndarray
 
-    def take(self, keep: np.ndarray) -> "Cells":
+    def take(self, keep: np.ndarray) -> Cells:
         return Cells(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
 
-    def shifted(self, offset: int) -> "Cells":
+    def shifted(self, offset: int) -> Cells:
         """The same cells with product codes moved by ``offset`` (partition to catalog)."""
         return dataclasses.replace(self, code=self.code + offset)
 
     @classmethod
-    def concat(cls, parts: list["Cells"]) -> "Cells":
+    def concat(cls, parts: list[Cells]) -> Cells:
         return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
 
 
@@ -604,10 +612,10 @@ class CatalogDetrend:
     # the robust step, or when the factor could not be formed).
     detreat_inputs: DetreatInputs | None = None
 
-    def for_partition(self, handle) -> "PartitionResiduals":
+    def for_partition(self, handle) -> PartitionResiduals:
         """What a task needs to recompute the residuals of the partition ``handle`` loads
         (small: per product of the partition and per date)."""
-        local = self.screened[handle.offset:handle.offset + len(handle.product_ids)]
+        local = self.screened[handle.offset : handle.offset + len(handle.product_ids)]
         return PartitionResiduals(self.partition_fits[handle.k], local, self.shock, self.outcome, self.detreat)
 
 
@@ -709,7 +717,7 @@ def detreat_inputs(cells: Cells, volatility: np.ndarray) -> tuple[DetreatInputs 
     with np.errstate(invalid="ignore", divide="ignore"):
         swing = cells.untreated_difference / (volatility[cells.code] / np.sqrt(np.maximum(cells.n_rows, 1)))
     swing = np.nan_to_num(swing, nan=0.0, posinf=np.inf, neginf=-np.inf)
-    calm = (np.abs(robust.robust_z(swing, cells.treated.astype(np.int64))) <= robust.SWING_Z)
+    calm = np.abs(robust.robust_z(swing, cells.treated.astype(np.int64))) <= robust.SWING_Z
     treated = (cells.treated == 1) & calm
     control = (cells.treated == 0) & calm
     if treated.sum() < 2 or control.sum() < 2:
@@ -779,7 +787,7 @@ def detrend_partitions(
     else:
         vol_z, screened = None, np.zeros(n, dtype=bool)
     del fitted
-    local = [screened[h.offset:h.offset + len(h.product_ids)] for h in handles]
+    local = [screened[h.offset : h.offset + len(h.product_ids)] for h in handles]
     if remove_shocks:
         sums = None
         # The block size is read here, where the partitions were cut, not in each worker.
@@ -872,7 +880,9 @@ def experiment_rows(panel, detrended: CatalogDetrend, engine=None) -> pl.DataFra
     product order; the result is sorted by id and date)."""
     tasks = [(h, detrended.for_partition(h)) for h in panel.handles()]
     # Partitions follow the products' hash order; the table is sorted by id and date.
-    return pl.concat(default_engine(engine).map(_experiment_rows_task, tasks, stage="experiment rows")).sort("product_id", "date")
+    return pl.concat(default_engine(engine).map(_experiment_rows_task, tasks, stage="experiment rows")).sort(
+        "product_id", "date"
+    )
 
 
 def _experiment_rows_task(task) -> pl.DataFrame:

@@ -50,7 +50,16 @@ from pricelab_cli.hpte.robust import WINSOR_K
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = (
-    "outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift", "lift_low", "lift_high", "n_products",
+    "outcome",
+    "estimate",
+    "se",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "lift",
+    "lift_low",
+    "lift_high",
+    "n_products",
     "n_outliers",
 )
 # The float columns of the effects table (estimate to lift_high).
@@ -152,7 +161,7 @@ class HeterogeneousPanelEffect:
         outcome: str = "units",
         features: pl.DataFrame | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> "HeterogeneousPanelEffect":
+    ) -> HeterogeneousPanelEffect:
         """Estimate the effect of the assignment's treatment on ``outcome``."""
         with partition_panel(sales, assignment, [outcome]) as panel:
             user = encode_features(features, panel.product_ids) if features is not None else None
@@ -164,7 +173,7 @@ class HeterogeneousPanelEffect:
         outcome: str,
         user_features: tuple[np.ndarray, list[str]] | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> "HeterogeneousPanelEffect":
+    ) -> HeterogeneousPanelEffect:
         """``fit`` on a panel already laid out (shared by several outcomes), in memory or in
         partitions (each step maps over the partitions, see :mod:`pricelab_cli.hpte.panel`)."""
         self._check_params()
@@ -197,7 +206,9 @@ class HeterogeneousPanelEffect:
         self.forest_splits_ = {}
         # Work of this process, not a map of tasks: one step of the engine's progress.
         counter = self._partition_engine().counter
-        counter.add(1, f"{outcome}: one leaf (did)" if classic else f"{outcome}: causal forest ({self.n_estimators} trees)")
+        counter.add(
+            1, f"{outcome}: one leaf (did)" if classic else f"{outcome}: causal forest ({self.n_estimators} trees)"
+        )
         leaves = (
             np.zeros((len(cells.code), 1), dtype=np.int64)
             if classic
@@ -205,7 +216,9 @@ class HeterogeneousPanelEffect:
         )
         cells_per_product = np.bincount(cells.code, minlength=panel.n_products)
         # In this process: shipping the fitted trees to workers costs what it would save.
-        leaf = leaf_second_difference(leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code])
+        leaf = leaf_second_difference(
+            leaves, cells.treated, cells.first_difference, 1.0 / cells_per_product[cells.code]
+        )
         counter.done(1)
         in_estimate = np.bincount(cells.code[leaf.matched], minlength=panel.n_products) > 0
         self.estimate_ = leaf.estimate
@@ -307,8 +320,14 @@ class HeterogeneousPanelEffect:
         self._warn_few_units(panel, outcome)
         stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
         draws = bootstrap_draws(
-            np.array(estimates), influence[present], stratum, self.n_bootstrap, self.random_state,
-            progress, self._engine(int(present.sum())), stage=f"{outcome}: bootstrap",
+            np.array(estimates),
+            influence[present],
+            stratum,
+            self.n_bootstrap,
+            self.random_state,
+            progress,
+            self._engine(int(present.sum())),
+            stage=f"{outcome}: bootstrap",
         )
         if detreat is not None and len(draws):
             inputs, slope = detreat
@@ -348,7 +367,9 @@ class HeterogeneousPanelEffect:
     def _product_features(self, panel, detrended: CatalogDetrend, user_features) -> tuple[np.ndarray, list[str]]:
         """Product features (user columns and pre-period summaries), one row per product, and
         their names."""
-        summaries, names = pre_period_summaries(detrended.level, detrended.fit.trend, detrended.fit.volatility, panel.price)
+        summaries, names = pre_period_summaries(
+            detrended.level, detrended.fit.trend, detrended.fit.volatility, panel.price
+        )
         if user_features is None:
             return summaries, names
         return np.column_stack([user_features[0], summaries]), [*user_features[1], *names]
@@ -458,24 +479,49 @@ def _outlier_table(
             )
 
     if audit is not None:
-        rows(audit.screened, "dropped", "history volatility (robust z of noise for its level or of tail weight, the larger)",
-             audit.volatility_z, None)
+        rows(
+            audit.screened,
+            "dropped",
+            "history volatility (robust z of noise for its level or of tail weight, the larger)",
+            audit.volatility_z,
+            None,
+        )
     rule_reason = "swing (robust z within arm stratum)" if audit is not None else "swing in the quantile tails"
     tail = ~keep_product & _unmeasurable(detrended)
     if tail.any():
-        rows(tail, "dropped", "no measurable noise in its history (nothing bounds its experiment days)",
-             np.full(len(keep_product), np.nan), None)
+        rows(
+            tail,
+            "dropped",
+            "no measurable noise in its history (nothing bounds its experiment days)",
+            np.full(len(keep_product), np.nan),
+            None,
+        )
     rows(~keep_product & ~tail, "dropped", rule_reason, swing_z, None)
     if audit is not None:
         kept = ~audit.screened & keep_product
-        rows(kept & (audit.n_stockout > 0), "days left out", "stock-out run (zero sales where sales were expected)",
-             audit.n_stockout.astype(np.float64), audit.n_stockout)
-        rows(kept & (audit.n_winsorised > 0), "winsorised", f"residual beyond {WINSOR_K:g} robust SDs",
-             audit.n_winsorised.astype(np.float64), audit.n_winsorised)
+        rows(
+            kept & (audit.n_stockout > 0),
+            "days left out",
+            "stock-out run (zero sales where sales were expected)",
+            audit.n_stockout.astype(np.float64),
+            audit.n_stockout,
+        )
+        rows(
+            kept & (audit.n_winsorised > 0),
+            "winsorised",
+            f"residual beyond {WINSOR_K:g} robust SDs",
+            audit.n_winsorised.astype(np.float64),
+            audit.n_winsorised,
+        )
     schema = {**OUTLIER_SCHEMA, "product_id": panel.product_ids.dtype}
     if not parts:
         return pl.DataFrame(schema=schema)
-    return pl.concat(parts).cast(schema).with_columns(pl.col("statistic").fill_nan(None)).sort("product_id", maintain_order=True)
+    return (
+        pl.concat(parts)
+        .cast(schema)
+        .with_columns(pl.col("statistic").fill_nan(None))
+        .sort("product_id", maintain_order=True)
+    )
 
 
 def _product_cate(panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
@@ -504,8 +550,7 @@ def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engi
     partition (a task each, run by ``engine``); only per-period sums come back.
     """
     tasks = [
-        (h, detrended.for_partition(h), keep_product[h.offset:h.offset + len(h.product_ids)])
-        for h in panel.handles()
+        (h, detrended.for_partition(h), keep_product[h.offset : h.offset + len(h.product_ids)]) for h in panel.handles()
     ]
     found = [r for r in default_engine(engine).map(_path_sums_task, tasks, stage="effect path") if r is not None]
     lowest = min((r[0] for r in found), default=0)
@@ -514,7 +559,7 @@ def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engi
     # Added in partition order: the same bits whichever engine ran the tasks.
     for low, part_sums, _ in found:
         start = 2 * (low - lowest)
-        sums[:, start:start + part_sums.shape[1]] += part_sums
+        sums[:, start : start + part_sums.shape[1]] += part_sums
     tops = [r[2] for r in found if r[2] is not None]
     last_exp = max(tops) if tops else None
     n_exp = last_exp + 1 if last_exp is not None else 1
@@ -560,11 +605,13 @@ def _path_sums_task(task) -> tuple[int, np.ndarray, int | None] | None:
     width = 2 * (int(period.max()) - low + 1)
     key = (period - low) * 2 + arm
     r = detrended_k.residual[rows]
-    sums = np.stack([
-        np.bincount(key, minlength=width).astype(np.float64),
-        np.bincount(key, weights=r, minlength=width),
-        np.bincount(key, weights=r * r, minlength=width),
-    ])
+    sums = np.stack(
+        [
+            np.bincount(key, minlength=width).astype(np.float64),
+            np.bincount(key, weights=r, minlength=width),
+            np.bincount(key, weights=r * r, minlength=width),
+        ]
+    )
     return low, sums, last_exp
 
 
@@ -651,20 +698,58 @@ def estimate_hpte(
     labels = dict(labels or {})
     engine = default_engine(engine, n_jobs)
     with partition_panel(
-        sales, assignment, outcomes, price_col=price_col, labels=labels, rows_per_partition=rows_per_partition,
-        progress=read_progress, engine=engine, fill_zeros=fill_zeros,
+        sales,
+        assignment,
+        outcomes,
+        price_col=price_col,
+        labels=labels,
+        rows_per_partition=rows_per_partition,
+        progress=read_progress,
+        engine=engine,
+        fill_zeros=fill_zeros,
     ) as panel:
         return _estimate_panel(
-            panel, outcomes=outcomes, features=features, method=method, n_bootstrap=n_bootstrap, seed=seed,
-            outlier_rule=outlier_rule, outlier_c=outlier_c, outlier_filter=outlier_filter, detrend=detrend,
-            n_estimators=n_estimators, max_samples=max_samples, min_samples_leaf=min_samples_leaf,
-            effect_paths=effect_paths, labels=labels, progress=progress, n_jobs=n_jobs, engine=engine,
+            panel,
+            outcomes=outcomes,
+            features=features,
+            method=method,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            outlier_rule=outlier_rule,
+            outlier_c=outlier_c,
+            outlier_filter=outlier_filter,
+            detrend=detrend,
+            n_estimators=n_estimators,
+            max_samples=max_samples,
+            min_samples_leaf=min_samples_leaf,
+            effect_paths=effect_paths,
+            labels=labels,
+            progress=progress,
+            n_jobs=n_jobs,
+            engine=engine,
         )
 
 
 def _estimate_panel(
-    panel: PartitionedPanel, *, outcomes, features, method, n_bootstrap, seed, outlier_rule, outlier_c, outlier_filter,
-    detrend, n_estimators, max_samples, min_samples_leaf, effect_paths, labels, progress, n_jobs, engine,
+    panel: PartitionedPanel,
+    *,
+    outcomes,
+    features,
+    method,
+    n_bootstrap,
+    seed,
+    outlier_rule,
+    outlier_c,
+    outlier_filter,
+    detrend,
+    n_estimators,
+    max_samples,
+    min_samples_leaf,
+    effect_paths,
+    labels,
+    progress,
+    n_jobs,
+    engine,
 ) -> HpteResult:
     use_features = features is not None and method == "hpte"
     user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None

@@ -77,7 +77,9 @@ FOREST_CELLS = 400_000
 # --------------------------------------------------------------------------- features
 
 
-def encode_features(features: pl.DataFrame, product_ids: pl.Series, label: str = "features") -> tuple[np.ndarray, list[str]]:
+def encode_features(
+    features: pl.DataFrame, product_ids: pl.Series, label: str = "features"
+) -> tuple[np.ndarray, list[str]]:
     """Numeric matrix of the user's product features, rows in ``product_ids`` order.
 
     Raises DataError when an analysed product has no row in ``features``.
@@ -121,8 +123,7 @@ def encode_features(features: pl.DataFrame, product_ids: pl.Series, label: str =
         names.append(name)
     if skipped:
         warnings.warn(
-            f"{label}: column(s) {', '.join(map(repr, skipped))} are neither numbers, text nor dates "
-            "and are not used.",
+            f"{label}: column(s) {', '.join(map(repr, skipped))} are neither numbers, text nor dates and are not used.",
             PricelabWarning,
             stacklevel=3,
         )
@@ -130,7 +131,9 @@ def encode_features(features: pl.DataFrame, product_ids: pl.Series, label: str =
     return matrix, names
 
 
-def pre_period_summaries(level: np.ndarray, trend: np.ndarray, volatility: np.ndarray, price: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+def pre_period_summaries(
+    level: np.ndarray, trend: np.ndarray, volatility: np.ndarray, price: np.ndarray | None
+) -> tuple[np.ndarray, list[str]]:
     """The automatic features: forecast level, trend, volatility and (when known) price."""
     columns = [level, trend, volatility] + ([price] if price is not None else [])
     names = ["pre_level", "pre_trend", "pre_volatility"] + (["pre_price"] if price is not None else [])
@@ -161,7 +164,7 @@ def forest_leaves(
     random_state: int = 0,
     n_jobs: int = -1,
     distinct_rows: tuple[np.ndarray, np.ndarray] | None = None,
-) -> "TreeLeaves | np.ndarray":
+) -> TreeLeaves | np.ndarray:
     """Fit the honest causal forest on the cells and give their leaf in every tree.
 
     Returns the leaves as a ``TreeLeaves`` (handed out tree by tree), or for too few cells
@@ -239,7 +242,7 @@ class TreeLeaves:
         cells = len(self.X) + (0 if self.index is None else len(self.index))
         size = max(1, min(TREE_BATCH, LEAF_ENTRIES // max(cells, 1)))
         for start in range(0, len(self.trees), size):
-            batch = self.trees[start:start + size]
+            batch = self.trees[start : start + size]
             leaves = runner(delayed(_leaf_ids)(tree, self.X) for tree in batch)
             yield leaves if self.index is None else [leaf[self.index] for leaf in leaves]
 
@@ -307,7 +310,7 @@ def _tree_groups(leaves, arm, y, weight) -> list[_TreeGroup]:
     return groups
 
 
-def _tree_columns(leaves) -> "Iterator[np.ndarray]":
+def _tree_columns(leaves) -> Iterator[np.ndarray]:
     """Each tree's leaf of every cell: columns of an (n, trees) array, or a ``TreeLeaves``."""
     if isinstance(leaves, np.ndarray):
         for t in range(leaves.shape[1]):
@@ -392,7 +395,7 @@ def leaf_second_difference(
     # they come back: only that many groups' arrays are held at once.
     step = max(1, min(engine.workers, len(groups)))
     for start in range(0, len(groups), step):
-        for group_thetas, *sums in engine.map(_group_sums, groups[start:start + step]):
+        for group_thetas, *sums in engine.map(_group_sums, groups[start : start + step]):
             thetas += group_thetas
             if influence is None:
                 influence, coefficient, cate_sum, matches = sums

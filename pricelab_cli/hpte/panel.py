@@ -124,7 +124,7 @@ class Panel:
     def n_products(self) -> int:
         return len(self.product_ids)
 
-    def handles(self) -> list["_InMemory"]:
+    def handles(self) -> list[_InMemory]:
         """A panel in memory is its own single partition."""
         return [_InMemory(self)]
 
@@ -231,13 +231,25 @@ def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment
     if np.count_nonzero(state_grid != NOT_COVERED) < assignment.height:
         _raise_duplicates(assignment, pl.Series(_plan_slots(assignment, lookup, first_day, span)), label)
     return _plan(
-        products, state_grid, first_day, span, products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64),
-        products.get_column("_first_arm").to_numpy().astype(np.int8), has_cluster,
+        products,
+        state_grid,
+        first_day,
+        span,
+        products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64),
+        products.get_column("_first_arm").to_numpy().astype(np.int8),
+        has_cluster,
     )
 
 
-def _plan(products: pl.DataFrame, state_grid: np.ndarray, first_day: int, span: int, start_day: np.ndarray,
-          first_arm: np.ndarray, has_cluster: bool) -> PanelPlan:
+def _plan(
+    products: pl.DataFrame,
+    state_grid: np.ndarray,
+    first_day: int,
+    span: int,
+    start_day: np.ndarray,
+    first_arm: np.ndarray,
+    has_cluster: bool,
+) -> PanelPlan:
     """The plan, with each product's randomisation unit (its cluster, or itself)."""
     if has_cluster:
         unit = products.get_column("cluster_id").rank("dense").cast(pl.Int64).to_numpy() - 1
@@ -305,7 +317,7 @@ def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
 
 
 def _lay_rows(
-    state_grid: np.ndarray, rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: int
+    state_grid: np.ndarray, rows: pl.DataFrame, lookup: IdLookup, first_day: int, span: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Write the rows' states (arm, or blackout) into the grid; return their slots and arms."""
     slot = _plan_slots(rows, lookup, first_day, span)
@@ -314,7 +326,7 @@ def _lay_rows(
     return slot, treated
 
 
-def _plan_slots(rows: pl.DataFrame, lookup: "IdLookup", first_day: int, span: int) -> np.ndarray:
+def _plan_slots(rows: pl.DataFrame, lookup: IdLookup, first_day: int, span: int) -> np.ndarray:
     """Position of each assignment row in the (product x assignment day) grid."""
     code, _ = lookup.codes(rows.get_column("product_id"))
     # In place (on a fresh int64 array): temporaries of the rows' length cost more than the
@@ -346,11 +358,14 @@ def _products(assignment: pl.DataFrame, has_cluster: bool, label: str) -> pl.Dat
     first arm, cluster."""
     first = pl.col("date").arg_min()
     products = in_hash_order(
-        assignment.group_by("product_id")
-        .agg(
+        assignment.group_by("product_id").agg(
             pl.col("date").min().alias("_start"),
             pl.col("treated").get(first).alias("_first_arm"),
-            *([pl.col("cluster_id").n_unique().alias("_n_clusters"), pl.col("cluster_id").get(first)] if has_cluster else []),
+            *(
+                [pl.col("cluster_id").n_unique().alias("_n_clusters"), pl.col("cluster_id").get(first)]
+                if has_cluster
+                else []
+            ),
         )
     ).with_row_index("_code")
     if has_cluster:
@@ -452,7 +467,7 @@ class PartitionedPanel:
     def daily(self) -> bool:
         return self.spacing_days == 1
 
-    def handle(self, k: int) -> "PartitionHandle":
+    def handle(self, k: int) -> PartitionHandle:
         """What a worker needs to load partition ``k`` (small, and picklable when the
         partitions are on disk)."""
         lo, hi = int(self.bounds[k]), int(self.bounds[k + 1])
@@ -472,7 +487,7 @@ class PartitionedPanel:
             outcome_names=self.outcome_names,
         )
 
-    def handles(self) -> list["PartitionHandle"]:
+    def handles(self) -> list[PartitionHandle]:
         return [self.handle(k) for k in range(self.n_partitions)]
 
     def partition(self, k: int) -> Panel:
@@ -481,14 +496,16 @@ class PartitionedPanel:
     def close(self) -> None:
         self._store.close()
 
-    def __enter__(self) -> "PartitionedPanel":
+    def __enter__(self) -> PartitionedPanel:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def _sales_schema(schema: Mapping[str, pl.DataType], outcomes: Sequence[str], price_col: str | None, label: str) -> bool:
+def _sales_schema(
+    schema: Mapping[str, pl.DataType], outcomes: Sequence[str], price_col: str | None, label: str
+) -> bool:
     """Check the sales columns from the schema alone (before any row is read); return
     whether a price column is used."""
     empty = pl.DataFrame(schema=schema)
@@ -565,8 +582,21 @@ def partition_panel(
     try:
         try:
             return _fill_partitions(
-                lazy, schema, plan, outcomes, value_cols, bounds, store, has_price, price_col,
-                sales_label, assignment_label, progress, engine, fill_zeros, total_rows,
+                lazy,
+                schema,
+                plan,
+                outcomes,
+                value_cols,
+                bounds,
+                store,
+                has_price,
+                price_col,
+                sales_label,
+                assignment_label,
+                progress,
+                engine,
+                fill_zeros,
+                total_rows,
             )
         except (pl.exceptions.PolarsError, OSError) as exc:
             damaged = damaged_input(sales_label, exc)
@@ -579,8 +609,21 @@ def partition_panel(
 
 
 def _fill_partitions(
-    lazy, schema, plan, outcomes, value_cols, bounds, store, has_price, price_col,
-    sales_label, assignment_label, progress, engine, fill_zeros=True, total_rows=None,
+    lazy,
+    schema,
+    plan,
+    outcomes,
+    value_cols,
+    bounds,
+    store,
+    has_price,
+    price_col,
+    sales_label,
+    assignment_label,
+    progress,
+    engine,
+    fill_zeros=True,
+    total_rows=None,
 ) -> PartitionedPanel:
     n_parts = len(bounds) - 1
     products = plan.products
@@ -593,9 +636,8 @@ def _fill_partitions(
     lookup = IdLookup.of(products.get_column("product_id"))
     date_expr = pl.col("date") if schema["date"] == pl.Date else pl.col("date").dt.date()
     last_date = pl.lit(plan.last_day).cast(pl.Int32).cast(pl.Date)
-    stream = (
-        lazy.select("product_id", date_expr.alias("date"), *value_cols)
-        .filter(pl.col("date").is_null() | (pl.col("date") <= last_date))
+    stream = lazy.select("product_id", date_expr.alias("date"), *value_cols).filter(
+        pl.col("date").is_null() | (pl.col("date") <= last_date)
     )
     # The stream is cut into slices of rows read side by side (each writing files of its
     # own); the partitions are sorted afterwards, so the cut changes nothing in the result.
@@ -605,10 +647,16 @@ def _fill_partitions(
     inputs = engine.share(_SliceInputs(lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds))
     slices = [
         _StreamSlice(
-            stream, 0 if total is None else int(cuts[w]), None if total is None else int(cuts[w + 1] - cuts[w]), w,
-            id_type, inputs, tuple(value_cols),
+            stream,
+            0 if total is None else int(cuts[w]),
+            None if total is None else int(cuts[w + 1] - cuts[w]),
+            w,
+            id_type,
+            inputs,
+            tuple(value_cols),
             store.writer(w),
-            sales_label, None if total is not None else progress,
+            sales_label,
+            None if total is not None else progress,
         )
         for w in range(n_slices)
     ]
@@ -659,9 +707,20 @@ def _fill_partitions(
     # whatever order the input had (in parallel when there are several partitions).
     product_ids = plan.products.get_column("product_id")
     tasks = [
-        _FinalTask(store.view(k), k, int(bounds[k]), int(bounds[k + 1]), int(dates[0]), len(dates), tuple(outcomes),
-                   price_col if has_price else None, product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
-                   sales_label, inputs if fill_zeros else None, distinct_days if fill_zeros else None)
+        _FinalTask(
+            store.view(k),
+            k,
+            int(bounds[k]),
+            int(bounds[k + 1]),
+            int(dates[0]),
+            len(dates),
+            tuple(outcomes),
+            price_col if has_price else None,
+            product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
+            sales_label,
+            inputs if fill_zeros else None,
+            distinct_days if fill_zeros else None,
+        )
         for k in range(n_parts)
     ]
     finals = engine.rewrite_partitions(_sort_and_check, tasks, store, stage="partitions sorted and checked")
@@ -736,7 +795,9 @@ def _warn_uncovered_dates(plan: PanelPlan, days: np.ndarray, sales_label: str, a
     )
 
 
-def check_alignment(plan: PanelPlan, calendar: np.ndarray, spacing: int, sales_label: str, assignment_label: str) -> None:
+def check_alignment(
+    plan: PanelPlan, calendar: np.ndarray, spacing: int, sales_label: str, assignment_label: str
+) -> None:
     """Refuse an assignment that does not line up with a panel of ``spacing`` days.
 
     Each assignment date belongs to the sales period that starts on the latest calendar
@@ -786,7 +847,7 @@ def _count(stream: pl.LazyFrame) -> int:
 class _SliceInputs:
     """What every slice of the stream needs of the plan (shared through the engine)."""
 
-    lookup: "IdLookup"
+    lookup: IdLookup
     state_grid: np.ndarray
     first_day: int
     span: int
@@ -863,9 +924,10 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
             order = np.argsort(small, kind="stable") if n_parts > 1 else np.arange(len(part))
             cuts = np.searchsorted(part[order], np.arange(n_parts + 1))
             for k in np.flatnonzero(np.diff(cuts)):
-                idx = order[cuts[k]:cuts[k + 1]]
+                idx = order[cuts[k] : cuts[k + 1]]
                 task.store.append(
-                    int(k), {"code": code[idx], "day": day[idx], "state": state[idx], **{c: v[idx] for c, v in values.items()}},
+                    int(k),
+                    {"code": code[idx], "day": day[idx], "state": state[idx], **{c: v[idx] for c, v in values.items()}},
                 )
             if task.progress is not None:
                 task.progress(batch.height)
@@ -937,7 +999,9 @@ def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
             )
         below = np.flatnonzero(y < 0)
         if len(below):
-            negative.append((len(below), name, int(rows["code"][below[0]]), int(rows["day"][below[0]]), float(y[below[0]])))
+            negative.append(
+                (len(below), name, int(rows["code"][below[0]]), int(rows["day"][below[0]]), float(y[below[0]]))
+            )
     price = None
     if task.price_col is not None:
         values = rows[task.price_col]
@@ -956,7 +1020,7 @@ def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
     }, rows
 
 
-def _with_zero_rows(rows: dict[str, np.ndarray], key: np.ndarray, task: "_FinalTask") -> dict[str, np.ndarray]:
+def _with_zero_rows(rows: dict[str, np.ndarray], key: np.ndarray, task: _FinalTask) -> dict[str, np.ndarray]:
     """The partition's sorted rows with a 0 row on every calendar date a product lacks,
     from its first row to the later of its last row and its last analysed experiment date
     (blackout dates and dates after the experiment stay absent); sorted again."""
@@ -1024,7 +1088,7 @@ class IdLookup:
     MAX_SPREAD = 8
 
     @classmethod
-    def of(cls, ids: pl.Series) -> "IdLookup":
+    def of(cls, ids: pl.Series) -> IdLookup:
         if not ids.dtype.is_integer() or len(ids) == 0:
             return cls(ids)
         values = ids.to_numpy()

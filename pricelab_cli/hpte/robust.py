@@ -214,7 +214,9 @@ def stockout_rows(
     return out
 
 
-def sold_on_last_history_day(code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int) -> np.ndarray:
+def sold_on_last_history_day(
+    code: np.ndarray, date_index: np.ndarray, y: np.ndarray, pre: np.ndarray, n: int
+) -> np.ndarray:
     """Per product, whether its outcome on its last pre-experiment row is not 0."""
     rows = np.flatnonzero(pre)
     out = np.zeros(n, dtype=bool)

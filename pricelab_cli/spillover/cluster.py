@@ -119,7 +119,9 @@ def _product_index(edges: pl.DataFrame, products: pl.DataFrame | None) -> tuple[
     return ids.alias("product_id"), pos[:m], pos[m:]
 
 
-def _undirected(src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _undirected(
+    src: np.ndarray, dst: np.ndarray, weight: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Symmetrise: one link per unordered pair with the summed ``|weight|`` of both directions."""
     lo, hi = np.minimum(src, dst), np.maximum(src, dst)
     key = lo.astype(np.int64) * n + hi
@@ -168,7 +170,13 @@ def _resplit(
         gamma = resolution * 2.0**round_
         node_weights = strength * np.sqrt(gamma / np.maximum(two_m, 1e-300))
         pieces = _leiden(
-            len(nodes), su, sv, sw, seed=seed + 1 + round_, objective_function="CPM", resolution=1.0,
+            len(nodes),
+            su,
+            sv,
+            sw,
+            seed=seed + 1 + round_,
+            objective_function="CPM",
+            resolution=1.0,
             node_weights=node_weights,
         )
         # Pieces never span two parents (Leiden keeps communities connected); keying on the
@@ -232,7 +240,9 @@ def leiden_clusters(
     check_columns(edges, ["src", "dst", "weight"], "edges")
     if edges.height == 0:
         # A header-only file carries no types; give it the ones an edge list has.
-        id_type = products.schema["product_id"] if products is not None and "product_id" in products.columns else pl.Int64
+        id_type = (
+            products.schema["product_id"] if products is not None and "product_id" in products.columns else pl.Int64
+        )
         edges = edges.with_columns(pl.col("src", "dst").cast(id_type), pl.col("weight").cast(pl.Float64))
     check_numeric(edges, ["weight"], "edges")
     for col in ("src", "dst"):

@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -131,7 +132,9 @@ class SpilloverGraph:
             .group_by("status", maintain_order=True)
             .agg(
                 pl.len().alias("n_pairs"),
-                (pl.col("src").first().cast(pl.String) + " -> " + pl.col("dst").first().cast(pl.String)).alias("example"),
+                (pl.col("src").first().cast(pl.String) + " -> " + pl.col("dst").first().cast(pl.String)).alias(
+                    "example"
+                ),
             )
         )
 
@@ -168,7 +171,9 @@ def _lag_sums(u: np.ndarray, v: np.ndarray, lags: int) -> np.ndarray:
     return out
 
 
-def _residual_autocov(resid: np.ndarray, hat_lag: np.ndarray, n_obs: np.ndarray, n_params: int | np.ndarray) -> np.ndarray:
+def _residual_autocov(
+    resid: np.ndarray, hat_lag: np.ndarray, n_obs: np.ndarray, n_params: int | np.ndarray
+) -> np.ndarray:
     """Autocovariances of the errors at lags 0..L, corrected for the fit (last axis = lag).
 
     Residuals of a least-squares fit are the errors times the annihilator ``I - H`` (and
@@ -429,7 +434,7 @@ def _pair_candidates(pairs: pl.DataFrame, products: pl.DataFrame | None) -> _Can
     else:
         ids = pl.concat([pairs["src"], pairs["dst"]]).unique(maintain_order=True)
     lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
-    pos = {}
+    pos: dict[str, Any] = {}
     for side in ("src", "dst"):
         frame, table = align_id_types(pairs.select(pl.col(side).alias("_id")), lookup, col="_id")
         pos[side] = frame.join(table, on="_id", how="left", maintain_order="left")["_pos"]
@@ -636,13 +641,23 @@ def cross_price_elasticities(
     advance = None if progress is None else (lambda task: progress(int(before[task[2]] - before[task[1]])))
     est = _Estimates.empty(len(cand.src))
     how = np.zeros(n_blocks, dtype=np.int64)
-    for (_, lo, hi), (part, part_how) in zip(tasks, engine.map(
-        _blocks_task, tasks, progress=advance, stage="cross-price regressions",
-        weights=lambda task: int(before[task[2]] - before[task[1]]),
-    )):
+    for (_, lo, hi), (part, part_how) in zip(
+        tasks,
+        engine.map(
+            _blocks_task,
+            tasks,
+            progress=advance,
+            stage="cross-price regressions",
+            weights=lambda task: int(before[task[2]] - before[task[1]]),
+        ),
+    ):
         sl = slice(cand.bounds[lo], cand.bounds[hi])
         est.weight[sl], est.var[sl], est.df[sl], est.n_days[sl], est.status[sl] = (
-            part.weight, part.var, part.df, part.n_days, part.status
+            part.weight,
+            part.var,
+            part.df,
+            part.n_days,
+            part.status,
         )
         how[lo:hi] = part_how
     del panel  # only the per-pair results are needed from here on
@@ -710,7 +725,13 @@ def _blocks_task(task: tuple[object, int, int]) -> tuple[_Estimates, np.ndarray]
         for b in range(lo, hi):
             sl = slice(int(inputs.bounds[b]), int(inputs.bounds[b + 1]))
             how[b - lo] = _estimate_block(
-                inputs.panel, inputs.src[sl], inputs.dst[sl], inputs.has_history, inputs.lags, inputs.method, est,
+                inputs.panel,
+                inputs.src[sl],
+                inputs.dst[sl],
+                inputs.has_history,
+                inputs.lags,
+                inputs.method,
+                est,
                 slice(sl.start - base, sl.stop - base),
             )
     return est, how

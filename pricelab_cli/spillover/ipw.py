@@ -157,7 +157,9 @@ def _experiment(
     check_columns(edges, ["src", "dst", "weight"], "edges")
     if edges.height == 0:
         # A header-only file carries no types; give it the ones an edge list has.
-        edges = edges.with_columns(pl.col("src", "dst").cast(products.schema["product_id"]), pl.col("weight").cast(pl.Float64))
+        edges = edges.with_columns(
+            pl.col("src", "dst").cast(products.schema["product_id"]), pl.col("weight").cast(pl.Float64)
+        )
     check_numeric(edges, ["weight"], "edges")
     if assignment.height == 0:
         raise EmptyTableError("assignment: the table has no rows.")
@@ -313,7 +315,9 @@ def _exact_probs(exp: _Experiment, q: np.ndarray, rows: np.ndarray, cols: np.nda
     edge_to_pair = sparse.csr_matrix((np.ones(len(src)), (pair_of_edge.ravel(), src)), shape=(n_pairs, n))
     pair_active = ((edge_to_pair @ exp.active.astype(np.float32)) > 0).astype(np.float32)  # (pairs, D)
     own = pair_unit == exp.unit[pair_dst]
-    to_dst_other = sparse.csr_matrix((np.ones((~own).sum()), (pair_dst[~own], np.flatnonzero(~own))), shape=(n, n_pairs))
+    to_dst_other = sparse.csr_matrix(
+        (np.ones((~own).sum()), (pair_dst[~own], np.flatnonzero(~own))), shape=(n, n_pairs)
+    )
     to_dst_own = sparse.csr_matrix((np.ones(own.sum()), (pair_dst[own], np.flatnonzero(own))), shape=(n, n_pairs))
     k_other = np.asarray(to_dst_other @ pair_active)[rows, cols]
     own_active = np.asarray(to_dst_own @ pair_active)[rows, cols] > 0
@@ -346,11 +350,15 @@ def _replay_probs(
     n = exp.active.shape[0]
     _, draw_period, flip = _calendar(design, exp.dates)
     signature = np.concatenate(
-        [np.packbits(exp.active, axis=0).T, draw_period[:, None].astype(np.uint8), flip[:, None].astype(np.uint8)], axis=1
+        [np.packbits(exp.active, axis=0).T, draw_period[:, None].astype(np.uint8), flip[:, None].astype(np.uint8)],
+        axis=1,
     )
     _, group_of_date = np.unique(signature, axis=0, return_inverse=True)
     group_of_cell = group_of_date.ravel()[cols]
-    groups = [(int(np.flatnonzero(group_of_date.ravel() == g)[0]), np.flatnonzero(group_of_cell == g)) for g in np.unique(group_of_date)]
+    groups = [
+        (int(np.flatnonzero(group_of_date.ravel() == g)[0]), np.flatnonzero(group_of_cell == g))
+        for g in np.unique(group_of_date)
+    ]
     members = exp.unit >= 0
     counts = np.zeros((len(rows), 4))
     salts = _replay_salts(seed, replays)
@@ -529,7 +537,15 @@ def hajek_estimates(
         rows.append((name, float(estimate), se, estimate - Z95 * se, estimate + Z95 * se, p_value, n_k + n_0))
     effects = pl.DataFrame(
         rows,
-        schema={"effect": pl.String, "estimate": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64, "n": pl.Int64},
+        schema={
+            "effect": pl.String,
+            "estimate": pl.Float64,
+            "se": pl.Float64,
+            "ci_low": pl.Float64,
+            "ci_high": pl.Float64,
+            "p_value": pl.Float64,
+            "n": pl.Int64,
+        },
         orient="row",
     ).with_columns(pl.col(pl.Float64).fill_nan(None))
     return effects, eligible
@@ -552,7 +568,9 @@ def _left_out(cells: pl.DataFrame, eligible: np.ndarray) -> pl.DataFrame:
             .filter(~pl.col("_ok"))
         )
         if per_product.height:
-            frames.append(per_product.select(pl.lit(name).alias("effect"), "product_id", pl.lit(reasons[name]).alias("reason")))
+            frames.append(
+                per_product.select(pl.lit(name).alias("effect"), "product_id", pl.lit(reasons[name]).alias("reason"))
+            )
     if not frames:
         return pl.DataFrame(schema={"effect": pl.String, "product_id": cells.schema["product_id"], "reason": pl.String})
     return pl.concat(frames)
@@ -627,7 +645,10 @@ def ipw_effects(
     )
     cells, residuals = align_id_types(exposure.cells, residuals)
     cells = cells.join(
-        residuals.select("product_id", "date", pl.col("residual").alias("_y")), on=["product_id", "date"], how="inner", maintain_order="left"
+        residuals.select("product_id", "date", pl.col("residual").alias("_y")),
+        on=["product_id", "date"],
+        how="inner",
+        maintain_order="left",
     )
     if cells.height == 0:
         raise EmptyTableError(

@@ -15,7 +15,12 @@ def inputs(tmp_path, run_cli):
     products = tmp_path / "products.csv"
     pl.DataFrame({"product_id": ["007", "42", "x-1", "8"]}).write_csv(products)
     design = tmp_path / "design.json"
-    assert run_cli("design", "random-days", "--start", "2026-03-02", "--end", "2026-03-08", "--salt", "s", "-o", design).code == 0
+    assert (
+        run_cli(
+            "design", "random-days", "--start", "2026-03-02", "--end", "2026-03-08", "--salt", "s", "-o", design
+        ).code
+        == 0
+    )
     return {"products": products, "design": design, "dir": tmp_path}
 
 
@@ -25,7 +30,9 @@ def test_assign_writes_parquet_with_provenance_and_balance_report(run_cli, input
     assert result.code == 0, result.stderr
     table = pl.read_parquet(out)
     assert table.columns == ["product_id", "date", "treated", "blackout", "period"]
-    assert table["product_id"].unique(maintain_order=True).to_list() == ["007", "42", "x-1", "8"], "ids round-trip unchanged"
+    assert table["product_id"].unique(maintain_order=True).to_list() == ["007", "42", "x-1", "8"], (
+        "ids round-trip unchanged"
+    )
     meta = read_provenance(str(out))
     assert meta["seed"] == 3 and meta["version"] and meta["command"].startswith("pricelab assign --design")
     assert "SRM chi-square" in result.stderr and "treated share per day" in result.stderr
@@ -34,19 +41,36 @@ def test_assign_writes_parquet_with_provenance_and_balance_report(run_cli, input
 def test_csv_output_gets_a_sidecar_and_reruns_are_byte_identical(run_cli, inputs):
     a, b = inputs["dir"] / "a.csv", inputs["dir"] / "b.csv"
     for out in (a, b):
-        assert run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "-o", out, "-q").code == 0
+        assert (
+            run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "-o", out, "-q").code == 0
+        )
     assert a.read_bytes() == b.read_bytes()
     assert json.loads((inputs["dir"] / "a.csv.meta.json").read_text())["command"].endswith("-o {output} -q")
     pa_, pb = inputs["dir"] / "a.parquet", inputs["dir"] / "b.parquet"
     for out in (pa_, pb):
-        assert run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "-o", out, "-q").code == 0
+        assert (
+            run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "-o", out, "-q").code == 0
+        )
     assert pa_.read_bytes() == pb.read_bytes()
 
 
 def test_renamed_columns_are_read_and_written_under_the_users_names(run_cli, inputs):
     products = inputs["dir"] / "skus.tsv"
     products.write_text("sku\tname\nA\tchair\nB\ttable\n")
-    result = run_cli("assign", "--design", inputs["design"], "--products", products, "--unit-col", "sku", "--time-col", "day", "-o", "-", "-q")
+    result = run_cli(
+        "assign",
+        "--design",
+        inputs["design"],
+        "--products",
+        products,
+        "--unit-col",
+        "sku",
+        "--time-col",
+        "day",
+        "-o",
+        "-",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     assert result.text.splitlines()[0] == "sku,day,treated,blackout,period"
 
@@ -56,20 +80,35 @@ def test_stdin_to_stdout_csv_and_parquet_streams(run_cli, inputs):
     as_csv = run_cli("assign", "--design", inputs["design"], "--products", "-", "-o", "-", "-q", stdin=csv_in)
     assert as_csv.code == 0 and as_csv.stderr == ""
     assert as_csv.text.splitlines()[1] == "007,2026-03-02," + as_csv.text.splitlines()[1].split(",", 2)[2]
-    as_parquet = run_cli("assign", "--design", inputs["design"], "--products", "-", "-o", "-", "--format", "parquet", "-q", stdin=csv_in)
+    as_parquet = run_cli(
+        "assign", "--design", inputs["design"], "--products", "-", "-o", "-", "--format", "parquet", "-q", stdin=csv_in
+    )
     assert as_parquet.stdout[:4] == b"PAR1"
 
 
 def test_cluster_and_triggered_assignment_from_files(run_cli, inputs):
     d = inputs["dir"]
     (d / "clusters.csv").write_text("product_id,cluster_id\n007,a\n42,a\nx-1,b\n8,b\n")
-    result = run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "--clusters", d / "clusters.csv", "-o", d / "c.parquet", "-q")
+    result = run_cli(
+        "assign",
+        "--design",
+        inputs["design"],
+        "--products",
+        inputs["products"],
+        "--clusters",
+        d / "clusters.csv",
+        "-o",
+        d / "c.parquet",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     table = pl.read_parquet(d / "c.parquet")
     assert table.group_by("cluster_id", "date").agg(pl.col("treated").n_unique())["treated"].max() == 1
     assert run_cli("design", "triggered", "--duration-days", "3", "--salt", "t", "-o", d / "t.json").code == 0
     (d / "events.csv").write_text("product_id,event_date\n42,2026-05-01\n8,2026-05-03\n")
-    result = run_cli("assign", "--design", d / "t.json", "--products", inputs["products"], "--events", d / "events.csv", "-o", "-")
+    result = run_cli(
+        "assign", "--design", d / "t.json", "--products", inputs["products"], "--events", d / "events.csv", "-o", "-"
+    )
     assert result.code == 0
     assert "2 product(s) have no event" in result.stderr
     assert [line.split(",")[:2] for line in result.text.splitlines()[1:]][:1] == [["42", "2026-05-01"]]
@@ -80,9 +119,11 @@ def test_broken_pipe_exits_zero_quietly(inputs, tmp_path):
     pl.DataFrame({"product_id": range(200_000)}).write_csv(big)
     cmd = (
         f"{sys.executable} -m pricelab_cli assign --design {inputs['design']} --products {big} -o - -q | head -n 2; "
-        "echo \"status=${PIPESTATUS[0]}\""
+        'echo "status=${PIPESTATUS[0]}"'
     )
-    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     assert done.stdout.splitlines()[0] == "product_id,date,treated,blackout,period"
     assert done.stdout.splitlines()[-1] == "status=0"
     assert done.stderr == ""
@@ -92,10 +133,13 @@ def read_folder(folder) -> pl.DataFrame:
     return pl.read_parquet(folder, hive_partitioning=True)
 
 
-@pytest.mark.parametrize("design_args", [
-    ["random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--block-days", "3"],
-    ["crossover", "--start", "2026-03-02", "--phase-days", "4", "--blackout-days", "1"],
-])
+@pytest.mark.parametrize(
+    "design_args",
+    [
+        ["random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--block-days", "3"],
+        ["crossover", "--start", "2026-03-02", "--phase-days", "4", "--blackout-days", "1"],
+    ],
+)
 def test_a_folder_output_holds_the_same_rows_as_a_file_one_date_per_partition(run_cli, tmp_path, design_args):
     products = tmp_path / "products.csv"
     pl.DataFrame({"product_id": [f"sku-{i}" for i in range(500, 0, -1)]}).write_csv(products)
@@ -136,7 +180,18 @@ def test_cluster_and_triggered_assignments_to_folders_equal_their_files(run_cli,
 
 def test_a_renamed_date_column_names_the_partitions(run_cli, inputs):
     out = inputs["dir"] / "renamed"
-    result = run_cli("assign", "--design", inputs["design"], "--products", inputs["products"], "--time-col", "day", "-o", f"{out}/", "-q")
+    result = run_cli(
+        "assign",
+        "--design",
+        inputs["design"],
+        "--products",
+        inputs["products"],
+        "--time-col",
+        "day",
+        "-o",
+        f"{out}/",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir())[0] == "day=2026-03-02"
 
@@ -152,7 +207,9 @@ def test_a_folder_of_the_users_is_refused_before_any_work(run_cli, inputs):
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
-def test_outputs_to_object_storage_equal_local_ones_and_a_failed_run_leaves_nothing(run_cli, inputs, s3_server, s3_bucket, monkeypatch):
+def test_outputs_to_object_storage_equal_local_ones_and_a_failed_run_leaves_nothing(
+    run_cli, inputs, s3_server, s3_bucket, monkeypatch
+):
     s3_server.use(monkeypatch)
     d = inputs["dir"]
     args = ["assign", "--design", inputs["design"], "--products", inputs["products"], "--seed", "3", "-q"]
@@ -175,10 +232,14 @@ def test_outputs_to_object_storage_equal_local_ones_and_a_failed_run_leaves_noth
     assert "testing" not in meta["command"]
 
     (d / "bad.csv").write_text("sku\n1\n")
-    failed = run_cli("assign", "--design", inputs["design"], "--products", d / "bad.csv", "-o", f"s3://{s3_bucket}/runs/b.csv", *keys)
+    failed = run_cli(
+        "assign", "--design", inputs["design"], "--products", d / "bad.csv", "-o", f"s3://{s3_bucket}/runs/b.csv", *keys
+    )
     assert failed.code == 65 and "missing column 'product_id'" in failed.stderr
     missing = run_cli(*args, "-o", "s3://no-such-bucket/a.csv", *keys)
-    assert missing.code == 66 and "s3://no-such-bucket/a.csv: the bucket 'no-such-bucket' does not exist" in missing.stderr
+    assert (
+        missing.code == 66 and "s3://no-such-bucket/a.csv: the bucket 'no-such-bucket' does not exist" in missing.stderr
+    )
     as_folder = run_cli(*args, "-o", f"s3://{s3_bucket}/runs/folder/", *keys)
     assert as_folder.code == 2 and "name one object" in as_folder.stderr
     assert [k for k in s3_server.list_keys(s3_bucket) if not k.endswith("/")] == objects, "failed runs upload nothing"

@@ -15,8 +15,19 @@ def files(tmp_path):
 def test_cluster_writes_one_row_per_product_and_summarises(run_cli, files):
     d = files
     result = run_cli(
-        "cluster", "--edges", d / "edges.parquet", "--products", d / "products.csv", "--max-size", "5",
-        "--seed", "0", "-o", d / "clusters.parquet", "--plot", d / "sizes.png",
+        "cluster",
+        "--edges",
+        d / "edges.parquet",
+        "--products",
+        d / "products.csv",
+        "--max-size",
+        "5",
+        "--seed",
+        "0",
+        "-o",
+        d / "clusters.parquet",
+        "--plot",
+        d / "sizes.png",
     )
     assert result.code == 0, result.stderr
     clusters = pl.read_parquet(d / "clusters.parquet")
@@ -34,8 +45,20 @@ def test_same_seed_same_bytes_and_user_column_names(run_cli, files):
     outs = [d / "a.csv", d / "b.csv"]
     for out in outs:
         result = run_cli(
-            "cluster", "--edges", d / "edges.parquet", "--products", d / "skus.csv", "--unit-col", "sku",
-            "--cluster-col", "group", "--seed", "3", "-o", out, "-q",
+            "cluster",
+            "--edges",
+            d / "edges.parquet",
+            "--products",
+            d / "skus.csv",
+            "--unit-col",
+            "sku",
+            "--cluster-col",
+            "group",
+            "--seed",
+            "3",
+            "-o",
+            out,
+            "-q",
         )
         assert result.code == 0 and result.stderr == ""
     assert outs[0].read_bytes() == outs[1].read_bytes()

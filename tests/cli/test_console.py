@@ -13,8 +13,21 @@ HEAVY = ("numpy", "scipy", "polars", "pyarrow", "sklearn", "econml", "igraph", "
 @pytest.fixture
 def designed(tmp_path, run_cli):
     (tmp_path / "products.csv").write_text("product_id\n" + "\n".join(str(i) for i in range(300)) + "\n")
-    assert run_cli("design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-29", "--salt", "s", "-o",
-                   tmp_path / "design.json").code == 0
+    assert (
+        run_cli(
+            "design",
+            "time-bound",
+            "--start",
+            "2026-03-02",
+            "--end",
+            "2026-03-29",
+            "--salt",
+            "s",
+            "-o",
+            tmp_path / "design.json",
+        ).code
+        == 0
+    )
     return tmp_path
 
 
@@ -24,9 +37,11 @@ def test_a_closed_stderr_does_not_fail_the_run_and_the_output_is_complete(design
     out = designed / "a.parquet"
     cmd = (
         f"{sys.executable} -m pricelab_cli assign --design {designed / 'design.json'} --products "
-        f"{designed / 'products.csv'} -o {out} 2>&1 | head -n 1; echo \"status=${{PIPESTATUS[0]}}\""
+        f'{designed / "products.csv"} -o {out} 2>&1 | head -n 1; echo "status=${{PIPESTATUS[0]}}"'
     )
-    done = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     lines = done.stdout.splitlines()
     assert lines[-1] == "status=0", done.stdout + done.stderr
     assert lines[0].startswith("time-bound: 300 randomisation units")
@@ -35,8 +50,17 @@ def test_a_closed_stderr_does_not_fail_the_run_and_the_output_is_complete(design
 
 def test_quiet_keeps_warnings_and_silent_drops_them(run_cli, designed):
     (designed / "events.csv").write_text("product_id,event_date\n1,2026-03-05\n")
-    args = ["assign", "--design", designed / "design.json", "--products", designed / "products.csv",
-            "--events", designed / "events.csv", "-o", designed / "a.csv"]
+    args = [
+        "assign",
+        "--design",
+        designed / "design.json",
+        "--products",
+        designed / "products.csv",
+        "--events",
+        designed / "events.csv",
+        "-o",
+        designed / "a.csv",
+    ]
     loud = run_cli(*args)
     quiet = run_cli(*args, "--quiet")
     silent = run_cli(*args, "--silent")
@@ -49,8 +73,15 @@ def test_quiet_keeps_warnings_and_silent_drops_them(run_cli, designed):
 
 def test_tables_are_not_cut_when_stderr_is_not_a_terminal(run_cli, designed):
     """A log gets every column of a table whole: no 80-column cut, no ellipsis."""
-    result = run_cli("assign", "--design", designed / "design.json", "--products", designed / "products.csv",
-                     "-o", designed / "a.csv")
+    result = run_cli(
+        "assign",
+        "--design",
+        designed / "design.json",
+        "--products",
+        designed / "products.csv",
+        "-o",
+        designed / "a.csv",
+    )
     assert result.code == 0
     assert "treated share per day" in result.stderr and "…" not in result.stderr
     assert "\n\n\n" not in result.stderr
@@ -110,7 +141,12 @@ def test_progress_in_a_log_is_lines_of_text(monkeypatch, capsys):
         for _ in range(3):
             advance(1)
     lines = capsys.readouterr().err.splitlines()
-    assert [line.split(" (")[0] for line in lines] == ["bootstrap: 1/3", "bootstrap: 2/3", "bootstrap: 3/3", "bootstrap: 3/3"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "bootstrap: 1/3",
+        "bootstrap: 2/3",
+        "bootstrap: 3/3",
+        "bootstrap: 3/3",
+    ]
     assert all(line.strip() for line in lines)
     with console.Reporter(quiet=True).progress("bootstrap", 3) as advance:
         advance(3)

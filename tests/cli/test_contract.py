@@ -44,7 +44,21 @@ def test_deterministic_commands_still_accept_seed(run_cli, command):
 @pytest.fixture
 def workdir(tmp_path, run_cli):
     (tmp_path / "products.csv").write_text("product_id,category\n1,a\n2,a\n3,b\n")
-    assert run_cli("design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-04", "--salt", "s", "-o", tmp_path / "design.json").code == 0
+    assert (
+        run_cli(
+            "design",
+            "time-bound",
+            "--start",
+            "2026-03-02",
+            "--end",
+            "2026-03-04",
+            "--salt",
+            "s",
+            "-o",
+            tmp_path / "design.json",
+        ).code
+        == 0
+    )
     return tmp_path
 
 
@@ -55,27 +69,89 @@ def write(path, text):
 
 
 CASES = {
-    "missing column": (65, "missing column 'product_id' (columns present: 'sku')", lambda d: ["--products", write(d / "p.csv", "sku\n1\n")]),
-    "duplicate keys": (65, "repeat a (product_id) key, e.g. product_id=2", lambda d: ["--products", write(d / "p.csv", "product_id\n1\n2\n2\n")]),
-    "empty table": (65, "the table has a header but no rows", lambda d: ["--products", write(d / "p.csv", "product_id\n")]),
+    "missing column": (
+        65,
+        "missing column 'product_id' (columns present: 'sku')",
+        lambda d: ["--products", write(d / "p.csv", "sku\n1\n")],
+    ),
+    "duplicate keys": (
+        65,
+        "repeat a (product_id) key, e.g. product_id=2",
+        lambda d: ["--products", write(d / "p.csv", "product_id\n1\n2\n2\n")],
+    ),
+    "empty table": (
+        65,
+        "the table has a header but no rows",
+        lambda d: ["--products", write(d / "p.csv", "product_id\n")],
+    ),
     "empty file": (65, "the file is empty", lambda d: ["--products", write(d / "p.csv", "")]),
     "missing file": (66, "nope.csv: no such file", lambda d: ["--products", d / "nope.csv"]),
     # A folder is a dataset input; one without Parquet files cannot be read as a table.
-    "folder as file": (66, "is a folder, not a file, and holds no Parquet files", lambda d: [
-        "--products", write(d / "notes" / "readme.txt", "hi").parent]),
-    "corrupt parquet": (66, "not a readable Parquet file", lambda d: ["--products", write(d / "p.parquet", "not parquet")]),
-    "unknown extension": (2, "cannot tell the format from the extension", lambda d: ["--products", write(d / "p.xlsx", "x")]),
-    "unknown stream format": (2, "--format 'xlsx' is not one of: csv, csv.gz, tsv, tsv.gz, parquet", lambda d: [
-        "--products", d / "products.csv", "--format", "xlsx"]),
+    "folder as file": (
+        66,
+        "is a folder, not a file, and holds no Parquet files",
+        lambda d: ["--products", write(d / "notes" / "readme.txt", "hi").parent],
+    ),
+    "corrupt parquet": (
+        66,
+        "not a readable Parquet file",
+        lambda d: ["--products", write(d / "p.parquet", "not parquet")],
+    ),
+    "unknown extension": (
+        2,
+        "cannot tell the format from the extension",
+        lambda d: ["--products", write(d / "p.xlsx", "x")],
+    ),
+    "unknown stream format": (
+        2,
+        "--format 'xlsx' is not one of: csv, csv.gz, tsv, tsv.gz, parquet",
+        lambda d: ["--products", d / "products.csv", "--format", "xlsx"],
+    ),
     "unknown flag": (2, "No such option: --colour", lambda d: ["--products", d / "products.csv", "--colour", "red"]),
-    "wrong type": (65, "column 'event_date' has a value that is not an ISO date (YYYY-MM-DD): '2026/03/01'", lambda d: [
-        "--products", d / "products.csv", "--events", write(d / "e.csv", "product_id,event_date\n1,2026/03/01\n")]),
-    "impossible design": (65, "--blackout-days 9 must be shorter than --phase-days 7", lambda d: [
-        "--products", d / "products.csv", "--design", write(d / "design.json", json.dumps({
-            "pricelab_design": 1, "kind": "crossover", "salt": "s", "start": "2026-03-02", "end": "2026-03-15",
-            "phase_days": 7, "blackout_days": 9, "phases": 2}))]),
-    "not json": (65, "not valid JSON", lambda d: ["--products", d / "products.csv", "--design", write(d / "design.json", "{")]),
-    "output folder missing": (2, "does not exist", lambda d: ["--products", d / "products.csv", "-o", d / "no" / "out.csv"]),
+    "wrong type": (
+        65,
+        "column 'event_date' has a value that is not an ISO date (YYYY-MM-DD): '2026/03/01'",
+        lambda d: [
+            "--products",
+            d / "products.csv",
+            "--events",
+            write(d / "e.csv", "product_id,event_date\n1,2026/03/01\n"),
+        ],
+    ),
+    "impossible design": (
+        65,
+        "--blackout-days 9 must be shorter than --phase-days 7",
+        lambda d: [
+            "--products",
+            d / "products.csv",
+            "--design",
+            write(
+                d / "design.json",
+                json.dumps(
+                    {
+                        "pricelab_design": 1,
+                        "kind": "crossover",
+                        "salt": "s",
+                        "start": "2026-03-02",
+                        "end": "2026-03-15",
+                        "phase_days": 7,
+                        "blackout_days": 9,
+                        "phases": 2,
+                    }
+                ),
+            ),
+        ],
+    ),
+    "not json": (
+        65,
+        "not valid JSON",
+        lambda d: ["--products", d / "products.csv", "--design", write(d / "design.json", "{")],
+    ),
+    "output folder missing": (
+        2,
+        "does not exist",
+        lambda d: ["--products", d / "products.csv", "-o", d / "no" / "out.csv"],
+    ),
 }
 
 
@@ -104,7 +180,15 @@ def test_verbose_shows_the_traceback(run_cli, workdir):
 
 
 def test_silent_prints_nothing_on_success_and_quiet_only_warnings(run_cli, workdir):
-    args = ("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", workdir / "a.csv")
+    args = (
+        "assign",
+        "--design",
+        workdir / "design.json",
+        "--products",
+        workdir / "products.csv",
+        "-o",
+        workdir / "a.csv",
+    )
     result = run_cli(*args, "--silent")
     assert result.code == 0 and result.stderr == ""
     assert pl.read_csv(workdir / "a.csv").height == 9
@@ -115,12 +199,29 @@ def test_silent_prints_nothing_on_success_and_quiet_only_warnings(run_cli, workd
 
 def test_outputs_get_ordinary_file_permissions(run_cli, workdir):
     out = workdir / "a.csv"
-    assert run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", out, "-q").code == 0
+    assert (
+        run_cli(
+            "assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", out, "-q"
+        ).code
+        == 0
+    )
     assert out.stat().st_mode & 0o044 == 0o044, "readable by group and others under the usual umask"
 
 
 def test_writing_to_dev_null_leaves_the_device_alone(run_cli, workdir):
-    assert run_cli("assign", "--design", workdir / "design.json", "--products", workdir / "products.csv", "-o", "/dev/null", "-q").code == 0
+    assert (
+        run_cli(
+            "assign",
+            "--design",
+            workdir / "design.json",
+            "--products",
+            workdir / "products.csv",
+            "-o",
+            "/dev/null",
+            "-q",
+        ).code
+        == 0
+    )
     import os
     import stat
 

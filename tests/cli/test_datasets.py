@@ -23,8 +23,20 @@ def experiment(tmp_path_factory):
         ["simulate", "catalog", "--n-products", "80", "--n-groups", "4", "--seed", "5", "-o", d / "products.csv"],
         ["design", "random-days", "--start", START, "--end", END, "--salt", "datasets", "-o", d / "design.json"],
         ["assign", "--design", d / "design.json", "--products", d / "products.csv", "-o", d / "assignment.parquet"],
-        ["simulate", "sales", "--products", d / "products.csv", "--assignment", d / "assignment.parquet",
-         "--history-days", "35", "--seed", "5", "-o", d / "sales.parquet"],
+        [
+            "simulate",
+            "sales",
+            "--products",
+            d / "products.csv",
+            "--assignment",
+            d / "assignment.parquet",
+            "--history-days",
+            "35",
+            "--seed",
+            "5",
+            "-o",
+            d / "sales.parquet",
+        ],
     ]
     for step in steps:
         result = run([str(a) for a in [*step, "-q"]])
@@ -52,8 +64,23 @@ def sales_inputs(d: pathlib.Path) -> dict[str, str]:
 
 
 def hpte(run_cli, sales, assignment, out, *extra):
-    return run_cli("hpte", "--sales", sales, "--assignment", assignment, "--bootstrap", "30", "--trees", "10",
-                   "--seed", "3", "-o", out, "-q", *extra)
+    return run_cli(
+        "hpte",
+        "--sales",
+        sales,
+        "--assignment",
+        assignment,
+        "--bootstrap",
+        "30",
+        "--trees",
+        "10",
+        "--seed",
+        "3",
+        "-o",
+        out,
+        "-q",
+        *extra,
+    )
 
 
 def digest(path: pathlib.Path) -> str:
@@ -65,9 +92,24 @@ def reference(experiment, tmp_path_factory):
     from tests.conftest import _run as run
 
     out = tmp_path_factory.mktemp("reference") / "effects.csv"
-    result = run(["hpte", "--sales", str(experiment / "sales.parquet"), "--assignment",
-                  str(experiment / "assignment.parquet"), "--bootstrap", "30", "--trees", "10", "--seed", "3",
-                  "-o", str(out), "-q"])
+    result = run(
+        [
+            "hpte",
+            "--sales",
+            str(experiment / "sales.parquet"),
+            "--assignment",
+            str(experiment / "assignment.parquet"),
+            "--bootstrap",
+            "30",
+            "--trees",
+            "10",
+            "--seed",
+            "3",
+            "-o",
+            str(out),
+            "-q",
+        ]
+    )
     assert result.code == 0, result.stderr
     return out.read_bytes()
 
@@ -82,8 +124,16 @@ def test_hpte_writes_the_same_bytes_from_every_kind_of_sales_input(run_cli, expe
 
 def test_an_assignment_folder_written_by_assign_reads_back_the_same(run_cli, experiment, reference, tmp_path):
     folder = tmp_path / "assignment"
-    made = run_cli("assign", "--design", experiment / "design.json", "--products", experiment / "products.csv",
-                   "-o", f"{folder}/", "-q")
+    made = run_cli(
+        "assign",
+        "--design",
+        experiment / "design.json",
+        "--products",
+        experiment / "products.csv",
+        "-o",
+        f"{folder}/",
+        "-q",
+    )
     assert made.code == 0, made.stderr
     assert any(p.name.startswith("date=") for p in folder.iterdir())
     out = tmp_path / "effects.csv"
@@ -102,8 +152,9 @@ def test_the_sales_after_the_experiment_are_never_read(run_cli, experiment, refe
         part.drop("date").write_parquet(hive / f"date={day[0]}" / "p.parquet")
     late = hive / "date=2026-04-30"
     late.mkdir()
-    sales.head(5).drop("date").with_columns(pl.lit(None, dtype=pl.Int64).alias("product_id"),
-                                            pl.lit(float("inf")).alias("price")).write_parquet(late / "p.parquet")
+    sales.head(5).drop("date").with_columns(
+        pl.lit(None, dtype=pl.Int64).alias("product_id"), pl.lit(float("inf")).alias("price")
+    ).write_parquet(late / "p.parquet")
     out = tmp_path / "effects.csv"
     result = hpte(run_cli, hive, experiment / "assignment.parquet", out)
     assert result.code == 0, result.stderr
@@ -180,12 +231,26 @@ def test_a_bad_dataset_is_refused_naming_it_with_no_output(run_cli, experiment, 
 
 
 def test_an_output_inside_an_input_folder_or_matched_by_an_input_pattern_is_refused(run_cli, experiment, tmp_path):
-    inside = run_cli("hpte", "--sales", experiment / "plain", "--assignment", experiment / "assignment.parquet",
-                     "-o", experiment / "plain" / "effects.parquet")
+    inside = run_cli(
+        "hpte",
+        "--sales",
+        experiment / "plain",
+        "--assignment",
+        experiment / "assignment.parquet",
+        "-o",
+        experiment / "plain" / "effects.parquet",
+    )
     assert inside.code == 2 and "--sales" in inside.stderr, inside.stderr
     assert not (experiment / "plain" / "effects.parquet").exists()
-    matched = run_cli("hpte", "--sales", experiment / "plain" / "nested" / "*.parquet", "--assignment",
-                      experiment / "assignment.parquet", "-o", experiment / "plain" / "nested" / "effects.parquet")
+    matched = run_cli(
+        "hpte",
+        "--sales",
+        experiment / "plain" / "nested" / "*.parquet",
+        "--assignment",
+        experiment / "assignment.parquet",
+        "-o",
+        experiment / "plain" / "nested" / "effects.parquet",
+    )
     assert matched.code == 2 and "--sales" in matched.stderr, matched.stderr
     beside = tmp_path / "effects.csv"  # a pattern input does not stand for files it does not match
     ok = hpte(run_cli, experiment / "plain" / "nested" / "*.parquet", experiment / "assignment.parquet", beside)
@@ -216,27 +281,52 @@ def test_hpte_writes_the_same_bytes_from_object_storage(run_cli, experiment, ref
     result = hpte(run_cli, f"s3://{bucket}/exports/sales/", f"s3://{bucket}/exp/assignment.parquet", out)
     assert result.code == 0, result.stderr
     assert out.read_bytes() == reference
-    pattern = hpte(run_cli, f"s3://{bucket}/exports/sales/date=*/*.parquet", f"s3://{bucket}/exp/assignment.parquet",
-                   tmp_path / "pattern.csv")
+    pattern = hpte(
+        run_cli,
+        f"s3://{bucket}/exports/sales/date=*/*.parquet",
+        f"s3://{bucket}/exp/assignment.parquet",
+        tmp_path / "pattern.csv",
+    )
     assert pattern.code == 0, pattern.stderr
     assert (tmp_path / "pattern.csv").read_bytes() == reference
 
 
-def test_a_design_in_the_store_and_storage_options_over_the_environment(run_cli, experiment, tmp_path, bucket,
-                                                                         s3_server, monkeypatch):
+def test_a_design_in_the_store_and_storage_options_over_the_environment(
+    run_cli, experiment, tmp_path, bucket, s3_server, monkeypatch
+):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # wrong: the flag must win
-    result = run_cli("assign", "--design", f"s3://{bucket}/exp/design.json", "--products", experiment / "products.csv",
-                     "--storage-option", f"aws_endpoint_url={s3_server.endpoint}", "-o", tmp_path / "a.parquet", "-q")
+    result = run_cli(
+        "assign",
+        "--design",
+        f"s3://{bucket}/exp/design.json",
+        "--products",
+        experiment / "products.csv",
+        "--storage-option",
+        f"aws_endpoint_url={s3_server.endpoint}",
+        "-o",
+        tmp_path / "a.parquet",
+        "-q",
+    )
     assert result.code == 0, result.stderr
     assert pl.read_parquet(tmp_path / "a.parquet").equals(pl.read_parquet(experiment / "assignment.parquet"))
-    malformed = run_cli("assign", "--design", f"s3://{bucket}/exp/design.json", "--products",
-                        experiment / "products.csv", "--storage-option", "aws_region", "-o", tmp_path / "b.parquet")
+    malformed = run_cli(
+        "assign",
+        "--design",
+        f"s3://{bucket}/exp/design.json",
+        "--products",
+        experiment / "products.csv",
+        "--storage-option",
+        "aws_region",
+        "-o",
+        tmp_path / "b.parquet",
+    )
     assert malformed.code == 2 and "--storage-option 'aws_region': expected KEY=VALUE" in malformed.stderr
     assert not (tmp_path / "b.parquet").exists()
 
 
-def test_an_unreachable_store_is_refused_in_seconds_naming_the_uri_and_the_variable(run_cli, experiment, tmp_path,
-                                                                                    bucket, monkeypatch):
+def test_an_unreachable_store_is_refused_in_seconds_naming_the_uri_and_the_variable(
+    run_cli, experiment, tmp_path, bucket, monkeypatch
+):
     import time
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
@@ -252,7 +342,8 @@ def test_an_unreachable_store_is_refused_in_seconds_naming_the_uri_and_the_varia
 def test_a_dataset_in_the_store_whose_files_disagree_is_refused(run_cli, experiment, tmp_path, bucket, s3_server):
     spoiled = tmp_path / "spoiled.parquet"
     pl.read_parquet(experiment / "sales.parquet").head(5).drop("date").with_columns(
-        pl.col("units").cast(pl.Float64)).write_parquet(spoiled)
+        pl.col("units").cast(pl.Float64)
+    ).write_parquet(spoiled)
     s3_server.upload(spoiled, bucket, "exports/sales/date=2026-03-16")
     result = hpte(run_cli, f"s3://{bucket}/exports/sales/", experiment / "assignment.parquet", tmp_path / "e.csv")
     assert result.code == 65, result.stderr

@@ -38,8 +38,9 @@ pricelab hpte --sales demo_out/sales/ --assignment demo_out/assignment.parquet \
 def test_the_demo_chain_writes_the_same_bytes_as_before(tmp_path):
     shutil.copytree(ROOT / "sample_data", tmp_path / "sample_data")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", CHAIN], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", CHAIN], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "demo_out"
     if os.environ.get("PRICELAB_REGENERATE_DEMO_OUTPUTS") == "1":

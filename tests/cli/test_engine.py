@@ -33,13 +33,49 @@ def chain(tmp_path_factory):
     1,024), so every step of theirs has several tasks."""
     d = tmp_path_factory.mktemp("engine")
     steps = [
-        ["simulate", "catalog", "--n-products", "2500", "--n-groups", "100", "--seed", "2", "-o", d / "products.csv",
-         "--edges-out", d / "edges.parquet"],
-        ["design", "random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--salt", "engine",
-         "-o", d / "design.json"],
+        [
+            "simulate",
+            "catalog",
+            "--n-products",
+            "2500",
+            "--n-groups",
+            "100",
+            "--seed",
+            "2",
+            "-o",
+            d / "products.csv",
+            "--edges-out",
+            d / "edges.parquet",
+        ],
+        [
+            "design",
+            "random-days",
+            "--start",
+            "2026-03-02",
+            "--end",
+            "2026-03-15",
+            "--salt",
+            "engine",
+            "-o",
+            d / "design.json",
+        ],
         ["assign", "--design", d / "design.json", "--products", d / "products.csv", "-o", d / "assignment.parquet"],
-        ["simulate", "sales", "--products", d / "products.csv", "--assignment", d / "assignment.parquet",
-         "--edges", d / "edges.parquet", "--history-days", "42", "--seed", "3", "-o", f"{d}/sales/"],
+        [
+            "simulate",
+            "sales",
+            "--products",
+            d / "products.csv",
+            "--assignment",
+            d / "assignment.parquet",
+            "--edges",
+            d / "edges.parquet",
+            "--history-days",
+            "42",
+            "--seed",
+            "3",
+            "-o",
+            f"{d}/sales/",
+        ],
     ]
     for step in steps:
         result = run([str(a) for a in step] + ["-q"])
@@ -48,10 +84,29 @@ def chain(tmp_path_factory):
 
 
 def _hpte_args(d: Path, out: Path) -> list[str]:
-    return ["hpte", "--sales", str(d / "sales"), "--assignment", str(d / "assignment.parquet"),
-            "--features", str(d / "products.csv"), "--outcome", "units", "--outcome", "revenue",
-            "--bootstrap", "100", "--seed", "4", "--partition-rows", "40000", "-o", str(out / "effects.csv"),
-            "--cate-out", str(out / "cate.parquet")]
+    return [
+        "hpte",
+        "--sales",
+        str(d / "sales"),
+        "--assignment",
+        str(d / "assignment.parquet"),
+        "--features",
+        str(d / "products.csv"),
+        "--outcome",
+        "units",
+        "--outcome",
+        "revenue",
+        "--bootstrap",
+        "100",
+        "--seed",
+        "4",
+        "--partition-rows",
+        "40000",
+        "-o",
+        str(out / "effects.csv"),
+        "--cate-out",
+        str(out / "cate.parquet"),
+    ]
 
 
 def _pricelab(args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -72,8 +127,17 @@ def test_ray_without_ray_address_says_how_to_start_one(chain, tmp_path, monkeypa
 
 def test_an_unreachable_cluster_is_a_clear_error(chain, tmp_path):
     pytest.importorskip("ray")
-    args = ["spillover-graph", "--sales", str(SAMPLE / "history.parquet"), "--products", str(SAMPLE / "products.csv"),
-            "--engine", "ray", "-o", str(tmp_path / "edges.csv")]
+    args = [
+        "spillover-graph",
+        "--sales",
+        str(SAMPLE / "history.parquet"),
+        "--products",
+        str(SAMPLE / "products.csv"),
+        "--engine",
+        "ray",
+        "-o",
+        str(tmp_path / "edges.csv"),
+    ]
     # The discard port: nothing listens there.
     env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9", "RAY_AUTH_MODE": "disabled"}
     result = subprocess.run([PRICELAB, *args], capture_output=True, text=True, timeout=60, env=env)
@@ -139,14 +203,49 @@ def test_hpte_on_ray_gives_the_local_bytes_and_uses_both_nodes(ray_cluster, chai
 def test_spillover_graph_ipw_and_power_on_ray_give_the_local_bytes(ray_cluster, chain, tmp_path):
     d = chain
     commands = {
-        "edges.csv": ["spillover-graph", "--sales", str(SAMPLE / "history.parquet"), "--products",
-                      str(SAMPLE / "products.csv"), "--all-pairs", "{out}/pairs.csv"],
-        "ipw.csv": ["ipw", "--sales", str(d / "sales"), "--assignment", str(d / "assignment.parquet"),
-                    "--edges", str(d / "edges.parquet"), "--design", str(d / "design.json"),
-                    "--products", str(d / "products.csv"), "--bootstrap", "100"],
-        "power.csv": ["power", "--history", str(SAMPLE / "history.parquet"), "--products", str(SAMPLE / "products.csv"),
-                      "--design", str(d / "design.json"), "--reps", "4", "--interval-reps", "2", "--bootstrap", "40",
-                      "--seed", "5", "--repetitions-out", "{out}/reps.csv"],
+        "edges.csv": [
+            "spillover-graph",
+            "--sales",
+            str(SAMPLE / "history.parquet"),
+            "--products",
+            str(SAMPLE / "products.csv"),
+            "--all-pairs",
+            "{out}/pairs.csv",
+        ],
+        "ipw.csv": [
+            "ipw",
+            "--sales",
+            str(d / "sales"),
+            "--assignment",
+            str(d / "assignment.parquet"),
+            "--edges",
+            str(d / "edges.parquet"),
+            "--design",
+            str(d / "design.json"),
+            "--products",
+            str(d / "products.csv"),
+            "--bootstrap",
+            "100",
+        ],
+        "power.csv": [
+            "power",
+            "--history",
+            str(SAMPLE / "history.parquet"),
+            "--products",
+            str(SAMPLE / "products.csv"),
+            "--design",
+            str(d / "design.json"),
+            "--reps",
+            "4",
+            "--interval-reps",
+            "2",
+            "--bootstrap",
+            "40",
+            "--seed",
+            "5",
+            "--repetitions-out",
+            "{out}/reps.csv",
+        ],
     }
     for output, command in commands.items():
         outs = {}
@@ -181,8 +280,13 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
     local, remote = tmp_path / "local", tmp_path / "ray"
     local.mkdir(), remote.mkdir()
     assert run(_hpte_args(chain, local)).code == 0
-    process = subprocess.Popen([PRICELAB, *_hpte_args(chain, remote)], env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [PRICELAB, *_hpte_args(chain, remote)],
+        env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_the_driver(ray_cluster, process, 1.0)
         os.kill(ray_cluster.worker_raylet_pid(), signal.SIGKILL)
@@ -206,8 +310,13 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
 def test_sigterm_on_ray_unwinds_like_ctrl_c(ray_cluster, chain, tmp_path):
     """SIGTERM to a driver connected to the cluster: one line, exit 143, nothing written,
     and no stack dump from Ray's core (whose own handler the run replaces)."""
-    process = subprocess.Popen([PRICELAB, *_hpte_args(chain, tmp_path)], env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [PRICELAB, *_hpte_args(chain, tmp_path)],
+        env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for_the_driver(ray_cluster, process, 0.5)
         process.send_signal(signal.SIGTERM)

@@ -91,9 +91,25 @@ def test_a_signal_mid_run_writes_nothing_and_leaves_no_scratch_or_worker(work, t
     out.write_text("earlier results\n")
     env = _env(tmp_path)
     proc = subprocess.Popen(
-        pricelab("hpte", "--sales", work / "sales.parquet", "--assignment", work / "a.parquet", "-o", out,
-                 "--partition-rows", "20000", "--jobs", "2", "--bootstrap", "20000"),
-        stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+        pricelab(
+            "hpte",
+            "--sales",
+            work / "sales.parquet",
+            "--assignment",
+            work / "a.parquet",
+            "-o",
+            out,
+            "--partition-rows",
+            "20000",
+            "--jobs",
+            "2",
+            "--bootstrap",
+            "20000",
+        ),
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     # Stopped once its partitions are on disk and its workers are up (or after 120 s).
@@ -124,10 +140,9 @@ def test_a_signal_while_an_output_is_written_removes_its_temporary_file(tmp_path
     temporary file, and the file it would have replaced is untouched."""
     target = tmp_path / "e.csv"
     target.write_text("earlier\n")
-    with pytest.raises(Stopped), pio.output_transaction():
-        with pio.atomic_path(target) as tmp:
-            tmp.write_text("half of a new")
-            raise Stopped(signal.SIGTERM)
+    with pytest.raises(Stopped), pio.output_transaction(), pio.atomic_path(target) as tmp:
+        tmp.write_text("half of a new")
+        raise Stopped(signal.SIGTERM)
     assert target.read_text() == "earlier\n"
     assert _debris(tmp_path) == []
 
@@ -138,10 +153,20 @@ def test_a_signal_during_the_commit_waits_for_it_to_finish(work, tmp_path):
     held until the commit is complete: the outputs are whole and the run says so."""
     out = tmp_path / "x.csv"
     done = subprocess.run(
-        [STRACE, "-f", "-o", os.devnull, "-e", "trace=rename,renameat,renameat2",
-         "-e", "inject=rename,renameat,renameat2:signal=SIGTERM:when=1",
-         *pricelab("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", out, "-q")],
-        capture_output=True, text=True, env=_env(tmp_path),
+        [
+            STRACE,
+            "-f",
+            "-o",
+            os.devnull,
+            "-e",
+            "trace=rename,renameat,renameat2",
+            "-e",
+            "inject=rename,renameat,renameat2:signal=SIGTERM:when=1",
+            *pricelab("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", out, "-q"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
     )
     assert done.returncode == 143, done.stderr
     assert "stopped by SIGTERM after its outputs were committed" in done.stderr
@@ -161,8 +186,9 @@ def test_debris_of_a_run_that_is_gone_is_removed_by_the_next(work, tmp_path, run
     gone_folder.mkdir()
     live = tmp_path / f".e.csv.pl-{host}-{alive}-abcd1234.tmp"
     live.write_text("in progress")
-    result = run_cli("assign", "--design", work / "tb.json", "--products", work / "products.csv",
-                     "-o", tmp_path / "e.csv", "-q")
+    result = run_cli(
+        "assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", tmp_path / "e.csv", "-q"
+    )
     assert result.code == 0, result.stderr
     assert not gone.exists() and not gone_folder.exists()
     assert live.exists()
@@ -173,8 +199,13 @@ def test_debris_of_a_run_that_is_gone_is_removed_by_the_next(work, tmp_path, run
 
 def _assign_folder(work: Path, out: Path, design: str = "tb.json", *pre: str, env=None):
     return subprocess.run(
-        [*pre, *pricelab("assign", "--design", work / design, "--products", work / "products.csv", "-o", f"{out}/", "-q")],
-        capture_output=True, text=True, env=env,
+        [
+            *pre,
+            *pricelab("assign", "--design", work / design, "--products", work / "products.csv", "-o", f"{out}/", "-q"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
 
 
@@ -187,8 +218,18 @@ def test_a_kill_while_a_folder_is_replaced_never_loses_it(work, tmp_path):
     assert _assign_folder(work, out, env=env).returncode == 0
     before = pl.read_parquet(out).sort("product_id", "date")
     killed = _assign_folder(
-        work, out, "tb2.json", STRACE, "-f", "-o", os.devnull, "-e", "trace=rename,renameat,renameat2",
-        "-e", "inject=rename,renameat,renameat2:signal=SIGKILL:when=1", env=env,
+        work,
+        out,
+        "tb2.json",
+        STRACE,
+        "-f",
+        "-o",
+        os.devnull,
+        "-e",
+        "trace=rename,renameat,renameat2",
+        "-e",
+        "inject=rename,renameat,renameat2:signal=SIGKILL:when=1",
+        env=env,
     )
     assert killed.returncode != 0
     assert out.is_dir()
@@ -202,12 +243,16 @@ def test_a_folder_moved_aside_by_a_killed_run_is_put_back(work, tmp_path, run_cl
     """Where no swap exists, the old folder moves aside before the new one comes in; if the
     run dies between the two, the next run puts it back before anything else."""
     out = tmp_path / "ad"
-    assert run_cli("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", f"{out}/", "-q").code == 0
+    assert (
+        run_cli("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", f"{out}/", "-q").code
+        == 0
+    )
     host = scratch.tag().split("-")[1]
     aside = tmp_path / f".ad.pl-{host}-{_reaped_pid()}-0badc0de.old"
     out.rename(aside)
-    result = run_cli("assign", "--design", work / "tb.json", "--products", work / "products.csv",
-                     "-o", tmp_path / "other.csv", "-q")
+    result = run_cli(
+        "assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", tmp_path / "other.csv", "-q"
+    )
     assert result.code == 0
     assert out.is_dir() and not aside.exists()
     assert f"{out}: put back" in result.stderr
@@ -262,10 +307,23 @@ def test_a_second_writer_waits_for_the_first_commit_then_gives_up_with_75(work, 
     out = tmp_path / "ad"
     assert _assign_folder(work, out, env=env).returncode == 0
     a = subprocess.Popen(
-        [STRACE, "-f", "-o", os.devnull, "-e", "trace=rename,renameat,renameat2",
-         "-e", "inject=rename,renameat,renameat2:signal=SIGSTOP:when=1",
-         *pricelab("assign", "--design", work / "tb2.json", "--products", work / "products.csv", "-o", f"{out}/", "-q")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            STRACE,
+            "-f",
+            "-o",
+            os.devnull,
+            "-e",
+            "trace=rename,renameat,renameat2",
+            "-e",
+            "inject=rename,renameat,renameat2:signal=SIGSTOP:when=1",
+            *pricelab(
+                "assign", "--design", work / "tb2.json", "--products", work / "products.csv", "-o", f"{out}/", "-q"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert _wait_for_lock(tmp_path, a), "run A never reached its commit"
@@ -293,16 +351,27 @@ def test_a_commit_cut_between_two_outputs_is_finished_by_the_next_run(work, tmp_
     first = pricelab("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", out, "-q")
     assert subprocess.run(first, env=env).returncode == 0
     killed = subprocess.run(
-        [STRACE, "-f", "-o", os.devnull, "-e", "trace=rename,renameat,renameat2",
-         "-e", "inject=rename,renameat,renameat2:signal=SIGKILL:when=2",
-         *pricelab("assign", "--design", work / "tb2.json", "--products", work / "products.csv", "-o", out, "-q")],
-        env=env, capture_output=True,
+        [
+            STRACE,
+            "-f",
+            "-o",
+            os.devnull,
+            "-e",
+            "trace=rename,renameat,renameat2",
+            "-e",
+            "inject=rename,renameat,renameat2:signal=SIGKILL:when=2",
+            *pricelab("assign", "--design", work / "tb2.json", "--products", work / "products.csv", "-o", out, "-q"),
+        ],
+        env=env,
+        capture_output=True,
     )
     assert killed.returncode != 0
     assert any(name.endswith(".journal") for name in _debris(tmp_path))
     following = subprocess.run(
         pricelab("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-o", tmp_path / "y.csv"),
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert following.returncode == 0
     assert "a cut commit of an earlier run was finished" in following.stderr
@@ -342,9 +411,23 @@ def test_a_full_disk_names_the_output_and_keeps_the_old_one(work, small_disk, ru
 def test_a_full_scratch_folder_says_where_and_how_to_move_it(work, small_disk, tmp_path):
     env = {**os.environ, "TMPDIR": str(small_disk)}
     done = subprocess.run(
-        pricelab("hpte", "--sales", work / "sales.parquet", "--assignment", work / "a.parquet", "-o", tmp_path / "e.csv",
-                 "--partition-rows", "20000", "--jobs", "1", "-q"),
-        capture_output=True, text=True, env=env,
+        pricelab(
+            "hpte",
+            "--sales",
+            work / "sales.parquet",
+            "--assignment",
+            work / "a.parquet",
+            "-o",
+            tmp_path / "e.csv",
+            "--partition-rows",
+            "20000",
+            "--jobs",
+            "1",
+            "-q",
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 73, done.stderr
     assert f"the scratch folder {str(small_disk)!r} has no room for the sales partitions" in done.stderr
@@ -355,8 +438,15 @@ def test_a_full_scratch_folder_says_where_and_how_to_move_it(work, small_disk, t
 
 def test_closed_stdout_and_a_full_device_are_named(work, tmp_path):
     base = pricelab("assign", "--design", work / "tb.json", "--products", work / "products.csv", "-q")
-    closed = subprocess.run([*base, "-o", "-"], capture_output=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, close_fds=True, preexec_fn=lambda: os.close(1))
+    closed = subprocess.run(
+        [*base, "-o", "-"],
+        capture_output=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        close_fds=True,
+        preexec_fn=lambda: os.close(1),
+    )
     assert closed.returncode == 73, closed.stderr
     assert "standard output is closed" in closed.stderr
     full = subprocess.run([*base, "-o", "/dev/full"], capture_output=True, text=True)
@@ -367,7 +457,7 @@ def test_closed_stdout_and_a_full_device_are_named(work, tmp_path):
 def _damage(source: Path, target: Path) -> None:
     data = bytearray(source.read_bytes())
     at = len(data) // 3
-    data[at:at + 2000] = bytes(b ^ 0xFF for b in data[at:at + 2000])
+    data[at : at + 2000] = bytes(b ^ 0xFF for b in data[at : at + 2000])
     target.write_bytes(bytes(data))
 
 
@@ -387,8 +477,22 @@ def test_a_damaged_page_in_ipws_sales_is_named(work, tmp_path, run_cli):
     _damage(work / "sales.parquet", bad)
     edges = tmp_path / "edges.csv"
     edges.write_text("src,dst,weight\n1,2,0.5\n")
-    result = run_cli("ipw", "--sales", bad, "--assignment", work / "a.parquet", "--edges", edges, "--design",
-                     work / "tb.json", "--products", work / "products.csv", "-o", tmp_path / "s.csv", "-q")
+    result = run_cli(
+        "ipw",
+        "--sales",
+        bad,
+        "--assignment",
+        work / "a.parquet",
+        "--edges",
+        edges,
+        "--design",
+        work / "tb.json",
+        "--products",
+        work / "products.csv",
+        "-o",
+        tmp_path / "s.csv",
+        "-q",
+    )
     assert result.code == 66, result.stderr
     assert result.stderr.startswith(f"pricelab: error: {bad}: part of the file is damaged")
     assert not (tmp_path / "s.csv").exists()
@@ -430,8 +534,13 @@ def _hpte_through(proxy, s3_server, work, uri, out, *extra):
     env = {**os.environ, **s3_server.env, "AWS_ENDPOINT_URL": proxy.endpoint}
     start = time.monotonic()
     done = subprocess.run(
-        pricelab("hpte", "--sales", uri, "--assignment", work / "a.parquet", "-o", out, "--bootstrap", "50", "-q", *extra),
-        env=env, capture_output=True, text=True, timeout=300,
+        pricelab(
+            "hpte", "--sales", uri, "--assignment", work / "a.parquet", "-o", out, "--bootstrap", "50", "-q", *extra
+        ),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return done, time.monotonic() - start
 
@@ -453,8 +562,9 @@ def test_an_object_store_failing_part_way_is_named_and_bounded(work, s3_server, 
     assert done.returncode == 0, done.stderr
     faulty = FaultyProxy(s3_server.endpoint, mode, after=clean.requests - 1)
     try:
-        done, seconds = _hpte_through(faulty, s3_server, work, s3_sales, tmp_path / "e.csv",
-                                      "--storage-option", "timeout=4s")
+        done, seconds = _hpte_through(
+            faulty, s3_server, work, s3_sales, tmp_path / "e.csv", "--storage-option", "timeout=4s"
+        )
     finally:
         faulty.close()
     assert done.returncode == 66, done.stderr
@@ -471,7 +581,15 @@ def test_sales_that_start_after_the_experiment_say_so(work, tmp_path, run_cli):
     early = make_design("time-bound", salt="early", start=dt.date(2020, 3, 2), end=dt.date(2020, 3, 29))
     products = pl.read_csv(work / "products.csv")
     assign(early, products).write_parquet(tmp_path / "early.parquet")
-    result = run_cli("hpte", "--sales", work / "sales.parquet", "--assignment", tmp_path / "early.parquet",
-                     "-o", tmp_path / "e.csv", "-q")
+    result = run_cli(
+        "hpte",
+        "--sales",
+        work / "sales.parquet",
+        "--assignment",
+        tmp_path / "early.parquet",
+        "-o",
+        tmp_path / "e.csv",
+        "-q",
+    )
     assert result.code == 65
     assert "its sales start on" in result.stderr and "after the experiment's last date 2020-03-29" in result.stderr

@@ -44,7 +44,14 @@ def test_writes_one_row_per_outcome_with_the_contract_columns(run_cli, experimen
     out, cate, png = tmp_path / "effects.csv", tmp_path / "cate.parquet", tmp_path / "effect.png"
     result = run_cli(
         *args(experiment, "--outcome", "units", "--outcome", "revenue", "--features", experiment / "products.csv"),
-        "-o", out, "--cate-out", cate, "--plot", png, "--seed", "1",
+        "-o",
+        out,
+        "--cate-out",
+        cate,
+        "--plot",
+        png,
+        "--seed",
+        "1",
     )
     assert result.code == 0, result.stderr
     effects = pl.read_csv(out)
@@ -86,8 +93,24 @@ def test_csv_inputs_with_renamed_columns(run_cli, experiment, tmp_path):
     assignment.write_csv(tmp_path / "a.csv")
     out = tmp_path / "e.csv"
     result = run_cli(
-        "hpte", "--sales", tmp_path / "s.csv", "--assignment", tmp_path / "a.csv", "--unit-col", "sku",
-        "--time-col", "day", "--outcome", "qty", "--bootstrap", "50", "-o", out, "--cate-out", tmp_path / "c.csv", "-q",
+        "hpte",
+        "--sales",
+        tmp_path / "s.csv",
+        "--assignment",
+        tmp_path / "a.csv",
+        "--unit-col",
+        "sku",
+        "--time-col",
+        "day",
+        "--outcome",
+        "qty",
+        "--bootstrap",
+        "50",
+        "-o",
+        out,
+        "--cate-out",
+        tmp_path / "c.csv",
+        "-q",
     )
     assert result.code == 0, result.stderr
     assert pl.read_csv(out)["outcome"].to_list() == ["qty"]
@@ -97,8 +120,15 @@ def test_csv_inputs_with_renamed_columns(run_cli, experiment, tmp_path):
 def test_did_reproduces_the_organ_donation_estimate_and_warns_about_the_se(run_cli, tmp_path):
     out = tmp_path / "did.csv"
     result = run_cli(
-        "hpte", "--sales", DATA / "organ_donation_sales.csv", "--assignment", DATA / "organ_donation_assignment.csv",
-        "--method", "did", "-o", out,
+        "hpte",
+        "--sales",
+        DATA / "organ_donation_sales.csv",
+        "--assignment",
+        DATA / "organ_donation_assignment.csv",
+        "--method",
+        "did",
+        "-o",
+        out,
     )
     assert result.code == 0, result.stderr
     row = pl.read_csv(out).row(0, named=True)
@@ -132,38 +162,63 @@ FIRST_DAY = START.isoformat()
 
 CASES = {
     "product missing from sales": (
-        65, "assignment.csv: 1 assigned product(s) have no sales rows, e.g. 7; give every assigned product its rows in",
+        65,
+        "assignment.csv: 1 assigned product(s) have no sales rows, e.g. 7; give every assigned product its rows in",
         lambda e: bad_sales(e, lambda s: s.filter(pl.col("product_id") != 7)),
     ),
     "no pre-period": (
-        65, "s.csv: no product has sales before its experiment starts",
+        65,
+        "s.csv: no product has sales before its experiment starts",
         lambda e: bad_sales(e, lambda s: s.filter(pl.col("date") >= FIRST_DAY)),
     ),
     "arm with no products": (
-        65, "a.csv: the treated arm has no analysed experiment rows",
+        65,
+        "a.csv: the treated arm has no analysed experiment rows",
         lambda e: bad_assignment(e, lambda a: a.with_columns(treated=pl.lit(0))),
     ),
     "missing outcome values": (
-        65, "s.csv: column 'units' has 1 missing or non-finite value(s) on analysed dates, e.g. product 1 on 2024-06-03",
-        lambda e: bad_sales(e, lambda s: s.with_columns(
-            units=pl.when((pl.col("product_id") == 1) & (pl.col("date") == FIRST_DAY)).then(None).otherwise(pl.col("units")))),
+        65,
+        "s.csv: column 'units' has 1 missing or non-finite value(s) on analysed dates, e.g. product 1 on 2024-06-03",
+        lambda e: bad_sales(
+            e,
+            lambda s: s.with_columns(
+                units=pl.when((pl.col("product_id") == 1) & (pl.col("date") == FIRST_DAY))
+                .then(None)
+                .otherwise(pl.col("units"))
+            ),
+        ),
     ),
     "duplicate product-dates": (
-        65, "s.csv: 2 rows repeat a (product_id, date) key, e.g. product_id=1",
+        65,
+        "s.csv: 2 rows repeat a (product_id, date) key, e.g. product_id=1",
         lambda e: bad_sales(e, lambda s: pl.concat([s, s.head(1)])),
     ),
     "missing outcome column": (
-        65, "missing column 'revenue_eur'",
+        65,
+        "missing column 'revenue_eur'",
         lambda e: lambda d: ["--outcome", "revenue_eur"],
     ),
     "treated not 0/1": (
-        65, "a.csv: column 'treated' must hold 0 or 1, found 3",
+        65,
+        "a.csv: column 'treated' must hold 0 or 1, found 3",
         lambda e: bad_assignment(e, lambda a: a.with_columns(treated=pl.lit(3))),
     ),
     "missing file": (66, "nope.parquet: no such file", lambda e: lambda d: ["--sales", d / "nope.parquet"]),
-    "cate with did": (2, "--cate-out needs the causal forest", lambda e: lambda d: ["--method", "did", "--cate-out", d / "c.csv"]),
-    "outcome is the date": (2, "--outcome 'date' names the product or date column", lambda e: lambda d: ["--outcome", "date"]),
-    "negative bootstrap": (2, "Invalid value for '--bootstrap': Input should be greater than or equal to 0", lambda e: lambda d: ["--bootstrap", "-1"]),
+    "cate with did": (
+        2,
+        "--cate-out needs the causal forest",
+        lambda e: lambda d: ["--method", "did", "--cate-out", d / "c.csv"],
+    ),
+    "outcome is the date": (
+        2,
+        "--outcome 'date' names the product or date column",
+        lambda e: lambda d: ["--outcome", "date"],
+    ),
+    "negative bootstrap": (
+        2,
+        "Invalid value for '--bootstrap': Input should be greater than or equal to 0",
+        lambda e: lambda d: ["--bootstrap", "-1"],
+    ),
     "unknown method": (2, "'ols' is not one of 'hpte', 'did'", lambda e: lambda d: ["--method", "ols"]),
 }
 
@@ -172,7 +227,17 @@ CASES = {
 def test_bad_input_exits_with_its_code_and_message_and_leaves_no_output(run_cli, experiment, tmp_path, case):
     code, message, extra = CASES[case]
     out = tmp_path / "effects.csv"
-    base = ["hpte", "--sales", experiment / "sales.csv", "--assignment", experiment / "assignment.csv", "--bootstrap", "20", "-o", out]
+    base = [
+        "hpte",
+        "--sales",
+        experiment / "sales.csv",
+        "--assignment",
+        experiment / "assignment.csv",
+        "--bootstrap",
+        "20",
+        "-o",
+        out,
+    ]
     extra_args = extra(experiment)(tmp_path)
     for flag in ("--sales", "--assignment"):  # a case that brings its own file replaces the default
         if flag in extra_args:
@@ -218,8 +283,14 @@ def contaminated(tmp_path_factory):
     products, _ = simulate_catalog(300, 6, 5, seed=5)
     design = make_design("time-bound", salt="robust-cli", start=START, end=START + dt.timedelta(days=27))
     assignment = assign(design, products)
-    sim = simulate_sales(products, assignment=assignment, history_days=91, seed=5, contamination=0.04,
-                         contamination_kinds=("noise", "jump", "spike", "stockout"))
+    sim = simulate_sales(
+        products,
+        assignment=assignment,
+        history_days=91,
+        seed=5,
+        contamination=0.04,
+        contamination_kinds=("noise", "jump", "spike", "stockout"),
+    )
     sim.sales.write_parquet(folder / "sales.parquet")
     assignment.write_parquet(folder / "assignment.parquet")
     sim.product_truth.write_parquet(folder / "truth.parquet")
@@ -261,8 +332,9 @@ def test_placebo_and_carryover_outputs(run_cli, experiment, tmp_path):
     """--placebo-out: the effects columns for the fake experiment before the start;
     --carryover-out: one row per outcome and arm."""
     placebo, carryover = tmp_path / "placebo.csv", tmp_path / "carryover.csv"
-    result = run_cli(*args(experiment), "-o", tmp_path / "effects.csv", "--placebo-out", placebo,
-                     "--carryover-out", carryover)
+    result = run_cli(
+        *args(experiment), "-o", tmp_path / "effects.csv", "--placebo-out", placebo, "--carryover-out", carryover
+    )
     assert result.code == 0, result.stderr
     fake = pl.read_csv(placebo)
     assert fake.columns == list(EFFECT_COLUMNS) and fake["outcome"].to_list() == ["units"]
@@ -274,10 +346,23 @@ def test_placebo_and_carryover_outputs(run_cli, experiment, tmp_path):
 
 def test_placebo_needs_history_as_long_as_the_experiment(run_cli, experiment, tmp_path):
     short = tmp_path / "sales.parquet"
-    pl.read_parquet(experiment / "sales.parquet").filter(pl.col("date") >= START - dt.timedelta(days=25)).write_parquet(short)
+    pl.read_parquet(experiment / "sales.parquet").filter(pl.col("date") >= START - dt.timedelta(days=25)).write_parquet(
+        short
+    )
     out = tmp_path / "effects.csv"
-    result = run_cli("hpte", "--sales", short, "--assignment", experiment / "assignment.parquet", "--bootstrap", "100",
-                     "-o", out, "--placebo-out", tmp_path / "placebo.csv")
+    result = run_cli(
+        "hpte",
+        "--sales",
+        short,
+        "--assignment",
+        experiment / "assignment.parquet",
+        "--bootstrap",
+        "100",
+        "-o",
+        out,
+        "--placebo-out",
+        tmp_path / "placebo.csv",
+    )
     assert result.code == 65 and "a placebo needs" in result.stderr
     assert not out.exists() and not (tmp_path / "placebo.csv").exists()
 

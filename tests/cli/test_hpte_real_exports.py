@@ -34,8 +34,9 @@ def time_bound(tmp_path_factory):
 
 
 def hpte(run_cli, sales, assignment, out, *extra):
-    return run_cli("hpte", "--sales", sales, "--assignment", assignment, "--bootstrap", "100", "--trees", "20",
-                   "-o", out, *extra)
+    return run_cli(
+        "hpte", "--sales", sales, "--assignment", assignment, "--bootstrap", "100", "--trees", "20", "-o", out, *extra
+    )
 
 
 def test_a_product_the_price_killed_stays_in_the_estimate(run_cli, time_bound, tmp_path):
@@ -48,10 +49,24 @@ def test_a_product_the_price_killed_stays_in_the_estimate(run_cli, time_bound, t
         units=pl.when((pl.col("product_id") == victim) & (pl.col("date") >= START)).then(0.0).otherwise(pl.col("units"))
     )
     killed.write_parquet(tmp_path / "killed.parquet")
-    base = hpte(run_cli, folder / "sales.parquet", folder / "assignment.parquet", tmp_path / "base.csv",
-                "--cate-out", tmp_path / "base_cate.csv")
-    result = hpte(run_cli, tmp_path / "killed.parquet", folder / "assignment.parquet", tmp_path / "killed.csv",
-                  "--cate-out", tmp_path / "cate.csv", "--outliers-out", tmp_path / "outliers.csv")
+    base = hpte(
+        run_cli,
+        folder / "sales.parquet",
+        folder / "assignment.parquet",
+        tmp_path / "base.csv",
+        "--cate-out",
+        tmp_path / "base_cate.csv",
+    )
+    result = hpte(
+        run_cli,
+        tmp_path / "killed.parquet",
+        folder / "assignment.parquet",
+        tmp_path / "killed.csv",
+        "--cate-out",
+        tmp_path / "cate.csv",
+        "--outliers-out",
+        tmp_path / "outliers.csv",
+    )
     assert base.code == 0 and result.code == 0, result.stderr
     before, after = pl.read_csv(tmp_path / "base.csv"), pl.read_csv(tmp_path / "killed.csv")
     assert after["n_products"].item() == before["n_products"].item()
@@ -80,10 +95,14 @@ def test_a_sparse_export_gives_the_estimate_of_its_filled_twin_with_a_note(run_c
     assert "read as zero sales" in thin.stderr and "--no-fill-zeros" in thin.stderr
     assert (tmp_path / "dense.csv").read_bytes() == (tmp_path / "sparse.csv").read_bytes()
     # With --no-fill-zeros the absent days stay unknown, and the estimate is another one.
-    unknown = hpte(run_cli, tmp_path / "sparse.parquet", folder / "assignment.parquet", tmp_path / "unknown.csv",
-                   "--no-fill-zeros")
+    unknown = hpte(
+        run_cli, tmp_path / "sparse.parquet", folder / "assignment.parquet", tmp_path / "unknown.csv", "--no-fill-zeros"
+    )
     assert unknown.code == 0 and "have no row" not in unknown.stderr
-    assert pl.read_csv(tmp_path / "unknown.csv")["estimate"].item() != pl.read_csv(tmp_path / "dense.csv")["estimate"].item()
+    assert (
+        pl.read_csv(tmp_path / "unknown.csv")["estimate"].item()
+        != pl.read_csv(tmp_path / "dense.csv")["estimate"].item()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +127,16 @@ def weekly(tmp_path_factory):
 @pytest.mark.parametrize(
     "kind, extra, message",
     [
-        ("time-bound", {"start": START + dt.timedelta(days=2), "end": START + dt.timedelta(days=51)},
-         "starts on 2024-06-05, inside the sales period that begins on 2024-06-03"),
-        ("random-days", {"start": START, "end": START + dt.timedelta(days=55), "block_days": 1},
-         "is treated on some days and control on others within the sales period that begins on"),
+        (
+            "time-bound",
+            {"start": START + dt.timedelta(days=2), "end": START + dt.timedelta(days=51)},
+            "starts on 2024-06-05, inside the sales period that begins on 2024-06-03",
+        ),
+        (
+            "random-days",
+            {"start": START, "end": START + dt.timedelta(days=55), "block_days": 1},
+            "is treated on some days and control on others within the sales period that begins on",
+        ),
     ],
     ids=["start mid-week", "daily blocks"],
 )
@@ -178,8 +203,9 @@ def test_the_estimator_reports_p_and_interval_that_agree_on_many_experiments():
         design = make_design("random-days", salt=f"p-{rep}", start=START, end=START + dt.timedelta(days=13))
         assignment = assign(design, products)
         sim = simulate_sales(products, assignment=assignment, history_days=42, seed=rep, price_change=-0.02)
-        est = HeterogeneousPanelEffect(n_bootstrap=200, n_estimators=10, random_state=rep, effect_path=False,
-                                       n_jobs=1).fit(sim.sales, assignment)
+        est = HeterogeneousPanelEffect(
+            n_bootstrap=200, n_estimators=10, random_state=rep, effect_path=False, n_jobs=1
+        ).fit(sim.sales, assignment)
         excludes = est.ci_low_ > 0 or est.ci_high_ < 0
         disagreements += (est.p_value_ < 0.05) != excludes
         assert est.lift_low_ <= est.lift_ <= est.lift_high_

@@ -19,19 +19,60 @@ def files(tmp_path_factory):
 def experiment(files, run_cli):
     d = files
     if not (d / "sales.parquet").exists():
-        assert run_cli("design", "random-days", "--start", "2026-03-02", "--end", "2026-03-22", "--salt", "ipw", "-o", d / "design.json", "-q").code == 0
-        assert run_cli("assign", "--design", d / "design.json", "--products", d / "products.csv", "-o", d / "assignment.parquet", "-q").code == 0
+        assert (
+            run_cli(
+                "design",
+                "random-days",
+                "--start",
+                "2026-03-02",
+                "--end",
+                "2026-03-22",
+                "--salt",
+                "ipw",
+                "-o",
+                d / "design.json",
+                "-q",
+            ).code
+            == 0
+        )
+        assert (
+            run_cli(
+                "assign",
+                "--design",
+                d / "design.json",
+                "--products",
+                d / "products.csv",
+                "-o",
+                d / "assignment.parquet",
+                "-q",
+            ).code
+            == 0
+        )
         products = pl.read_csv(d / "products.csv")
         assignment = pl.read_parquet(d / "assignment.parquet")
         edges = pl.read_parquet(d / "edges.parquet")
-        simulate_sales(products, assignment=assignment, edges=edges, history_days=42, seed=52).sales.write_parquet(d / "sales.parquet")
+        simulate_sales(products, assignment=assignment, edges=edges, history_days=42, seed=52).sales.write_parquet(
+            d / "sales.parquet"
+        )
     return d
 
 
 def ipw_args(d, *extra):
     return [
-        "ipw", "--sales", d / "sales.parquet", "--assignment", d / "assignment.parquet", "--edges", d / "edges.parquet",
-        "--design", d / "design.json", "--products", d / "products.csv", "--outcome", "units", *extra,
+        "ipw",
+        "--sales",
+        d / "sales.parquet",
+        "--assignment",
+        d / "assignment.parquet",
+        "--edges",
+        d / "edges.parquet",
+        "--design",
+        d / "design.json",
+        "--products",
+        d / "products.csv",
+        "--outcome",
+        "units",
+        *extra,
     ]
 
 
@@ -60,8 +101,36 @@ def test_threshold_replays_the_design_and_reruns_match(run_cli, experiment):
 
 def test_clustered_assignment_reports_products_left_out(run_cli, experiment):
     d = experiment
-    assert run_cli("cluster", "--edges", d / "edges.parquet", "--products", d / "products.csv", "--max-size", "5", "-o", d / "clusters.csv", "-q").code == 0
-    assert run_cli("assign", "--design", d / "design.json", "--products", d / "products.csv", "--clusters", d / "clusters.csv", "-o", d / "clustered.parquet", "-q").code == 0
+    assert (
+        run_cli(
+            "cluster",
+            "--edges",
+            d / "edges.parquet",
+            "--products",
+            d / "products.csv",
+            "--max-size",
+            "5",
+            "-o",
+            d / "clusters.csv",
+            "-q",
+        ).code
+        == 0
+    )
+    assert (
+        run_cli(
+            "assign",
+            "--design",
+            d / "design.json",
+            "--products",
+            d / "products.csv",
+            "--clusters",
+            d / "clusters.csv",
+            "-o",
+            d / "clustered.parquet",
+            "-q",
+        ).code
+        == 0
+    )
     args = ipw_args(d, "--clusters", d / "clusters.csv", "--bootstrap", "50", "-o", "-")
     args[args.index("--assignment") + 1] = d / "clustered.parquet"
     result = run_cli(*args)

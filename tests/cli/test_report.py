@@ -35,8 +35,16 @@ def chain(tmp_path_factory, run_cli_module):
     products.write_csv(folder / "products.csv")
     design = make_design("random-days", salt="report", start=START, end=START + dt.timedelta(days=20))
     result = run_cli_module(
-        "design", "random-days", "--start", str(START), "--end", str(START + dt.timedelta(days=20)), "--salt", "report",
-        "-o", folder / "design.json",
+        "design",
+        "random-days",
+        "--start",
+        str(START),
+        "--end",
+        str(START + dt.timedelta(days=20)),
+        "--salt",
+        "report",
+        "-o",
+        folder / "design.json",
     )
     assert result.code == 0, result.stderr
     assignment = assign(design, products)
@@ -44,16 +52,44 @@ def chain(tmp_path_factory, run_cli_module):
     sim = simulate_sales(products, assignment=assignment, history_days=63, seed=3)
     sim.sales.write_parquet(folder / "sales.parquet")
     result = run_cli_module(
-        "hpte", "--sales", folder / "sales.parquet", "--assignment", folder / "assignment.parquet",
-        "--features", folder / "products.csv", "--bootstrap", "100", "--seed", "0", "-o", folder / "effects.csv",
-        "--cate-out", folder / "cate.parquet", "--placebo-out", folder / "placebo.csv",
+        "hpte",
+        "--sales",
+        folder / "sales.parquet",
+        "--assignment",
+        folder / "assignment.parquet",
+        "--features",
+        folder / "products.csv",
+        "--bootstrap",
+        "100",
+        "--seed",
+        "0",
+        "-o",
+        folder / "effects.csv",
+        "--cate-out",
+        folder / "cate.parquet",
+        "--placebo-out",
+        folder / "placebo.csv",
     )
     assert result.code == 0, result.stderr
     result = run_cli_module(
-        "report", "--design", folder / "design.json", "--assignment", folder / "assignment.parquet",
-        "--sales", folder / "sales.parquet", "--effects", folder / "effects.csv", "--cate", folder / "cate.parquet",
-        "--products", folder / "products.csv", "--placebo", folder / "placebo.csv",
-        "-o", folder / "report.html", "--markdown",
+        "report",
+        "--design",
+        folder / "design.json",
+        "--assignment",
+        folder / "assignment.parquet",
+        "--sales",
+        folder / "sales.parquet",
+        "--effects",
+        folder / "effects.csv",
+        "--cate",
+        folder / "cate.parquet",
+        "--products",
+        folder / "products.csv",
+        "--placebo",
+        folder / "placebo.csv",
+        "-o",
+        folder / "report.html",
+        "--markdown",
     )
     assert result.code == 0, result.stderr
     return folder
@@ -61,8 +97,15 @@ def chain(tmp_path_factory, run_cli_module):
 
 def test_report_is_one_page_with_every_section_and_markdown_beside_it(chain):
     html = (chain / "report.html").read_text()
-    for section in ("Headline", "What was tested", "Effect over time", "Which products responded", "Checks",
-                    "Balance between the arms", "Provenance"):
+    for section in (
+        "Headline",
+        "What was tested",
+        "Effect over time",
+        "Which products responded",
+        "Checks",
+        "Balance between the arms",
+        "Provenance",
+    ):
         assert f">{section}<" in html, section
     # Pictures are inside the page; the Markdown links PNG files written beside it.
     assert html.count('src="data:image/png;base64,') >= 4
@@ -90,8 +133,17 @@ def test_report_refuses_an_effects_file_without_the_contract_columns(run_cli, ch
     pl.read_csv(chain / "effects.csv").drop("lift").write_csv(tmp_path / "effects.csv")
     out = tmp_path / "report.html"
     result = run_cli(
-        "report", "--design", chain / "design.json", "--assignment", chain / "assignment.parquet",
-        "--sales", chain / "sales.parquet", "--effects", tmp_path / "effects.csv", "-o", out,
+        "report",
+        "--design",
+        chain / "design.json",
+        "--assignment",
+        chain / "assignment.parquet",
+        "--sales",
+        chain / "sales.parquet",
+        "--effects",
+        tmp_path / "effects.csv",
+        "-o",
+        out,
     )
     assert result.code == 65 and "lift" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
@@ -107,8 +159,14 @@ def _chromium() -> str | None:
 
 def _browser(*args, profile) -> subprocess.CompletedProcess:
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={profile}",
     ]
     return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
@@ -118,9 +176,11 @@ def _browser(*args, profile) -> subprocess.CompletedProcess:
 # the page laid out at a given width (headless Chromium lays pages out no narrower than 500
 # px, so the width is set on the root element), and the width its content takes: the main
 # column's right edge, or more when something inside it overflows.
-MEASURE = ("<style>html {{ width: {width}px; }}</style><script>var m = document.querySelector('main'); "
-           "document.body.setAttribute('data-scroll-width', String(Math.ceil(Math.max("
-           "m.getBoundingClientRect().right, m.getBoundingClientRect().left + m.scrollWidth))));</script>")
+MEASURE = (
+    "<style>html {{ width: {width}px; }}</style><script>var m = document.querySelector('main'); "
+    "document.body.setAttribute('data-scroll-width', String(Math.ceil(Math.max("
+    "m.getBoundingClientRect().right, m.getBoundingClientRect().left + m.scrollWidth))));</script>"
+)
 
 
 @pytest.mark.parametrize("width", [1280, 420])
@@ -131,8 +191,9 @@ def test_report_in_headless_chromium_shows_the_effects_files_numbers(chain, tmp_
         pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium package as root)")
     page = (chain / "report.html").resolve().as_uri()
     shot = tmp_path / "report.png"
-    done = _browser(f"--screenshot={shot}", f"--window-size={width},2600", "--hide-scrollbars", page,
-                    profile=tmp_path / "p1")
+    done = _browser(
+        f"--screenshot={shot}", f"--window-size={width},2600", "--hide-scrollbars", page, profile=tmp_path / "p1"
+    )
     assert shot.exists(), done.stderr[-2000:]
     import matplotlib.image as mpimg
 
@@ -142,16 +203,25 @@ def test_report_in_headless_chromium_shows_the_effects_files_numbers(chain, tmp_
     assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 200
     measured = tmp_path / "measured.html"
     measured.write_text((chain / "report.html").read_text().replace("</body>", MEASURE.format(width=width) + "</body>"))
-    dom = _browser(f"--window-size={width},2600", "--dump-dom", measured.resolve().as_uri(), profile=tmp_path / "p2").stdout
+    dom = _browser(
+        f"--window-size={width},2600", "--dump-dom", measured.resolve().as_uri(), profile=tmp_path / "p2"
+    ).stdout
     scroll_width = int(re.search(r'data-scroll-width="(\d+)"', dom).group(1))
     assert scroll_width <= width, f"the page is {scroll_width} px wide in a {width} px window"
     effects = pl.read_csv(chain / "effects.csv").row(0, named=True)
-    card = dom[dom.index('data-outcome="units"'):]
+    card = dom[dom.index('data-outcome="units"') :]
     # The lift comes first in the card, before the effect per product-day.
     assert card.index('class="lift"') < card.index('class="estimate"')
     floor = 1 / (100 + 1)  # the chain's hpte ran 100 draws
-    keys = (("estimate", fmt), ("ci_low", fmt), ("ci_high", fmt), ("p_value", lambda p: p_text(p, 100)), ("lift", pct),
-            ("lift_low", pct), ("lift_high", pct))
+    keys = (
+        ("estimate", fmt),
+        ("ci_low", fmt),
+        ("ci_high", fmt),
+        ("p_value", lambda p: p_text(p, 100)),
+        ("lift", pct),
+        ("lift_low", pct),
+        ("lift_high", pct),
+    )
     for key, shown in keys:
         found = re.search(rf'class="{key}" data-value="([^"]+)">([^<]+)<', card)
         assert found, key
@@ -177,16 +247,34 @@ def test_spillover_that_reverses_the_direct_effect_puts_a_banner_on_top(run_cli,
     """ipw says treating every product loses units while the direct effect is a clear gain:
     the headline shows both and a banner says the decision changes."""
     effects = pl.read_csv(chain / "effects.csv").row(0, named=True)
-    pl.DataFrame({
-        "effect": ["direct", "spillover", "total"], "estimate": [effects["estimate"], -3.0, -1.5],
-        "se": [0.5, 0.4, 0.3], "ci_low": [effects["estimate"] - 1, -3.8, -2.1], "ci_high": [effects["estimate"] + 1, -2.2, -0.9],
-        "p_value": [0.001, 0.001, 0.001], "n": [100, 100, 100],
-    }).write_csv(tmp_path / "spillover.csv")
+    pl.DataFrame(
+        {
+            "effect": ["direct", "spillover", "total"],
+            "estimate": [effects["estimate"], -3.0, -1.5],
+            "se": [0.5, 0.4, 0.3],
+            "ci_low": [effects["estimate"] - 1, -3.8, -2.1],
+            "ci_high": [effects["estimate"] + 1, -2.2, -0.9],
+            "p_value": [0.001, 0.001, 0.001],
+            "n": [100, 100, 100],
+        }
+    ).write_csv(tmp_path / "spillover.csv")
     out = tmp_path / "report.html"
     result = run_cli(
-        "report", "--design", chain / "design.json", "--assignment", chain / "assignment.parquet",
-        "--sales", chain / "sales.parquet", "--effects", chain / "effects.csv", "--spillover", tmp_path / "spillover.csv",
-        "--description", "10% price cut", "-o", out,
+        "report",
+        "--design",
+        chain / "design.json",
+        "--assignment",
+        chain / "assignment.parquet",
+        "--sales",
+        chain / "sales.parquet",
+        "--effects",
+        chain / "effects.csv",
+        "--spillover",
+        tmp_path / "spillover.csv",
+        "--description",
+        "10% price cut",
+        "-o",
+        out,
     )
     assert result.code == 0, result.stderr
     page = out.read_text()
@@ -200,6 +288,19 @@ def test_spillover_that_reverses_the_direct_effect_puts_a_banner_on_top(run_cli,
 def test_id_like_columns_are_not_features():
     from pricelab_cli.report import _id_like
 
-    products = pl.DataFrame({"product_id": [1, 2, 3], "community": [0, 0, 1], "store_code": [5, 6, 5],
-                             "sku_rank": [1, 2, 3], "price": [1.0, 2.0, 3.0], "size": [1, 1, 2]})
-    assert [c for c in products.columns if _id_like(products, c)] == ["product_id", "community", "store_code", "sku_rank"]
+    products = pl.DataFrame(
+        {
+            "product_id": [1, 2, 3],
+            "community": [0, 0, 1],
+            "store_code": [5, 6, 5],
+            "sku_rank": [1, 2, 3],
+            "price": [1.0, 2.0, 3.0],
+            "size": [1, 1, 2],
+        }
+    )
+    assert [c for c in products.columns if _id_like(products, c)] == [
+        "product_id",
+        "community",
+        "store_code",
+        "sku_rank",
+    ]

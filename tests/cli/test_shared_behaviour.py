@@ -44,24 +44,106 @@ def files(tmp_path_factory):
 
 # Each command with its inputs, its primary output flag and a secondary output flag.
 COMMANDS = {
-    "design": (["design", "random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--seed", "1"],
-               "-o", "--plot", "json"),
+    "design": (
+        ["design", "random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--seed", "1"],
+        "-o",
+        "--plot",
+        "json",
+    ),
     "assign": (["assign", "--design", "{d}/design.json", "--products", "{d}/products.csv"], "-o", None, "csv"),
     "simulate catalog": (["simulate", "catalog", "--n-products", "20", "--n-groups", "2"], "-o", "--edges-out", "csv"),
-    "simulate sales": (["simulate", "sales", "--products", "{d}/products.csv", "--assignment", "{d}/assignment.parquet",
-                        "--history-days", "20"], "-o", "--product-truth-out", "csv"),
-    "hpte": (["hpte", "--sales", "{d}/sales.parquet", "--assignment", "{d}/assignment.parquet", "--bootstrap", "20"],
-             "-o", "--cate-out", "csv"),
-    "spillover-graph": (["spillover-graph", "--sales", "{d}/history.parquet", "--products", "{d}/products.csv",
-                         "--group-col", "category"], "-o", "--all-pairs", "csv"),
+    "simulate sales": (
+        [
+            "simulate",
+            "sales",
+            "--products",
+            "{d}/products.csv",
+            "--assignment",
+            "{d}/assignment.parquet",
+            "--history-days",
+            "20",
+        ],
+        "-o",
+        "--product-truth-out",
+        "csv",
+    ),
+    "hpte": (
+        ["hpte", "--sales", "{d}/sales.parquet", "--assignment", "{d}/assignment.parquet", "--bootstrap", "20"],
+        "-o",
+        "--cate-out",
+        "csv",
+    ),
+    "spillover-graph": (
+        [
+            "spillover-graph",
+            "--sales",
+            "{d}/history.parquet",
+            "--products",
+            "{d}/products.csv",
+            "--group-col",
+            "category",
+        ],
+        "-o",
+        "--all-pairs",
+        "csv",
+    ),
     "cluster": (["cluster", "--edges", "{d}/edges.csv", "--products", "{d}/products.csv"], "-o", None, "csv"),
-    "ipw": (["ipw", "--sales", "{d}/sales.parquet", "--assignment", "{d}/assignment.parquet", "--edges",
-             "{d}/edges.csv", "--design", "{d}/design.json", "--products", "{d}/products.csv", "--bootstrap", "20"],
-            "-o", None, "csv"),
-    "power": (["power", "--history", "{d}/history.parquet", "--products", "{d}/products.csv", "--design",
-               "{d}/design.json", "--reps", "2", "--jobs", "1"], "-o", "--repetitions-out", "csv"),
-    "report": (["report", "--design", "{d}/design.json", "--assignment", "{d}/assignment.parquet", "--sales",
-                "{d}/sales.parquet", "--effects", "{d}/effects.csv", "--products", "{d}/products.csv"], "-o", None, "html"),
+    "ipw": (
+        [
+            "ipw",
+            "--sales",
+            "{d}/sales.parquet",
+            "--assignment",
+            "{d}/assignment.parquet",
+            "--edges",
+            "{d}/edges.csv",
+            "--design",
+            "{d}/design.json",
+            "--products",
+            "{d}/products.csv",
+            "--bootstrap",
+            "20",
+        ],
+        "-o",
+        None,
+        "csv",
+    ),
+    "power": (
+        [
+            "power",
+            "--history",
+            "{d}/history.parquet",
+            "--products",
+            "{d}/products.csv",
+            "--design",
+            "{d}/design.json",
+            "--reps",
+            "2",
+            "--jobs",
+            "1",
+        ],
+        "-o",
+        "--repetitions-out",
+        "csv",
+    ),
+    "report": (
+        [
+            "report",
+            "--design",
+            "{d}/design.json",
+            "--assignment",
+            "{d}/assignment.parquet",
+            "--sales",
+            "{d}/sales.parquet",
+            "--effects",
+            "{d}/effects.csv",
+            "--products",
+            "{d}/products.csv",
+        ],
+        "-o",
+        None,
+        "html",
+    ),
 }
 WITH_INPUTS = [name for name, (args, *_) in COMMANDS.items() if any("{d}" in a for a in args)]
 WITH_SECONDARY = [name for name, (_, _, secondary, _) in COMMANDS.items() if secondary]
@@ -142,11 +224,10 @@ def test_a_failed_run_commits_none_of_its_outputs(tmp_path):
     first.write_text("old a\n")
     import polars as pl
 
-    with pytest.raises(RuntimeError):
-        with io.output_transaction():
-            io.write_table(pl.DataFrame({"x": [1]}), str(first))
-            io.write_table(pl.DataFrame({"x": [2]}), str(second))
-            raise RuntimeError("the run fails after writing")
+    with pytest.raises(RuntimeError), io.output_transaction():
+        io.write_table(pl.DataFrame({"x": [1]}), str(first))
+        io.write_table(pl.DataFrame({"x": [2]}), str(second))
+        raise RuntimeError("the run fails after writing")
     assert first.read_text() == "old a\n" and not second.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
     with io.output_transaction():
@@ -168,6 +249,7 @@ import polars as pl  # noqa: E402
 def csv_text(transform):
     def spoil(path: pathlib.Path, target: pathlib.Path) -> None:
         target.write_text(transform(path.read_text()))
+
     return spoil
 
 
@@ -176,6 +258,7 @@ def table(transform):
         frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
         frame = transform(frame)
         frame.write_parquet(target) if target.suffix == ".parquet" else frame.write_csv(target)
+
     return spoil
 
 
@@ -188,6 +271,7 @@ def design_field(field, value):
         spec = json.loads(path.read_text())
         spec[field] = value
         target.write_text(json.dumps(spec))
+
     return spoil
 
 
@@ -208,19 +292,40 @@ CSV_INPUTS = ("--products", "--edges")
 DATED_INPUTS = ("--sales", "--assignment", "--history")
 # case -> (inputs it applies to, how the copy is spoiled, exit code, message fragments)
 BAD_INPUT = {
-    "repeated header": (CSV_INPUTS, csv_text(lambda t: t.replace(",", ",product_id,", 1) if t.startswith("product_id")
-                                              else t.replace(",", ",src,", 1)), 65, ["more than once"]),
+    "repeated header": (
+        CSV_INPUTS,
+        csv_text(
+            lambda t: t.replace(",", ",product_id,", 1) if t.startswith("product_id") else t.replace(",", ",src,", 1)
+        ),
+        65,
+        ["more than once"],
+    ),
     "semicolons": (CSV_INPUTS, csv_text(lambda t: t.replace(",", ";")), 65, ["separated by semicolons"]),
     "Parquet named .csv": (CSV_INPUTS, parquet_bytes, 66, ["this is a Parquet file"]),
     "missing identifier": (CSV_INPUTS, csv_text(first_column_blank), 65, ["is empty on row 1"]),
     "time of day": (DATED_INPUTS, table(late_in_the_day), 65, ["column 'date'", "time of day"]),
     "time zone": (DATED_INPUTS, table(in_a_time_zone), 65, ["column 'date'", "time zone"]),
-    "infinite outcome": (("--sales", "--history"), table(lambda f: f.with_columns(
-        pl.when(pl.int_range(pl.len()) == 0).then(float("inf")).otherwise(pl.col("units").cast(pl.Float64)).alias("units"))),
-        65, ["column 'units'", "inf on row 1"]),
+    "infinite outcome": (
+        ("--sales", "--history"),
+        table(
+            lambda f: f.with_columns(
+                pl.when(pl.int_range(pl.len()) == 0)
+                .then(float("inf"))
+                .otherwise(pl.col("units").cast(pl.Float64))
+                .alias("units")
+            )
+        ),
+        65,
+        ["column 'units'", "inf on row 1"],
+    ),
     "no blackout column": (("--assignment",), table(lambda f: f.drop("blackout")), 65, ["missing column 'blackout'"]),
     "no period column": (("--assignment",), table(lambda f: f.drop("period")), 65, ["missing column 'period'"]),
-    "fractional block_days": (("--design",), design_field("block_days", 1.5), 65, ["block_days must be a whole number"]),
+    "fractional block_days": (
+        ("--design",),
+        design_field("block_days", 1.5),
+        65,
+        ["block_days must be a whole number"],
+    ),
     "block_days as text": (("--design",), design_field("block_days", "1"), 65, ["block_days must be a whole number"]),
     "start as a number": (("--design",), design_field("start", 20260302), 65, ["start must be a date"]),
 }
@@ -282,8 +387,12 @@ def test_a_bootstrap_that_cannot_give_an_interval_is_a_usage_error(run_cli, file
     ("name", "flag", "spoil", "fragment"),
     [
         ("ipw", "--edges", lambda f: f.with_columns(pl.col("src").cast(pl.String) + "x"), "not in the products table"),
-        ("power", "--history", lambda f: f.filter(pl.col("date") >= pl.col("date").max() - pl.duration(days=20)),
-         "cannot hold a 14-day experiment window"),
+        (
+            "power",
+            "--history",
+            lambda f: f.filter(pl.col("date") >= pl.col("date").max() - pl.duration(days=20)),
+            "cannot hold a 14-day experiment window",
+        ),
         ("cluster", "--edges", lambda f: f.with_columns(dst=pl.col("src")), "join a product to itself"),
     ],
 )
@@ -301,8 +410,21 @@ def test_messages_from_the_core_name_the_file_the_user_gave(run_cli, files, tmp_
 def test_one_armed_assignments_and_a_capped_outlier_c_are_said_loudly(run_cli, files, tmp_path):
     one = tmp_path / "one.csv"
     one.write_text("product_id\nA\n")
-    design = run_cli("design", "time-bound", "--start", "2026-03-02", "--end", "2026-03-05", "--salt", "x",
-                     "--treat-share", "0.01", "-o", tmp_path / "d.json", "-q")
+    design = run_cli(
+        "design",
+        "time-bound",
+        "--start",
+        "2026-03-02",
+        "--end",
+        "2026-03-05",
+        "--salt",
+        "x",
+        "--treat-share",
+        "0.01",
+        "-o",
+        tmp_path / "d.json",
+        "-q",
+    )
     assert design.code == 0
     result = run_cli("assign", "--design", tmp_path / "d.json", "--products", one, "-o", tmp_path / "a.csv")
     assert result.code == 0 and "every analysed product-day of this assignment is control" in result.stderr
@@ -313,7 +435,9 @@ def test_one_armed_assignments_and_a_capped_outlier_c_are_said_loudly(run_cli, f
 def test_null_cluster_ids_and_numbers_too_large_to_sum_are_refused(run_cli, files, tmp_path):
     frame = pl.read_parquet(files / "assignment.parquet")
     nulls = tmp_path / "clustered.parquet"
-    frame.with_columns(cluster_id=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.lit(1))).write_parquet(nulls)
+    frame.with_columns(cluster_id=pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.lit(1))).write_parquet(
+        nulls
+    )
     result = run_cli("hpte", "--sales", files / "sales.parquet", "--assignment", nulls, "-o", tmp_path / "e.csv")
     assert result.code == 65 and f"{nulls}: column 'cluster_id' is empty on row 4" in result.stderr
     huge = tmp_path / "huge.parquet"
@@ -339,9 +463,21 @@ def test_a_read_only_output_folder_is_refused_before_any_work(run_cli, files, tm
 
 def test_a_weekly_panel_is_summarised_per_period(run_cli, tmp_path):
     data = pathlib.Path(__file__).parent.parent / "data"
-    result = run_cli("hpte", "--sales", data / "organ_donation_sales.csv", "--assignment",
-                     data / "organ_donation_assignment.csv", "--outcome", "units", "--method", "did",
-                     "--bootstrap", "50", "-o", tmp_path / "did.csv")
+    result = run_cli(
+        "hpte",
+        "--sales",
+        data / "organ_donation_sales.csv",
+        "--assignment",
+        data / "organ_donation_assignment.csv",
+        "--outcome",
+        "units",
+        "--method",
+        "did",
+        "--bootstrap",
+        "50",
+        "-o",
+        tmp_path / "did.csv",
+    )
     assert result.code == 0, result.stderr
     assert "per product per period" in result.stderr and "per product per day" not in result.stderr
 
@@ -403,8 +539,11 @@ def test_every_table_input_can_be_a_folder_of_parquet_files(run_cli, files, tmp_
 def test_a_folder_whose_files_disagree_is_refused_naming_both_files(run_cli, files, tmp_path, name, flag):
     args = argv(name, files)
     folder = tmp_path / "dataset"
-    first, second = as_dataset(pathlib.Path(args[args.index(flag) + 1]), folder,
-                               spoil=lambda part: part.with_columns(pl.col(part.columns[0]).cast(pl.String)))
+    first, second = as_dataset(
+        pathlib.Path(args[args.index(flag) + 1]),
+        folder,
+        spoil=lambda part: part.with_columns(pl.col(part.columns[0]).cast(pl.String)),
+    )
     column = pl.read_parquet(first).columns[0]
     args[args.index(flag) + 1] = str(folder)
     existing = tmp_path / f"result.{COMMANDS[name][3]}"

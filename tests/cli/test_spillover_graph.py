@@ -14,8 +14,15 @@ def files(tmp_path_factory):
     products.write_csv(d / "products.csv")
     edges.write_csv(d / "true_edges.csv")
     simulate_sales(
-        products, edges=edges, end=dt.date(2025, 12, 31), history_days=365, seed=32,
-        dispersion=50.0, base_units=50.0, promo_rate=0.1, promo_depth=0.3,
+        products,
+        edges=edges,
+        end=dt.date(2025, 12, 31),
+        history_days=365,
+        seed=32,
+        dispersion=50.0,
+        base_units=50.0,
+        promo_rate=0.1,
+        promo_depth=0.3,
     ).sales.write_parquet(d / "history.parquet")
     return d
 
@@ -24,8 +31,17 @@ def test_spillover_graph_writes_edges_with_provenance_and_a_summary(run_cli, fil
     d = files
     out = d / "edges.parquet"
     result = run_cli(
-        "spillover-graph", "--sales", d / "history.parquet", "--products", d / "products.csv",
-        "--group-col", "category", "-o", out, "--all-pairs", d / "pairs.csv",
+        "spillover-graph",
+        "--sales",
+        d / "history.parquet",
+        "--products",
+        d / "products.csv",
+        "--group-col",
+        "category",
+        "-o",
+        out,
+        "--all-pairs",
+        d / "pairs.csv",
     )
     assert result.code == 0, result.stderr
     edges = pl.read_parquet(out)
@@ -42,10 +58,16 @@ def test_spillover_graph_writes_edges_with_provenance_and_a_summary(run_cli, fil
 
 def test_reruns_are_byte_identical_and_pairs_files_work(run_cli, files):
     d = files
-    (d / "pairs.csv").write_text("src,dst\n" + "\n".join(f"{s},{t}" for s, t in pl.read_csv(d / "true_edges.csv").head(12).select("src", "dst").iter_rows()) + "\n")
+    (d / "pairs.csv").write_text(
+        "src,dst\n"
+        + "\n".join(f"{s},{t}" for s, t in pl.read_csv(d / "true_edges.csv").head(12).select("src", "dst").iter_rows())
+        + "\n"
+    )
     outs = [d / "a.csv", d / "b.csv"]
     for out in outs:
-        result = run_cli("spillover-graph", "--sales", d / "history.parquet", "--pairs", d / "pairs.csv", "-o", out, "-q")
+        result = run_cli(
+            "spillover-graph", "--sales", d / "history.parquet", "--pairs", d / "pairs.csv", "-o", out, "-q"
+        )
         assert result.code == 0 and result.stderr == ""
     assert outs[0].read_bytes() == outs[1].read_bytes()
     assert pl.read_csv(outs[0]).height >= 11
@@ -53,12 +75,30 @@ def test_reruns_are_byte_identical_and_pairs_files_work(run_cli, files):
 
 def test_renamed_columns(run_cli, files, tmp_path):
     d = files
-    sales = pl.read_parquet(d / "history.parquet").rename({"product_id": "sku", "date": "day", "units": "qty", "price": "p"})
+    sales = pl.read_parquet(d / "history.parquet").rename(
+        {"product_id": "sku", "date": "day", "units": "qty", "price": "p"}
+    )
     sales.write_parquet(tmp_path / "h.parquet")
     pl.read_csv(d / "products.csv").rename({"product_id": "sku", "category": "cat"}).write_csv(tmp_path / "p.csv")
     result = run_cli(
-        "spillover-graph", "--sales", tmp_path / "h.parquet", "--products", tmp_path / "p.csv", "--unit-col", "sku",
-        "--time-col", "day", "--outcome", "qty", "--price-col", "p", "--group-col", "cat", "-o", "-", "-q",
+        "spillover-graph",
+        "--sales",
+        tmp_path / "h.parquet",
+        "--products",
+        tmp_path / "p.csv",
+        "--unit-col",
+        "sku",
+        "--time-col",
+        "day",
+        "--outcome",
+        "qty",
+        "--price-col",
+        "p",
+        "--group-col",
+        "cat",
+        "-o",
+        "-",
+        "-q",
     )
     assert result.code == 0, result.stderr
     assert result.text.splitlines()[0] == "src,dst,weight,t_stat,p_value"
@@ -87,7 +127,9 @@ def test_bad_input_exits_with_its_code_and_no_output(run_cli, files, tmp_path, c
     elif case == "bad fdr":
         args += ["--fdr", "1.5"]
     else:
-        bad = pl.read_parquet(sales).with_columns(price=pl.when(pl.col("product_id") == 7).then(-1.0).otherwise(pl.col("price")))
+        bad = pl.read_parquet(sales).with_columns(
+            price=pl.when(pl.col("product_id") == 7).then(-1.0).otherwise(pl.col("price"))
+        )
         sales = tmp_path / "bad.parquet"
         bad.write_parquet(sales)
     out = tmp_path / "edges.parquet"
@@ -110,7 +152,15 @@ def test_since_uses_only_rows_on_or_after_the_date(run_cli, files, tmp_path):
         "full": ["--sales", d / "history.parquet"],
     }
     for name, args in runs.items():
-        result = run_cli("spillover-graph", *args, *common, "-o", tmp_path / f"{name}.csv", "--all-pairs", tmp_path / f"{name}_pairs.csv")
+        result = run_cli(
+            "spillover-graph",
+            *args,
+            *common,
+            "-o",
+            tmp_path / f"{name}.csv",
+            "--all-pairs",
+            tmp_path / f"{name}_pairs.csv",
+        )
         assert result.code == 0, result.stderr
     assert (tmp_path / "since.csv").read_bytes() == (tmp_path / "prefiltered.csv").read_bytes()
     assert (tmp_path / "since_pairs.csv").read_bytes() == (tmp_path / "prefiltered_pairs.csv").read_bytes()
@@ -130,7 +180,17 @@ def test_since_uses_only_rows_on_or_after_the_date(run_cli, files, tmp_path):
 def test_a_bad_since_is_refused_naming_the_value(run_cli, files, tmp_path, value, code, message):
     d = files
     out = tmp_path / "edges.csv"
-    result = run_cli("spillover-graph", "--sales", d / "history.parquet", "--products", d / "products.csv", "--since", value, "-o", out)
+    result = run_cli(
+        "spillover-graph",
+        "--sales",
+        d / "history.parquet",
+        "--products",
+        d / "products.csv",
+        "--since",
+        value,
+        "-o",
+        out,
+    )
     assert result.code == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

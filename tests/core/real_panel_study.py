@@ -131,8 +131,15 @@ class Repetition:
 
 
 def run_experiment(
-    products: pl.DataFrame, sales: pl.DataFrame, period_days: int, kind: str, rep: int, *, estimate=estimate_hpte,
-    trees: int = TREES, n_bootstrap: int = BOOTSTRAP,
+    products: pl.DataFrame,
+    sales: pl.DataFrame,
+    period_days: int,
+    kind: str,
+    rep: int,
+    *,
+    estimate=estimate_hpte,
+    trees: int = TREES,
+    n_bootstrap: int = BOOTSTRAP,
 ) -> Repetition:
     """Draw one experiment of ``kind`` on the panel and estimate every outcome of it."""
     last = sales["date"].max()
@@ -145,14 +152,23 @@ def run_experiment(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = estimate(
-            planted, assignment, outcomes=list(OUTCOMES), features=products, n_bootstrap=n_bootstrap, seed=rep,
-            n_estimators=trees, n_jobs=1, effect_paths=False,
+            planted,
+            assignment,
+            outcomes=list(OUTCOMES),
+            features=products,
+            n_bootstrap=n_bootstrap,
+            seed=rep,
+            n_estimators=trees,
+            n_jobs=1,
+            effect_paths=False,
         )
     per_product = _added(products, sales, assignment)
     truth_in = {}
     for name in OUTCOMES[1:]:
         kept = result.cate.filter((pl.col("outcome") == name) & pl.col("cate").is_not_null())["product_id"]
-        truth_in[name] = float(per_product.filter(pl.col("product_id").is_in(kept))["m10" if name == "m10_dirty" else name].mean())
+        truth_in[name] = float(
+            per_product.filter(pl.col("product_id").is_in(kept))["m10" if name == "m10_dirty" else name].mean()
+        )
     return Repetition(kind, rep, result.effects, truth, truth_lift, truth_in)
 
 
@@ -167,9 +183,11 @@ def _added(products: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame
         .join(tau, on="product_id", how="left")
     )
     y = pl.col("units").cast(pl.Float64)
-    return treated.group_by("product_id").agg(
-        m05=y * PLANTED["m05"], m10=y * PLANTED["m10"], het=y * pl.col("tau_het")
-    ).with_columns(pl.col("m05", "m10", "het").list.mean())
+    return (
+        treated.group_by("product_id")
+        .agg(m05=y * PLANTED["m05"], m10=y * PLANTED["m10"], het=y * pl.col("tau_het"))
+        .with_columns(pl.col("m05", "m10", "het").list.mean())
+    )
 
 
 def plant(products: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame, rep: int):
@@ -241,14 +259,15 @@ def contaminate(frame: pl.DataFrame, rep: int) -> np.ndarray:
             for part in (rows[~exp[rows]], rows[exp[rows]]):
                 if len(part) > 10:
                     at = rng.integers(0, len(part) - 10)
-                    values[part[at:at + rng.integers(5, 11)]] = 0.0
+                    values[part[at : at + rng.integers(5, 11)]] = 0.0
         else:
             values[rows] = rng.poisson(values[rows] * rng.gamma(0.05, 1 / 0.05, len(rows)))
     return values
 
 
-def study(products: pl.DataFrame, sales: pl.DataFrame, period_days: int, kind: str, reps: int, first: int = 0,
-          **settings) -> list[Repetition]:
+def study(
+    products: pl.DataFrame, sales: pl.DataFrame, period_days: int, kind: str, reps: int, first: int = 0, **settings
+) -> list[Repetition]:
     """``reps`` experiments of ``kind`` on a prepared panel (seeds ``first`` on)."""
     return [run_experiment(products, sales, period_days, kind, rep, **settings) for rep in range(first, first + reps)]
 
@@ -282,7 +301,9 @@ def summarise(reps: list[Repetition]) -> dict:
             "recovery": float(ratio),
             "recovery_mc": ratio_se,
             "recovery_in_estimate": float(ratio_in),
-            "recovery_in_estimate_mc": float((diff - ratio_in * truth_in).std(ddof=1) / np.sqrt(len(reps)) / abs(truth_in.mean())),
+            "recovery_in_estimate_mc": float(
+                (diff - ratio_in * truth_in).std(ddof=1) / np.sqrt(len(reps)) / abs(truth_in.mean())
+            ),
             "truth_in_estimate_share": float(truth_in.mean() / truth.mean()),
             "coverage": float(np.mean(hit)),
             "se": float(np.mean([row["se"] for row in rows])),

@@ -98,7 +98,9 @@ def raw_difference(sales: pl.DataFrame, assignment: pl.DataFrame) -> float:
     """Mean outcome of treated cells minus that of control cells, each product's cell weighted
     equally (non-blackout days): unbiased for the average effect by randomisation alone."""
     cells = (
-        sales.join(assignment.filter(~pl.col("blackout")).select("product_id", "date", "treated"), on=["product_id", "date"])
+        sales.join(
+            assignment.filter(~pl.col("blackout")).select("product_id", "date", "treated"), on=["product_id", "date"]
+        )
         .group_by("product_id", "treated")
         .agg(pl.col("units").mean())
         .group_by("treated")
@@ -126,7 +128,9 @@ def contamination_study(
     features = products.select(FEATURES)
     arms: dict[str, Arm] = {}
 
-    def fit(name: str, sales: pl.DataFrame, assignment: pl.DataFrame, truth: float, rep: int, control: float, **settings) -> None:
+    def fit(
+        name: str, sales: pl.DataFrame, assignment: pl.DataFrame, truth: float, rep: int, control: float, **settings
+    ) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est = HeterogeneousPanelEffect(
@@ -139,13 +143,20 @@ def contamination_study(
         if kind == "triggered":
             offsets = np.random.default_rng(rep).integers(0, 28, n)
             events = pl.DataFrame(
-                {"product_id": products["product_id"], "event_date": [START + dt.timedelta(days=int(o)) for o in offsets]}
+                {
+                    "product_id": products["product_id"],
+                    "event_date": [START + dt.timedelta(days=int(o)) for o in offsets],
+                }
             )
         assignment = assign(design_of(kind, f"robust-{rep}"), products, events=events)
         for i, share in enumerate(shares):
             sim = simulate_sales(
-                products, assignment=assignment, history_days=history_days, seed=rep,
-                contamination=share, contamination_kinds=kinds,
+                products,
+                assignment=assignment,
+                history_days=history_days,
+                seed=rep,
+                contamination=share,
+                contamination_kinds=kinds,
             )
             truth = sim.truth["effect"]
             # The control variate: the design-based difference on a panel whose effect is the
@@ -157,7 +168,15 @@ def contamination_study(
                 clean_truth = sim.truth["effect_clean"]
                 clean_control = raw_difference(sim.clean_sales, assignment) - clean_truth
                 fit("robust clean", sim.clean_sales, assignment, clean_truth, rep, clean_control)
-                fit("quantile clean", sim.clean_sales, assignment, clean_truth, rep, clean_control, outlier_rule="quantile")
+                fit(
+                    "quantile clean",
+                    sim.clean_sales,
+                    assignment,
+                    clean_truth,
+                    rep,
+                    clean_control,
+                    outlier_rule="quantile",
+                )
             fit(f"robust {share:.0%}", sim.sales, assignment, truth, rep, control)
             if quantile_dirty:
                 fit(f"quantile {share:.0%}", sim.sales, assignment, truth, rep, control, outlier_rule="quantile")

@@ -79,8 +79,10 @@ def test_crossover_flips_arms_and_flags_blackout():
     expected = out.select((offset % 7 < 3).alias("b"), (offset // 7).alias("p"))
     assert (out["blackout"] == expected["b"]).all()
     assert (out["period"] == expected["p"]).all()
-    by_phase = out.group_by("product_id", "period").agg(pl.col("treated").first()).pivot(
-        on="period", index="product_id", values="treated"
+    by_phase = (
+        out.group_by("product_id", "period")
+        .agg(pl.col("treated").first())
+        .pivot(on="period", index="product_id", values="treated")
     )
     assert (by_phase["0"] != by_phase["1"]).all() and (by_phase["0"] == by_phase["2"]).all()
     assert binomial_ok(int(by_phase["0"].sum()), 2000, 0.5)
@@ -100,7 +102,9 @@ def test_triggered_windows_start_at_the_earliest_event():
     assert "1 product(s) are not in the products table" in messages
     assert "more than one event" in messages
     assert "2 product(s) have no event" in messages
-    windows = out.group_by("product_id").agg(pl.col("date").min().alias("first"), pl.len().alias("n")).sort("product_id")
+    windows = (
+        out.group_by("product_id").agg(pl.col("date").min().alias("first"), pl.len().alias("n")).sort("product_id")
+    )
     assert windows.to_dicts() == [
         {"product_id": 1, "first": D(2026, 4, 3), "n": 5},
         {"product_id": 2, "first": D(2026, 5, 1), "n": 5},
@@ -197,10 +201,12 @@ def test_pieces_of_a_plan_hold_the_rows_of_the_whole_and_give_the_same_balance(d
     rng = np.random.default_rng(0)
     prods = pl.DataFrame({"product_id": [f"p{i}" for i in rng.permutation(3000)]})
     clusters = prods.with_columns(cluster_id=pl.int_range(pl.len()) // 7) if by_cluster else None
-    events = pl.DataFrame({
-        "product_id": prods["product_id"].sample(2000, seed=1),
-        "event_date": [START + dt.timedelta(days=int(x)) for x in rng.integers(0, 40, 2000)],
-    })
+    events = pl.DataFrame(
+        {
+            "product_id": prods["product_id"].sample(2000, seed=1),
+            "event_date": [START + dt.timedelta(days=int(x)) for x in rng.integers(0, 40, 2000)],
+        }
+    )
     kw = dict(clusters=clusters, events=events if design.kind == "triggered" else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PricelabWarning)

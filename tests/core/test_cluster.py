@@ -40,8 +40,15 @@ def test_planted_communities_are_recovered_from_the_estimated_graph():
     """The chain: a year of history -> spillover_graph -> leiden_clusters."""
     products, edges = simulate_catalog(200, 10, 5, seed=3)
     sales = simulate_sales(
-        products, edges=edges, end=dt.date(2025, 12, 31), history_days=365, seed=4,
-        dispersion=50.0, base_units=50.0, promo_rate=0.1, promo_depth=0.3,
+        products,
+        edges=edges,
+        end=dt.date(2025, 12, 31),
+        history_days=365,
+        seed=4,
+        dispersion=50.0,
+        base_units=50.0,
+        promo_rate=0.1,
+        promo_depth=0.3,
     ).sales
     graph = spillover_graph(sales, products)
     result = leiden_clusters(graph.edges, products, max_size=10, seed=0)
@@ -103,7 +110,9 @@ def test_max_size_is_never_exceeded(n, density, max_size, resolution, seed):
     m = max(1, int(density * n * (n - 1)))
     src, dst = rng.integers(0, n, m), rng.integers(0, n, m)
     keep = src != dst
-    edges = pl.DataFrame({"src": src[keep], "dst": dst[keep], "weight": rng.uniform(0.1, 1.0, keep.sum())}).unique(["src", "dst"])
+    edges = pl.DataFrame({"src": src[keep], "dst": dst[keep], "weight": rng.uniform(0.1, 1.0, keep.sum())}).unique(
+        ["src", "dst"]
+    )
     products = pl.DataFrame({"product_id": np.arange(n)})
     result = leiden_clusters(edges, products, max_size=max_size, resolution=resolution, seed=seed)
     assert result.sizes.max() <= max_size

@@ -20,7 +20,11 @@ def test_crossover_end_is_derived_from_phases():
     [
         ("time-bound", dict(start=D(2026, 3, 2), end=D(2026, 3, 1)), "--end 2026-03-01 is before --start 2026-03-02"),
         ("time-bound", dict(end=D(2026, 3, 1)), "needs --start"),
-        ("random-days", dict(start=D(2026, 3, 2), end=D(2026, 3, 9), block_days=0), "--block-days 0 must be at least 1"),
+        (
+            "random-days",
+            dict(start=D(2026, 3, 2), end=D(2026, 3, 9), block_days=0),
+            "--block-days 0 must be at least 1",
+        ),
         ("crossover", dict(start=D(2026, 3, 2), phase_days=7, blackout_days=7), "--blackout-days 7 must be shorter"),
         ("crossover", dict(start=D(2026, 3, 2), phase_days=7, phases=1), "--phases 1 must be at least 2"),
         ("crossover", dict(start=D(2026, 3, 2)), "needs --phase-days"),

@@ -46,8 +46,19 @@ def _cells(n_products: int, both: bool, seed: int = 0) -> Cells:
     n = len(code)
     fd = rng.standard_t(3, n) + 0.4 * treated
     zeros = np.zeros(n)
-    return Cells(code, treated, fd, rng.uniform(5, 20, n), np.full(n, 14), fd, np.zeros(n, dtype=bool),
-                 rng.uniform(5, 25, n), zeros, zeros, zeros)
+    return Cells(
+        code,
+        treated,
+        fd,
+        rng.uniform(5, 20, n),
+        np.full(n, 14),
+        fd,
+        np.zeros(n, dtype=bool),
+        rng.uniform(5, 25, n),
+        zeros,
+        zeros,
+        zeros,
+    )
 
 
 @pytest.mark.parametrize("both", [True, False])
@@ -73,8 +84,10 @@ def test_first_pass_influence_moves_the_difference_exactly_as_a_resample_does(bo
             direct = float(np.sum(weight * paired) / weight.sum())
         else:
             t, c = cells.treated == 1, cells.treated == 0
-            direct = float(np.sum(per_cell[t] * cells.first_difference[t]) / per_cell[t].sum()
-                           - np.sum(per_cell[c] * cells.first_difference[c]) / per_cell[c].sum())
+            direct = float(
+                np.sum(per_cell[t] * cells.first_difference[t]) / per_cell[t].sum()
+                - np.sum(per_cell[c] * cells.first_difference[c]) / per_cell[c].sum()
+            )
         linear = difference + float(np.sum((per_cell - 1.0) * influence))
         assert linear == pytest.approx(direct, abs=1e-12)
 
@@ -170,4 +183,6 @@ def test_the_leaf_estimate_is_its_coefficients_times_the_first_differences():
     y, other = rng.normal(size=n), rng.exponential(size=n)
     fitted = leaf_second_difference(leaves, treated, y, weight)
     assert fitted.coefficient @ y == pytest.approx(fitted.estimate, abs=1e-12)
-    assert fitted.coefficient @ other == pytest.approx(leaf_second_difference(leaves, treated, other, weight).estimate, abs=1e-12)
+    assert fitted.coefficient @ other == pytest.approx(
+        leaf_second_difference(leaves, treated, other, weight).estimate, abs=1e-12
+    )

@@ -74,9 +74,7 @@ def placebo_study(reps: int, *, n: int = 200, ramp: float = 0.0, kind: str = "ti
                 .otherwise(pl.col("units"))
                 .alias("units")
             )
-        result, _ = quiet(
-            estimate_placebo, sales, assignment, n_bootstrap=200, n_estimators=TREES, seed=rep, n_jobs=1
-        )
+        result, _ = quiet(estimate_placebo, sales, assignment, n_bootstrap=200, n_estimators=TREES, seed=rep, n_jobs=1)
         p_values.append(result.effects["p_value"][0])
     return np.array(p_values)
 
@@ -125,8 +123,10 @@ def test_placebo_rejects_about_five_percent_of_clean_experiments_and_most_with_a
     clean = placebo_study(200)
     drifting = placebo_study(40, ramp=0.2)
     clean_rate, drift_rate = (clean < 0.05).mean(), (drifting < 0.05).mean()
-    print(f"\nplacebo rejections at 5%: clean {clean_rate:.3f} of {len(clean)}, "
-          f"treated arm drifting +20% before the start {drift_rate:.3f} of {len(drifting)}")
+    print(
+        f"\nplacebo rejections at 5%: clean {clean_rate:.3f} of {len(clean)}, "
+        f"treated arm drifting +20% before the start {drift_rate:.3f} of {len(drifting)}"
+    )
     assert 0.02 <= clean_rate <= 0.09
     assert drift_rate >= 0.7
 
@@ -171,9 +171,11 @@ def test_carryover_check_flags_most_carryover_experiments_and_almost_no_clean_on
     exp(-days / 3) after treatment stops) most are flagged; without, about 5%."""
     carried, blackout = carryover_study(100, 3.0)
     clean, clean_blackout = carryover_study(200, 0.0)
-    print(f"\ncarryover flagged at 5%: with a 3-day carryover {(carried < 0.05).mean():.3f} of {len(carried)} "
-          f"(suggested blackout {np.bincount(blackout).tolist()} days 0, 1, ...), without "
-          f"{(clean < 0.05).mean():.3f} of {len(clean)}")
+    print(
+        f"\ncarryover flagged at 5%: with a 3-day carryover {(carried < 0.05).mean():.3f} of {len(carried)} "
+        f"(suggested blackout {np.bincount(blackout).tolist()} days 0, 1, ...), without "
+        f"{(clean < 0.05).mean():.3f} of {len(clean)}"
+    )
     assert (carried < 0.05).mean() >= 0.8
     assert (clean < 0.05).mean() <= 0.09
     assert (clean_blackout == 0).mean() >= 0.9

@@ -79,11 +79,18 @@ def exact_panel(
     if shocks is not None:
         y = y + np.where(exp, np.tile(np.concatenate([np.zeros(history), shocks]), n_products), 0.0)
     y = y + effect * (exp & arm)
-    sales = pl.DataFrame({"product_id": pid, "date": np.tile(np.array(dates, dtype="datetime64[D]"), n_products), "units": y})
+    sales = pl.DataFrame(
+        {"product_id": pid, "date": np.tile(np.array(dates, dtype="datetime64[D]"), n_products), "units": y}
+    )
     sales = sales.with_columns(pl.col("date").cast(pl.Date))
     exp_dates = pl.Series("date", dates[history:]).cast(pl.Date)
     assignment = (
-        pl.DataFrame({"product_id": np.arange(1, n_products + 1), "treated": np.isin(np.arange(n_products), treated).astype(np.int8)})
+        pl.DataFrame(
+            {
+                "product_id": np.arange(1, n_products + 1),
+                "treated": np.isin(np.arange(n_products), treated).astype(np.int8),
+            }
+        )
         .join(pl.DataFrame({"date": exp_dates}), how="cross")
         .with_columns(blackout=pl.lit(False), period=pl.lit(0, dtype=pl.Int32))
         .select("product_id", "date", "treated", "blackout", "period")
@@ -94,9 +101,7 @@ def exact_panel(
 def simulated(kind: str = "time-bound", n: int = 200, seed: int = 0, **sales_kw):
     """A simulated catalog, an assignment of ``kind`` and its sales (no spillover edges)."""
     products, _ = simulate_catalog(n, 5, 5, seed=seed)
-    if kind == "time-bound":
-        design = make_design(kind, salt=f"s{seed}", start=START, end=START + dt.timedelta(days=27))
-    elif kind == "random-days":
+    if kind == "time-bound" or kind == "random-days":
         design = make_design(kind, salt=f"s{seed}", start=START, end=START + dt.timedelta(days=27))
     elif kind == "crossover":
         design = make_design(kind, salt=f"s{seed}", start=START, phase_days=14, blackout_days=7)
@@ -105,9 +110,13 @@ def simulated(kind: str = "time-bound", n: int = 200, seed: int = 0, **sales_kw)
     events = None
     if kind == "triggered":
         offsets = np.random.default_rng(seed).integers(0, 28, n)
-        events = pl.DataFrame({"product_id": products["product_id"], "event_date": [START + dt.timedelta(days=int(o)) for o in offsets]})
+        events = pl.DataFrame(
+            {"product_id": products["product_id"], "event_date": [START + dt.timedelta(days=int(o)) for o in offsets]}
+        )
     assignment = assign(design, products, events=events)
-    sim = simulate_sales(products, assignment=assignment, history_days=sales_kw.pop("history_days", 91), seed=seed, **sales_kw)
+    sim = simulate_sales(
+        products, assignment=assignment, history_days=sales_kw.pop("history_days", 91), seed=seed, **sales_kw
+    )
     return products, assignment, sim
 
 
@@ -173,7 +182,9 @@ def test_short_history_falls_back_to_level_and_no_history_is_left_out_with_a_war
     first = START - dt.timedelta(days=10)
     sales = sales.filter(~((pl.col("product_id") == 2) & (pl.col("date") < first)))
     sales = sales.filter(~((pl.col("product_id") == 5) & (pl.col("date") < START)))
-    with pytest.warns(PricelabWarning, match=r"1 product\(s\) have no sales before their experiment starts and are left out, e.g. 5"):
+    with pytest.warns(
+        PricelabWarning, match=r"1 product\(s\) have no sales before their experiment starts and are left out, e.g. 5"
+    ):
         est = HeterogeneousPanelEffect(n_bootstrap=0).fit(sales, assignment, "units")
     assert est.baseline_models_ == {"level+trend+weekday": 4, "level only": 1, "left out": 1}
     assert est.cate_.filter(pl.col("product_id") == 5)["cate"][0] is None
@@ -218,7 +229,9 @@ def test_outlier_filter_drops_level_jumps_in_both_tails_of_both_arms():
     jumps = {5: 4.0, 12: -4.0, 25: 4.0, 33: -4.0}  # products 1-20 are treated
     jump = pl.col("product_id").replace_strict(jumps, default=0.0, return_dtype=pl.Float64)
     sales = sales.with_columns(
-        units=pl.col("units") + rng.normal(0, 1.0, sales.height) + pl.when(pl.col("date") >= START).then(jump).otherwise(0.0)
+        units=pl.col("units")
+        + rng.normal(0, 1.0, sales.height)
+        + pl.when(pl.col("date") >= START).then(jump).otherwise(0.0)
     )
     # c = 4 with two arms of 20: one product from each tail of each arm.
     est = HeterogeneousPanelEffect(n_bootstrap=0, outlier_c=4).fit(sales, assignment, "units")
@@ -231,7 +244,9 @@ def test_swings_are_scale_free_so_big_sellers_are_not_outliers():
     difference in units but the same swing: ranking raw differences would pick it."""
     sales, assignment, _ = exact_panel(n_products=10, history=56, days=14, seed=5)
     noisy = sales.with_columns(units=pl.col("units") + np.random.default_rng(5).normal(0, 1.0, sales.height))
-    scaled = noisy.with_columns(units=pl.when(pl.col("product_id") == 3).then(pl.col("units") * 10).otherwise(pl.col("units")))
+    scaled = noisy.with_columns(
+        units=pl.when(pl.col("product_id") == 3).then(pl.col("units") * 10).otherwise(pl.col("units"))
+    )
     swings = []
     for frame in (noisy, scaled):
         panel = build_panel(frame, assignment, ["units"])
@@ -309,9 +324,13 @@ def test_leaf_estimate_ignores_cell_order_and_level_and_scales_with_the_outcome(
     weight = np.ones(len(y))
     base = leaf_second_difference(leaves, treated, y, weight).estimate
     order = np.random.default_rng(seed).permutation(len(y))
-    assert leaf_second_difference(leaves[order], treated[order], y[order], weight).estimate == pytest.approx(base, abs=1e-9)
+    assert leaf_second_difference(leaves[order], treated[order], y[order], weight).estimate == pytest.approx(
+        base, abs=1e-9
+    )
     assert leaf_second_difference(leaves, treated, y + shift, weight).estimate == pytest.approx(base, abs=1e-7)
-    assert leaf_second_difference(leaves, treated, y * scale, weight).estimate == pytest.approx(base * scale, rel=1e-9, abs=1e-9)
+    assert leaf_second_difference(leaves, treated, y * scale, weight).estimate == pytest.approx(
+        base * scale, rel=1e-9, abs=1e-9
+    )
 
 
 def test_features_encode_text_booleans_dates_and_fill_missing_numbers():
@@ -367,8 +386,12 @@ def test_progress_is_reported_per_batch_and_adds_up():
 
 
 def organ_donation():
-    sales = io.read_table(str(DATA / "organ_donation_sales.csv"), required=["product_id", "date", "units"], dates=["date"])
-    assignment = io.read_table(str(DATA / "organ_donation_assignment.csv"), required=["product_id", "date", "treated"], dates=["date"])
+    sales = io.read_table(
+        str(DATA / "organ_donation_sales.csv"), required=["product_id", "date", "units"], dates=["date"]
+    )
+    assignment = io.read_table(
+        str(DATA / "organ_donation_assignment.csv"), required=["product_id", "date", "treated"], dates=["date"]
+    )
     return sales, assignment
 
 
@@ -398,7 +421,9 @@ def test_did_equals_two_way_fixed_effects_on_a_balanced_panel():
     dates = [dt.date(2020, 1, 6) + dt.timedelta(weeks=int(t)) for t in time]
     sales = pl.DataFrame({"product_id": unit, "date": dates, "units": y})
     exp = sales.filter(pl.col("date") >= dt.date(2020, 1, 6) + dt.timedelta(weeks=start))
-    assignment = exp.select("product_id", "date", treated=pl.col("product_id").is_in(np.flatnonzero(treated_unit).tolist()).cast(pl.Int8))
+    assignment = exp.select(
+        "product_id", "date", treated=pl.col("product_id").is_in(np.flatnonzero(treated_unit).tolist()).cast(pl.Int8)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PricelabWarning)
         result = estimate_hpte(sales, assignment, method="did", n_bootstrap=0)
@@ -472,7 +497,9 @@ def test_cluster_assignment_resamples_clusters():
     assignment = assign(design, products, clusters=clusters)
     sim = simulate_sales(products, assignment=assignment, history_days=91, seed=8)
     n_clusters = clusters["cluster_id"].n_unique()
-    shock = pl.DataFrame({"cluster_id": clusters["cluster_id"].unique(), "_s": np.random.default_rng(8).normal(0, 0.4, n_clusters)})
+    shock = pl.DataFrame(
+        {"cluster_id": clusters["cluster_id"].unique(), "_s": np.random.default_rng(8).normal(0, 0.4, n_clusters)}
+    )
     sales = (
         sim.sales.join(clusters, on="product_id")
         .join(shock, on="cluster_id")
@@ -507,25 +534,67 @@ def small_inputs():
 @pytest.mark.parametrize(
     "mutate, error, message",
     [
-        (lambda s, a: (s.filter(pl.col("product_id") != 3), a), DataError,
-         r"assignment: 1 assigned product\(s\) have no sales rows, e.g. 3; give every assigned product its rows in sales"),
-        (lambda s, a: (s.filter(pl.col("date") >= START), a), DataError,
-         "sales: no product has sales before its experiment starts"),
-        (lambda s, a: (s, a.with_columns(treated=pl.lit(0, dtype=pl.Int8))), DataError,
-         "the treated arm has no analysed experiment rows"),
-        (lambda s, a: (s.with_columns(units=pl.when(pl.col("date") == START).then(None).otherwise(pl.col("units"))), a),
-         DataError, r"sales: column 'units' has 6 missing or non-finite value\(s\) on analysed dates, e.g. product \d on 2024-06-03"),
-        (lambda s, a: (s.with_columns(units=pl.when(pl.col("date") == START).then(float("nan")).otherwise(pl.col("units"))), a),
-         DataError, "missing or non-finite"),
-        (lambda s, a: (pl.concat([s, s.head(1)]), a), DuplicateKeyError,
-         r"sales: 2 rows repeat a \(product_id, date\) key, e.g. product_id=1"),
-        (lambda s, a: (s, pl.concat([a, a.tail(1)])), DuplicateKeyError, r"assignment: 2 rows repeat a \(product_id, date\) key"),
+        (
+            lambda s, a: (s.filter(pl.col("product_id") != 3), a),
+            DataError,
+            r"assignment: 1 assigned product\(s\) have no sales rows, e.g. 3; give every assigned product its rows in sales",
+        ),
+        (
+            lambda s, a: (s.filter(pl.col("date") >= START), a),
+            DataError,
+            "sales: no product has sales before its experiment starts",
+        ),
+        (
+            lambda s, a: (s, a.with_columns(treated=pl.lit(0, dtype=pl.Int8))),
+            DataError,
+            "the treated arm has no analysed experiment rows",
+        ),
+        (
+            lambda s, a: (
+                s.with_columns(units=pl.when(pl.col("date") == START).then(None).otherwise(pl.col("units"))),
+                a,
+            ),
+            DataError,
+            r"sales: column 'units' has 6 missing or non-finite value\(s\) on analysed dates, e.g. product \d on 2024-06-03",
+        ),
+        (
+            lambda s, a: (
+                s.with_columns(units=pl.when(pl.col("date") == START).then(float("nan")).otherwise(pl.col("units"))),
+                a,
+            ),
+            DataError,
+            "missing or non-finite",
+        ),
+        (
+            lambda s, a: (pl.concat([s, s.head(1)]), a),
+            DuplicateKeyError,
+            r"sales: 2 rows repeat a \(product_id, date\) key, e.g. product_id=1",
+        ),
+        (
+            lambda s, a: (s, pl.concat([a, a.tail(1)])),
+            DuplicateKeyError,
+            r"assignment: 2 rows repeat a \(product_id, date\) key",
+        ),
         (lambda s, a: (s, a.with_columns(treated=pl.lit(2))), DataError, "column 'treated' must hold 0 or 1, found 2"),
         (lambda s, a: (s.drop("units"), a), MissingColumnError, "sales: missing column 'units'"),
-        (lambda s, a: (s.with_columns(units=pl.col("units").cast(pl.String)), a), ColumnTypeError, "column 'units' must hold numbers"),
+        (
+            lambda s, a: (s.with_columns(units=pl.col("units").cast(pl.String)), a),
+            ColumnTypeError,
+            "column 'units' must hold numbers",
+        ),
     ],
-    ids=["product missing from sales", "no pre-period", "arm without products", "null outcome", "nan outcome",
-         "duplicate sales", "duplicate assignment", "treated not 0/1", "missing outcome column", "text outcome"],
+    ids=[
+        "product missing from sales",
+        "no pre-period",
+        "arm without products",
+        "null outcome",
+        "nan outcome",
+        "duplicate sales",
+        "duplicate assignment",
+        "treated not 0/1",
+        "missing outcome column",
+        "text outcome",
+    ],
 )
 def test_bad_input_raises_a_named_error(mutate, error, message):
     sales, assignment = mutate(*small_inputs())
@@ -535,8 +604,12 @@ def test_bad_input_raises_a_named_error(mutate, error, message):
 
 def test_negative_outcomes_are_kept_with_a_warning():
     sales, assignment = small_inputs()
-    sales = sales.with_columns(units=pl.when((pl.col("product_id") == 2) & (pl.col("date") == START)).then(-5.0).otherwise(pl.col("units")))
-    with pytest.warns(PricelabWarning, match=r"sales: column 'units' has 1 negative value\(s\), e.g. product 2 on 2024-06-03"):
+    sales = sales.with_columns(
+        units=pl.when((pl.col("product_id") == 2) & (pl.col("date") == START)).then(-5.0).otherwise(pl.col("units"))
+    )
+    with pytest.warns(
+        PricelabWarning, match=r"sales: column 'units' has 1 negative value\(s\), e.g. product 2 on 2024-06-03"
+    ):
         estimate_hpte(sales, assignment, n_bootstrap=0)
 
 

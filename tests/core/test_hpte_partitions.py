@@ -57,7 +57,9 @@ def test_partitions_give_the_single_partition_estimate_to_the_bit(spoiled):
     assert cut.cate.equals(whole.cate)
     assert cut.outliers.equals(whole.outliers)
     # The effect path (plot data) adds per-period sums partition by partition.
-    np.testing.assert_allclose(cut.paths["difference"].to_numpy(), whole.paths["difference"].to_numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        cut.paths["difference"].to_numpy(), whole.paths["difference"].to_numpy(), rtol=1e-9, atol=1e-12
+    )
     assert cut.paths["n_treated"].equals(whole.paths["n_treated"])
 
 
@@ -198,7 +200,10 @@ def test_a_failed_check_on_a_streamed_assignment_names_what_the_table_read_whole
     _, assignment, _ = simulated("random-days", n=60, seed=9)
     repeated = pl.concat([assignment, assignment.head(1)])
     split = assignment.with_columns(pl.col("product_id").alias("cluster_id")).with_columns(
-        pl.when(pl.col("date") == pl.col("date").max()).then(pl.lit(-1)).otherwise(pl.col("cluster_id")).alias("cluster_id")
+        pl.when(pl.col("date") == pl.col("date").max())
+        .then(pl.lit(-1))
+        .otherwise(pl.col("cluster_id"))
+        .alias("cluster_id")
     )
     for bad in (repeated, split):
         with pytest.raises(PricelabError) as whole:
@@ -234,9 +239,15 @@ def test_every_stage_is_named_and_announces_its_whole_size_before_it_runs(spoile
         run(sales, assignment, products, rows_per_partition=2_000, engine=LocalEngine(n_jobs, counter))
     names = [name for name, _, _ in counter.stages]
     assert all(done == total > 0 for _, total, done in counter.stages), counter.stages
-    expected = ["sales rows read", "partitions sorted and checked", "units: baseline models",
-                "units: trading-day shocks", "units: baselines and first differences",
-                "units: causal forest (20 trees)", "units: bootstrap (200 draws)"]
+    expected = [
+        "sales rows read",
+        "partitions sorted and checked",
+        "units: baseline models",
+        "units: trading-day shocks",
+        "units: baselines and first differences",
+        "units: causal forest (20 trees)",
+        "units: bootstrap (200 draws)",
+    ]
     assert [n for n in names if n in expected] == expected, names
     # The rows announced are the sales table's rows up to the experiment's last day.
     last = assignment["date"].max()

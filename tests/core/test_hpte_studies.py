@@ -64,10 +64,21 @@ def run_study(
         events = None
         if kind == "triggered":
             offsets = np.random.default_rng(rep).integers(0, 28, n)
-            events = pl.DataFrame({"product_id": products["product_id"], "event_date": [START + dt.timedelta(days=int(o)) for o in offsets]})
+            events = pl.DataFrame(
+                {
+                    "product_id": products["product_id"],
+                    "event_date": [START + dt.timedelta(days=int(o)) for o in offsets],
+                }
+            )
         assignment = assign(design_of(kind, f"study-{rep}", phase_days), products, events=events)
         sim = simulate_sales(products, assignment=assignment, history_days=history_days, seed=rep, **sales_kw)
-        settings = {"n_bootstrap": 200, "n_estimators": TREES, "random_state": rep, "effect_path": False, **(estimator or {})}
+        settings = {
+            "n_bootstrap": 200,
+            "n_estimators": TREES,
+            "random_state": rep,
+            "effect_path": False,
+            **(estimator or {}),
+        }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est = HeterogeneousPanelEffect(**settings).fit(sim.sales, assignment, "units", features)
@@ -116,7 +127,10 @@ def test_switchback_designs_give_markedly_smaller_standard_errors():
     """
     kinds = ("time-bound", "random-days", "crossover")
     source_rule = {"outlier_rule": "quantile"}
-    se = {kind: run_study(kind, 15, n=300, phase_days=21, estimator=source_rule, **DRIFTING)["se"].mean() for kind in kinds}
+    se = {
+        kind: run_study(kind, 15, n=300, phase_days=21, estimator=source_rule, **DRIFTING)["se"].mean()
+        for kind in kinds
+    }
     calm = {kind: run_study(kind, 15, n=300, phase_days=21, estimator=source_rule)["se"].mean() for kind in kinds}
     robust = {kind: run_study(kind, 15, n=300, phase_days=21, **DRIFTING)["se"].mean() for kind in kinds}
     for name, figures in (("drifting catalog", se), ("default catalog", calm), ("drifting, robust rule", robust)):
@@ -137,8 +151,10 @@ def test_outlier_filter_reduces_the_standard_error_on_a_catalog_with_level_jumps
     unfiltered = run_study("time-bound", 15, n=300, outlier_share=0.05, estimator={"outlier_filter": False})
     ratio = filtered["se"].mean() / unfiltered["se"].mean()
     spread = filtered["error"].std() / unfiltered["error"].std()
-    print(f"\noutlier filter: SE {unfiltered['se'].mean():.3f} -> {filtered['se'].mean():.3f} ({ratio - 1:+.0%}); "
-          f"spread of estimates {spread - 1:+.0%}")
+    print(
+        f"\noutlier filter: SE {unfiltered['se'].mean():.3f} -> {filtered['se'].mean():.3f} ({ratio - 1:+.0%}); "
+        f"spread of estimates {spread - 1:+.0%}"
+    )
     assert ratio < 0.75 and spread < 0.8
 
 
@@ -150,8 +166,10 @@ def test_detrending_reduces_the_standard_error_on_a_catalog_with_trends():
     level_only = run_study("time-bound", 15, n=300, estimator={"detrend": False}, **trends)
     ratio = detrended["se"].mean() / level_only["se"].mean()
     spread = detrended["error"].std() / level_only["error"].std()
-    print(f"\ndetrending: SE {level_only['se'].mean():.3f} -> {detrended['se'].mean():.3f} ({ratio - 1:+.0%}); "
-          f"spread of estimates {spread - 1:+.0%}")
+    print(
+        f"\ndetrending: SE {level_only['se'].mean():.3f} -> {detrended['se'].mean():.3f} ({ratio - 1:+.0%}); "
+        f"spread of estimates {spread - 1:+.0%}"
+    )
     assert ratio < 0.8 and spread < 0.85
 
 
@@ -193,7 +211,9 @@ def test_linearised_bootstrap_agrees_with_recomputing_and_with_refitting():
         counts = np.zeros(panel.n_products)
         for members in arms:
             np.add.at(counts, cells.code[members[rng.integers(0, len(members), len(members))]], 1)
-        recomputed.append(weighted_leaf_estimate(leaves, cells.treated, cells.first_difference, weight, cells.code, counts))
+        recomputed.append(
+            weighted_leaf_estimate(leaves, cells.treated, cells.first_difference, weight, cells.code, counts)
+        )
         if draw < 60:
             # A resampled product is a new product: it gets a fresh id in both tables.
             picks = np.repeat(np.arange(panel.n_products), counts.astype(int))
@@ -202,10 +222,14 @@ def test_linearised_bootstrap_agrees_with_recomputing_and_with_refitting():
             plan = assignment.join(mapping, on="product_id").drop("product_id").rename({"new_id": "product_id"})
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                refit = HeterogeneousPanelEffect(n_bootstrap=0, n_estimators=TREES, random_state=draw, outlier_filter=False)
+                refit = HeterogeneousPanelEffect(
+                    n_bootstrap=0, n_estimators=TREES, random_state=draw, outlier_filter=False
+                )
                 refitted.append(refit.fit(sales, plan, "units").estimate_)
     se_recomputed, se_refitted = np.std(recomputed, ddof=1), np.std(refitted, ddof=1)
-    print(f"\nbootstrap SE: linearised {est.se_:.4f}, recomputed with fixed leaves {se_recomputed:.4f}, "
-          f"refitted (60 draws) {se_refitted:.4f}")
+    print(
+        f"\nbootstrap SE: linearised {est.se_:.4f}, recomputed with fixed leaves {se_recomputed:.4f}, "
+        f"refitted (60 draws) {se_refitted:.4f}"
+    )
     assert est.se_ == pytest.approx(se_recomputed, rel=0.15)
     assert est.se_ == pytest.approx(se_refitted, rel=0.35)

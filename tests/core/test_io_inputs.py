@@ -64,8 +64,15 @@ def layouts(sales, tmp_path_factory):
     return d, write_layouts(sales, d)
 
 
-KINDS = ["folder", "folder with a slash", "pattern", "recursive pattern", "hive partitions", "spark partitions",
-         "pattern over partitions"]
+KINDS = [
+    "folder",
+    "folder with a slash",
+    "pattern",
+    "recursive pattern",
+    "hive partitions",
+    "spark partitions",
+    "pattern over partitions",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -90,7 +97,9 @@ def test_columns_and_where_read_only_what_is_asked(layouts, kind):
 
 def test_scan_table_is_lazy_renamed_and_typed(layouts):
     _, paths = layouts
-    scan = io.scan_table(paths["spark partitions"], required=["sku", "date"], rename={"product_id": "sku"}, dates=["date"])
+    scan = io.scan_table(
+        paths["spark partitions"], required=["sku", "date"], rename={"product_id": "sku"}, dates=["date"]
+    )
     assert isinstance(scan, pl.LazyFrame)
     schema = scan.collect_schema()
     assert schema["sku"] == pl.Int64 and schema["date"] == pl.Date and "product_id" not in schema
@@ -99,8 +108,11 @@ def test_scan_table_is_lazy_renamed_and_typed(layouts):
 def test_a_date_filter_skips_the_partitions_it_rules_out(layouts):
     _, paths = layouts
     cut = END - dt.timedelta(days=15)
-    kept = sum(1 for p in pathlib.Path(paths["spark partitions"]).iterdir() if p.name.startswith("date=")
-               and dt.date.fromisoformat(p.name[5:]) <= cut)
+    kept = sum(
+        1
+        for p in pathlib.Path(paths["spark partitions"]).iterdir()
+        if p.name.startswith("date=") and dt.date.fromisoformat(p.name[5:]) <= cut
+    )
     assert 0 < kept < 10
     plan = io.scan_table(paths["spark partitions"], dates=["date"]).filter(pl.col("date") <= cut).explain()
     scan_line = next(line for line in plan.splitlines() if "SCAN [" in line)
@@ -110,16 +122,21 @@ def test_a_date_filter_skips_the_partitions_it_rules_out(layouts):
 
 
 def test_a_where_quotes_the_row_of_the_file_not_of_what_was_read(tmp_path):
-    frame = pl.DataFrame({"product_id": [1, 2, 3, None], "date": [dt.date(2026, 3, d) for d in (1, 2, 3, 4)],
-                          "units": [1.0, 2.0, 3.0, 4.0]})
+    frame = pl.DataFrame(
+        {
+            "product_id": [1, 2, 3, None],
+            "date": [dt.date(2026, 3, d) for d in (1, 2, 3, 4)],
+            "units": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     frame.write_parquet(tmp_path / "s.parquet")
     with pytest.raises(DataError, match=r"column 'product_id' is empty on row 4 "):
         io.read_table(str(tmp_path / "s.parquet"), dates=["date"], where=pl.col("date") >= dt.date(2026, 3, 3))
     frame.with_columns(units=pl.Series([1.0, float("inf"), 3.0, 4.0])).drop_nulls("product_id").write_parquet(
-        tmp_path / "t.parquet")
+        tmp_path / "t.parquet"
+    )
     with pytest.raises(DataError, match=r"column 'units' has inf on row 2;"):
         io.read_table(str(tmp_path / "t.parquet"), dates=["date"], where=pl.col("date") >= dt.date(2026, 3, 2))
-
 
 
 def test_a_batch_of_a_scan_is_checked_with_the_rows_of_the_input():
@@ -128,6 +145,7 @@ def test_a_batch_of_a_scan_is_checked_with_the_rows_of_the_input():
         io.check_values(batch, "s.parquet", first_row=1000)
     with pytest.raises(DataError, match=r"column 'product_id' is empty on row 2 "):
         io.check_values(pl.DataFrame({"product_id": [1, None]}), "s.parquet")
+
 
 def test_a_where_that_keeps_nothing_is_not_an_empty_table(layouts):
     _, paths = layouts
@@ -177,12 +195,18 @@ def test_string_and_timestamp_dates_in_parquet_are_checked_like_csv(tmp_path):
     for name in ("text.parquet", "midnight.parquet"):
         got = io.read_table(str(tmp_path / name), dates=["date"])
         assert got.equals(base), name
-    base.with_columns(pl.Series("date", ["2026-03-01", "2026/03/02", "2026-03-03"])).write_parquet(tmp_path / "bad.parquet")
-    with pytest.raises(ColumnTypeError, match=r"bad.parquet: column 'date' .* not an ISO date .*'2026/03/02' \(row 2\)"):
+    base.with_columns(pl.Series("date", ["2026-03-01", "2026/03/02", "2026-03-03"])).write_parquet(
+        tmp_path / "bad.parquet"
+    )
+    with pytest.raises(
+        ColumnTypeError, match=r"bad.parquet: column 'date' .* not an ISO date .*'2026/03/02' \(row 2\)"
+    ):
         io.scan_table(str(tmp_path / "bad.parquet"), dates=["date"])
     late = base.with_columns(pl.col("date").cast(pl.Datetime("us")) + pl.duration(hours=pl.Series([0, 0, 9])))
     late.write_parquet(tmp_path / "late.parquet")
-    with pytest.raises(ColumnTypeError, match=r"late.parquet: column 'date' holds timestamps with a time of day.*row 3"):
+    with pytest.raises(
+        ColumnTypeError, match=r"late.parquet: column 'date' holds timestamps with a time of day.*row 3"
+    ):
         io.read_table(str(tmp_path / "late.parquet"), dates=["date"])
 
 
@@ -201,7 +225,9 @@ def test_files_that_disagree_are_refused_naming_two_files_and_the_column(tmp_pat
     assert f"type Int64 in {d / 'a.parquet'}" in message and f"type Float64 in {d / 'b.parquet'}" in message
     (d / "b.parquet").unlink()
     sales.tail(10).drop("price").write_parquet(d / "c.parquet")
-    with pytest.raises(DataError, match=r"disagree on column 'price': type Float64 in .*a.parquet but absent in .*c.parquet"):
+    with pytest.raises(
+        DataError, match=r"disagree on column 'price': type Float64 in .*a.parquet but absent in .*c.parquet"
+    ):
         io.read_table(str(d))
 
 
@@ -209,7 +235,9 @@ def test_a_file_outside_the_partition_folders_is_refused(tmp_path, sales):
     sales.write_parquet(tmp_path / "ds", partition_by="date")
     stray = tmp_path / "ds" / "late.parquet"
     sales.head(3).write_parquet(stray)
-    with pytest.raises(DataError, match=rf"{stray} is not in a date=\.\.\. folder, unlike .*partition column 'date' is missing"):
+    with pytest.raises(
+        DataError, match=rf"{stray} is not in a date=\.\.\. folder, unlike .*partition column 'date' is missing"
+    ):
         io.read_table(str(tmp_path / "ds"), **SALES)
 
 
@@ -240,15 +268,32 @@ def test_a_repeated_column_name_in_a_parquet_file_is_refused(tmp_path):
     ("make", "given", "fragment"),
     [
         (lambda d: None, lambda d: d, "is a folder, not a file, and holds no Parquet files (it is empty)"),
-        (lambda d: (d / "a.csv").write_text("product_id\n1\n"), lambda d: d,
-         "holds no Parquet files (1 other file(s), e.g. a.csv)"),
+        (
+            lambda d: (d / "a.csv").write_text("product_id\n1\n"),
+            lambda d: d,
+            "holds no Parquet files (1 other file(s), e.g. a.csv)",
+        ),
         (lambda d: None, lambda d: d / "*.parquet", "no file matches this pattern"),
-        (lambda d: (d / "a.csv").write_text("product_id\n1\n"), lambda d: d / "*", "matches 1 other file(s), e.g. a.csv, but no Parquet file"),
-        (lambda d: (d / "bad.parquet").write_text("not parquet"), lambda d: d, "bad.parquet: not a readable Parquet file"),
+        (
+            lambda d: (d / "a.csv").write_text("product_id\n1\n"),
+            lambda d: d / "*",
+            "matches 1 other file(s), e.g. a.csv, but no Parquet file",
+        ),
+        (
+            lambda d: (d / "bad.parquet").write_text("not parquet"),
+            lambda d: d,
+            "bad.parquet: not a readable Parquet file",
+        ),
         (lambda d: None, lambda d: d / "gone.parquet", "gone.parquet: no such file."),
     ],
-    ids=["empty folder", "folder without parquet", "pattern matching nothing", "pattern matching no parquet",
-         "corrupt file in a folder", "missing file"],
+    ids=[
+        "empty folder",
+        "folder without parquet",
+        "pattern matching nothing",
+        "pattern matching no parquet",
+        "corrupt file in a folder",
+        "missing file",
+    ],
 )
 def test_nothing_to_read_is_an_input_error(tmp_path, make, given, fragment):
     d = tmp_path / "in"
@@ -283,8 +328,9 @@ def test_patterns_follow_glob_rules():
 def test_a_csv_file_keeps_its_checks_and_takes_columns_and_where(tmp_path, sales):
     sales.write_csv(tmp_path / "s.csv")
     cut = END - dt.timedelta(days=3)
-    got = io.read_table(str(tmp_path / "s.csv"), **SALES, columns=["product_id", "date", "units"],
-                        where=pl.col("date") <= cut)
+    got = io.read_table(
+        str(tmp_path / "s.csv"), **SALES, columns=["product_id", "date", "units"], where=pl.col("date") <= cut
+    )
     assert got.equals(sales.filter(pl.col("date") <= cut).select("product_id", "date", "units"))
     assert io.scan_table(str(tmp_path / "s.csv"), dates=["date"]).collect().equals(sales)
 
@@ -306,8 +352,15 @@ def store(s3_server, monkeypatch, layouts):
 
 @pytest.mark.parametrize(
     "uri",
-    ["one/one.parquet", "plain", "plain/", "plain/nested/*.parquet", "plain/**/*.parquet", "env=prod/spark/",
-     "env=prod/spark/date=2026-03-0*/*.parquet"],
+    [
+        "one/one.parquet",
+        "plain",
+        "plain/",
+        "plain/nested/*.parquet",
+        "plain/**/*.parquet",
+        "env=prod/spark/",
+        "env=prod/spark/date=2026-03-0*/*.parquet",
+    ],
 )
 def test_an_object_store_uri_reads_as_the_single_file(layouts, store, uri):
     d, _ = layouts
@@ -320,15 +373,19 @@ def test_an_object_store_uri_reads_as_the_single_file(layouts, store, uri):
 
 def test_an_object_store_scan_prunes_partitions_and_checks_files(layouts, store, s3_server):
     cut = END - dt.timedelta(days=3)
-    got = io.read_table(f"s3://{store}/env=prod/spark/", **SALES, columns=["product_id", "date", "units"],
-                        where=pl.col("date") > cut)
+    got = io.read_table(
+        f"s3://{store}/env=prod/spark/", **SALES, columns=["product_id", "date", "units"], where=pl.col("date") > cut
+    )
     assert got["date"].min() > cut and got.height == 30 * 3
     bad = pl.read_parquet(layouts[0] / "one.parquet").head(5).with_columns(pl.col("units").cast(pl.String))
     bad.drop("date").write_parquet(layouts[0] / "bad.parquet")
     s3_server.upload(layouts[0] / "bad.parquet", store, "env=prod/spark/date=2026-03-11")
     (layouts[0] / "bad.parquet").unlink()
-    with pytest.raises(DataError, match=rf"s3://{store}/env=prod/spark/: its files disagree on column 'units': "
-                                        rf"type Int64 in s3://{store}/.* but type String in s3://{store}/.*bad.parquet"):
+    with pytest.raises(
+        DataError,
+        match=rf"s3://{store}/env=prod/spark/: its files disagree on column 'units': "
+        rf"type Int64 in s3://{store}/.* but type String in s3://{store}/.*bad.parquet",
+    ):
         io.scan_table(f"s3://{store}/env=prod/spark/")
 
 

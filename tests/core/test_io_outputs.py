@@ -73,7 +73,11 @@ def test_consecutive_rows_of_a_partition_share_a_file_and_a_partition_met_again_
         "date=2026-03-03/part-0.parquet",
         "date=2026-03-04/part-0.parquet",
     ]
-    assert pl.read_parquet(tmp_path / "out" / "date=2026-03-03" / "part-0.parquet")["product_id"].to_list() == ["b", "a", "c"]
+    assert pl.read_parquet(tmp_path / "out" / "date=2026-03-03" / "part-0.parquet")["product_id"].to_list() == [
+        "b",
+        "a",
+        "c",
+    ]
     back = pl.read_parquet(tmp_path / "out", hive_partitioning=True).select(whole.columns)
     assert back.sort("product_id", "date").equals(pl.concat(pieces).sort("product_id", "date"))
 
@@ -108,11 +112,10 @@ def test_nothing_lands_before_the_commit_and_a_failed_run_leaves_the_old_dataset
     target = f"{tmp_path}/out/"
     io.write_table(panel(), target, meta=META)
     before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*.parquet")}
-    with pytest.raises(RuntimeError):
-        with io.output_transaction():
-            io.write_table(panel().filter(pl.col("date") == D1), target, meta={**META, "seed": 8})
-            assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*.parquet")} == before
-            raise RuntimeError("the run fails after writing")
+    with pytest.raises(RuntimeError), io.output_transaction():
+        io.write_table(panel().filter(pl.col("date") == D1), target, meta={**META, "seed": 8})
+        assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*.parquet")} == before
+        raise RuntimeError("the run fails after writing")
     assert {p: p.read_bytes() for p in (tmp_path / "out").rglob("*.parquet")} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "the temporary folder is gone"
     with io.output_transaction():
@@ -133,10 +136,15 @@ def test_a_new_dataset_gets_ordinary_folder_permissions(tmp_path):
     ("spoil", "reason"),
     [
         (lambda d: (d / "notes.txt").write_text("mine"), "it holds notes.txt, which pricelab does not write"),
-        (lambda d: pl.DataFrame({"x": [1]}).write_parquet(d / "part-0.parquet"), "part-0.parquet carries no pricelab provenance"),
+        (
+            lambda d: pl.DataFrame({"x": [1]}).write_parquet(d / "part-0.parquet"),
+            "part-0.parquet carries no pricelab provenance",
+        ),
         (lambda d: (d / "raw").mkdir(), "it holds the folder raw"),
-        (lambda d: (d / "date=2026-03-02").mkdir() or (d / "date=2026-03-02" / "x.csv").write_text("1"),
-         "it holds date=2026-03-02/x.csv"),
+        (
+            lambda d: (d / "date=2026-03-02").mkdir() or (d / "date=2026-03-02" / "x.csv").write_text("1"),
+            "it holds date=2026-03-02/x.csv",
+        ),
     ],
 )
 def test_a_folder_pricelab_did_not_write_is_never_replaced(tmp_path, spoil, reason):
@@ -196,11 +204,10 @@ def test_folder_outputs_are_checked_like_files(tmp_path):
 def test_an_object_store_output_appears_whole_at_the_commit_and_never_on_failure(s3_server, s3_bucket, monkeypatch):
     s3_server.use(monkeypatch)
     table = f"s3://{s3_bucket}/out/a.csv"
-    with pytest.raises(RuntimeError):
-        with io.output_transaction():
-            io.write_table(iter([panel().slice(0, 3), panel().slice(3, 4)]), table, meta=META)
-            io.write_json({"x": 1}, f"s3://{s3_bucket}/doc.json")
-            raise RuntimeError("the run fails after writing")
+    with pytest.raises(RuntimeError), io.output_transaction():
+        io.write_table(iter([panel().slice(0, 3), panel().slice(3, 4)]), table, meta=META)
+        io.write_json({"x": 1}, f"s3://{s3_bucket}/doc.json")
+        raise RuntimeError("the run fails after writing")
     assert s3_server.list_keys(s3_bucket) == [], "a failed run leaves nothing in the store"
     with io.output_transaction():
         io.write_table(iter([panel().slice(0, 3), panel().slice(3, 4)]), table, meta=META)
@@ -226,14 +233,28 @@ def test_object_store_outputs_are_checked_before_any_work(s3_server, s3_bucket, 
         io.check_outputs({"-o": f"s3://{s3_bucket}/sales/e.csv"}, {"--sales": f"s3://{s3_bucket}/sales/"})
     with pytest.raises(InputFileError, match="s3://no-such-bucket/e.csv: the bucket 'no-such-bucket' does not exist"):
         io.check_outputs({"-o": "s3://no-such-bucket/e.csv"}, {})
-    io.check_outputs({"-o": f"s3://{s3_bucket}/e.csv", "--truth-out": f"s3://{s3_bucket}/t.json"}, {},
-                     documents=[f"s3://{s3_bucket}/t.json"])
+    io.check_outputs(
+        {"-o": f"s3://{s3_bucket}/e.csv", "--truth-out": f"s3://{s3_bucket}/t.json"},
+        {},
+        documents=[f"s3://{s3_bucket}/t.json"],
+    )
     assert s3_server.list_keys(s3_bucket) == []
 
 
 def test_provenance_never_records_a_credential():
-    argv = ["pricelab", "assign", "--storage-option", "aws_region=eu-west-1", "--storage-option=aws_session_token=t0k",
-            "--storage-option", "AWS_SECRET_ACCESS_KEY=s3cr3t", "-o", "s3://b/a.csv"]
+    argv = [
+        "pricelab",
+        "assign",
+        "--storage-option",
+        "aws_region=eu-west-1",
+        "--storage-option=aws_session_token=t0k",
+        "--storage-option",
+        "AWS_SECRET_ACCESS_KEY=s3cr3t",
+        "-o",
+        "s3://b/a.csv",
+    ]
     command = io.provenance("1", argv, 0, ["s3://b/a.csv"])["command"]
-    assert command == ("pricelab assign --storage-option aws_region=eu-west-1 --storage-option=aws_session_token=*** "
-                       "--storage-option AWS_SECRET_ACCESS_KEY=*** -o {output}")
+    assert command == (
+        "pricelab assign --storage-option aws_region=eu-west-1 --storage-option=aws_session_token=*** "
+        "--storage-option AWS_SECRET_ACCESS_KEY=*** -o {output}"
+    )

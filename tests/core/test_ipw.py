@@ -64,7 +64,9 @@ def test_exact_probabilities_by_hand():
     assert np.allclose(probs_of(cells, "D"), [[0.7, 0.0, 0.3, 0.0]] * 2)
     # Clusters {A, B}, {C}, {D}: B shares A's arm, so treated A is always exposed.
     clusters = pl.DataFrame({"product_id": ["A", "B", "C", "D"], "cluster_id": [1, 1, 2, 3]})
-    cells = exposure_probs(assign(design, products, clusters=clusters), edges, design, products, clusters=clusters).cells
+    cells = exposure_probs(
+        assign(design, products, clusters=clusters), edges, design, products, clusters=clusters
+    ).cells
     assert np.allclose(probs_of(cells, "A"), [[0.49, 0.21, 0.0, 0.3]] * 2)
 
 
@@ -94,15 +96,21 @@ def test_exact_probabilities_agree_with_replays_of_the_design(kind, use_clusters
     elif kind == "triggered":
         design = make_design(kind, salt="r", duration_days=4, treat_share=0.5)
         offsets = np.random.default_rng(2).integers(0, 6, 60)
-        events = pl.DataFrame({"product_id": products["product_id"], "event_date": [START + dt.timedelta(days=int(o)) for o in offsets]})
+        events = pl.DataFrame(
+            {"product_id": products["product_id"], "event_date": [START + dt.timedelta(days=int(o)) for o in offsets]}
+        )
     else:
         design = make_design(kind, salt="r", start=START, end=D(2026, 3, 4), treat_share=0.6)
     assignment = assign(design, products, clusters=clusters, events=events)
     exact = exposure_probs(assignment, edges, design, products, clusters=clusters)
     replays = 2000
-    replay = exposure_probs(assignment, edges, design, products, clusters=clusters, method="replay", replays=replays, seed=9)
+    replay = exposure_probs(
+        assignment, edges, design, products, clusters=clusters, method="replay", replays=replays, seed=9
+    )
     assert exact.method == "exact" and replay.method == "replay"
-    assert exact.cells.select("product_id", "date", "condition").equals(replay.cells.select("product_id", "date", "condition"))
+    assert exact.cells.select("product_id", "date", "condition").equals(
+        replay.cells.select("product_id", "date", "condition")
+    )
     p = exact.cells.select(PROBABILITY_COLUMNS).to_numpy()
     p_hat = replay.cells.select(PROBABILITY_COLUMNS).to_numpy()
     assert np.allclose(p.sum(1), 1.0)
@@ -153,7 +161,9 @@ def test_hajek_estimates_by_hand():
     assert got["spillover"]["estimate"] == pytest.approx(2.0 - 5.0)
     assert got["direct"]["n"] == 4 and got["total"]["estimate"] is None
     assert not eligible[6].any()
-    assert got["direct"]["ci_low"] == pytest.approx(got["direct"]["estimate"] - 1.959964 * got["direct"]["se"], rel=1e-6)
+    assert got["direct"]["ci_low"] == pytest.approx(
+        got["direct"]["estimate"] - 1.959964 * got["direct"]["se"], rel=1e-6
+    )
 
 
 def test_clip_bounds_the_weights():
@@ -238,7 +248,9 @@ def test_confidence_intervals_cover_the_true_direct_and_spillover_effects():
     for r in range(120):
         design = make_design("random-days", salt=f"coverage-{r}", start=START, end=D(2026, 3, 29))
         assignment = assign(design, products)
-        sim = simulate_sales(products, assignment=assignment, edges=edges, history_days=56, seed=1000 + r, price_change=PRICE_CHANGE)
+        sim = simulate_sales(
+            products, assignment=assignment, edges=edges, history_days=56, seed=1000 + r, price_change=PRICE_CHANGE
+        )
         result = ipw_effects(sim.sales, assignment, edges, design, products, bootstrap=200, seed=r)
         truth = true_effects(sim.product_truth, edges, design.treat_share)
         rows += [{**row, "truth": truth[row["effect"]]} for row in result.effects.iter_rows(named=True)]
@@ -279,8 +291,15 @@ def test_cluster_assignment_cuts_the_spillover_bias_of_hpte():
 
     products, edges = simulate_catalog(200, 10, 5, seed=0)
     history = simulate_sales(
-        products, edges=edges, end=D(2026, 2, 28), history_days=365, seed=1,
-        dispersion=50.0, base_units=50.0, promo_rate=0.1, promo_depth=0.3,
+        products,
+        edges=edges,
+        end=D(2026, 2, 28),
+        history_days=365,
+        seed=1,
+        dispersion=50.0,
+        base_units=50.0,
+        promo_rate=0.1,
+        promo_depth=0.3,
     ).sales
     clusters = leiden_clusters(spillover_graph(history, products).edges, products, max_size=10, seed=0)
     bias = {"product": [], "cluster": []}

@@ -35,7 +35,11 @@ def difference_of_means(sales, assignment, outcome, with_intervals, seed):
         diff = wide.drop_nulls().select(pl.col("1") - pl.col("0")).to_series()
         est, se = diff.mean(), diff.std() / np.sqrt(len(diff))
     else:
-        arm = per.group_by("treated").agg(pl.col(outcome).mean(), pl.col(outcome).var().alias("v"), pl.len()).sort("treated")
+        arm = (
+            per.group_by("treated")
+            .agg(pl.col(outcome).mean(), pl.col(outcome).var().alias("v"), pl.len())
+            .sort("treated")
+        )
         est = arm[outcome][1] - arm[outcome][0]
         se = float(np.sqrt((arm["v"] / arm["len"]).sum()))
     if not with_intervals:
@@ -46,7 +50,9 @@ def difference_of_means(sales, assignment, outcome, with_intervals, seed):
 @pytest.fixture(scope="module")
 def catalog():
     products, edges = simulate_catalog(400, 8, community_size=4, seed=11)
-    history = simulate_sales(products, edges=edges, end=dt.date(2026, 3, 1), history_days=90, price_change=0.0, seed=12).sales
+    history = simulate_sales(
+        products, edges=edges, end=dt.date(2026, 3, 1), history_days=90, price_change=0.0, seed=12
+    ).sales
     return products, edges, history
 
 
@@ -96,8 +102,16 @@ def test_without_threats_every_design_is_unbiased_and_random_days_most_precise(c
 
 def test_carryover_biases_random_days_and_blackout_removes_it(catalog):
     products, edges, history = catalog
-    summary, _ = power_study(history, products, arms()[1:], estimator=difference_of_means, effect=0.05, reps=40,
-                             threats=Threats(carryover_days=3), seed=4)
+    summary, _ = power_study(
+        history,
+        products,
+        arms()[1:],
+        estimator=difference_of_means,
+        effect=0.05,
+        reps=40,
+        threats=Threats(carryover_days=3),
+        seed=4,
+    )
     by = {row["design"]: row for row in summary.iter_rows(named=True)}
     assert by["random-days"]["bias"] < -5 * by["random-days"]["bias_mc_se"], "lingering effect lifts control days"
     assert abs(by["crossover"]["bias"]) < 3.5 * by["crossover"]["bias_mc_se"]
@@ -108,8 +122,15 @@ def test_cluster_assignment_reduces_spillover_bias(catalog):
     clusters = products.select("product_id", pl.col("community").alias("cluster_id"))
     design = make_design("random-days", salt="x", start=START, end=START + dt.timedelta(days=27))
     summary, _ = power_study(
-        history, products, [Arm("products", design), Arm("clusters", design, clusters)],
-        estimator=difference_of_means, effect=0.05, reps=40, threats=Threats(spillover=0.5), edges=edges, seed=5,
+        history,
+        products,
+        [Arm("products", design), Arm("clusters", design, clusters)],
+        estimator=difference_of_means,
+        effect=0.05,
+        reps=40,
+        threats=Threats(spillover=0.5),
+        edges=edges,
+        seed=5,
     )
     by = {row["design"]: row for row in summary.iter_rows(named=True)}
     assert by["products"]["bias"] > 5 * by["products"]["bias_mc_se"]

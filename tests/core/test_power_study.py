@@ -22,8 +22,14 @@ def catalog():
     # for, since comparing a product with itself cancels its own drift.
     products, edges = simulate_catalog(300, 6, community_size=4, seed=41)
     history = simulate_sales(
-        products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0,
-        trend_sd=1.0, dispersion=20.0, seed=42,
+        products,
+        edges=edges,
+        end=dt.date(2026, 3, 1),
+        history_days=84,
+        price_change=0.0,
+        trend_sd=1.0,
+        dispersion=20.0,
+        seed=42,
     ).sales
     return products, edges, history
 
@@ -43,8 +49,16 @@ NO_THREATS = Threats()
 def study(catalog, arms, reps, threats=NO_THREATS, seed=0):
     products, edges, history = catalog
     summary, _ = power_study(
-        history, products, arms, estimator=HpteEstimator(features=products, n_bootstrap=100),
-        effect=0.05, reps=reps, threats=threats, edges=edges, interval_reps=0, seed=seed,
+        history,
+        products,
+        arms,
+        estimator=HpteEstimator(features=products, n_bootstrap=100),
+        effect=0.05,
+        reps=reps,
+        threats=threats,
+        edges=edges,
+        interval_reps=0,
+        seed=seed,
     )
     return {row["design"]: row for row in summary.iter_rows(named=True)}
 
@@ -89,8 +103,12 @@ def test_outlier_filter_keeps_switchback_designs_unbiased_under_promotions(seed)
     products = pl.read_csv(SAMPLE / "products.csv")
     history = pl.read_parquet(SAMPLE / "history.parquet")
     d = designs()
-    by = study((products, None, history), [Arm("crossover", d["crossover"]), Arm("random-days", d["random-days"])],
-               reps=120, seed=seed)
+    by = study(
+        (products, None, history),
+        [Arm("crossover", d["crossover"]), Arm("random-days", d["random-days"])],
+        reps=120,
+        seed=seed,
+    )
     for row in by.values():
         assert abs(row["bias"]) < 3.5 * row["bias_mc_se"], row
 
@@ -101,8 +119,15 @@ def heavy_tailed():
     largest days carry much of a multiplicative effect."""
     products, edges = simulate_catalog(400, 8, community_size=4, seed=61)
     history = simulate_sales(
-        products, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, base_units=3.0, dispersion=0.7,
-        contamination=0.03, contamination_kinds=("spike",), seed=62,
+        products,
+        end=dt.date(2026, 3, 1),
+        history_days=84,
+        price_change=0.0,
+        base_units=3.0,
+        dispersion=0.7,
+        contamination=0.03,
+        contamination_kinds=("spike",),
+        seed=62,
     ).sales
     return products, None, history
 

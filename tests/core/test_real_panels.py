@@ -70,14 +70,16 @@ def test_prepare_fills_each_product_from_its_first_row_on_the_panel_dates():
     products, sales = study.prepare(loaded.products, loaded.sales, loaded.period_days)
     dates = sales["date"].unique()
     first = sales.group_by("product_id").agg(pl.col("date").min().alias("first"))
-    expected = first.select(pl.col("first").map_elements(lambda d: int((dates >= d).sum()), return_dtype=pl.Int64).sum())
+    expected = first.select(
+        pl.col("first").map_elements(lambda d: int((dates >= d).sum()), return_dtype=pl.Int64).sum()
+    )
     assert sales.height == expected.item()
     joined = sales.join(loaded.sales, on=["product_id", "date"], how="left", suffix="_raw")
     raw = joined["units_raw"].to_numpy()
     assert np.all((raw == joined["units"].to_numpy()) | (np.isnan(raw) & (joined["units"].to_numpy() == 0)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def summary_of(name: str, kind: str) -> dict:
     """The study of one panel and design: 200 experiments, printed (``pytest -s``)."""
     loaded = panel(name)

@@ -167,8 +167,12 @@ def test_linearised_bootstrap_matches_recomputing_the_robust_step_in_every_draw(
         rng = np.random.default_rng(0)
         draws = []
         for b in range(300):
-            draw = np.concatenate([rng.choice(np.flatnonzero(stratum == s), size=int((stratum == s).sum())) for s in np.unique(stratum)])
-            est = HeterogeneousPanelEffect(n_bootstrap=0, random_state=b, **settings).fit_panel(resampled_panel(panel, draw), "units")
+            draw = np.concatenate(
+                [rng.choice(np.flatnonzero(stratum == s), size=int((stratum == s).sum())) for s in np.unique(stratum)]
+            )
+            est = HeterogeneousPanelEffect(n_bootstrap=0, random_state=b, **settings).fit_panel(
+                resampled_panel(panel, draw), "units"
+            )
             draws.append(est.estimate_)
     exact = float(np.std(draws, ddof=1))
     print(f"\n{kind}: linearised SE {linear.se_:.4f}, exact recomputation {exact:.4f} ({linear.se_ / exact - 1:+.1%})")
@@ -181,8 +185,17 @@ def test_power_on_a_history_with_heavy_noise_products_ranks_designs_as_on_the_cl
     where switchback designs pay, as in ``test_power_study.py``), against the same history
     without them."""
     products, _ = simulate_catalog(1000, 20, 5, seed=21)
-    sim = simulate_sales(products, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, seed=21,
-                         trend_sd=1.0, dispersion=20.0, contamination=0.01, contamination_kinds=("noise",))
+    sim = simulate_sales(
+        products,
+        end=dt.date(2026, 3, 1),
+        history_days=84,
+        price_change=0.0,
+        seed=21,
+        trend_sd=1.0,
+        dispersion=20.0,
+        contamination=0.01,
+        contamination_kinds=("noise",),
+    )
     end = dt.date(2026, 3, 1)
     start = end - dt.timedelta(days=27)
     arms = [
@@ -193,8 +206,16 @@ def test_power_on_a_history_with_heavy_noise_products_ranks_designs_as_on_the_cl
     se = {}
     for name, history in (("noisy", sim.sales), ("clean", sim.clean_sales)):
         for rule in ("robust", "quantile"):
-            summary, _ = power_study(history, products, arms, estimator=HpteEstimator(outlier_rule=rule),
-                                     effect=0.05, reps=30, interval_reps=0, seed=3)
+            summary, _ = power_study(
+                history,
+                products,
+                arms,
+                estimator=HpteEstimator(outlier_rule=rule),
+                effect=0.05,
+                reps=30,
+                interval_reps=0,
+                seed=3,
+            )
             se[name, rule] = dict(zip(summary["design"], summary["se"]))
     for key, figures in se.items():
         print(key, {k: round(v, 4) for k, v in figures.items()})
@@ -208,12 +229,21 @@ def test_power_on_a_history_with_heavy_noise_products_ranks_designs_as_on_the_cl
 
 def test_ipw_direct_and_spillover_stay_precise_with_heavy_noise_products():
     products, edges = simulate_catalog(500, 20, 5, seed=31)
-    estimates = {("noisy", e): [] for e in ("direct", "spillover")} | {("clean", e): [] for e in ("direct", "spillover")}
+    estimates = {("noisy", e): [] for e in ("direct", "spillover")} | {
+        ("clean", e): [] for e in ("direct", "spillover")
+    }
     for r in range(40):
         design = make_design("random-days", salt=f"ipw-{r}", start=START, end=START + dt.timedelta(days=27))
         assignment = assign(design, products)
-        sim = simulate_sales(products, assignment=assignment, edges=edges, history_days=56, seed=3000 + r,
-                             contamination=0.01, contamination_kinds=("noise",))
+        sim = simulate_sales(
+            products,
+            assignment=assignment,
+            edges=edges,
+            history_days=56,
+            seed=3000 + r,
+            contamination=0.01,
+            contamination_kinds=("noise",),
+        )
         for name, sales in (("noisy", sim.sales), ("clean", sim.clean_sales)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

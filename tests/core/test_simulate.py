@@ -104,9 +104,7 @@ def within_four_se(values: np.ndarray, target: float) -> tuple[bool, float]:
 
 def test_catalog_columns_types_and_balance():
     products, edges = simulate_catalog(n_products=103, n_groups=10, community_size=5, seed=3)
-    assert products.columns == [
-        "product_id", "category", "community", "size", "quality", "base_price", "brand"
-    ]
+    assert products.columns == ["product_id", "category", "community", "size", "quality", "base_price", "brand"]
     assert products.schema["product_id"] == pl.Int64
     assert products["product_id"].to_list() == list(range(1, 104))
     assert products.schema["category"] == pl.String
@@ -256,9 +254,7 @@ def test_product_truth_columns_and_definitions():
     assert summary["n_products"] == 60
     json.dumps(summary, allow_nan=False)
 
-    no_spill = simulate_sales(
-        products, assignment=assignment, edges=edges, history_days=20, seed=4, spillover=False
-    )
+    no_spill = simulate_sales(products, assignment=assignment, edges=edges, history_days=20, seed=4, spillover=False)
     assert no_spill.product_truth["cate_global"].equals(no_spill.product_truth["cate"])
     assert no_spill.truth["effect"] == pytest.approx(summary["effect"])
 
@@ -426,14 +422,8 @@ def test_carryover_keeps_demand_up_after_treatment_stops():
     post_start = EXPERIMENT_START + dt.timedelta(days=14)
 
     def post_mean(result, arm_value, first, last):
-        window = pl.col("date").is_between(
-            post_start + dt.timedelta(days=first), post_start + dt.timedelta(days=last)
-        )
-        return (
-            result.sales.filter(window)
-            .join(arm.filter(pl.col("arm") == arm_value), on="product_id")["units"]
-            .mean()
-        )
+        window = pl.col("date").is_between(post_start + dt.timedelta(days=first), post_start + dt.timedelta(days=last))
+        return result.sales.filter(window).join(arm.filter(pl.col("arm") == arm_value), on="product_id")["units"].mean()
 
     # With a 7-day time constant the dose averages about 0.4 over the 14 days after the
     # stop, about +9% demand for elasticity -2 and a 10% cut; noise is about 1.5%.
@@ -484,9 +474,7 @@ def _catalog():
             ["products", "'product_id'"],
         ),
         (
-            lambda: simulate_sales(
-                pl.DataFrame({"product_id": [1, 1]}), end=dt.date(2024, 1, 1)
-            ),
+            lambda: simulate_sales(pl.DataFrame({"product_id": [1, 1]}), end=dt.date(2024, 1, 1)),
             DuplicateKeyError,
             ["products", "product_id=1"],
         ),
@@ -524,9 +512,7 @@ def _catalog():
             ["edges", "dst", "42"],
         ),
         (
-            lambda: simulate_sales(
-                _catalog(), end=dt.date(2024, 1, 1), edges=pl.DataFrame({"src": [1], "dst": [2]})
-            ),
+            lambda: simulate_sales(_catalog(), end=dt.date(2024, 1, 1), edges=pl.DataFrame({"src": [1], "dst": [2]})),
             MissingColumnError,
             ["edges", "'weight'"],
         ),

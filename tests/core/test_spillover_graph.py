@@ -43,7 +43,9 @@ HISTORY_END = dt.date(2025, 12, 31)
 
 def history(seed: int, n_products: int = 200, n_groups: int = 10, **kwargs):
     products, edges = simulate_catalog(n_products, n_groups, 5, seed=seed)
-    sim = simulate_sales(products, edges=edges, end=HISTORY_END, history_days=365, seed=seed + 1, **{**STRONG, **kwargs})
+    sim = simulate_sales(
+        products, edges=edges, end=HISTORY_END, history_days=365, seed=seed + 1, **{**STRONG, **kwargs}
+    )
     return products, edges, sim.sales
 
 
@@ -141,7 +143,9 @@ def test_group_candidates_are_every_ordered_pair_of_a_group(seed):
     assert np.array_equal(cand.src, expected["src"].to_numpy())
     assert np.array_equal(cand.dst, expected["dst"].to_numpy())
     block_of = expected["category"].to_numpy()
-    assert np.array_equal(cand.bounds, np.append(np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]), len(block_of)))
+    assert np.array_equal(
+        cand.bounds, np.append(np.flatnonzero(np.r_[True, block_of[1:] != block_of[:-1]]), len(block_of))
+    )
     out_src, out_dst = cand.src[cand.order], cand.dst[cand.order]
     assert np.array_equal(np.lexsort((out_dst, out_src)), np.arange(len(out_src))), "output sorted by src, then dst"
     assert np.array_equal(np.sort(cand.order), np.arange(len(cand.order))), "a permutation"
@@ -204,7 +208,9 @@ def test_noise_free_cross_elasticity_is_recovered_exactly():
             "price": np.exp(log_price).ravel(),
         }
     )
-    products = pl.DataFrame({"product_id": np.arange(10, 10 + n), "category": ["a"] * 3 + [f"z{i}" for i in range(n - 3)]})
+    products = pl.DataFrame(
+        {"product_id": np.arange(10, 10 + n), "category": ["a"] * 3 + [f"z{i}" for i in range(n - 3)]}
+    )
     pairs, *_ = cross_price_elasticities(sales, products)
     got = {(s, d): w for s, d, w in pairs.select("src", "dst", "weight").iter_rows()}
     assert len(got) == 6
@@ -273,7 +279,9 @@ def test_zero_sales_days_stay_in_the_sample():
     day): what must hold is that the zeros are kept and the false-positive rate stays 5%.
     """
     products, edges = simulate_catalog(200, 10, 5, seed=18)
-    sales = simulate_sales(products, edges=edges, end=HISTORY_END, history_days=365, seed=19, **{**STRONG, "base_units": 1.5}).sales
+    sales = simulate_sales(
+        products, edges=edges, end=HISTORY_END, history_days=365, seed=19, **{**STRONG, "base_units": 1.5}
+    ).sales
     assert (sales["units"] == 0).mean() > 0.15
     graph = spillover_graph(sales, products)
     assert (graph.pairs["n_days"] == 365).all(), "zero-sales days are days with data"
@@ -292,8 +300,10 @@ def test_untestable_pairs_are_reported_with_reasons():
         sales.filter(pl.col("product_id") != absent)
         .join(twin_price, on="date")
         .with_columns(
-            price=pl.when(pl.col("product_id") == constant).then(20.0)
-            .when(pl.col("product_id") == twin_b).then(pl.col("_p") * 1.5)
+            price=pl.when(pl.col("product_id") == constant)
+            .then(20.0)
+            .when(pl.col("product_id") == twin_b)
+            .then(pl.col("_p") * 1.5)
             .otherwise(pl.col("price"))
         )
         .drop("_p")
@@ -307,7 +317,10 @@ def test_untestable_pairs_are_reported_with_reasons():
     assert status[(ids[5], absent)] == "dst has no sales history"
     assert status[(twin_a, twin_b)] == "src and dst prices collinear"
     assert status[(twin_a, ids[5])] == "tested"
-    assert pairs.filter(pl.col("status") != "tested")["p_value"].null_count() == pairs.filter(pl.col("status") != "tested").height
+    assert (
+        pairs.filter(pl.col("status") != "tested")["p_value"].null_count()
+        == pairs.filter(pl.col("status") != "tested").height
+    )
 
 
 def test_complements_are_kept_only_on_request():
@@ -323,8 +336,10 @@ def test_complements_are_kept_only_on_request():
 
 def test_pairs_file_limits_the_candidates(planted):
     products, edges, sales = planted
-    candidates = edges.head(30).select("src", "dst").vstack(
-        pl.DataFrame({"src": [1, 2], "dst": [150, 160]}, schema=edges.select("src", "dst").schema)
+    candidates = (
+        edges.head(30)
+        .select("src", "dst")
+        .vstack(pl.DataFrame({"src": [1, 2], "dst": [150, 160]}, schema=edges.select("src", "dst").schema))
     )
     graph = spillover_graph(sales, products, pairs=candidates)
     assert graph.pairs.height == candidates.height
@@ -348,7 +363,9 @@ def test_a_block_too_large_for_its_days_falls_back_to_pairwise_with_a_warning():
 def test_bad_values_are_named(planted):
     products, _, sales = planted
     negative = sales.with_columns(units=pl.when(pl.col("product_id") == 3).then(-1).otherwise(pl.col("units")))
-    with pytest.raises(DataError, match=r"sales: column 'units' has 365 value\(s\) that are negative.*product 3 on 2025-01-01"):
+    with pytest.raises(
+        DataError, match=r"sales: column 'units' has 365 value\(s\) that are negative.*product 3 on 2025-01-01"
+    ):
         spillover_graph(negative, products)
     free = sales.with_columns(price=pl.when(pl.col("product_id") == 4).then(0.0).otherwise(pl.col("price")))
     with pytest.raises(DataError, match="column 'price' .* not positive"):

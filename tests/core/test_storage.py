@@ -59,9 +59,7 @@ def _no_aws_environment(monkeypatch):
 # --------------------------------------------------------------------------- reading
 
 
-def test_polars_reads_hive_partitioned_folder_through_storage_options(
-    s3_server, s3_bucket, store, sales_folder
-):
+def test_polars_reads_hive_partitioned_folder_through_storage_options(s3_server, s3_bucket, store, sales_folder):
     keys = s3_server.upload(sales_folder, s3_bucket, "sales")
     uri = f"s3://{s3_bucket}/sales/"
 
@@ -101,9 +99,7 @@ def test_list_objects_prefix_glob_and_single_object(s3_server, s3_bucket, store,
         ("sales/missing.csv", "no such object"),
     ],
 )
-def test_nothing_there_is_an_input_error_naming_the_uri(
-    s3_server, s3_bucket, store, sales_folder, path, expected
-):
+def test_nothing_there_is_an_input_error_naming_the_uri(s3_server, s3_bucket, store, sales_folder, path, expected):
     s3_server.upload(sales_folder, s3_bucket, "sales")
     uri = f"s3://{s3_bucket}/{path}"
     with pytest.raises(InputFileError) as caught:
@@ -216,8 +212,10 @@ def test_silent_endpoint_does_not_hang(s3_server, monkeypatch):
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{silent.getsockname()[1]}")
         started = time.monotonic()
         # A slow store is told how to wait longer, an absent one where to point.
-        expected = (r"^s3://b/sales/: the object store at .* did not answer within the timeout.*"
-                    r"--storage-option timeout=.*AWS_ENDPOINT_URL")
+        expected = (
+            r"^s3://b/sales/: the object store at .* did not answer within the timeout.*"
+            r"--storage-option timeout=.*AWS_ENDPOINT_URL"
+        )
         with pytest.raises(InputFileError, match=expected):
             storage.check_access("s3://b/sales/", storage.storage_options())
         assert time.monotonic() - started < BOUND_SECONDS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,15 +31,13 @@ from pricelab_cli.design import design_from_dict
 io = lazy("pricelab_cli.io")
 
 
-@app.command(
-    epilog="Example: pricelab assign --design design.json --products products.csv -o assignment.parquet"
-)
+@app.command(epilog="Example: pricelab assign --design design.json --products products.csv -o assignment.parquet")
 def assign(
     design_path: Annotated[str, typer.Option("--design", help="Design JSON written by `pricelab design`.")],
     products: InputPath,
     output: Output = "-",
-    clusters: Annotated[Optional[str], typer.Option(help="product_id, cluster_id: assign whole clusters.")] = None,
-    events: Annotated[Optional[str], typer.Option(help="product_id, event_date: windows of a triggered design.")] = None,
+    clusters: Annotated[str | None, typer.Option(help="product_id, cluster_id: assign whole clusters.")] = None,
+    events: Annotated[str | None, typer.Option(help="product_id, event_date: windows of a triggered design.")] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -56,7 +54,9 @@ def assign(
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
     # Assignment hashes product ids only: the catalog's other columns are never read.
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"])
+    product_table = run.read(
+        products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"]
+    )
     cluster_table = (
         run.read(
             clusters,
@@ -67,7 +67,9 @@ def assign(
         else None
     )
     event_table = (
-        run.read(events, required=["product_id", "event_date"], rename={**ids, event_col: "event_date"}, dates=["event_date"])
+        run.read(
+            events, required=["product_id", "event_date"], rename={**ids, event_col: "event_date"}, dates=["event_date"]
+        )
         if events
         else None
     )
@@ -86,6 +88,8 @@ def assign(
     # a folder partitioned by date, else whole products at a time (the file's row order).
     pieces = plan.by_date() if io.is_folder_output(output) else plan.by_products()
     tally = BalanceTally()
-    renamed = (user_names(p, unit_col=unit_col, time_col=time_col, cluster_col=cluster_col) for p in tally.count(pieces))
+    renamed = (
+        user_names(p, unit_col=unit_col, time_col=time_col, cluster_col=cluster_col) for p in tally.count(pieces)
+    )
     run.write(renamed, output, partition_by=time_col)
     report_balance(run.reporter, plan.balance(tally), spec)

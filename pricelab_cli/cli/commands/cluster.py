@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,13 +35,15 @@ def cluster(
     edges: Annotated[str, typer.Option(help="Substitutes graph: src, dst, weight (as spillover-graph writes it).")],
     output: Output = "-",
     products: Annotated[
-        Optional[str], typer.Option(help="product_id of every product; those on no edge get a cluster of their own.")
+        str | None, typer.Option(help="product_id of every product; those on no edge get a cluster of their own.")
     ] = None,
-    max_size: Annotated[Optional[int], typer.Option("--max-size", min=1, help="Hard bound on products per cluster.")] = None,
+    max_size: Annotated[
+        int | None, typer.Option("--max-size", min=1, help="Hard bound on products per cluster.")
+    ] = None,
     resolution: Annotated[
         float, typer.Option(help="Modularity resolution: above 1 gives more, smaller clusters.")
     ] = 1.0,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw the distribution of cluster sizes to this PNG.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw the distribution of cluster sizes to this PNG.")] = None,
     unit_col: UnitCol = "product_id",
     cluster_col: ClusterCol = "cluster_id",
     storage_option: StorageOption = None,
@@ -56,12 +58,23 @@ def cluster(
     from pricelab_cli.spillover.cluster import leiden_clusters
 
     run = start_run(
-        (quiet, silent), seed, fmt, output, str(plot) if plot else None, documents=(str(plot) if plot else None,),
+        (quiet, silent),
+        seed,
+        fmt,
+        output,
+        str(plot) if plot else None,
+        documents=(str(plot) if plot else None,),
         storage_option=storage_option,
     )
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=products is not None)
     product_table = (
-        run.read(products, required=["product_id"], rename={unit_col: "product_id"}, unique=["product_id"], columns=["product_id"])
+        run.read(
+            products,
+            required=["product_id"],
+            rename={unit_col: "product_id"},
+            unique=["product_id"],
+            columns=["product_id"],
+        )
         if products
         else None
     )

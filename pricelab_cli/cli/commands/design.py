@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -26,33 +26,39 @@ io = lazy("pricelab_cli.io")
 def design(
     kind: Annotated[DesignKind, typer.Argument(help="time-bound, triggered, random-days or crossover.")],
     output: Output = "-",
-    start: Annotated[Optional[dt.date], date_option("--start", "First experiment date.")] = None,
-    end: Annotated[Optional[dt.date], date_option("--end", "Last experiment date (time-bound, random-days).")] = None,
-    block_days: Annotated[Optional[int], typer.Option(help="random-days: days per re-randomised block.", show_default="1")] = None,
-    duration_days: Annotated[Optional[int], typer.Option(help="triggered: window length from each event.")] = None,
-    phase_days: Annotated[Optional[int], typer.Option(help="crossover: days per phase.")] = None,
-    blackout_days: Annotated[Optional[int], typer.Option(help="crossover: blackout days opening each phase.", show_default="0")] = None,
-    phases: Annotated[Optional[int], typer.Option(help="crossover: number of phases.", show_default="2")] = None,
+    start: Annotated[dt.date | None, date_option("--start", "First experiment date.")] = None,
+    end: Annotated[dt.date | None, date_option("--end", "Last experiment date (time-bound, random-days).")] = None,
+    block_days: Annotated[
+        int | None, typer.Option(help="random-days: days per re-randomised block.", show_default="1")
+    ] = None,
+    duration_days: Annotated[int | None, typer.Option(help="triggered: window length from each event.")] = None,
+    phase_days: Annotated[int | None, typer.Option(help="crossover: days per phase.")] = None,
+    blackout_days: Annotated[
+        int | None, typer.Option(help="crossover: blackout days opening each phase.", show_default="0")
+    ] = None,
+    phases: Annotated[int | None, typer.Option(help="crossover: number of phases.", show_default="2")] = None,
     treat_share: Annotated[float, typer.Option(help="Share of randomisation units treated.")] = 0.5,
     salt: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="Hash salt.", show_default="hash of --seed, kind, --name and dates, else random"),
     ] = None,
-    name: Annotated[Optional[str], typer.Option(help="Name shown in reports (and part of a seeded salt).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name shown in reports (and part of a seeded salt).")] = None,
     description: Annotated[
-        Optional[str], typer.Option(help='What the experiment changes, for the report (e.g. "10% price cut").')
+        str | None, typer.Option(help='What the experiment changes, for the report (e.g. "10% price cut").')
     ] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw the product x day grid to this PNG.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw the product x day grid to this PNG.")] = None,
     quiet: Quiet = False,
     silent: Silent = False,
     verbose: Verbose = False,
     fmt: Format = None,
     seed: Annotated[
-        Optional[int], typer.Option("--seed", help="Derive the salt from this seed with the kind, --name and dates.")
+        int | None, typer.Option("--seed", help="Derive the salt from this seed with the kind, --name and dates.")
     ] = None,
 ) -> None:
     """Write an experiment design (JSON spec) for the assign step."""
-    run = start_run((quiet, silent), seed, fmt, output, str(plot) if plot else None, documents=(output, str(plot) if plot else None))
+    run = start_run(
+        (quiet, silent), seed, fmt, output, str(plot) if plot else None, documents=(output, str(plot) if plot else None)
+    )
     kind_name = kind.value
     _reject_flags_for_kind(
         kind_name,

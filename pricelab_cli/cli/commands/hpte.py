@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,10 +45,11 @@ def hpte(
     assignment: InputPath,
     output: Output = "-",
     outcome: Annotated[
-        Optional[list[str]], typer.Option("--outcome", metavar="COLUMN", help="Outcome column; repeat for several.", show_default="units")
+        list[str] | None,
+        typer.Option("--outcome", metavar="COLUMN", help="Outcome column; repeat for several.", show_default="units"),
     ] = None,
     features: Annotated[
-        Optional[str], typer.Option(help="Product features for the causal forest (product_id + columns).")
+        str | None, typer.Option(help="Product features for the causal forest (product_id + columns).")
     ] = None,
     method: Annotated[
         HpteMethod, typer.Option(help="hpte, or did: classic mean-after minus mean-before difference in differences.")
@@ -62,15 +63,19 @@ def hpte(
         ),
     ] = OutlierRule.robust,
     outlier_c: Annotated[
-        Optional[float],
-        typer.Option(min=0.0, help="With --outlier-rule quantile: drop about C products (tail share C / n).", show_default="4"),
+        float | None,
+        typer.Option(
+            min=0.0, help="With --outlier-rule quantile: drop about C products (tail share C / n).", show_default="4"
+        ),
     ] = None,
     no_outlier_filter: Annotated[
         bool, typer.Option("--no-outlier-filter", help="Keep every product (residuals are still winsorised).")
     ] = False,
     outliers_out: Annotated[
-        Optional[str],
-        typer.Option("--outliers-out", help="Write every dropped, winsorised or stock-out product with the reason here."),
+        str | None,
+        typer.Option(
+            "--outliers-out", help="Write every dropped, winsorised or stock-out product with the reason here."
+        ),
     ] = None,
     no_detrend: Annotated[
         bool, typer.Option("--no-detrend", help="Fit each product's level only (no trend or weekday terms).")
@@ -84,26 +89,31 @@ def hpte(
     ] = False,
     trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,
     jobs: Annotated[
-        int, typer.Option(help="Worker processes for the per-partition steps and threads for the forest (0: all cores).", show_default="all cores")
+        int,
+        typer.Option(
+            help="Worker processes for the per-partition steps and threads for the forest (0: all cores).",
+            show_default="all cores",
+        ),
     ] = 0,
     engine: EngineOption = None,
     partition_rows: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
-            "--partition-rows", min=1000,
+            "--partition-rows",
+            min=1000,
             help="Sales rows per partition of products, one task's share of the work; the result does not "
             "depend on it.",
             show_default="4,000,000",
         ),
     ] = None,
     cate_out: Annotated[
-        Optional[str], typer.Option("--cate-out", help="Write product_id, cate (per-product effect) here.")
+        str | None, typer.Option("--cate-out", help="Write product_id, cate (per-product effect) here.")
     ] = None,
     plot: Annotated[
-        Optional[Path], typer.Option(help="Draw the treated-minus-control path of detrended outcomes to this PNG.")
+        Path | None, typer.Option(help="Draw the treated-minus-control path of detrended outcomes to this PNG.")
     ] = None,
     placebo_out: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--placebo-out",
             help="Also run the estimator on a fake experiment inside the history (the last stretch as long as the "
@@ -111,7 +121,7 @@ def hpte(
         ),
     ] = None,
     carryover_out: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             "--carryover-out",
             help="Switchback designs: write the carryover check here (first analysed day after a switch against "
@@ -121,7 +131,9 @@ def hpte(
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
-    price_col: Annotated[str, typer.Option("--price-col", help="Price column of the sales (a forest feature).")] = "price",
+    price_col: Annotated[
+        str, typer.Option("--price-col", help="Price column of the sales (a forest feature).")
+    ] = "price",
     storage_option: StorageOption = None,
     quiet: Quiet = False,
     silent: Silent = False,
@@ -133,8 +145,17 @@ def hpte(
     from pricelab_cli.hpte import estimate_hpte
 
     run = start_run(
-        (quiet, silent), seed, fmt, output, cate_out, str(plot) if plot else None, outliers_out, placebo_out, carryover_out,
-        documents=(str(plot) if plot else None,), storage_option=storage_option,
+        (quiet, silent),
+        seed,
+        fmt,
+        output,
+        cate_out,
+        str(plot) if plot else None,
+        outliers_out,
+        placebo_out,
+        carryover_out,
+        documents=(str(plot) if plot else None,),
+        storage_option=storage_option,
     )
     if outlier_c is not None and outlier_rule is OutlierRule.robust:
         raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
@@ -241,7 +262,9 @@ def _carryover_table(sales, assignment, outcomes: list[str], engine) -> pl.DataF
         check = carryover_check(residuals[name], grid)
         tables.append(check.table.select(pl.lit(name).alias("outcome"), pl.all()))
         if check.table["n_products"].max() == 0:
-            ACTIVE.reporter.warn(f"carryover: no product of the assignment switches arm, so {name} has no carryover to check.")
+            ACTIVE.reporter.warn(
+                f"carryover: no product of the assignment switches arm, so {name} has no carryover to check."
+            )
     return pl.concat(tables)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -42,16 +42,18 @@ def ipw(
     products: Annotated[str, typer.Option(help="The products table the assignment was made from.")],
     output: Output = "-",
     clusters: Annotated[
-        Optional[str], typer.Option(help="product_id, cluster_id used by assign (else the assignment's cluster_id).")
+        str | None, typer.Option(help="product_id, cluster_id used by assign (else the assignment's cluster_id).")
     ] = None,
     outcome: Annotated[str, typer.Option(help="Outcome column of the sales.")] = "units",
     exposure_threshold: Annotated[
         float, typer.Option(help="Exposed when the treated share of incoming substitute weight exceeds this.")
     ] = 0.0,
     replays: Annotated[int, typer.Option(min=1, help="Replays of the design when probabilities are not exact.")] = 200,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws over randomisation units for the SE (20 or more).")] = 500,
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap draws over randomisation units for the SE (20 or more).")
+    ] = 500,
     clip: Annotated[
-        Optional[float], typer.Option(help="Raise exposure probabilities below this to it (weights at most 1/clip).")
+        float | None, typer.Option(help="Raise exposure probabilities below this to it (weights at most 1/clip).")
     ] = None,
     outlier_rule: Annotated[
         OutlierRule, typer.Option(help="Residuals as hpte makes them: robust or quantile (least squares).")
@@ -84,18 +86,30 @@ def ipw(
     # Scanned, as for hpte: the detrending streams the sales into partitions of products,
     # reading only these columns and no date after the assignment's last.
     sales_table = io.scan_table(
-        sales, required=["product_id", "date", outcome], rename={**ids, time_col: "date"}, dates=["date"],
+        sales,
+        required=["product_id", "date", outcome],
+        rename={**ids, time_col: "date"},
+        dates=["date"],
         storage_options=run.storage_options,
     )
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=True)
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"])
+    product_table = run.read(
+        products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"]
+    )
     cluster_table = (
-        run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
+        run.read(
+            clusters,
+            required=["product_id", "cluster_id"],
+            rename={**ids, cluster_col: "cluster_id"},
+            unique=["product_id"],
+        )
         if clusters
         else None
     )
-    with engine_for(run, engine, 0) as chosen, \
-            run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance:
+    with (
+        engine_for(run, engine, 0) as chosen,
+        run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance,
+    ):
         result = ipw_effects(
             sales_table,
             assignment_table,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -39,17 +39,29 @@ io = lazy("pricelab_cli.io")
 def power(
     history: InputPath,
     products: InputPath,
-    design_paths: Annotated[list[str], typer.Option("--design", metavar="PATH", help="A design JSON; repeat to compare designs.")],
+    design_paths: Annotated[
+        list[str], typer.Option("--design", metavar="PATH", help="A design JSON; repeat to compare designs.")
+    ],
     output: Output = "-",
     outcome: Annotated[str, typer.Option(help="Outcome column of the history.")] = "units",
     effect: Annotated[float, typer.Option(help="Relative effect injected on treated cells (0.05 = +5%).")] = 0.05,
     reps: Annotated[int, typer.Option(help="Monte Carlo repetitions per design.")] = 200,
-    carryover_days: Annotated[float, typer.Option(help="Threat: the effect lingers, decaying over this many days.")] = 0.0,
-    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (for --spillover).")] = None,
-    spillover: Annotated[float, typer.Option(help="Threat: share of the effect leaking onto substitutes, opposite sign.")] = 0.0,
-    clusters: Annotated[Optional[str], typer.Option(help="product_id,cluster_id: also run every design by cluster.")] = None,
-    events: Annotated[Optional[str], typer.Option(help="product_id,event_date inside the history, for triggered designs.")] = None,
-    interval_reps: Annotated[Optional[int], typer.Option(help="Repetitions that also bootstrap intervals.", show_default="all")] = None,
+    carryover_days: Annotated[
+        float, typer.Option(help="Threat: the effect lingers, decaying over this many days.")
+    ] = 0.0,
+    edges: Annotated[str | None, typer.Option(help="Substitute edges src,dst,weight (for --spillover).")] = None,
+    spillover: Annotated[
+        float, typer.Option(help="Threat: share of the effect leaking onto substitutes, opposite sign.")
+    ] = 0.0,
+    clusters: Annotated[
+        str | None, typer.Option(help="product_id,cluster_id: also run every design by cluster.")
+    ] = None,
+    events: Annotated[
+        str | None, typer.Option(help="product_id,event_date inside the history, for triggered designs.")
+    ] = None,
+    interval_reps: Annotated[
+        int | None, typer.Option(help="Repetitions that also bootstrap intervals.", show_default="all")
+    ] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws in those repetitions.")] = 200,
     trees: Annotated[int, typer.Option(min=1, help="Causal-forest trees per estimate in the study.")] = 10,
     outlier_rule: Annotated[
@@ -57,8 +69,8 @@ def power(
     ] = OutlierRule.robust,
     jobs: Annotated[int, typer.Option(help="Worker processes (0: all cores).", show_default="all cores")] = 0,
     engine: EngineOption = None,
-    repetitions_out: Annotated[Optional[str], typer.Option(help="Also write every repetition's estimate here.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
+    repetitions_out: Annotated[str | None, typer.Option(help="Also write every repetition's estimate here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw SE and bias per design to this PNG.")] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -73,19 +85,34 @@ def power(
     from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
 
     run = start_run(
-        (quiet, silent), seed, fmt, output, repetitions_out, str(plot) if plot else None,
-        documents=(str(plot) if plot else None,), storage_option=storage_option,
+        (quiet, silent),
+        seed,
+        fmt,
+        output,
+        repetitions_out,
+        str(plot) if plot else None,
+        documents=(str(plot) if plot else None,),
+        storage_option=storage_option,
     )
     ids = {unit_col: "product_id"}
     history_table = run.read(
-        history, required=["product_id", "date", outcome], rename={**ids, time_col: "date"},
-        dates=["date"], unique=["product_id", "date"],
+        history,
+        required=["product_id", "date", outcome],
+        rename={**ids, time_col: "date"},
+        dates=["date"],
+        unique=["product_id", "date"],
     )
     product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
     designs = [design_from_dict(io.read_json(p, storage_options=run.storage_options), source=p) for p in design_paths]
     cluster_table = (
-        run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"}, unique=["product_id"])
-        if clusters else None
+        run.read(
+            clusters,
+            required=["product_id", "cluster_id"],
+            rename={**ids, cluster_col: "cluster_id"},
+            unique=["product_id"],
+        )
+        if clusters
+        else None
     )
     edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
     event_table = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,21 +38,26 @@ def report(
     assignment: Annotated[str, typer.Option(help="The assignment written by `pricelab assign`.")],
     sales: Annotated[str, typer.Option(help="The sales the effects were estimated from (history and experiment).")],
     effects: Annotated[str, typer.Option(help="The effects output of `pricelab hpte`.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="The HTML page to write (self-contained).")] = "report.html",
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="The HTML page to write (self-contained).")
+    ] = "report.html",
     markdown: Annotated[
-        bool, typer.Option("--markdown", help="Also write the readout as Markdown (<output>.md, PNGs in <output>_files/).")
+        bool,
+        typer.Option("--markdown", help="Also write the readout as Markdown (<output>.md, PNGs in <output>_files/)."),
     ] = False,
-    cate: Annotated[Optional[str], typer.Option(help="The --cate-out output of hpte.")] = None,
+    cate: Annotated[str | None, typer.Option(help="The --cate-out output of hpte.")] = None,
     products: Annotated[
-        Optional[str], typer.Option(help="Products table with features: balance and effect by feature.")
+        str | None, typer.Option(help="Products table with features: balance and effect by feature.")
     ] = None,
-    placebo: Annotated[Optional[str], typer.Option(help="The --placebo-out output of hpte.")] = None,
-    spillover: Annotated[Optional[str], typer.Option(help="The output of `pricelab ipw`.")] = None,
-    clusters: Annotated[Optional[str], typer.Option(help="The output of `pricelab cluster`.")] = None,
-    power: Annotated[Optional[str], typer.Option(help="The output of `pricelab power`.")] = None,
+    placebo: Annotated[str | None, typer.Option(help="The --placebo-out output of hpte.")] = None,
+    spillover: Annotated[str | None, typer.Option(help="The output of `pricelab ipw`.")] = None,
+    clusters: Annotated[str | None, typer.Option(help="The output of `pricelab cluster`.")] = None,
+    power: Annotated[str | None, typer.Option(help="The output of `pricelab power`.")] = None,
     description: Annotated[
-        Optional[str],
-        typer.Option(help='What the experiment changed (e.g. "10% price cut").', show_default="the design's --description"),
+        str | None,
+        typer.Option(
+            help='What the experiment changed (e.g. "10% price cut").', show_default="the design's --description"
+        ),
     ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
@@ -70,39 +75,68 @@ def report(
     stem = output.rsplit(".", 1)[0]
     md_path, image_folder = (f"{stem}.md", f"{stem}_files") if markdown else (None, None)
     # Nothing in the report is random; --seed is recorded, as for every command.
-    run = start_run((quiet, silent), seed, fmt, output, md_path, documents=(output, md_path), storage_option=storage_option)
+    run = start_run(
+        (quiet, silent), seed, fmt, output, md_path, documents=(output, md_path), storage_option=storage_option
+    )
     if not output.endswith((".html", ".htm")):
         raise UsageError(f"-o {output}: the report is an HTML page; give a name ending in .html.")
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
     ids = {unit_col: "product_id"}
     assignment_table = run.read(
-        assignment, required=list(io.ASSIGNMENT_COLUMNS), rename={**ids, time_col: "date", cluster_col: "cluster_id"},
-        dates=["date"], unique=["product_id", "date"],
+        assignment,
+        required=list(io.ASSIGNMENT_COLUMNS),
+        rename={**ids, time_col: "date", cluster_col: "cluster_id"},
+        dates=["date"],
+        unique=["product_id", "date"],
     )
     effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
     outcomes = effect_table["outcome"].to_list()
     sales_table = io.scan_table(
-        sales, required=["product_id", "date", *outcomes], rename={**ids, time_col: "date"}, dates=["date"],
+        sales,
+        required=["product_id", "date", *outcomes],
+        rename={**ids, time_col: "date"},
+        dates=["date"],
         storage_options=run.storage_options,
     )
     optional = {
         "cate": run.read(cate, required=["product_id", "cate"], rename=ids) if cate else None,
-        "products": run.read(products, required=["product_id"], rename=ids, unique=["product_id"]) if products else None,
+        "products": run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+        if products
+        else None,
         "placebo": run.read(placebo, required=["outcome", "estimate", "p_value"]) if placebo else None,
         "spillover": run.read(spillover, required=["effect", "estimate", "ci_low", "ci_high", "p_value", "n"])
-        if spillover else None,
+        if spillover
+        else None,
         "clusters": run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"})
-        if clusters else None,
+        if clusters
+        else None,
         "power": run.read(power, required=["design", "bias", "se", "power", "coverage"]) if power else None,
     }
-    paths = {"design": design_path, "assignment": assignment, "sales": sales, "effects": effects, "cate": cate,
-             "products": products, "placebo": placebo, "spillover": spillover, "clusters": clusters, "power": power}
+    paths = {
+        "design": design_path,
+        "assignment": assignment,
+        "sales": sales,
+        "effects": effects,
+        "cate": cate,
+        "products": products,
+        "placebo": placebo,
+        "spillover": spillover,
+        "clusters": clusters,
+        "power": power,
+    }
     provenance = [io.provenance_row(role, path) for role, path in paths.items() if path]
     records = {role: io.read_record(paths[role]) for role in ("effects", "cate")}
     with run.reporter.progress("report: tables and plots", 1) as advance:
         result = readout.build_report(
-            design=spec, assignment=assignment_table, sales=sales_table, effects=effect_table, provenance=provenance,
-            records=records, command=run.meta()["command"], description=description, **optional,
+            design=spec,
+            assignment=assignment_table,
+            sales=sales_table,
+            effects=effect_table,
+            provenance=provenance,
+            records=records,
+            command=run.meta()["command"],
+            description=description,
+            **optional,
         )
         advance(1)
     with io.atomic_path(output) as tmp:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,8 +38,8 @@ def simulate_catalog_command(
     n_products: Annotated[int, typer.Option(help="Number of products.")] = 200,
     n_groups: Annotated[int, typer.Option(help="Number of categories.")] = 10,
     community_size: Annotated[int, typer.Option(help="Products per planted substitute community.")] = 5,
-    id_prefix: Annotated[Optional[str], typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
-    edges_out: Annotated[Optional[str], typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
+    id_prefix: Annotated[str | None, typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
+    edges_out: Annotated[str | None, typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
     quiet: Quiet = False,
     silent: Silent = False,
     verbose: Verbose = False,
@@ -67,12 +67,20 @@ def simulate_catalog_command(
 def simulate_sales_command(
     products: InputPath,
     output: Output = "-",
-    assignment: Annotated[Optional[str], typer.Option(help="Assignment that drives treatment (else history only).")] = None,
-    edges: Annotated[Optional[str], typer.Option(help="Substitute edges src,dst,weight (cross-price elasticities).")] = None,
-    start: Annotated[Optional[dt.date], date_option("--start", "First panel date.", "assignment start - history days")] = None,
-    end: Annotated[Optional[dt.date], date_option("--end", "Last panel date.", "assignment end")] = None,
+    assignment: Annotated[
+        str | None, typer.Option(help="Assignment that drives treatment (else history only).")
+    ] = None,
+    edges: Annotated[
+        str | None, typer.Option(help="Substitute edges src,dst,weight (cross-price elasticities).")
+    ] = None,
+    start: Annotated[
+        dt.date | None, date_option("--start", "First panel date.", "assignment start - history days")
+    ] = None,
+    end: Annotated[dt.date | None, date_option("--end", "Last panel date.", "assignment end")] = None,
     history_days: Annotated[int, typer.Option(help="Days of history before the experiment.")] = 365,
-    price_change: Annotated[float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")] = -0.10,
+    price_change: Annotated[
+        float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")
+    ] = -0.10,
     elasticity: Annotated[float, typer.Option(help="Average own-price elasticity.")] = -2.0,
     heterogeneity: Annotated[float, typer.Option(help="How strongly elasticity varies with quality.")] = 0.5,
     trend_sd: Annotated[float, typer.Option(help="Spread of product trends (log units per year).")] = 0.3,
@@ -80,13 +88,19 @@ def simulate_sales_command(
     shock_sd: Annotated[float, typer.Option(help="Spread of store-wide daily shocks (log units).")] = 0.05,
     promo_rate: Annotated[float, typer.Option(help="Daily chance a product starts a promotion.")] = 0.05,
     promo_depth: Annotated[float, typer.Option(help="Promotion price cut.")] = 0.2,
-    outlier_share: Annotated[float, typer.Option(help="Share of products with a sudden unexplained level shift.")] = 0.0,
-    carryover_days: Annotated[float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")] = 0.0,
-    spillover: Annotated[bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")] = True,
+    outlier_share: Annotated[
+        float, typer.Option(help="Share of products with a sudden unexplained level shift.")
+    ] = 0.0,
+    carryover_days: Annotated[
+        float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")
+    ] = 0.0,
+    spillover: Annotated[
+        bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")
+    ] = True,
     base_units: Annotated[float, typer.Option(help="Typical daily units of a product.")] = 20.0,
     dispersion: Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")] = 5.0,
-    truth_out: Annotated[Optional[str], typer.Option(help="Write the true effects (JSON) here.")] = None,
-    product_truth_out: Annotated[Optional[str], typer.Option(help="Write per-product true effects here.")] = None,
+    truth_out: Annotated[str | None, typer.Option(help="Write the true effects (JSON) here.")] = None,
+    product_truth_out: Annotated[str | None, typer.Option(help="Write per-product true effects here.")] = None,
     contamination: Annotated[
         float, typer.Option(help="Share of products whose sales are spoiled (see --contamination-kinds).")
     ] = 0.0,
@@ -95,7 +109,7 @@ def simulate_sales_command(
         typer.Option(help="Comma-separated kinds dealt out in turn: noise, jump, spike, stockout, outlier."),
     ] = "noise,jump,spike,stockout",
     clean_out: Annotated[
-        Optional[str], typer.Option(help="Write the same panel without the contamination here (same draws otherwise).")
+        str | None, typer.Option(help="Write the same panel without the contamination here (same draws otherwise).")
     ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
@@ -110,7 +124,14 @@ def simulate_sales_command(
     from pricelab_cli.simulate import simulate_sales
 
     run = start_run(
-        (quiet, silent), seed, fmt, output, truth_out, product_truth_out, clean_out, documents=(truth_out,),
+        (quiet, silent),
+        seed,
+        fmt,
+        output,
+        truth_out,
+        product_truth_out,
+        clean_out,
+        documents=(truth_out,),
         storage_option=storage_option,
     )
     ids = {unit_col: "product_id"}
@@ -159,5 +180,7 @@ def simulate_sales_command(
     if product_truth_out:
         run.write(user_names(result.product_truth, unit_col=unit_col), product_truth_out)
     truth = result.truth
-    effect = "no experiment" if truth["effect"] is None else f"true effect {truth['effect']:.4g} units per product per day"
+    effect = (
+        "no experiment" if truth["effect"] is None else f"true effect {truth['effect']:.4g} units per product per day"
+    )
     run.reporter.say(f"{result.sales.height:,} product-days, {truth['start']} to {truth['end']}; {effect}")

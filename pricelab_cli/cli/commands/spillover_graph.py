@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,10 +39,12 @@ def spillover_graph_command(
     sales: Annotated[str, typer.Option(help="Daily history: product_id, date, outcome and price (a year is typical).")],
     output: Output = "-",
     products: Annotated[
-        Optional[str], typer.Option(help="product_id and --group-col: pairs inside a group are candidates.")
+        str | None, typer.Option(help="product_id and --group-col: pairs inside a group are candidates.")
     ] = None,
-    pairs: Annotated[Optional[str], typer.Option(help="src, dst: the candidate pairs, instead of groups.")] = None,
-    group_col: Annotated[str, typer.Option("--group-col", help="Products sharing a value are candidate pairs.")] = "category",
+    pairs: Annotated[str | None, typer.Option(help="src, dst: the candidate pairs, instead of groups.")] = None,
+    group_col: Annotated[
+        str, typer.Option("--group-col", help="Products sharing a value are candidate pairs.")
+    ] = "category",
     outcome: Annotated[str, typer.Option(help="Demand column (log(1 + demand) is regressed).")] = "units",
     price_col: Annotated[str, typer.Option("--price-col", help="Price column (must be positive).")] = "price",
     fdr: Annotated[float, typer.Option(help="Benjamini-Hochberg false-discovery rate over all tested pairs.")] = 0.05,
@@ -51,10 +53,10 @@ def spillover_graph_command(
     ] = False,
     hac_lags: Annotated[int, typer.Option(min=0, help="Days of residual autocorrelation the SEs allow for.")] = 14,
     since: Annotated[
-        Optional[dt.date], date_option("--since", "Use only history on or after this date (e.g. the last year).")
+        dt.date | None, date_option("--since", "Use only history on or after this date (e.g. the last year).")
     ] = None,
     all_pairs: Annotated[
-        Optional[str], typer.Option("--all-pairs", help="Also write every candidate pair: estimate, SE, q-value, status.")
+        str | None, typer.Option("--all-pairs", help="Also write every candidate pair: estimate, SE, q-value, status.")
     ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
@@ -89,7 +91,10 @@ def spillover_graph_command(
         raise EmptyTableError(f"{sales}: no row is dated on or after --since {since}; give an earlier date.")
     product_table = (
         run.read(
-            products, required=["product_id"] if pairs else ["product_id", group_col], rename=ids, unique=["product_id"],
+            products,
+            required=["product_id"] if pairs else ["product_id", group_col],
+            rename=ids,
+            unique=["product_id"],
             columns=["product_id", group_col],
         )
         if products
