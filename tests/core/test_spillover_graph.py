@@ -346,7 +346,7 @@ def test_pairs_file_limits_the_candidates(planted):
     assert graph.edges.join(candidates, on=["src", "dst"], how="anti").height == 0
     assert graph.edges.height >= 28
     without_products = spillover_graph(sales, pairs=candidates)
-    assert_frame_equal(without_products.edges, graph.edges, check_exact=False, rtol=1e-9)
+    assert_frame_equal(without_products.edges, graph.edges, check_exact=False, rel_tol=1e-9)
 
 
 def test_a_block_too_large_for_its_days_falls_back_to_pairwise_with_a_warning():
