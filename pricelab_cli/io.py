@@ -59,7 +59,6 @@ from pricelab_cli.tables import (  # noqa: F401 - the table rules, re-exported w
     normalise_ids,
     not_a_date_error,
     parse_dates,
-    row_positions,
     time_of_day_error,
     time_zone_error,
 )

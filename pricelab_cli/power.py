@@ -47,7 +47,7 @@ from pricelab_cli.assign import assign
 from pricelab_cli.design import Design
 from pricelab_cli.engine import default_engine, resolve
 from pricelab_cli.errors import DataError, UsageError
-from pricelab_cli.tables import row_positions
+from pricelab_cli.ids import row_positions
 
 MIN_PRE_DAYS = 14
 POWER_TREES = 10

@@ -237,14 +237,6 @@ def assignment_flags(assignment: pl.DataFrame, label: str) -> pl.DataFrame:
     return assignment.with_columns(columns)
 
 
-def row_positions(values: pl.Series, ids: pl.Series) -> np.ndarray:
-    """Position of each value in ``ids`` (-1 when absent), by a join rather than a Python dict."""
-    lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
-    frame = pl.DataFrame({"_id": values})
-    frame, lookup = align_id_types(frame, lookup, col="_id")
-    return frame.join(lookup, on="_id", how="left", maintain_order="left")["_pos"].fill_null(-1).to_numpy()
-
-
 def align_id_types(*frames: pl.DataFrame, col: str = "product_id") -> list[pl.DataFrame]:
     """Give ``col`` one type across frames (text if any frame holds text) so joins match."""
     types = {f.schema[col] for f in frames if col in f.columns}

@@ -59,6 +59,7 @@ from pricelab_cli.errors import (
     PricelabWarning,
     damaged_input,
 )
+from pricelab_cli.ids import IdLookup
 from pricelab_cli.tables import MAX_MAGNITUDE, assignment_flags, check_columns, check_numeric, check_values
 
 # How messages name the two tables unless the caller passes their file names.
@@ -1067,63 +1068,6 @@ def _with_zero_rows(rows: dict[str, np.ndarray], key: np.ndarray, task: _FinalTa
             added[name] = np.full(int(keep.sum()), fill, dtype=rows[name].dtype)
     order = np.argsort(np.concatenate([key, new_key[keep]]), kind="stable")
     return {name: np.concatenate([rows[name], added[name]])[order] for name in rows}
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class IdLookup:
-    """Product code (position in ``ids``, in any order) of any id.
-
-    Integer ids spanning a range not much wider than their number use a table indexed by
-    ``id - lowest`` (one memory read per row); other integers a binary search; text ids a
-    join.
-    """
-
-    ids: pl.Series
-    table: np.ndarray | None = None
-    lowest: int = 0
-    # Integer ids without a table: the order that sorts them (for a binary search).
-    order: np.ndarray | None = None
-
-    # The table may be this many times wider than the number of ids.
-    MAX_SPREAD = 8
-
-    @classmethod
-    def of(cls, ids: pl.Series) -> IdLookup:
-        if not ids.dtype.is_integer() or len(ids) == 0:
-            return cls(ids)
-        values = ids.to_numpy()
-        lowest, highest = int(values.min()), int(values.max())
-        if highest - lowest + 1 > cls.MAX_SPREAD * max(len(values), 1 << 16):
-            return cls(ids, order=np.argsort(values, kind="stable"))
-        table = np.full(highest - lowest + 1, -1, dtype=np.int64)
-        table[values - lowest] = np.arange(len(values))
-        return cls(ids, table, lowest)
-
-    def codes(self, ids: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(codes of the known ids, which ids are known)."""
-        if self.table is not None:
-            offset = ids.to_numpy() - self.lowest
-            if len(offset) and offset.min() >= 0 and offset.max() < len(self.table):
-                code = self.table[offset]
-                known = code >= 0
-            else:
-                inside = (offset >= 0) & (offset < len(self.table))
-                code = self.table[np.where(inside, offset, 0)]
-                known = inside & (code >= 0)
-            return (code if known.all() else code[known]), known
-        if self.ids.dtype.is_integer():
-            order = self.order if self.order is not None else np.argsort(self.ids.to_numpy(), kind="stable")
-            sorted_ids = self.ids.to_numpy()[order]
-            values = ids.to_numpy()
-            pos = np.minimum(np.searchsorted(sorted_ids, values), len(sorted_ids) - 1)
-            known = sorted_ids[pos] == values
-            code = order[pos]
-            return (code if known.all() else code[known]).astype(np.int64), known
-        frame = pl.DataFrame({"product_id": ids})
-        lookup = pl.DataFrame({"product_id": self.ids, "_code": np.arange(len(self.ids))})
-        code = frame.join(lookup, on="product_id", how="left", maintain_order="left")["_code"]
-        known = code.is_not_null().to_numpy()
-        return code.drop_nulls().to_numpy().astype(np.int64), known
 
 
 def _check_batch(batch: pl.DataFrame, label: str, row_offset: int) -> None:

@@ -39,6 +39,7 @@ import numpy as np
 import polars as pl
 
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
+from pricelab_cli.ids import row_positions
 from pricelab_cli.tables import check_columns, check_numeric, check_unique
 
 MAX_RESPLIT_ROUNDS = 40
@@ -113,8 +114,7 @@ def _product_index(edges: pl.DataFrame, products: pl.DataFrame | None) -> tuple[
             ids = pl.concat([ids, extra])
     else:
         ids = ends.unique(maintain_order=True)
-    lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
-    pos = pl.DataFrame({"_id": ends}).join(lookup, on="_id", how="left", maintain_order="left")["_pos"].to_numpy()
+    pos = row_positions(ends, ids)
     m = edges.height
     return ids.alias("product_id"), pos[:m], pos[m:]
 

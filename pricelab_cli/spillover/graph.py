@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -69,6 +68,7 @@ from threadpoolctl import threadpool_limits
 
 from pricelab_cli.engine import default_engine, resolve
 from pricelab_cli.errors import DataError, EmptyTableError, PricelabWarning, UsageError
+from pricelab_cli.ids import IdLookup, row_positions
 from pricelab_cli.tables import align_id_types, check_columns, check_numeric, check_unique
 
 HAC_LAGS = 14
@@ -244,29 +244,11 @@ def _demean_in_place(
 _ROWS_PER_STEP = 1 << 22
 # Products whose price spread is measured at a time (bounds a (T x this) temporary).
 _COLUMNS_PER_STEP = 4096
-# A lookup table is used to number integer keys spanning at most this many values.
-_MAX_LOOKUP = 1 << 24
 
 
 def _positions(values: pl.Series, keys: pl.Series) -> np.ndarray:
-    """Position of each value in ``keys`` (every value is one of them), as int32.
-
-    Integer keys with a modest span go through a lookup table (a gather, no hashing of every
-    row); anything else through polars' hash-based replace.
-    """
-    codes = np.arange(len(keys), dtype=np.int32)
-    if values.dtype.is_integer() and keys.dtype == values.dtype and len(keys) and not keys.null_count():
-        key_values = keys.to_numpy().astype(np.int64)
-        low, high = int(key_values.min()), int(key_values.max())
-        if high - low < _MAX_LOOKUP:
-            lookup = np.full(high - low + 1, -1, dtype=np.int32)
-            lookup[key_values - low] = codes
-            out = np.empty(len(values), dtype=np.int32)
-            for start in range(0, len(values), _ROWS_PER_STEP):
-                chunk = values.slice(start, _ROWS_PER_STEP).to_numpy()
-                out[start : start + len(chunk)] = lookup[chunk.astype(np.int64, copy=False) - low]
-            return out
-    return values.replace_strict(keys, pl.Series(codes), return_dtype=pl.Int32).to_numpy()
+    """Position of each value in ``keys`` (every value is one of them), as int32."""
+    return IdLookup.of(keys).positions(values, np.int32)
 
 
 def _panel(sales: pl.DataFrame, ids: pl.Series, outcome: str, price_col: str, label: str) -> _Panel:
@@ -433,18 +415,15 @@ def _pair_candidates(pairs: pl.DataFrame, products: pl.DataFrame | None) -> _Can
         ids = products["product_id"]
     else:
         ids = pl.concat([pairs["src"], pairs["dst"]]).unique(maintain_order=True)
-    lookup = pl.DataFrame({"_id": ids, "_pos": np.arange(len(ids), dtype=np.int64)})
-    pos: dict[str, Any] = {}
+    pos: dict[str, np.ndarray] = {}
     for side in ("src", "dst"):
-        frame, table = align_id_types(pairs.select(pl.col(side).alias("_id")), lookup, col="_id")
-        pos[side] = frame.join(table, on="_id", how="left", maintain_order="left")["_pos"]
-        if pos[side].null_count():
-            unknown = pairs[side].filter(pos[side].is_null())
+        pos[side] = row_positions(pairs[side], ids)
+        if (pos[side] < 0).any():
+            unknown = pairs[side].filter(pl.Series(pos[side] < 0))
             raise DataError(
                 f"pairs: {unknown.n_unique()} {side} product(s) are not in the products table, e.g. "
                 f"{unknown[0]!r}; add them to --products or drop those pairs."
             )
-        pos[side] = pos[side].to_numpy()
     n = len(ids)
     graph = sparse.coo_matrix((np.ones(len(pos["src"])), (pos["src"], pos["dst"])), shape=(n, n))
     _, component = csgraph.connected_components(graph, directed=True, connection="weak")

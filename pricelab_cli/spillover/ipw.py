@@ -64,13 +64,13 @@ from scipy import sparse, stats
 from pricelab_cli.assign import uniform_draws, unit_keys
 from pricelab_cli.design import Design
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, PricelabWarning, UsageError
+from pricelab_cli.ids import row_positions
 from pricelab_cli.tables import (
     align_id_types,
     assignment_flags,
     check_columns,
     check_numeric,
     check_unique,
-    row_positions,
 )
 
 NEITHER, SPILLOVER, DIRECT, TOTAL = 0, 1, 2, 3
