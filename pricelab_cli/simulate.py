@@ -108,8 +108,8 @@ import numpy as np
 import polars as pl
 from scipy import sparse
 
-from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, UsageError
-from pricelab_cli.tables import assignment_flags, check_columns, check_numeric, check_unique
+from pricelab_cli.errors import DataError, EmptyTableError, UsageError
+from pricelab_cli.tables import assignment_flags, check_columns, check_numeric, check_unique, parse_dates
 
 BRAND_MULTIPLIERS: Mapping[str, float] = {
     "acme": 0.8,
@@ -920,11 +920,7 @@ def _checked_assignment(
     check_columns(assignment, ["product_id", "date", "treated"], "assignment")
     if assignment.height == 0:
         raise EmptyTableError("assignment: the table has no rows; leave it out to simulate history only.")
-    date = assignment.get_column("date")
-    if isinstance(date.dtype, pl.Datetime):
-        date = date.dt.date()
-    if date.dtype != pl.Date:
-        raise ColumnTypeError(f"assignment: column 'date' must hold dates but has type {date.dtype}.")
+    date = parse_dates(assignment.select("date"), ["date"], "assignment").get_column("date")
     if date.null_count():
         raise DataError(f"assignment: column 'date' has {date.null_count()} missing (null) values.")
     flags = assignment_flags(assignment, "assignment")

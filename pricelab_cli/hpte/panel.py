@@ -60,7 +60,14 @@ from pricelab_cli.errors import (
     damaged_input,
 )
 from pricelab_cli.ids import IdLookup
-from pricelab_cli.tables import MAX_MAGNITUDE, assignment_flags, check_columns, check_numeric, check_values
+from pricelab_cli.tables import (
+    MAX_MAGNITUDE,
+    assignment_flags,
+    check_columns,
+    check_numeric,
+    check_values,
+    parse_dates,
+)
 
 # How messages name the two tables unless the caller passes their file names.
 DEFAULT_LABELS = {"sales": "sales", "assignment": "assignment"}
@@ -146,15 +153,6 @@ class _InMemory:
         return self.panel
 
 
-def _as_date(df: pl.DataFrame, col: str, table: str) -> pl.DataFrame:
-    dtype = df.schema[col]
-    if dtype == pl.Date:
-        return df
-    if isinstance(dtype, pl.Datetime):
-        return df.with_columns(pl.col(col).dt.date())
-    raise ColumnTypeError(f"{table}: column {col!r} must hold dates but has type {dtype}.")
-
-
 def panel_spacing(day_numbers: np.ndarray) -> int:
     """The most common gap in days between consecutive distinct dates (1 if only one date)."""
     first = int(day_numbers.min())
@@ -209,7 +207,7 @@ def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment
     check_columns(assignment, ["product_id", "date", "treated"], label)
     if assignment.height == 0:
         raise EmptyTableError(f"{label}: the table has no rows.")
-    assignment = _as_date(assignment, "date", label)
+    assignment = parse_dates(assignment, ["date"], label)
     for col in ("product_id", "date"):
         if assignment.get_column(col).null_count():
             raise DataError(f"{label}: column {col!r} has {assignment.get_column(col).null_count()} missing values.")
