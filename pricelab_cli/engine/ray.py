@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -210,8 +211,22 @@ class RayEngine:
         return f"{self.describe()}; {self.tasks_run} tasks ran on {nodes} node{'s' if nodes != 1 else ''}"
 
     def close(self) -> None:
-        if self._ray.is_initialized():
+        """Disconnect from the cluster. Ray's C++ core logs what it could not finish while
+        shutting down (a task whose error it could no longer report, after a stop) straight
+        to this process's stderr; the run says what became of it in its own words, so those
+        lines go to /dev/null for the length of the shutdown."""
+        if not self._ray.is_initialized():
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
             self._ray.shutdown()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def _written_pieces(fn: Callable[[Any], Any], task: Any) -> tuple:
