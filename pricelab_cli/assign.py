@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow as pa
 from scipy import stats
 
-from pricelab_cli.design import Design
+from pricelab_cli.design import Calendar, Design
 from pricelab_cli.errors import DataError, DuplicateKeyError, PricelabWarning
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
@@ -163,8 +163,17 @@ class AssignmentPlan:
     units: pl.DataFrame  # product_id [, cluster_id]: the products in the experiment, input order
     keys: np.ndarray  # per product, the 64-bit key of its randomisation unit
     first_days: np.ndarray  # per product, its first experiment date in days since 1970-01-01
-    periods: np.ndarray  # per day of the window, its period number
-    blackout: np.ndarray  # per day of the window, whether it is a blackout day
+    calendar: Calendar  # per day of the window: period, draw period, flipped arms, blackout
+
+    @property
+    def periods(self) -> np.ndarray:
+        """Per day of the window, its period number."""
+        return self.calendar.period
+
+    @property
+    def blackout(self) -> np.ndarray:
+        """Per day of the window, whether it is a blackout day."""
+        return self.calendar.blackout
 
     @property
     def n_products(self) -> int:
@@ -191,11 +200,8 @@ class AssignmentPlan:
         units = self.units[products]
         offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64), keys.shape)
         periods = self.periods[offsets]
-        # Crossover: one draw per unit decides its group; the groups swap arms every phase.
-        draw_periods = np.zeros_like(periods) if design.kind == "crossover" else periods
-        treated = uniform_draws(keys, draw_periods) < design.treat_share
-        if design.kind == "crossover":
-            treated ^= periods % 2 == 1
+        treated = uniform_draws(keys, self.calendar.draw_period[offsets]) < design.treat_share
+        treated ^= self.calendar.flipped[offsets]
         out = units.with_columns(
             pl.Series("date", (first_days + offsets).astype(np.int32)).cast(pl.Date),
             pl.Series("treated", treated.astype(np.int8)),
@@ -252,7 +258,7 @@ class AssignmentPlan:
         design = self.design
         first_of_unit = self.units.get_column(self.unit_col).is_first_distinct().to_numpy()
         keys = self.keys[first_of_unit]
-        draw_periods = [0] if design.kind == "crossover" else np.unique(self.periods).tolist()
+        draw_periods = np.unique(self.calendar.draw_period).tolist()
         treated_draws = sum(
             int((uniform_draws(keys[lo : lo + CHUNK_ROWS], period) < design.treat_share).sum())
             for lo in range(0, len(keys), CHUNK_ROWS)
@@ -306,8 +312,7 @@ def plan_assignment(
     else:
         n_days = design.n_days
         first_days = np.full(base.height, (design.start - dt.date(1970, 1, 1)).days, dtype=np.int64)
-    periods, blackout = _calendar(design, np.arange(n_days, dtype=np.int64))
-    return AssignmentPlan(design, base, keys, first_days, periods, blackout)
+    return AssignmentPlan(design, base, keys, first_days, design.calendar(np.arange(n_days, dtype=np.int64)))
 
 
 def assign(
@@ -349,21 +354,6 @@ def _warn_if_one_armed(n_treated: int, n_analysed: int, design: Design, n_produc
             PricelabWarning,
             stacklevel=3,
         )
-
-
-def _calendar(design: Design, day_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Period number and blackout flag for each day of the experiment (or window)."""
-    if design.kind == "random-days":
-        periods = day_offsets // design.block_days
-    elif design.kind == "crossover":
-        periods = day_offsets // design.phase_days
-    else:
-        periods = np.zeros_like(day_offsets)
-    if design.kind == "crossover":
-        blackout = (day_offsets % design.phase_days) < design.blackout_days
-    else:
-        blackout = np.zeros(len(day_offsets), dtype=bool)
-    return periods, blackout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,12 +12,27 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pricelab_cli.errors import DesignError
 
+if TYPE_CHECKING:  # numpy is loaded only where a calendar is drawn: writing a design needs none
+    import numpy as np
+
 KINDS = ("time-bound", "triggered", "random-days", "crossover")
 SPEC_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Calendar:
+    """Per day: ``period`` (the number written in the assignment), ``draw_period`` (the
+    period whose hash draw decides the arm), ``flipped`` (arms swapped: a crossover's odd
+    phases) and ``blackout`` (the arm holds but the day is not analysed)."""
+
+    period: np.ndarray
+    draw_period: np.ndarray
+    flipped: np.ndarray
+    blackout: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +73,24 @@ class Design:
     def label(self) -> str:
         """The name reports use for this design: its ``name``, else its kind."""
         return self.name or self.kind
+
+    def calendar(self, day_offsets: np.ndarray) -> Calendar:
+        """The design's calendar at these days (counted from its start, or from a product's
+        event for a triggered design): the one rule that ``assign`` writes and that ipw and
+        power replay, so a design kind cannot mean one thing in one command and another in
+        the next."""
+        import numpy as np
+
+        offsets = np.asarray(day_offsets, dtype=np.int64)
+        length = {"random-days": self.block_days, "crossover": self.phase_days}.get(self.kind)
+        period = offsets // length if length else np.zeros_like(offsets)
+        if self.kind == "crossover":
+            # One draw per unit decides its group; the groups swap arms every phase.
+            return Calendar(
+                period, np.zeros_like(period), period % 2 == 1, (offsets % self.phase_days) < (self.blackout_days or 0)
+            )
+        no = np.zeros(len(offsets), dtype=bool)
+        return Calendar(period, period, no, no.copy())
 
     @property
     def n_days(self) -> int | None:

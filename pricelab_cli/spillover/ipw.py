@@ -262,16 +262,11 @@ def _units(
 
 
 def _calendar(design: Design, dates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per date: period, draw period and whether arms are flipped (crossover odd phases)."""
-    if design.kind in ("random-days", "crossover"):
-        offset = dates - (design.start - _EPOCH).days
-        length = design.block_days if design.kind == "random-days" else design.phase_days
-        period = offset // length
-    else:
-        period = np.zeros(len(dates), dtype=np.int64)
-    if design.kind == "crossover":
-        return period, np.zeros_like(period), period % 2 == 1
-    return period, period, np.zeros(len(dates), dtype=bool)
+    """Per date (days since 1970-01-01): period, draw period and whether arms are flipped, as
+    ``assign`` drew them (``Design.calendar``; a triggered window's period is always 0)."""
+    offsets = dates - (design.start - _EPOCH).days if design.start is not None else np.zeros(len(dates), np.int64)
+    calendar = design.calendar(offsets)
+    return calendar.period, calendar.draw_period, calendar.flipped
 
 
 def _unit_keys(exp: _Experiment, salts: list[str]) -> np.ndarray:
