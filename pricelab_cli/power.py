@@ -48,6 +48,7 @@ from pricelab_cli.design import Design
 from pricelab_cli.engine import default_engine, resolve
 from pricelab_cli.errors import DataError, UsageError
 from pricelab_cli.ids import row_positions
+from pricelab_cli.simulate import treatment_dose
 
 MIN_PRE_DAYS = 14
 POWER_TREES = 10
@@ -130,21 +131,6 @@ def _arm_matrices(assignment: pl.DataFrame, panel: _Panel) -> tuple[np.ndarray, 
     treated[row, col] = assignment["treated"].to_numpy()[keep] == 1
     analysed[row, col] = ~assignment["blackout"].to_numpy()[keep]
     return treated, analysed & (panel.cell >= 0)
-
-
-def treatment_dose(treated: np.ndarray, carryover_days: float) -> np.ndarray:
-    """Dose per cell: 1 when treated, decaying by exp(-1/K) a day after treatment stops.
-
-    The loop runs over days (tens), each step over every product at once.
-    """
-    dose = treated.astype(np.float64)
-    if carryover_days <= 0:
-        return dose
-    decay = math.exp(-1.0 / carryover_days)
-    for day in range(1, dose.shape[1]):
-        lingering = dose[:, day - 1] * decay
-        dose[:, day] = np.where(treated[:, day], 1.0, lingering)
-    return dose
 
 
 def exposure_share(treated: np.ndarray, incoming: sparse.csr_matrix | None) -> np.ndarray:

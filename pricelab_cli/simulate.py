@@ -537,7 +537,7 @@ def _treatment_multiplier(
 
     ``weight_matrix`` is None when the treatment does not spill over.
     """
-    log_factor = _treatment_dose(treated, carryover_days) * (own_elasticity * log_cut)[:, None]
+    log_factor = treatment_dose(treated, carryover_days) * (own_elasticity * log_cut)[:, None]
     if weight_matrix is not None:
         log_factor += (weight_matrix @ treated.astype(np.float64)) * log_cut
     return np.exp(log_factor, out=log_factor)
@@ -570,9 +570,12 @@ def _promotion_days(u: np.ndarray, rate: float) -> np.ndarray:
     return promo.T
 
 
-def _treatment_dose(treated: np.ndarray, carryover_days: float) -> np.ndarray:
-    """Dose of the treatment's demand effect: 1 when treated, decaying afterwards."""
-    if carryover_days == 0.0:
+def treatment_dose(treated: np.ndarray, carryover_days: float) -> np.ndarray:
+    """Dose of the treatment's effect per (product, day) cell: 1 when treated, decaying by
+    exp(-1/K) a day after treatment stops (``K = carryover_days``; 0 means no carryover).
+    The one carryover rule: ``simulate`` plants it and ``power`` injects it. The loop runs
+    over days (tens), each step over every product at once."""
+    if carryover_days <= 0.0:
         return treated.astype(np.float64)
     decay = math.exp(-1.0 / carryover_days)
     dose = treated.T.astype(np.float64)  # days first, so each step reads contiguous memory
