@@ -708,54 +708,8 @@ def estimate_hpte(
         engine=engine,
         fill_zeros=fill_zeros,
     ) as panel:
-        return _estimate_panel(
-            panel,
-            outcomes=outcomes,
-            features=features,
-            method=method,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            outlier_rule=outlier_rule,
-            outlier_c=outlier_c,
-            outlier_filter=outlier_filter,
-            detrend=detrend,
-            n_estimators=n_estimators,
-            max_samples=max_samples,
-            min_samples_leaf=min_samples_leaf,
-            effect_paths=effect_paths,
-            labels=labels,
-            progress=progress,
-            n_jobs=n_jobs,
-            engine=engine,
-        )
-
-
-def _estimate_panel(
-    panel: PartitionedPanel,
-    *,
-    outcomes,
-    features,
-    method,
-    n_bootstrap,
-    seed,
-    outlier_rule,
-    outlier_c,
-    outlier_filter,
-    detrend,
-    n_estimators,
-    max_samples,
-    min_samples_leaf,
-    effect_paths,
-    labels,
-    progress,
-    n_jobs,
-    engine,
-) -> HpteResult:
-    use_features = features is not None and method == "hpte"
-    user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None
-    fitted: dict[str, HeterogeneousPanelEffect] = {}
-    for outcome in dict.fromkeys(outcomes):
-        fitted[outcome] = HeterogeneousPanelEffect(
+        # The estimator's own settings, named once: one estimator per outcome is made from them.
+        settings = dict(
             method=method,
             n_bootstrap=n_bootstrap,
             outlier_rule=outlier_rule,
@@ -769,7 +723,24 @@ def _estimate_panel(
             random_state=seed,
             effect_path=effect_paths,
             engine=engine,
-        ).fit_panel(panel, outcome, user, progress)
+        )
+        return _estimate_panel(panel, outcomes, features, labels, progress, settings)
+
+
+def _estimate_panel(
+    panel: PartitionedPanel,
+    outcomes: Sequence[str],
+    features: pl.DataFrame | None,
+    labels: Mapping[str, str],
+    progress: Callable[[int], None] | None,
+    settings: dict,
+) -> HpteResult:
+    """Fit one ``HeterogeneousPanelEffect(**settings)`` per outcome on the laid-out panel."""
+    use_features = features is not None and settings["method"] == "hpte"
+    user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None
+    fitted: dict[str, HeterogeneousPanelEffect] = {}
+    for outcome in dict.fromkeys(outcomes):
+        fitted[outcome] = HeterogeneousPanelEffect(**settings).fit_panel(panel, outcome, user, progress)
     effects = pl.DataFrame(
         [est.summary() for est in fitted.values()],
         schema={
@@ -788,7 +759,7 @@ def _estimate_panel(
         )
     paths = (
         pl.concat([est.path_.select(pl.lit(name).alias("outcome"), pl.all()) for name, est in fitted.items()])
-        if effect_paths
+        if settings["effect_path"]
         else None
     )
     outliers = pl.concat([est.outliers_ for est in fitted.values()])
