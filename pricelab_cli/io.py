@@ -41,6 +41,7 @@ from pricelab_cli.errors import (
     UsageError,
     first_line,
 )
+from pricelab_cli.paths import STDIO, glob_regex, glob_root, has_glob, is_local  # noqa: F401 - STDIO and is_local are read here
 from pricelab_cli.tables import (  # noqa: F401 - the table rules, re-exported where readers used to find them
     ASSIGNMENT_COLUMNS,
     CANONICAL_INT,
@@ -68,7 +69,6 @@ np = lazy("numpy")
 pl = lazy("polars")
 pq = lazy("pyarrow.parquet")
 
-STDIO = "-"
 FORMATS = ("csv", "csv.gz", "tsv", "tsv.gz", "parquet")
 PROVENANCE_KEY = "pricelab"
 
@@ -120,7 +120,7 @@ def sniff_format(data: bytes) -> str:
 def _source_bytes(path: str, storage_options: Mapping[str, str] | None = None) -> bytes:
     if path == STDIO:
         return sys.stdin.buffer.read()
-    if _remote_input(path):
+    if _in_store(path):
         from pricelab_cli import storage
 
         options = _store_options(storage_options)
@@ -242,12 +242,7 @@ class TableSource:
         return "standard input" if self.path == STDIO else self.path
 
 
-def is_local(path: str) -> bool:
-    """A path on this machine's file system (not standard input, not a URI)."""
-    return path != STDIO and "://" not in path
-
-
-def _remote_input(path: str) -> bool:
+def _in_store(path: str) -> bool:
     if "://" not in path:
         return False
     from pricelab_cli import storage
@@ -262,22 +257,6 @@ def _store_options(storage_options: Mapping[str, str] | None) -> dict[str, str]:
     from pricelab_cli import storage
 
     return storage.storage_options()
-
-
-def _is_pattern(path: str) -> bool:
-    return any(ch in path for ch in "*?[")
-
-
-def _pattern_root(pattern: str) -> str:
-    """The folder a pattern starts from: its leading segments without wildcards."""
-    parts = pattern.split("/")
-    fixed: list[str] = []
-    for part in parts[:-1]:
-        if _is_pattern(part):
-            break
-        fixed.append(part)
-    root = "/".join(fixed)
-    return "/" if not root and pattern.startswith("/") else root
 
 
 def _relative_parts(path: str, root: str) -> list[str]:
@@ -308,14 +287,14 @@ def resolve_source(
     """
     if path == STDIO:
         return TableSource(path, "whole")
-    if _remote_input(path):
+    if _in_store(path):
         return _remote_source(path, fmt, storage_options)
     local = Path(path)
     if local.is_dir():
         return _dataset(path, path.rstrip("/") or "/", _folder_files(path), "folder")
-    if not local.exists() and _is_pattern(path):
+    if not local.exists() and has_glob(path):
         matched = sorted(m for m in glob.glob(path, recursive=True) if os.path.isfile(m))
-        return _dataset(path, _pattern_root(path), matched, "pattern")
+        return _dataset(path, glob_root(path), matched, "pattern")
     if not local.exists():
         raise InputFileError(f"{path}: no such file.")
     if not _is_special_file(path) and detect_format(path, fmt) == "parquet":
@@ -330,8 +309,8 @@ def _remote_source(path: str, fmt: str | None, storage_options: Mapping[str, str
     # Reaches the store (66 within seconds when it cannot) and lists what the URI names: the
     # object itself, the objects under it as a prefix, or those its pattern matches.
     found = storage.check_access(path, options)
-    if _is_pattern(path.split("://", 1)[1]):
-        return _dataset(path, _pattern_root(path), found, "pattern", in_store=True)
+    if has_glob(path.split("://", 1)[1]):
+        return _dataset(path, glob_root(path), found, "pattern", in_store=True)
     if path.endswith("/") or found != [path]:
         return _dataset(path, path.rstrip("/"), found, "prefix", in_store=True)
     if detect_format(path, fmt) == "parquet":
@@ -619,7 +598,7 @@ def _collect(frame: pl.LazyFrame, label: str) -> pl.DataFrame:
     try:
         return frame.collect(engine="streaming")
     except (pl.exceptions.ComputeError, OSError) as exc:
-        if _remote_input(label):
+        if _in_store(label):
             from pricelab_cli import storage
 
             raise storage.cloud_error(label, exc) from exc
@@ -1052,7 +1031,7 @@ def check_outputs(
         if special:
             continue
         _check_nesting(flag, path, outputs, inputs)
-        if _remote(path):
+        if _in_store(path):
             _check_object_output(flag, path, documents, fmt, storage_options)
             continue
         target = Path(path)
@@ -1112,7 +1091,7 @@ def write_table(
     sidecar = None if fmt == "parquet" or meta is None else f"{path}.meta.json"
     sidecar_text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     pieces = [table] if isinstance(table, pl.DataFrame) else table
-    if path == STDIO or _remote(path):
+    if path == STDIO or _in_store(path):
         buf = io.BytesIO()
         _write_pieces(pieces, buf, fmt, meta)
         if path == STDIO:
@@ -1138,7 +1117,7 @@ def write_json(obj: Mapping[str, Any], path: str, *, storage_options: Mapping[st
     if path == STDIO:
         write_stdout(text.encode())
         return
-    if _remote(path):
+    if _in_store(path):
         upload_at_commit(path, text.encode(), storage_options)
         return
     with atomic_path(path) as tmp:
@@ -1180,7 +1159,7 @@ _PARTITION_DIR = re.compile(r"[^=/]+=[^/]+")
 
 def is_folder_output(path: str) -> bool:
     """True when ``path`` names a folder output: it ends in ``/`` or is an existing folder."""
-    if path == STDIO or _remote(path):
+    if path == STDIO or _in_store(path):
         return False
     return path.endswith(("/", os.sep)) or Path(path).is_dir()
 
@@ -1404,32 +1383,19 @@ def _check_object_output(
     if path not in documents:
         detect_format(path, fmt)
     # The store answers, the credentials are set and the bucket exists (66 otherwise).
-    storage.check_output(path, _output_store_options(storage_options))
-
-
-_GLOB_TOKEN = re.compile(r"(\*\*/?|\*|\?)")
-
-
-def _has_magic(path: str) -> bool:
-    return any(c in path for c in "*?[")
+    storage.check_output(path, _store_options(storage_options))
 
 
 def _glob_root(key: str) -> str:
     """The folder a glob searches (the path itself when it is no glob)."""
-    if not _has_magic(key):
-        return key
-    parts = key.split("/")
-    fixed = next(i for i, part in enumerate(parts) if _has_magic(part))
-    return "/".join(parts[:fixed]) or "/"
+    return (glob_root(key) or "/") if has_glob(key) else key
 
 
 def _input_covers(path: str, key: str, output_key: str) -> bool:
     """True when an output at ``output_key`` would become part of the input ``path``."""
-    if _has_magic(path):
-        tokens = _GLOB_TOKEN.split(key)
-        pattern = "".join({"**": ".*", "**/": "(.*/)?", "*": "[^/]*", "?": "[^/]"}.get(t, re.escape(t)) for t in tokens)
-        return re.fullmatch(pattern, output_key) is not None
-    if _remote(path) or Path(path).is_dir():
+    if has_glob(path):
+        return glob_regex(key).fullmatch(output_key) is not None
+    if _in_store(path) or Path(path).is_dir():
         return _inside(output_key, key)
     return False
 
@@ -1440,28 +1406,13 @@ def _inside(child: str, parent: str) -> bool:
 
 def _path_key(path: str) -> str:
     """What two paths are compared by: the URI for object storage, else the resolved path."""
-    return path.rstrip("/") if _remote(path) else _resolved(path)
-
-
-def _remote(path: str) -> bool:
-    if "://" not in path:
-        return False  # object storage is loaded only when a URI is in sight
-    from pricelab_cli import storage
-
-    return storage.is_remote(path)
-
-
-def _output_store_options(storage_options: Mapping[str, str] | None) -> dict[str, Any]:
-    """The options given (``--storage-option`` over the environment), else the environment's."""
-    from pricelab_cli import storage
-
-    return dict(storage_options) if storage_options is not None else storage.storage_options([])
+    return path.rstrip("/") if _in_store(path) else _resolved(path)
 
 
 def _put_object(uri: str, data: bytes, options: Mapping[str, str] | None) -> None:
     from pricelab_cli import storage
 
-    storage.put_object(uri, data, _output_store_options(options))
+    storage.put_object(uri, data, _store_options(options))
 
 
 def upload_at_commit(uri: str, data: bytes, storage_options: Mapping[str, str] | None = None) -> None:

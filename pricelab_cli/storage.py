@@ -51,7 +51,6 @@ that fails for any other reason is a general error (1).
 from __future__ import annotations
 
 import atexit
-import fnmatch
 import os
 import re
 import urllib.parse
@@ -60,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from pricelab_cli.errors import InputFileError, PricelabError, UsageError
+from pricelab_cli.paths import GLOB_CHARS, glob_regex, has_glob  # noqa: F401 - glob_regex is part of this module's interface
 
 SCHEMES = ("s3", "s3a")
 _CHUNK = 8 << 20
@@ -118,7 +118,6 @@ _DELEGATED_CREDENTIAL_VARIABLES = (
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
 )
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_GLOB_CHARS = "*?["
 _SET_ENDPOINT = "set AWS_ENDPOINT_URL to the store's address (or --storage-option aws_endpoint_url=URL)"
 _SET_KEYS = (
     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --storage-option aws_access_key_id=... "
@@ -199,7 +198,7 @@ def check_access(uri: str, options: Mapping[str, Any] | None = None) -> list[str
     bucket, key = _split(uri)
     if not _bucket_exists(uri, bucket, options):
         raise _missing_bucket(uri, bucket, options)
-    if _has_glob(key):
+    if has_glob(key):
         raise InputFileError(f"{uri}: no object matches this pattern; check the prefix and the pattern.")
     if key and not key.endswith("/"):
         raise InputFileError(f"{uri}: no such object, and no objects under it as a prefix.")
@@ -217,7 +216,7 @@ def list_objects(uri: str, options: Mapping[str, Any] | None = None) -> list[str
     scheme = uri.split("://", 1)[0]
     s3 = _filesystem(uri, options)
     try:
-        if _has_glob(key):
+        if has_glob(key):
             root = key[: _first_glob(key)].rsplit("/", 1)[0] if "/" in key[: _first_glob(key)] else ""
             pattern = glob_regex(key)
             keys = [k for k in _keys_under(s3, bucket, root) if pattern.fullmatch(k)]
@@ -391,38 +390,8 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _has_glob(key: str) -> bool:
-    return any(ch in key for ch in _GLOB_CHARS)
-
-
 def _first_glob(key: str) -> int:
-    return min(key.index(ch) for ch in _GLOB_CHARS if ch in key)
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A glob over keys: ``**`` crosses ``/``, ``*`` and ``?`` stay within a segment."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 1 :]:
-            end = pattern.index("]", i + 1)
-            out.append(fnmatch.translate(pattern[i : end + 1])[4:-3])  # the class only
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
+    return min(key.index(ch) for ch in GLOB_CHARS if ch in key)
 
 
 def _keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:

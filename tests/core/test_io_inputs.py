@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pricelab_cli import io, storage
+from pricelab_cli import io, paths, storage
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, InputFileError, MissingColumnError
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
 
@@ -321,8 +321,10 @@ def test_patterns_follow_glob_rules():
     assert one.fullmatch("s3://b/sales/a.parquet") and not one.fullmatch("s3://b/sales/d/a.parquet")
     assert storage.glob_regex("x/part-[!0].parquet").fullmatch("x/part-1.parquet")
     assert not storage.glob_regex("x/part-[!0].parquet").fullmatch("x/part-0.parquet")
-    assert io._pattern_root("s3://b/sales/date=*/p.parquet") == "s3://b/sales"
-    assert io._pattern_root("/*.parquet") == "/" and io._pattern_root("*.parquet") == ""
+    assert paths.glob_root("s3://b/sales/date=*/p.parquet") == "s3://b/sales"
+    assert paths.glob_root("/*.parquet") == "/" and paths.glob_root("*.parquet") == ""
+    # The output checks and the readers share these rules: a character class is a class.
+    assert paths.glob_regex("/d/part-[0-9].parquet").fullmatch("/d/part-3.parquet")
 
 
 def test_a_csv_file_keeps_its_checks_and_takes_columns_and_where(tmp_path, sales):
