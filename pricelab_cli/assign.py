@@ -125,7 +125,7 @@ def _units(design: Design, products: pl.DataFrame, clusters: pl.DataFrame | None
 
 def _event_starts(products: pl.DataFrame, events: pl.DataFrame | None) -> pl.DataFrame:
     if events is None:
-        raise DataError("a triggered design needs --events (product_id, event_date).")
+        raise DataError("a triggered design needs `events` (product_id, event_date).")
     events = events.select("product_id", "event_date")
     if events["product_id"].dtype != products["product_id"].dtype:
         events = events.with_columns(pl.col("product_id").cast(products["product_id"].dtype, strict=False))
@@ -350,7 +350,7 @@ def _warn_if_one_armed(n_treated: int, n_analysed: int, design: Design, n_produc
         arm = "treated" if n_treated else "control"
         warnings.warn(
             f"every analysed product-day of this assignment is {arm} (treat share {design.treat_share:g}, "
-            f"{n_products:,} products): nothing can be compared; raise or lower --treat-share, or add products.",
+            f"{n_products:,} products): nothing can be compared; raise or lower `treat_share`, or add products.",
             PricelabWarning,
             stacklevel=3,
         )

@@ -174,9 +174,9 @@ def _crossover_end(start: dt.date | None, phase_days: int | None, phases: int | 
     return start + dt.timedelta(days=phase_days * phases - 1)
 
 
-def _need(design: Design, field: str, flag: str) -> None:
+def _need(design: Design, field: str) -> None:
     if getattr(design, field) is None:
-        raise DesignError(f"a {design.kind} design needs {flag}.")
+        raise DesignError(f"a {design.kind} design needs `{field}`.")
 
 
 def validate(design: Design) -> None:
@@ -188,29 +188,29 @@ def validate(design: Design) -> None:
     if not design.salt:
         raise DesignError("the salt must not be empty.")
     if design.kind == "triggered":
-        _need(design, "duration_days", "--duration-days")
+        _need(design, "duration_days")
         if design.duration_days < 1:
-            raise DesignError(f"--duration-days {design.duration_days} must be at least 1.")
+            raise DesignError(f"`duration_days` {design.duration_days} must be at least 1.")
         return
     if design.kind == "crossover":
-        _need(design, "phase_days", "--phase-days")
+        _need(design, "phase_days")
         if design.phase_days < 1:
-            raise DesignError(f"--phase-days {design.phase_days} must be at least 1.")
+            raise DesignError(f"`phase_days` {design.phase_days} must be at least 1.")
         if design.phases is None or design.phases < 2:
-            raise DesignError(f"--phases {design.phases} must be at least 2 (arms swap between phases).")
+            raise DesignError(f"`phases` {design.phases} must be at least 2 (arms swap between phases).")
         if design.blackout_days is None or design.blackout_days < 0:
-            raise DesignError(f"--blackout-days {design.blackout_days} must be 0 or more.")
+            raise DesignError(f"`blackout_days` {design.blackout_days} must be 0 or more.")
         if design.blackout_days >= design.phase_days:
             raise DesignError(
-                f"--blackout-days {design.blackout_days} must be shorter than --phase-days "
+                f"`blackout_days` {design.blackout_days} must be shorter than `phase_days` "
                 f"{design.phase_days}, or no day of a phase is left to analyse."
             )
-    _need(design, "start", "--start")
-    _need(design, "end", "--end")
+    _need(design, "start")
+    _need(design, "end")
     if design.end < design.start:
-        raise DesignError(f"--end {design.end} is before --start {design.start}.")
+        raise DesignError(f"`end` {design.end} is before `start` {design.start}.")
     if design.kind == "random-days" and (design.block_days is None or design.block_days < 1):
-        raise DesignError(f"--block-days {design.block_days} must be at least 1.")
+        raise DesignError(f"`block_days` {design.block_days} must be at least 1.")
 
 
 def _date(value: Any, field: str, source: str) -> dt.date | None:

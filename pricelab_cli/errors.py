@@ -109,7 +109,7 @@ def damaged_input(label: str, exc: BaseException) -> InputFileError | None:
     if any(mark in text for mark in _STORE_FAILURE):
         return InputFileError(
             f"{label}: the read failed part-way ({first}); the object store stopped answering or timed out. Check "
-            "the store and run again; --storage-option timeout=120s gives a slow store longer."
+            "the store and run again; `storage_options` timeout=120s gives a slow store longer."
         )
     return None
 

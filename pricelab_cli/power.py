@@ -339,13 +339,13 @@ def power_study(
 
     check_bootstrap(getattr(estimator, "n_bootstrap", 0))
     if reps < 2:
-        raise UsageError(f"--reps {reps} must be at least 2 (the spread of estimates needs two).")
+        raise UsageError(f"`reps` {reps} must be at least 2 (the spread of estimates needs two).")
     if not effect > -1:
-        raise UsageError(f"--effect {effect} must be greater than -1 (a relative change).")
+        raise UsageError(f"`effect` {effect} must be greater than -1 (a relative change).")
     if threats.spillover and edges is None:
-        raise UsageError("--spillover needs --edges (which products are substitutes).")
+        raise UsageError("`spillover` needs `edges` (which products are substitutes).")
     if not arms:
-        raise UsageError("give at least one --design.")
+        raise UsageError("give at least one design in `arms`.")
     panel = _panel(history, outcome)
     missing = products.join(pl.DataFrame({"product_id": panel.ids}), on="product_id", how="anti")
     if missing.height:

@@ -198,7 +198,7 @@ def simulate_catalog(
     _check_count("seed", seed, 0)
     if n_groups > n_products:
         raise UsageError(
-            f"--n-groups is {n_groups} but there are only {n_products} products; "
+            f"`n_groups` is {n_groups} but there are only {n_products} products; "
             "every category needs at least one product."
         )
     n = n_products
@@ -782,7 +782,7 @@ def _checked_kinds(kinds: Sequence[str] | str) -> tuple[str, ...]:
     unknown = [k for k in kinds if k not in CONTAMINATION_KINDS]
     if unknown:
         raise UsageError(
-            f"--contamination-kinds: {unknown[0]!r} is not a kind; choose from {', '.join(CONTAMINATION_KINDS)}."
+            f"`contamination_kinds`: {unknown[0]!r} is not a kind; choose from {', '.join(CONTAMINATION_KINDS)}."
         )
     return tuple(dict.fromkeys(kinds))
 
@@ -791,8 +791,8 @@ def _checked_kinds(kinds: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def _flag_name(name: str) -> str:
-    """Parameters are set by command-line flags, so errors name the flag."""
-    return "--" + name.replace("_", "-")
+    """A parameter as messages name it (the command line shows its flag)."""
+    return f"`{name}`"
 
 
 def _check_count(name: str, value: int, minimum: int) -> None:
@@ -959,7 +959,7 @@ def _panel_dates(
                 "covers history_days days up to it), or a start date."
             )
         if history_days < 1 and (start is None or end is None):
-            raise UsageError(f"--history-days must be at least 1 without an assignment; got {history_days}.")
+            raise UsageError(f"`history_days` must be at least 1 without an assignment; got {history_days}.")
         start = end - dt.timedelta(days=history_days - 1) if start is None else start
         end = start + dt.timedelta(days=history_days - 1) if end is None else end
     if end < start:

@@ -174,9 +174,28 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 TABLE_LABEL = re.compile(r"^(sales|history|edges|clusters|assignment|products|features|events|pairs): ")
 
 
+# Core messages name a parameter as `name` (as a notebook user passes it); the command line
+# shows the flag that sets it: --name-with-dashes, except for these.
+PARAMETER_FLAGS = {
+    "n_bootstrap": "--bootstrap",
+    "outcomes": "--outcome",
+    "arms": "--design",
+    "storage_options": "--storage-option",
+    "fill_zeros=False": "--no-fill-zeros",
+}
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*(?:=False)?)`")
+
+
+def as_flags(message: str) -> str:
+    """A core message in the command line's words: each `parameter` becomes its flag."""
+    return _PARAMETER.sub(lambda m: PARAMETER_FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
+
+
 def name_the_file(message: str, argv: list[str]) -> str:
-    """Messages of the core name a table by its role (``edges: ...``); the user gave a file,
-    so the role becomes the path given to its flag (``--edges my_edges.csv``)."""
+    """A core message as the command line shows it: parameters become flags (``as_flags``),
+    and a table named by its role (``edges: ...``) becomes the path the user gave to its flag
+    (``--edges my_edges.csv``)."""
+    message = as_flags(message)
     match = TABLE_LABEL.match(message)
     if not match:
         return message

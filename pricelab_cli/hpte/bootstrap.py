@@ -44,7 +44,7 @@ MIN_BOOTSTRAP = 20
 MAX_BOOTSTRAP = 1_000_000
 
 
-def check_bootstrap(n_bootstrap: int, flag: str = "--bootstrap") -> None:
+def check_bootstrap(n_bootstrap: int, flag: str = "`n_bootstrap`") -> None:
     """Refuse a number of draws that cannot give a 95% interval, or that is absurdly large."""
     if n_bootstrap < 0 or 0 < n_bootstrap < MIN_BOOTSTRAP or n_bootstrap > MAX_BOOTSTRAP:
         raise UsageError(

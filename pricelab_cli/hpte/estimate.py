@@ -256,7 +256,7 @@ class HeterogeneousPanelEffect:
             else:
                 if self.outlier_c / max(len(analysed), 1) > MAX_TAIL_SHARE:
                     warnings.warn(
-                        f"--outlier-c {self.outlier_c:g} asks for a tail share of {self.outlier_c / len(analysed):.0%} "
+                        f"`outlier_c` {self.outlier_c:g} asks for a tail share of {self.outlier_c / len(analysed):.0%} "
                         f"of {len(analysed):,} products; the quantile rule caps it at {MAX_TAIL_SHARE:.0%}.",
                         PricelabWarning,
                         stacklevel=3,
@@ -355,12 +355,12 @@ class HeterogeneousPanelEffect:
 
     def _check_params(self) -> None:
         if self.method not in METHODS:
-            raise UsageError(f"--method {self.method!r} is not one of: {', '.join(METHODS)}.")
+            raise UsageError(f"`method` {self.method!r} is not one of: {', '.join(METHODS)}.")
         if self.outlier_rule not in OUTLIER_RULES:
-            raise UsageError(f"--outlier-rule {self.outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
+            raise UsageError(f"`outlier_rule` {self.outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
         check_bootstrap(self.n_bootstrap)
         if not self.outlier_c >= 0:
-            raise UsageError(f"--outlier-c {self.outlier_c} must be 0 or more.")
+            raise UsageError(f"`outlier_c` {self.outlier_c} must be 0 or more.")
         if self.n_estimators < 1 or self.min_samples_leaf < 1 or self.max_samples < 2:
             raise UsageError("the forest needs at least 1 tree, leaves of at least 1 cell and 2 samples a tree.")
 
@@ -694,7 +694,7 @@ def estimate_hpte(
         :func:`~pricelab_cli.hpte.panel.partition_panel`); False leaves it absent.
     """
     if method not in METHODS:
-        raise UsageError(f"--method {method!r} is not one of: {', '.join(METHODS)}.")
+        raise UsageError(f"`method` {method!r} is not one of: {', '.join(METHODS)}.")
     labels = dict(labels or {})
     engine = default_engine(engine, n_jobs)
     with partition_panel(

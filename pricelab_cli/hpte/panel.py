@@ -555,7 +555,7 @@ def partition_panel(
     sales_label, assignment_label = labels["sales"], labels["assignment"]
     outcomes = list(dict.fromkeys(outcomes))
     if not outcomes:
-        raise DataError("no outcome column given; name one with --outcome.")
+        raise DataError("no outcome column given; name one in `outcomes`.")
     lazy = sales.lazy()
     schema = lazy.collect_schema()
     has_price = _sales_schema(schema, outcomes, price_col, sales_label)
@@ -731,7 +731,7 @@ def _fill_partitions(
         warnings.warn(
             f"{sales_label}: {n_filled:,} of {n_rows:,} analysed product-dates ({n_filled / n_rows:.1%}) have no row "
             "and are read as zero sales (each product from its first row to its last row or its last experiment "
-            "date, on the dates the panel has); pass --no-fill-zeros if a missing row means unknown.",
+            "date, on the dates the panel has); pass `fill_zeros=False` if a missing row means unknown.",
             PricelabWarning,
             stacklevel=3,
         )
@@ -816,7 +816,7 @@ def check_alignment(
             f"{assignment_label}: the experiment of product {plan.products['product_id'][i]!r} starts on "
             f"{_date_text(starts[i])}, inside the sales period that begins on {_date_text(calendar[at])} "
             f"({sales_label} has one row every {spacing} days); start the design on a period's first date "
-            f"and make its blocks whole periods (--block-days {spacing})."
+            f"and make its blocks whole periods (`block_days` {spacing})."
         )
     analysed = (grid == 0) | (grid == 1)
     valid = period >= 0
@@ -833,7 +833,7 @@ def check_alignment(
         raise DataError(
             f"{assignment_label}: product {plan.products['product_id'][i]!r} is treated on some days and "
             f"control on others within the sales period that begins on {_date_text(first)} ({sales_label} has "
-            f"one row every {spacing} days); use blocks of whole periods (--block-days {spacing}) so that "
+            f"one row every {spacing} days); use blocks of whole periods (`block_days` {spacing}) so that "
             "each period has one arm."
         )
 

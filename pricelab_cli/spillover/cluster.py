@@ -234,9 +234,9 @@ def leiden_clusters(
     progress : called with 1 after the first Leiden pass and after the size bound is met.
     """
     if max_size is not None and max_size < 1:
-        raise UsageError(f"--max-size {max_size} must be at least 1.")
+        raise UsageError(f"`max_size` {max_size} must be at least 1.")
     if not np.isfinite(resolution) or resolution <= 0:
-        raise UsageError(f"--resolution {resolution} must be a positive number.")
+        raise UsageError(f"`resolution` {resolution} must be a positive number.")
     check_columns(edges, ["src", "dst", "weight"], "edges")
     if edges.height == 0:
         # A header-only file carries no types; give it the ones an edge list has.

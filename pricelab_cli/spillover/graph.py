@@ -422,7 +422,7 @@ def _pair_candidates(pairs: pl.DataFrame, products: pl.DataFrame | None) -> _Can
             unknown = pairs[side].filter(pl.Series(pos[side] < 0))
             raise DataError(
                 f"pairs: {unknown.n_unique()} {side} product(s) are not in the products table, e.g. "
-                f"{unknown[0]!r}; add them to --products or drop those pairs."
+                f"{unknown[0]!r}; add them to `products` or drop those pairs."
             )
     n = len(ids)
     graph = sparse.coo_matrix((np.ones(len(pos["src"])), (pos["src"], pos["dst"])), shape=(n, n))
@@ -839,7 +839,7 @@ def spillover_graph(
     SpilloverGraph
     """
     if not 0.0 < fdr < 1.0:
-        raise UsageError(f"--fdr {fdr} must lie strictly between 0 and 1.")
+        raise UsageError(f"`fdr` {fdr} must lie strictly between 0 and 1.")
     table, n_blocks, n_pairwise = cross_price_elasticities(
         sales,
         products,

@@ -405,11 +405,11 @@ def exposure_probs(
         otherwise; ``"replay"`` always replays (``replays`` fresh salts derived from ``seed``).
     """
     if not 0.0 <= exposure_threshold < 1.0:
-        raise UsageError(f"--exposure-threshold {exposure_threshold} must lie in [0, 1).")
+        raise UsageError(f"`exposure_threshold` {exposure_threshold} must lie in [0, 1).")
     if method not in ("auto", "replay"):
         raise UsageError(f"method {method!r} is not one of auto, replay.")
     if replays < 1:
-        raise UsageError(f"--replays {replays} must be at least 1.")
+        raise UsageError(f"`replays` {replays} must be at least 1.")
     exp = _experiment(assignment, edges, products, clusters)
     _, draw_period, flip = _calendar(design, exp.dates)
     q = np.where(flip, 1.0 - design.treat_share, design.treat_share)
@@ -484,9 +484,9 @@ def hajek_estimates(
     eligible : (cells, 3) whether each cell is in each contrast (both probabilities > 0).
     """
     if bootstrap < 2:
-        raise UsageError(f"--bootstrap {bootstrap} must be at least 2.")
+        raise UsageError(f"`bootstrap` {bootstrap} must be at least 2.")
     if clip is not None and not 0.0 < clip < 1.0:
-        raise UsageError(f"--clip {clip} must lie strictly between 0 and 1.")
+        raise UsageError(f"`clip` {clip} must lie strictly between 0 and 1.")
     unit = np.unique(unit, return_inverse=True)[1].ravel()
     n_units = int(unit.max()) + 1 if len(unit) else 0
     p_obs = np.take_along_axis(probs, condition[:, None].astype(np.int64), 1)[:, 0]
@@ -604,10 +604,10 @@ def ipw_effects(
     from pricelab_cli.hpte.outliers import OUTLIER_RULES
 
     if outlier_rule not in OUTLIER_RULES:
-        raise UsageError(f"--outlier-rule {outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
-    check_bootstrap(bootstrap)
+        raise UsageError(f"`outlier_rule` {outlier_rule!r} is not one of: {', '.join(OUTLIER_RULES)}.")
+    check_bootstrap(bootstrap, "`bootstrap`")
     if bootstrap == 0:
-        raise UsageError("--bootstrap 0: ipw's standard errors come from the bootstrap; give at least 20 draws.")
+        raise UsageError("`bootstrap` 0: ipw's standard errors come from the bootstrap; give at least 20 draws.")
     from pricelab_cli.hpte.detrend import detrended_outcomes
 
     exposure = exposure_probs(

@@ -113,7 +113,7 @@ def test_triggered_windows_start_at_the_earliest_event():
 
 def test_triggered_without_events_is_a_data_error():
     design = make_design("triggered", salt="tr", duration_days=5)
-    with pytest.raises(DataError, match="needs --events"):
+    with pytest.raises(DataError, match="needs `events`"):
         assign(design, products(3))
 
 

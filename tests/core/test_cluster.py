@@ -153,9 +153,9 @@ def test_bad_input_is_named():
         leiden_clusters(edges.drop("weight"))
     with pytest.raises(DataError, match="'src' has 1 missing"):
         leiden_clusters(pl.DataFrame({"src": [None, 1], "dst": [1, 2], "weight": [1.0, 1.0]}))
-    with pytest.raises(UsageError, match="--max-size 0"):
+    with pytest.raises(UsageError, match="`max_size` 0"):
         leiden_clusters(edges.head(1), max_size=0)
-    with pytest.raises(UsageError, match="--resolution -1"):
+    with pytest.raises(UsageError, match="`resolution` -1"):
         leiden_clusters(edges.head(1), resolution=-1)
     with pytest.raises(EmptyTableError):
         leiden_clusters(edges.clear())

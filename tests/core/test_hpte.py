@@ -615,9 +615,9 @@ def test_negative_outcomes_are_kept_with_a_warning():
 
 def test_bad_parameters_are_usage_errors():
     sales, assignment = small_inputs()
-    with pytest.raises(UsageError, match="--method 'ols' is not one of: hpte, did"):
+    with pytest.raises(UsageError, match="`method` 'ols' is not one of: hpte, did"):
         estimate_hpte(sales, assignment, method="ols")
-    with pytest.raises(UsageError, match="--outlier-c -1"):
+    with pytest.raises(UsageError, match="`outlier_c` -1"):
         HeterogeneousPanelEffect(outlier_c=-1).fit(sales, assignment)
 
 

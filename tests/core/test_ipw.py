@@ -199,13 +199,13 @@ def test_bad_input_is_named():
     products, edges = simulate_catalog(20, 2, 5, seed=6)
     design = make_design("time-bound", salt="b", start=START, end=D(2026, 3, 3))
     assignment = assign(design, products)
-    with pytest.raises(UsageError, match="--exposure-threshold 1.0"):
+    with pytest.raises(UsageError, match="`exposure_threshold` 1.0"):
         exposure_probs(assignment, edges, design, products, exposure_threshold=1.0)
     with pytest.raises(DataError, match="assignment: 1 product\\(s\\) are not in the products table, e.g. 1"):
         exposure_probs(assignment, edges, design, products.filter(pl.col("product_id") != 1))
     with pytest.raises(DuplicateKeyError, match="edges"):
         exposure_probs(assignment, pl.concat([edges, edges.head(1)]), design, products)
-    with pytest.raises(UsageError, match="--clip 2"):
+    with pytest.raises(UsageError, match="`clip` 2"):
         hajek_estimates(np.zeros(2), np.zeros(2, dtype=int), np.full((2, 4), 0.25), np.arange(2), clip=2)
     with pytest.warns(PricelabWarning, match="negative weight"):
         exposure_probs(assignment, edges.with_columns(weight=-pl.col("weight")), design, products)

@@ -147,9 +147,9 @@ def test_same_seed_same_study_across_worker_counts(catalog):
 
 def test_bad_requests_are_named(catalog):
     products, edges, history = catalog
-    with pytest.raises(UsageError, match="--reps 1 must be at least 2"):
+    with pytest.raises(UsageError, match="`reps` 1 must be at least 2"):
         power_study(history, products, arms(), estimator=difference_of_means, reps=1)
-    with pytest.raises(UsageError, match="--spillover needs --edges"):
+    with pytest.raises(UsageError, match="`spillover` needs `edges`"):
         power_study(history, products, arms(), estimator=difference_of_means, threats=Threats(spillover=0.3))
     short = history.filter(pl.col("date") > dt.date(2026, 2, 1))
     with pytest.raises(DataError, match="cannot hold a 28-day experiment window and 14 days of pre-period"):

@@ -519,12 +519,12 @@ def _catalog():
         (
             lambda: simulate_sales(_catalog(), end=dt.date(2024, 1, 1), price_change=-1.0),
             UsageError,
-            ["--price-change", "-1.0"],
+            ["`price_change`", "-1.0"],
         ),
         (
             lambda: simulate_sales(_catalog(), end=dt.date(2024, 1, 1), dispersion=0),
             UsageError,
-            ["--dispersion", "0"],
+            ["`dispersion`", "0"],
         ),
         (lambda: simulate_sales(_catalog()), DataError, ["no dates", "end"]),
         (
@@ -532,8 +532,8 @@ def _catalog():
             DataError,
             ["2024-01-01", "2024-02-01"],
         ),
-        (lambda: simulate_catalog(n_products=3, n_groups=5), UsageError, ["--n-groups", "5", "3 products"]),
-        (lambda: simulate_catalog(community_size=0), UsageError, ["--community-size", "0"]),
+        (lambda: simulate_catalog(n_products=3, n_groups=5), UsageError, ["`n_groups`", "5", "3 products"]),
+        (lambda: simulate_catalog(community_size=0), UsageError, ["`community_size`", "0"]),
     ],
 )
 def test_bad_inputs_raise_named_errors(call, error, fragments):

@@ -374,7 +374,7 @@ def test_bad_values_are_named(planted):
         spillover_graph(sales.drop("price"), products)
     with pytest.raises(MissingColumnError, match="'brand_family'"):
         spillover_graph(sales, products, group_col="brand_family")
-    with pytest.raises(UsageError, match="--fdr 1.5"):
+    with pytest.raises(UsageError, match="`fdr` 1.5"):
         spillover_graph(sales, products, fdr=1.5)
 
 
