@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -101,22 +103,62 @@ def end_workers() -> None:
     if "joblib" not in sys.modules:
         return
     import multiprocessing
+    import threading
 
-    workers = []
+    # The pool's manager thread may fail as its workers go ("Exception in thread
+    # ExecutorManagerThread: ..."): the run has been stopped and says so in one line, so what a
+    # background thread raises from here on is not printed.
+    threading.excepthook = lambda args: None
+
+    executor = None
     with contextlib.suppress(Exception):
         from joblib.externals.loky import reusable_executor
 
         executor = reusable_executor._executor
         if executor is not None:
-            workers = list(getattr(executor, "_processes", {}).values())
             executor.shutdown(wait=False, kill_workers=True)
     # The shutdown ends them from a thread of its own, which may not run before this process
     # exits; and a worker being started when the signal came is not in the pool's list yet,
-    # though the interpreter would wait for it at exit. Each is ended here and waited for.
-    workers += [child for child in multiprocessing.active_children() if child not in workers]
-    for worker in workers:
-        with contextlib.suppress(Exception):
-            worker.kill()
-    for worker in workers:
-        with contextlib.suppress(Exception):
-            worker.join(timeout=5)
+    # though it would hold the run's stderr open (and the interpreter's exit would wait for
+    # it) after the run is gone. So for a short while every worker process of this run that
+    # appears (in the pool, among multiprocessing's children, or as a child process running
+    # loky's worker) is ended and waited for.
+    ended: set[int] = set()
+    quiet_rounds = 0
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline and quiet_rounds < 20:
+        found = [*getattr(executor, "_processes", {}).values(), *multiprocessing.active_children()]
+        fresh = [w for w in found if w.pid is not None and w.pid not in ended]
+        strays = [pid for pid in _loky_children() if pid not in ended and pid not in {w.pid for w in fresh}]
+        quiet_rounds = 0 if fresh or strays else quiet_rounds + 1
+        for worker in fresh:
+            # By its pid: loky's process objects have no kill() (an AttributeError would
+            # leave the worker running, and the interpreter's exit waiting for it).
+            with contextlib.suppress(OSError):
+                os.kill(worker.pid, signal.SIGKILL)
+        for pid in strays:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for worker in fresh:
+            ended.add(worker.pid)
+            with contextlib.suppress(Exception):
+                worker.join(timeout=5)
+        ended.update(strays)
+        time.sleep(0.05)
+
+
+def _loky_children() -> list[int]:
+    """Child processes of this one that run a loky worker (read from /proc; none elsewhere)."""
+    me, found = str(os.getpid()), []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] != me:
+                        continue
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if b"popen_loky_posix" in f.read():
+                        found.append(int(entry))
+    return found

@@ -593,3 +593,26 @@ def test_sales_that_start_after_the_experiment_say_so(work, tmp_path, run_cli):
     )
     assert result.code == 65
     assert "its sales start on" in result.stderr and "after the experiment's last date 2020-03-29" in result.stderr
+
+
+def test_end_workers_ends_every_worker_of_a_live_pool():
+    """The pool's workers are ended by their pids (loky's process objects have no kill()), so
+    none is left for the interpreter's exit to wait for, even when the pool's own shutdown
+    (from a thread of its own) has not run yet."""
+    code = (
+        "import os, joblib\n"
+        "from joblib.externals.loky import reusable_executor\n"
+        "from pricelab_cli import stopping\n"
+        "joblib.Parallel(n_jobs=2)(joblib.delayed(os.getpid)() for _ in range(4))\n"
+        "pids = [p.pid for p in reusable_executor._executor._processes.values()]\n"
+        "assert len(pids) == 2, pids\n"
+        "# The pool's own shutdown runs in a thread that may come too late; without it the\n"
+        "# workers must still end.\n"
+        "reusable_executor._executor.shutdown = lambda *a, **k: None\n"
+        "stopping.end_workers()\n"
+        "alive = [p for p in pids if os.path.exists(f'/proc/{p}') and open(f'/proc/{p}/stat').read().split(')')[-1].split()[0] != 'Z']\n"
+        "print('alive', alive)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "alive []", done.stdout

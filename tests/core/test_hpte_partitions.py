@@ -175,7 +175,7 @@ def test_detrended_outcomes_for_ipw_are_the_same_from_partitions(spoiled, monkey
 @pytest.mark.parametrize("kind", ["crossover", "triggered", "random-days"])
 @pytest.mark.parametrize("clustered", [False, True])
 def test_a_streamed_assignment_gives_the_plan_of_the_table_read_whole(kind, clustered, monkeypatch):
-    from pricelab_cli.hpte import panel as layout
+    from pricelab_cli.hpte import plan as layout
 
     _, assignment, _ = simulated(kind, n=120, seed=8)
     if clustered:
