@@ -29,8 +29,10 @@ What was found against a real S3-compatible server (moto) with polars 2.1 and py
   downloads in chunks): raise it (``--storage-option timeout=300s``) on a very slow link.
 - pyarrow: ``connect_timeout`` applies; ``request_timeout`` is ignored on Linux, where the
   AWS SDK ends a request that receives nothing for 3 s; ``AwsStandardS3RetryStrategy``
-  bounds the attempts (``max_retries`` + 1). A closed port fails in under 1 s, a silent
-  endpoint in about 6 s. ``check_access`` uses pyarrow, so an unreachable store is
+  bounds the attempts (``max_retries`` + 1). pricelab asks again after such a "too slow"
+  while the whole ``timeout`` leaves room for another 3 s (``_patiently``), so a busy store
+  gets the wait the user gave. A closed port fails in under 1 s, a silent endpoint in about
+  ``timeout``. ``check_access`` uses pyarrow, so an unreachable store is
   reported within seconds, before polars reads anything.
 - Without any credentials both libraries' credential chains end at the instance-metadata
   service (a link-local address; not tried here), which off a cloud machine waits for a
@@ -53,14 +55,16 @@ from __future__ import annotations
 import atexit
 import os
 import re
+import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pricelab_cli.errors import InputFileError, PricelabError, UsageError
 from pricelab_cli.paths import GLOB_CHARS, glob_regex, has_glob  # noqa: F401 - glob_regex is part of this module's interface
 
+T = TypeVar("T")
 SCHEMES = ("s3", "s3a")
 _CHUNK = 8 << 20
 # Upload streams that failed or were interrupted, kept unclosed until exit (see _abandon).
@@ -215,17 +219,19 @@ def list_objects(uri: str, options: Mapping[str, Any] | None = None) -> list[str
     bucket, key = _split(uri)
     scheme = uri.split("://", 1)[0]
     s3 = _filesystem(uri, options)
-    try:
+
+    def keys_found() -> list[str]:
         if has_glob(key):
             root = key[: _first_glob(key)].rsplit("/", 1)[0] if "/" in key[: _first_glob(key)] else ""
             pattern = glob_regex(key)
-            keys = [k for k in _keys_under(s3, bucket, root) if pattern.fullmatch(k)]
-        else:
-            info = s3.get_file_info(f"{bucket}/{key}".rstrip("/")) if key.strip("/") else None
-            if info is not None and info.type == pafs.FileType.File:
-                keys = [key]
-            else:
-                keys = _keys_under(s3, bucket, key.strip("/"))
+            return [k for k in _keys_under(s3, bucket, root) if pattern.fullmatch(k)]
+        info = s3.get_file_info(f"{bucket}/{key}".rstrip("/")) if key.strip("/") else None
+        if info is not None and info.type == pafs.FileType.File:
+            return [key]
+        return _keys_under(s3, bucket, key.strip("/"))
+
+    try:
+        keys = _patiently(keys_found, options)
     except OSError as exc:
         raise cloud_error(uri, exc, options) from exc
     return sorted(f"{scheme}://{bucket}/{k}" for k in keys)
@@ -236,9 +242,12 @@ def get_object(uri: str, options: Mapping[str, Any] | None = None) -> bytes:
     options = _resolved(options)
     bucket, key = _split(uri)
     s3 = _filesystem(uri, options)
-    try:
+    def read() -> bytes:
         with s3.open_input_stream(f"{bucket}/{key}") as stream:
             return stream.read()
+
+    try:
+        return _patiently(read, options)
     except FileNotFoundError as exc:
         if not _bucket_exists(uri, bucket, options):
             raise _missing_bucket(uri, bucket, options) from exc
@@ -403,12 +412,31 @@ def _keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
     return [info.path[start:] for info in infos if info.type == pafs.FileType.File]
 
 
+# pyarrow's S3 client ends a request that receives nothing for this long ("too slow"); it
+# cannot be set on Linux.
+_PYARROW_SILENCE_S = 3.0
+
+
+def _patiently(call: Callable[[], T], options: Mapping[str, Any]) -> T:
+    """``call()``, a pyarrow read, asked again while pyarrow calls the store "too slow" and
+    the whole wait (``timeout``, as polars gets it) leaves room for another attempt, so that
+    a busy store is waited for as long as the user said and not pyarrow's fixed 3 s."""
+    whole = 2 * _duration_seconds(options.get("timeout"), DEFAULT_TIMEOUT_S / 2)
+    deadline = time.monotonic() + whole
+    while True:
+        try:
+            return call()
+        except OSError as exc:
+            if "too slow" not in str(exc).lower() or time.monotonic() + _PYARROW_SILENCE_S > deadline:
+                raise
+
+
 def _bucket_exists(uri: str, bucket: str, options: Mapping[str, Any] | None) -> bool:
     import pyarrow.fs as pafs
 
     s3 = _filesystem(uri, options)
     try:
-        return s3.get_file_info(bucket).type != pafs.FileType.NotFound
+        return _patiently(lambda: s3.get_file_info(bucket).type != pafs.FileType.NotFound, options)
     except OSError as exc:
         raise cloud_error(uri, exc, options) from exc
 

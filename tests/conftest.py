@@ -33,6 +33,12 @@ _ray_spec.loader.exec_module(ray_cluster_module)
 ray_cluster = ray_cluster_module.ray_cluster
 
 
+def pytest_configure(config):
+    """Each pytest process (the controller and every xdist worker) is watched: when it dies
+    without a teardown (a timeout, a crash, a kill), what it started dies with it."""
+    ray_cluster_module._reaper().tie_descendants_to_this_run()
+
+
 @dataclasses.dataclass
 class CliResult:
     code: int

@@ -204,15 +204,20 @@ class FaultyProxy:
     Once ``after`` requests have passed, it misbehaves as ``mode`` says: ``"drop"`` closes
     every connection at the next request; ``"stall"`` forwards nothing more and leaves the
     connections open (a store that went silent); ``"trickle"`` passes responses at
-    ``rate`` bytes a second. ``after=None`` never misbehaves (a run counts its requests).
+    ``rate`` bytes a second; ``"late"`` holds the next request ``delay`` seconds once, then
+    forwards everything (a busy store). ``after=None`` never misbehaves (a run counts its
+    requests).
     """
 
-    def __init__(self, upstream: str, mode: str = "drop", after: int | None = None, rate: int = 4096) -> None:
+    def __init__(
+        self, upstream: str, mode: str = "drop", after: int | None = None, rate: int = 4096, delay: float = 0.0
+    ) -> None:
         import threading
 
         host, port = upstream.removeprefix("http://").rsplit(":", 1)
         self.upstream = (host, int(port))
-        self.mode, self.after, self.rate = mode, after, rate
+        self.mode, self.after, self.rate, self.delay = mode, after, rate, delay
+        self._held = False
         self.requests = 0
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -254,6 +259,9 @@ class FaultyProxy:
                         break
                     if self.mode == "stall":
                         time.sleep(3600)
+                    if self.mode == "late" and requests and not self._held:
+                        self._held = True
+                        time.sleep(self.delay)
                     if self.mode == "trickle" and not requests:
                         for at in range(0, len(data), 256):
                             sink.sendall(data[at : at + 256])

@@ -43,6 +43,10 @@ WORKER_IP = "127.0.0.3"
 # ray.init take minutes rather than seconds.
 STARTUP_SECONDS = 300
 PROBE_SECONDS = 180
+# What `ray start` prints when its raylet missed Ray's fixed 30 s wait to register, and how
+# many times a node is then started again.
+STARTUP_TIMEOUT_LINE = "timed out during startup"
+NODE_RESTARTS = 3
 # Each node's shared-memory object store (Ray's minimum is 75 MiB).
 OBJECT_STORE_BYTES = 300 * 1024 * 1024
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -64,6 +68,13 @@ def _reaper():
 def _ray_cli() -> str:
     found = Path(sys.executable).with_name("ray")
     return str(found) if found.exists() else (shutil.which("ray") or "ray")
+
+
+def _ahead_of_the_load() -> None:
+    """Run a node ahead of other work where allowed: it stands for another machine, and Ray
+    gives a starting raylet a fixed 30 s, which a machine whose cores are all busy can miss."""
+    with contextlib.suppress(OSError):
+        os.nice(-10)
 
 
 def _free_port() -> int:
@@ -132,6 +143,14 @@ class LocalRayCluster:
 
     def start(self) -> LocalRayCluster:
         self.root.mkdir(parents=True, exist_ok=True)
+        self.start_head()
+        self._wait_for(1)
+        self.start_worker()
+        return self
+
+    def start_head(self) -> None:
+        """Start (or start again, on a fresh port) the head node."""
+        _end_group(self.head, grace=2.0)
         self.port = _free_port()
         self.head = self._node(
             "head",
@@ -139,15 +158,15 @@ class LocalRayCluster:
             HEAD_IP,
             self.head_cpus,
         )
-        self._wait_for(1)
-        self.start_worker()
-        return self
 
     def start_worker(self) -> None:
         """Start (or start again) the worker node and wait until the cluster has two live nodes."""
+        self._start_worker_node()
+        self._wait_for(2)
+
+    def _start_worker_node(self) -> None:
         _end_group(self.worker, grace=2.0)
         self.worker = self._node("worker", [f"--address={self.address}"], WORKER_IP, self.worker_cpus)
-        self._wait_for(2)
 
     def _node(self, name: str, args: list[str], ip: str, cpus: int) -> subprocess.Popen:
         with open(self.root / f"{name}.log", "ab") as log:
@@ -167,6 +186,7 @@ class LocalRayCluster:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **RAY_ENV},
                 start_new_session=True,
+                preexec_fn=_ahead_of_the_load,
             )
         # A run killed before its teardown still ends the node (tests/reaper.py).
         _reaper().tie_to_this_run(process.pid)
@@ -192,11 +212,21 @@ class LocalRayCluster:
 
     def _wait_for(self, n_nodes: int) -> None:
         deadline = time.monotonic() + STARTUP_SECONDS
+        restarts = 0
         while True:
             for name, process in (("head", self.head), ("worker", self.worker)):
-                if process is not None and process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"the Ray {name} node exited with {process.returncode}:\n{self.log(name)}")
+                if process is None or process.poll() is None:
+                    continue
+                # `ray start` gives its own raylet a fixed 30 s to register; a starved machine
+                # can miss that, and the node is then started again while time remains.
+                if STARTUP_TIMEOUT_LINE in self.log(name) and restarts < NODE_RESTARTS and time.monotonic() < deadline:
+                    restarts += 1
+                    with open(self.root / f"{name}.log", "a") as log:
+                        log.write(f"\n[the {name} node missed Ray's startup wait; started again]\n")
+                    (self.start_head if name == "head" else self._start_worker_node)()
+                    continue
+                self.stop()
+                raise RuntimeError(f"the Ray {name} node exited with {process.returncode}:\n{self.log(name)}")
             if len({n["ip"] for n in self.alive_nodes()} & {HEAD_IP, WORKER_IP}) >= n_nodes:
                 return
             if time.monotonic() > deadline:

@@ -49,3 +49,48 @@ def test_a_killed_run_takes_the_group_it_started_with_it():
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)
+
+
+# A stand-in for a pytest process: ties its descendants, starts a worker pool of two
+# processes (one of which starts a grandchild), prints their ids, waits.
+_POOL = f"""
+import importlib.util, subprocess, sys, time
+spec = importlib.util.spec_from_file_location("reaper", {str(REAPER)!r})
+reaper = importlib.util.module_from_spec(spec); spec.loader.exec_module(reaper)
+reaper.tie_descendants_to_this_run()
+child = subprocess.Popen(["sleep", "600"])
+parent = subprocess.Popen([sys.executable, "-c", "import subprocess, time; print(subprocess.Popen(['sleep', '600']).pid, flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+grandchild = int(parent.stdout.readline())
+print(child.pid, parent.pid, grandchild, flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_a_killed_run_takes_its_worker_processes_with_it():
+    run = subprocess.Popen([sys.executable, "-c", _POOL], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    pids: list[int] = []
+    try:
+        pids = [int(p) for p in run.stdout.readline().split()]
+        assert len(pids) == 3
+        time.sleep(1.5)  # the watcher has looked at least twice
+        assert all(_alive(p) for p in pids), "the workers should live while the run does"
+        run.kill()  # SIGKILL: no teardown runs, and the workers are orphaned
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 10  # the watcher looks every 0.5 s
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids), "orphaned workers still alive 10 s after the run's death"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
