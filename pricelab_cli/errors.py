@@ -8,11 +8,44 @@ committing into (try again).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
+# The roles an input table plays; a message about a table starts with its role ("edges: ...").
+TABLE_ROLES = ("sales", "history", "edges", "clusters", "assignment", "products", "features", "events", "pairs")
+_TABLE_LABEL = re.compile(rf"^({'|'.join(TABLE_ROLES)}): ")
+# A parameter, as a notebook user passes it, is named in backticks: `outlier_c`.
+_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*(?:=False)?)`")
+
+
+def concerns(message: str) -> tuple[tuple[str, ...], str | None]:
+    """The parameters a message names (in backticks, in order) and the table role it starts
+    with (``None`` when it names none)."""
+    label = _TABLE_LABEL.match(message)
+    return tuple(_PARAMETER.findall(message)), (label.group(1) if label else None)
+
 
 class PricelabError(Exception):
-    """Base class for every error pricelab reports to its user."""
+    """Base class for every error pricelab reports to its user.
+
+    It carries what it concerns, so that a caller can act on it without reading the text:
+    ``parameters`` (the core's names, e.g. ``("outlier_c",)``; ``parameter`` is the first)
+    and ``table`` (a role such as ``"sales"``). Both are taken from the message when not
+    given: the core names a parameter in backticks and starts a message about a table with
+    its role. The command line turns them into its flags and the paths it was given.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, parameters: Iterable[str] | None = None, table: str | None = None):
+        super().__init__(message)
+        found_parameters, found_table = concerns(message)
+        self.parameters: tuple[str, ...] = tuple(parameters) if parameters is not None else found_parameters
+        self.table: str | None = table if table is not None else found_table
+
+    @property
+    def parameter(self) -> str | None:
+        return self.parameters[0] if self.parameters else None
 
 
 class UsageError(PricelabError):

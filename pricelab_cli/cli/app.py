@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                 import traceback
 
                 traceback.print_exc()
-            error(name_the_file(str(exc), ACTIVE.argv))
+            error(name_the_file(exc, ACTIVE.argv))
             code = exc.exit_code
         except typer.TyperException as exc:  # the parser's usage errors (exit 2)
             _show_click_error(exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import pricelab_cli
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import storage_pairs
 from pricelab_cli.console import Reporter
-from pricelab_cli.errors import PricelabWarning
+from pricelab_cli.errors import PricelabError, PricelabWarning, concerns
 
 # Loaded when a command first needs them: help, --version and `design` never do.
 pl = lazy("polars")
@@ -171,9 +170,6 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
         reporter.warn(name_the_file(str(message), ACTIVE.argv))
 
 
-TABLE_LABEL = re.compile(r"^(sales|history|edges|clusters|assignment|products|features|events|pairs): ")
-
-
 # Core messages name a parameter as `name` (as a notebook user passes it); the command line
 # shows the flag that sets it: --name-with-dashes, except for these.
 PARAMETER_FLAGS = {
@@ -183,25 +179,34 @@ PARAMETER_FLAGS = {
     "storage_options": "--storage-option",
     "fill_zeros=False": "--no-fill-zeros",
 }
-_PARAMETER = re.compile(r"`([a-z][a-z0-9_]*(?:=False)?)`")
 
 
-def as_flags(message: str) -> str:
-    """A core message in the command line's words: each `parameter` becomes its flag."""
-    return _PARAMETER.sub(lambda m: PARAMETER_FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
+def flag_for(parameter: str) -> str:
+    """The flag that sets a core parameter: --name-with-dashes, except for PARAMETER_FLAGS."""
+    return PARAMETER_FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
-def name_the_file(message: str, argv: list[str]) -> str:
-    """A core message as the command line shows it: parameters become flags (``as_flags``),
-    and a table named by its role (``edges: ...``) becomes the path the user gave to its flag
-    (``--edges my_edges.csv``)."""
-    message = as_flags(message)
-    match = TABLE_LABEL.match(message)
-    if not match:
+def as_flags(message: str, parameters: tuple[str, ...] | None = None) -> str:
+    """A core message in the command line's words: each `parameter` it names becomes its flag."""
+    for parameter in dict.fromkeys(concerns(message)[0] if parameters is None else parameters):
+        message = message.replace(f"`{parameter}`", flag_for(parameter))
+    return message
+
+
+def name_the_file(problem: str | PricelabError, argv: list[str]) -> str:
+    """A core error or warning as the command line shows it: the parameters it concerns become
+    flags (``as_flags``), and the table it concerns, named by its role (``edges: ...``),
+    becomes the path the user gave to its flag (``--edges my_edges.csv``)."""
+    message = str(problem)
+    if isinstance(problem, PricelabError):
+        parameters, table = problem.parameters, problem.table
+    else:
+        parameters, table = concerns(message)
+    message = as_flags(message, parameters)
+    if table is None or not message.startswith(f"{table}: "):
         return message
-    flag = f"--{match.group(1)}"
     for given, value in flag_values(argv):
-        if given == flag:
+        if given == f"--{table}":
             shown = "standard input" if value == io.STDIO else value
-            return f"{shown}: {message[match.end() :]}"
+            return f"{shown}: {message[len(table) + 2 :]}"
     return message

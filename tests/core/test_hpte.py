@@ -617,8 +617,10 @@ def test_bad_parameters_are_usage_errors():
     sales, assignment = small_inputs()
     with pytest.raises(UsageError, match="`method` 'ols' is not one of: hpte, did"):
         estimate_hpte(sales, assignment, method="ols")
-    with pytest.raises(UsageError, match="`outlier_c` -1"):
+    with pytest.raises(UsageError, match="`outlier_c` -1") as caught:
         HeterogeneousPanelEffect(outlier_c=-1).fit(sales, assignment)
+    # In the core's words, and carried as data (the command line makes it --outlier-c).
+    assert caught.value.parameter == "outlier_c" and "--outlier-c" not in str(caught.value)
 
 
 def test_text_ids_and_sales_of_unassigned_products_are_handled():
