@@ -242,6 +242,7 @@ def get_object(uri: str, options: Mapping[str, Any] | None = None) -> bytes:
     options = _resolved(options)
     bucket, key = _split(uri)
     s3 = _filesystem(uri, options)
+
     def read() -> bytes:
         with s3.open_input_stream(f"{bucket}/{key}") as stream:
             return stream.read()
