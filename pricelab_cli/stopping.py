@@ -35,12 +35,24 @@ class Stopped(BaseException):
 
 
 def _raise(signum, frame) -> None:
+    _STATE.received = signum
     raise Stopped(signum)
 
 
 @dataclasses.dataclass
 class _State:
     armed: bool = False
+    # The signal the run received, if any. Python runs a signal's handler wherever the main
+    # thread is, and an exception raised inside a weakref callback or a __del__ (the import
+    # system has such callbacks) is printed as "ignored" and lost; the run then goes on as if
+    # nothing came. ``raise_if_received`` stops it all the same before anything is committed.
+    received: int | None = None
+
+
+def raise_if_received() -> None:
+    """Raise ``Stopped`` for a signal the run received whose exception a library swallowed."""
+    if _STATE.received is not None:
+        raise Stopped(_STATE.received)
 
 
 _STATE = _State()
@@ -54,10 +66,18 @@ def stoppable() -> Iterator[None]:
     except ValueError:  # not the main thread: leave the signals alone
         yield
         return
-    _STATE.armed = True
+    _STATE.armed, _STATE.received = True, None
+    default_unraisable = sys.unraisablehook
+
+    def unraisable(report) -> None:  # a Stopped lost where exceptions are ignored: not printed
+        if not isinstance(report.exc_value, Stopped):
+            default_unraisable(report)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = default_unraisable
         _STATE.armed = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)

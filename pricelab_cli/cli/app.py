@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             # and SIGHUP unwind the run as Ctrl-C does.
             with stopping.stoppable(), io.output_transaction():
                 result = command.main(args=args, prog_name="pricelab", standalone_mode=False)
+                stopping.raise_if_received()  # a stop a library swallowed: still nothing is committed
             code = result if isinstance(result, int) else 0
         except PricelabError as exc:
             if verbose:

@@ -1,6 +1,7 @@
 """Behaviours every command shares, tested once: help, exit codes, atomic outputs, quiet."""
 
 import json
+import subprocess
 import sys
 
 import polars as pl
@@ -256,3 +257,67 @@ def test_ctrl_c_while_pricelab_starts_exits_130_without_a_traceback():
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
     assert b"Traceback" not in err
+
+
+# Python runs a signal's handler wherever the main thread is; an exception it raises inside a
+# weakref callback is reported as "ignored" and lost. These put SIGINT exactly there.
+_LOST_INTERRUPT = """
+import os, signal, sys, weakref
+
+def interrupt_where_exceptions_are_lost():
+    class Thing:
+        pass
+
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: os.kill(os.getpid(), signal.SIGINT))
+    del thing
+"""
+
+
+def test_an_interrupt_lost_inside_the_start_up_imports_still_exits_130():
+    code = (
+        _LOST_INTERRUPT
+        + """
+class Hook:  # the interrupt comes as pricelab's own package is imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "pricelab_cli.cli":
+            sys.meta_path.remove(self)
+            interrupt_where_exceptions_are_lost()
+        return None
+
+sys.meta_path.insert(0, Hook())
+sys.argv = ["pricelab", "design", "--help"]
+import pricelab_launch
+pricelab_launch.main()
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stdout == "" and "Traceback" not in done.stderr and "ignored" not in done.stderr
+
+
+def test_an_interrupt_lost_inside_a_run_still_stops_it_before_its_commit(tmp_path):
+    out = tmp_path / "design.json"
+    code = (
+        _LOST_INTERRUPT
+        + f"""
+import pricelab_cli.cli.commands.design as command
+
+made = command.make_design
+
+def make_design(*args, **kwargs):
+    interrupt_where_exceptions_are_lost()
+    return made(*args, **kwargs)
+
+command.make_design = make_design
+from pricelab_cli.cli import main
+main(["design", "random-days", "--start", "2024-01-01", "--end", "2024-01-28", "-o", {str(out)!r}])
+"""
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines()[-1] == (
+        "pricelab: error: stopped by SIGINT; nothing was written (existing outputs are unchanged)."
+    )
+    assert "Traceback" not in done.stderr and "ignored" not in done.stderr
+    assert not out.exists()
