@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,7 +24,12 @@ from pricelab_cli.cli.options import (
     user_names,
 )
 from pricelab_cli.cli.registry import simulate_app
-from pricelab_cli.cli.run import start_run
+from pricelab_cli.cli.run import Run, start_run
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pricelab_cli.simulate import SimulatedSales
 
 # Loaded when a command first needs them: help, --version and `design` never do.
 io = lazy("pricelab_cli.io")
@@ -59,6 +65,29 @@ def simulate_catalog_command(
     run.reporter.say(f"{products.height} products in {n_groups} categories; {edges.height} planted substitute edges")
 
 
+# The options of `simulate sales` that are settings of the model, named once here.
+HistoryDays = Annotated[int, typer.Option(help="Days of history before the experiment.")]
+PriceChange = Annotated[float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")]
+Elasticity = Annotated[float, typer.Option(help="Average own-price elasticity.")]
+Heterogeneity = Annotated[float, typer.Option(help="How strongly elasticity varies with quality.")]
+TrendSd = Annotated[float, typer.Option(help="Spread of product trends (log units per year).")]
+Weekly = Annotated[float, typer.Option(help="Amplitude of the weekly pattern (log units).")]
+ShockSd = Annotated[float, typer.Option(help="Spread of store-wide daily shocks (log units).")]
+PromoRate = Annotated[float, typer.Option(help="Daily chance a product starts a promotion.")]
+PromoDepth = Annotated[float, typer.Option(help="Promotion price cut.")]
+OutlierShare = Annotated[float, typer.Option(help="Share of products with a sudden unexplained level shift.")]
+CarryoverDays = Annotated[float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")]
+Spillover = Annotated[bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")]
+BaseUnits = Annotated[float, typer.Option(help="Typical daily units of a product.")]
+Dispersion = Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")]
+ContaminationShare = Annotated[
+    float, typer.Option(help="Share of products whose sales are spoiled (see --contamination-kinds).")
+]
+ContaminationKinds = Annotated[
+    str, typer.Option(help="Comma-separated kinds dealt out in turn: noise, jump, spike, stockout, outlier.")
+]
+
+
 @simulate_app.command(
     "sales",
     epilog="Example: pricelab simulate sales --products products.csv --assignment assignment.parquet "
@@ -77,37 +106,24 @@ def simulate_sales_command(
         dt.date | None, date_option("--start", "First panel date.", "assignment start - history days")
     ] = None,
     end: Annotated[dt.date | None, date_option("--end", "Last panel date.", "assignment end")] = None,
-    history_days: Annotated[int, typer.Option(help="Days of history before the experiment.")] = 365,
-    price_change: Annotated[
-        float, typer.Option(help="Relative price change of treated cells (-0.1 = 10% cut).")
-    ] = -0.10,
-    elasticity: Annotated[float, typer.Option(help="Average own-price elasticity.")] = -2.0,
-    heterogeneity: Annotated[float, typer.Option(help="How strongly elasticity varies with quality.")] = 0.5,
-    trend_sd: Annotated[float, typer.Option(help="Spread of product trends (log units per year).")] = 0.3,
-    weekly: Annotated[float, typer.Option(help="Amplitude of the weekly pattern (log units).")] = 0.2,
-    shock_sd: Annotated[float, typer.Option(help="Spread of store-wide daily shocks (log units).")] = 0.05,
-    promo_rate: Annotated[float, typer.Option(help="Daily chance a product starts a promotion.")] = 0.05,
-    promo_depth: Annotated[float, typer.Option(help="Promotion price cut.")] = 0.2,
-    outlier_share: Annotated[
-        float, typer.Option(help="Share of products with a sudden unexplained level shift.")
-    ] = 0.0,
-    carryover_days: Annotated[
-        float, typer.Option(help="Decay time of the effect after treatment stops (0 = none).")
-    ] = 0.0,
-    spillover: Annotated[
-        bool, typer.Option("--spillover/--no-spillover", help="Treated prices move substitutes' demand.")
-    ] = True,
-    base_units: Annotated[float, typer.Option(help="Typical daily units of a product.")] = 20.0,
-    dispersion: Annotated[float, typer.Option(help="Negative-binomial shape (larger = closer to Poisson).")] = 5.0,
+    history_days: HistoryDays = 365,
+    price_change: PriceChange = -0.10,
+    elasticity: Elasticity = -2.0,
+    heterogeneity: Heterogeneity = 0.5,
+    trend_sd: TrendSd = 0.3,
+    weekly: Weekly = 0.2,
+    shock_sd: ShockSd = 0.05,
+    promo_rate: PromoRate = 0.05,
+    promo_depth: PromoDepth = 0.2,
+    outlier_share: OutlierShare = 0.0,
+    carryover_days: CarryoverDays = 0.0,
+    spillover: Spillover = True,
+    base_units: BaseUnits = 20.0,
+    dispersion: Dispersion = 5.0,
     truth_out: Annotated[str | None, typer.Option(help="Write the true effects (JSON) here.")] = None,
     product_truth_out: Annotated[str | None, typer.Option(help="Write per-product true effects here.")] = None,
-    contamination: Annotated[
-        float, typer.Option(help="Share of products whose sales are spoiled (see --contamination-kinds).")
-    ] = 0.0,
-    contamination_kinds: Annotated[
-        str,
-        typer.Option(help="Comma-separated kinds dealt out in turn: noise, jump, spike, stockout, outlier."),
-    ] = "noise,jump,spike,stockout",
+    contamination: ContaminationShare = 0.0,
+    contamination_kinds: ContaminationKinds = "noise,jump,spike,stockout",
     clean_out: Annotated[
         str | None, typer.Option(help="Write the same panel without the contamination here (same draws otherwise).")
     ] = None,
@@ -123,31 +139,10 @@ def simulate_sales_command(
     """Write a daily sales and price panel with known trend, shocks, promotions and effects."""
     from pricelab_cli.simulate import simulate_sales
 
-    run = start_run(
-        (quiet, silent),
-        seed,
-        fmt,
-        output,
-        truth_out,
-        product_truth_out,
-        clean_out,
-        documents=(truth_out,),
-        storage_option=storage_option,
-    )
-    ids = {unit_col: "product_id"}
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-    assignment_table = (
-        run.read(
-            assignment,
-            required=list(io.ASSIGNMENT_COLUMNS),
-            rename={**ids, time_col: "date"},
-            dates=["date"],
-            unique=["product_id", "date"],
-        )
-        if assignment
-        else None
-    )
-    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
+    outputs = (output, truth_out, product_truth_out, clean_out)
+    run = start_run((quiet, silent), seed, fmt, *outputs, documents=(truth_out,), storage_option=storage_option)
+    names = _ColumnNames(unit_col, time_col)
+    product_table, assignment_table, edge_table = _read_tables(run, names, products, assignment, edges)
     result = simulate_sales(
         product_table,
         assignment=assignment_table,
@@ -172,13 +167,57 @@ def simulate_sales_command(
         contamination_kinds=contamination_kinds,
         seed=seed,
     )
-    run.write(user_names(result.sales, unit_col=unit_col, time_col=time_col), output)
+    _write_results(run, names, result, *outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ColumnNames:
+    """The user's names of the product and date columns (--unit-col, --time-col)."""
+
+    unit_col: str
+    time_col: str
+
+
+def _read_tables(
+    run: Run, names: _ColumnNames, products: str, assignment: str | None, edges: str | None
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """The products, assignment and edges tables, with pricelab's column names."""
+    ids = {names.unit_col: "product_id"}
+    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
+    assignment_table = (
+        run.read(
+            assignment,
+            required=list(io.ASSIGNMENT_COLUMNS),
+            rename={**ids, names.time_col: "date"},
+            dates=["date"],
+            unique=["product_id", "date"],
+        )
+        if assignment
+        else None
+    )
+    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
+    return product_table, assignment_table, edge_table
+
+
+def _write_results(
+    run: Run,
+    names: _ColumnNames,
+    result: SimulatedSales,
+    output: str,
+    truth_out: str | None,
+    product_truth_out: str | None,
+    clean_out: str | None,
+) -> None:
+    """Write the panel and the asked-for truth and clean panel (user's column names), and say
+    what was made."""
+    columns = {"unit_col": names.unit_col, "time_col": names.time_col}
+    run.write(user_names(result.sales, **columns), output)
     if clean_out:
-        run.write(user_names(result.clean_sales, unit_col=unit_col, time_col=time_col), clean_out)
+        run.write(user_names(result.clean_sales, **columns), clean_out)
     if truth_out:
         io.write_json({**result.truth, "provenance": run.meta()}, truth_out)
     if product_truth_out:
-        run.write(user_names(result.product_truth, unit_col=unit_col), product_truth_out)
+        run.write(user_names(result.product_truth, unit_col=names.unit_col), product_truth_out)
     truth = result.truth
     effect = (
         "no experiment" if truth["effect"] is None else f"true effect {truth['effect']:.4g} units per product per day"
