@@ -360,7 +360,7 @@ class CatalogDetrend:
     fit: BaselineFit
     shock: np.ndarray
     audit: RobustAudit | None
-    cells: Cells
+    cells: Cells | None  # None once the estimator has taken them (``take_cells``)
     level: np.ndarray
     screened: np.ndarray
     partition_fits: list
@@ -369,6 +369,13 @@ class CatalogDetrend:
     # The robust step's de-treating factor's inputs on the last pass's cells (None without
     # the robust step, or when the factor could not be formed).
     detreat_inputs: DetreatInputs | None = None
+
+    def take_cells(self) -> tuple[Cells, CatalogDetrend]:
+        """The cells, and this detrending without them (the estimator goes on with its own
+        filtered copy; the per-product arrays are all it reads here after)."""
+        if self.cells is None:
+            raise ValueError("the cells were taken already")
+        return self.cells, dataclasses.replace(self, cells=None)
 
     def for_partition(self, handle) -> PartitionResiduals:
         """What a task needs to recompute the residuals of the partition ``handle`` loads
