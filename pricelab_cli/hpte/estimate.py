@@ -18,15 +18,9 @@ import polars as pl
 from pricelab_cli.engine import LocalEngine, default_engine
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
 from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap, summarise_draws
-from pricelab_cli.hpte.detrend import (
-    MODEL_NONE,
-    CatalogDetrend,
-    Cells,
-    DetreatInputs,
-    detreat_of,
-    detrend_partitions,
-    warn_left_out,
-)
+from pricelab_cli.hpte.cells import Cells
+from pricelab_cli.hpte.detreat import DetreatInputs, detreat_of
+from pricelab_cli.hpte.detrend import MODEL_NONE, CatalogDetrend, detrend_partitions, warn_left_out
 from pricelab_cli.hpte.forest import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_MIN_SAMPLES_LEAF,
@@ -46,7 +40,13 @@ from pricelab_cli.hpte.outliers import (
     swing_screen,
 )
 from pricelab_cli.hpte.panel import Panel, PartitionedPanel, partition_panel
-from pricelab_cli.hpte.robust import WINSOR_K
+
+# The per-outcome tables besides the effect, importable from here as before.
+from pricelab_cli.hpte.report import MIN_PATH_PRE_PERIODS as MIN_PATH_PRE_PERIODS
+from pricelab_cli.hpte.report import OUTLIER_COLUMNS as OUTLIER_COLUMNS
+from pricelab_cli.hpte.report import OUTLIER_SCHEMA as OUTLIER_SCHEMA
+from pricelab_cli.hpte.report import effect_path as effect_path
+from pricelab_cli.hpte.report import outlier_table, product_cate, unmeasurable
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = (
@@ -64,22 +64,11 @@ EFFECT_COLUMNS = (
 )
 # The float columns of the effects table (estimate to lift_high).
 _FLOAT_COLUMNS = EFFECT_COLUMNS[1:9]
-OUTLIER_COLUMNS = ("product_id", "outcome", "action", "reason", "statistic", "days")
-OUTLIER_SCHEMA = {
-    "product_id": None,
-    "outcome": pl.String,
-    "action": pl.String,
-    "reason": pl.String,
-    "statistic": pl.Float64,
-    "days": pl.Int64,
-}
 # From this many resampled units the bootstrap runs in worker processes: below it, starting
 # them costs more than it saves.
 POOL_SIZE = 200_000
 # Fewer resampling units than this in an arm and the bootstrap cannot see that arm's noise.
 MIN_RELIABLE_UNITS = 5
-# History shown before the start in the effect path: twice the experiment, at least this.
-MIN_PATH_PRE_PERIODS = 14
 
 
 class HeterogeneousPanelEffect:
@@ -190,20 +179,19 @@ class HeterogeneousPanelEffect:
             engine=self._partition_engine(),
         )
         warn_left_out(panel, detrended.fit, outcome)
-        cells = detrended.cells
         # From here on the cells are the filtered ones; the detrending keeps its per-product
         # arrays only.
-        detrended = dataclasses.replace(detrended, cells=None)
+        cells, detrended = detrended.take_cells()
         _check_arms(cells, outcome)
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
         # Step 2.
         keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
         self.n_outliers_ = int((~keep_product).sum() + detrended.screened.sum())
-        self.outliers_ = _outlier_table(panel, outcome, detrended, keep_product, swing_z)
+        self.outliers_ = outlier_table(panel, outcome, detrended, keep_product, swing_z)
         cells = cells.take(keep_product[cells.code])
         _check_arms(cells, outcome, after="the outlier filter")
         # Step 3: the classic DID is the leaf estimator with one leaf.
-        self.forest_splits_ = {}
+        self.forest_splits_: dict[str, float] = {}
         # Work of this process, not a map of tasks: one step of the engine's progress.
         counter = self._partition_engine().counter
         counter.add(
@@ -233,13 +221,15 @@ class HeterogeneousPanelEffect:
             )
         # Step 4 (the lift shares the estimate's draws).
         self._bootstrap(panel, cells, leaf, outcome, progress, self._detreat_sensitivity(detrended, cells, leaf))
-        self.cate_ = _product_cate(panel, cells, None if classic else leaf.cate)
+        self.cate_ = product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
         self.outcome_ = outcome
         return self
 
-    def _outlier_mask(self, panel, detrended: CatalogDetrend, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
+    def _outlier_mask(
+        self, panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Products kept by the outlier filter (everyone for ``did`` or without the filter),
         and each product's swing statistic (NaN where not ranked)."""
         keep = np.ones(panel.n_products, dtype=bool)
@@ -252,7 +242,7 @@ class HeterogeneousPanelEffect:
                 # A product that sold nothing on every day of an arm may have been killed by the
                 # price: both arms alike keep such products (see robust.stockout_rows).
                 keep[np.unique(cells.code[cells.empty])] = True
-                keep &= ~_unmeasurable(detrended)
+                keep &= ~unmeasurable(detrended)
             else:
                 if self.outlier_c / max(len(analysed), 1) > MAX_TAIL_SHARE:
                     warnings.warn(
@@ -265,7 +255,7 @@ class HeterogeneousPanelEffect:
                 statistic[analysed] = swing[analysed]
         return keep, statistic
 
-    def _forest_leaves(self, panel, detrended: CatalogDetrend, cells: Cells, user_features):
+    def _forest_leaves(self, panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells, user_features):
         features, names = self._product_features(panel, detrended, user_features)
         products, index = np.unique(cells.code, return_inverse=True)
         leaves = forest_leaves(
@@ -294,7 +284,9 @@ class HeterogeneousPanelEffect:
             return None
         return inputs, float(leaf.coefficient @ cells.detreat_slope)
 
-    def _bootstrap(self, panel: Panel, cells: Cells, leaf, outcome: str, progress, detreat=None) -> None:
+    def _bootstrap(
+        self, panel: Panel | PartitionedPanel, cells: Cells, leaf, outcome: str, progress, detreat=None
+    ) -> None:
         """Resample units (products or clusters) within their arm strata: the estimate and
         the treated cells' observed mean, together; the lift's draws are ``estimate /
         (observed - estimate)``.
@@ -364,7 +356,9 @@ class HeterogeneousPanelEffect:
         if self.n_estimators < 1 or self.min_samples_leaf < 1 or self.max_samples < 2:
             raise UsageError("the forest needs at least 1 tree, leaves of at least 1 cell and 2 samples a tree.")
 
-    def _product_features(self, panel, detrended: CatalogDetrend, user_features) -> tuple[np.ndarray, list[str]]:
+    def _product_features(
+        self, panel: Panel | PartitionedPanel, detrended: CatalogDetrend, user_features
+    ) -> tuple[np.ndarray, list[str]]:
         """Product features (user columns and pre-period summaries), one row per product, and
         their names."""
         summaries, names = pre_period_summaries(
@@ -374,7 +368,7 @@ class HeterogeneousPanelEffect:
             return summaries, names
         return np.column_stack([user_features[0], summaries]), [*user_features[1], *names]
 
-    def _warn_few_units(self, panel: Panel, outcome: str) -> None:
+    def _warn_few_units(self, panel: Panel | PartitionedPanel, outcome: str) -> None:
         few = {arm: n for arm, n in self.arm_units_.items() if n < MIN_RELIABLE_UNITS}
         if few and self.n_bootstrap > 0:
             shown = " and ".join(f"{n} {arm}" for arm, n in few.items())
@@ -419,20 +413,9 @@ def _treated_observed(cells: Cells, leaf) -> tuple[float, np.ndarray]:
     return level, influence
 
 
-def _unmeasurable(detrended: CatalogDetrend) -> np.ndarray:
-    """Products the robust step cannot measure on their own days, left out: those with no
-    measurable noise in their history while most products have one (nothing bounds or
-    screens their experiment days)."""
-    n = len(detrended.fit.model)
-    if detrended.audit is None:
-        return np.zeros(n, dtype=bool)
-    noisy = np.isfinite(detrended.fit.volatility)
-    if noisy.sum() <= n / 2:
-        return np.zeros(n, dtype=bool)
-    return ~noisy & (detrended.fit.model != MODEL_NONE)
-
-
-def _warn_without_experiment_rows(panel, detrended: CatalogDetrend, cells: Cells, outcome: str) -> None:
+def _warn_without_experiment_rows(
+    panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells, outcome: str
+) -> None:
     """Name assigned products that have history but no analysed experiment row with sales."""
     has_cell = np.bincount(cells.code, minlength=panel.n_products) > 0
     has_history = detrended.fit.model != MODEL_NONE
@@ -452,167 +435,6 @@ def _check_arms(cells: Cells, outcome: str, after: str | None = None) -> None:
         if not (cells.treated == arm).any():
             reason = f" after {after}" if after else " with pre-experiment history"
             raise DataError(f"{outcome}: the {name} arm has no products{reason}; both arms need products.")
-
-
-def _outlier_table(
-    panel, outcome: str, detrended: CatalogDetrend, keep_product: np.ndarray, swing_z: np.ndarray
-) -> pl.DataFrame:
-    """The audit trail: one row per product and action of the robust step or the filter."""
-    parts = []
-    audit = detrended.audit
-
-    def rows(mask: np.ndarray, action: str, reason: str, statistic: np.ndarray, days: np.ndarray | None) -> None:
-        idx = np.flatnonzero(mask)
-        if len(idx):
-            parts.append(
-                pl.DataFrame(
-                    {
-                        "product_id": panel.product_ids.gather(idx),
-                        "outcome": outcome,
-                        "action": action,
-                        "reason": reason,
-                        "statistic": statistic[idx].astype(np.float64),
-                        "days": None if days is None else days[idx].astype(np.int64),
-                    },
-                    schema_overrides={"days": pl.Int64},
-                )
-            )
-
-    if audit is not None:
-        rows(
-            audit.screened,
-            "dropped",
-            "history volatility (robust z of noise for its level or of tail weight, the larger)",
-            audit.volatility_z,
-            None,
-        )
-    rule_reason = "swing (robust z within arm stratum)" if audit is not None else "swing in the quantile tails"
-    tail = ~keep_product & _unmeasurable(detrended)
-    if tail.any():
-        rows(
-            tail,
-            "dropped",
-            "no measurable noise in its history (nothing bounds its experiment days)",
-            np.full(len(keep_product), np.nan),
-            None,
-        )
-    rows(~keep_product & ~tail, "dropped", rule_reason, swing_z, None)
-    if audit is not None:
-        kept = ~audit.screened & keep_product
-        rows(
-            kept & (audit.n_stockout > 0),
-            "days left out",
-            "stock-out run (zero sales where sales were expected)",
-            audit.n_stockout.astype(np.float64),
-            audit.n_stockout,
-        )
-        rows(
-            kept & (audit.n_winsorised > 0),
-            "winsorised",
-            f"residual beyond {WINSOR_K:g} robust SDs",
-            audit.n_winsorised.astype(np.float64),
-            audit.n_winsorised,
-        )
-    schema = {**OUTLIER_SCHEMA, "product_id": panel.product_ids.dtype}
-    if not parts:
-        return pl.DataFrame(schema=schema)
-    return (
-        pl.concat(parts)
-        .cast(schema)
-        .with_columns(pl.col("statistic").fill_nan(None))
-        .sort("product_id", maintain_order=True)
-    )
-
-
-def _product_cate(panel, cells: Cells, cell_cate: np.ndarray | None) -> pl.DataFrame:
-    cate = np.full(panel.n_products, np.nan)
-    if cell_cate is not None:
-        known = np.isfinite(cell_cate)
-        count = np.bincount(cells.code[known], minlength=panel.n_products)
-        total = np.bincount(cells.code[known], weights=cell_cate[known], minlength=panel.n_products)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cate = np.where(count > 0, total / count, np.nan)
-    # Products are coded in hash order; the table is sorted by id, as users read it.
-    return (
-        pl.DataFrame({"product_id": panel.product_ids, "cate": cate})
-        .with_columns(pl.col("cate").fill_nan(None))
-        .sort("product_id")
-    )
-
-
-def effect_path(panel, detrended: CatalogDetrend, keep_product: np.ndarray, engine=None) -> pl.DataFrame:
-    """Treated-minus-control mean residual per period relative to each product's start.
-
-    Before the start a product counts in the arm it has on its first assignment date; during
-    the experiment each row counts in its own arm. The band is the 95% normal interval of a
-    difference of two independent means. History is shown for twice the experiment's length
-    (at least ``MIN_PATH_PRE_PERIODS`` periods). Residuals are recomputed partition by
-    partition (a task each, run by ``engine``); only per-period sums come back.
-    """
-    tasks = [
-        (h, detrended.for_partition(h), keep_product[h.offset : h.offset + len(h.product_ids)]) for h in panel.handles()
-    ]
-    found = [r for r in default_engine(engine).map(_path_sums_task, tasks, stage="effect path") if r is not None]
-    lowest = min((r[0] for r in found), default=0)
-    highest = max((r[0] + r[1].shape[1] // 2 - 1 for r in found), default=-1)
-    sums = np.zeros((3, 2 * (highest - lowest + 1)))
-    # Added in partition order: the same bits whichever engine ran the tasks.
-    for low, part_sums, _ in found:
-        start = 2 * (low - lowest)
-        sums[:, start : start + part_sums.shape[1]] += part_sums
-    tops = [r[2] for r in found if r[2] is not None]
-    last_exp = max(tops) if tops else None
-    n_exp = last_exp + 1 if last_exp is not None else 1
-    first = -max(2 * n_exp, MIN_PATH_PRE_PERIODS)
-    count_all, total_all, square_all = (a.reshape(-1, 2) for a in sums)
-    periods_all = lowest + np.arange(count_all.shape[0])
-    seen = np.flatnonzero(count_all.sum(1) > 0)
-    shown = (periods_all >= first) & (periods_all <= periods_all[seen].max() if len(seen) else False)
-    count, total, square, periods = count_all[shown], total_all[shown], square_all[shown], periods_all[shown]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
-        var = np.maximum(square / count - mean * mean, 0.0) * count / np.maximum(count - 1, 1)
-        diff = mean[:, 1] - mean[:, 0]
-        half = 1.959963984540054 * np.sqrt(var[:, 1] / count[:, 1] + var[:, 0] / count[:, 0])
-    both = (count[:, 0] > 0) & (count[:, 1] > 0)
-    return pl.DataFrame(
-        {
-            "period": periods[both],
-            "phase": np.where(periods[both] < 0, "pre", "experiment"),
-            "difference": diff[both],
-            "ci_low": (diff - half)[both],
-            "ci_high": (diff + half)[both],
-            "n_treated": count[both, 1].astype(np.int64),
-            "n_control": count[both, 0].astype(np.int64),
-        }
-    ).with_columns(pl.col("ci_low", "ci_high").fill_nan(None))
-
-
-def _path_sums_task(task) -> tuple[int, np.ndarray, int | None] | None:
-    """One partition's count, sum and sum of squares of residuals per (period, arm), from
-    its lowest period on, and its last experiment period."""
-    handle, inputs, keep = task
-    part = handle.load()
-    detrended_k = inputs.residuals(part)
-    rows = np.flatnonzero(detrended_k.usable & keep[part.code])
-    if not len(rows):
-        return None
-    period = np.rint(part.t[rows]).astype(np.int64)
-    exp = ~part.pre[rows]
-    arm = np.where(exp, part.treated[rows], part.first_arm[part.code[rows]]).astype(np.int64)
-    last_exp = int(period[exp].max()) if exp.any() else None
-    low = int(period.min())
-    width = 2 * (int(period.max()) - low + 1)
-    key = (period - low) * 2 + arm
-    r = detrended_k.residual[rows]
-    sums = np.stack(
-        [
-            np.bincount(key, minlength=width).astype(np.float64),
-            np.bincount(key, weights=r, minlength=width),
-            np.bincount(key, weights=r * r, minlength=width),
-        ]
-    )
-    return low, sums, last_exp
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -641,7 +463,7 @@ class HpteResult:
 
 
 def estimate_hpte(
-    sales: pl.DataFrame,
+    sales: pl.DataFrame | pl.LazyFrame,
     assignment: pl.DataFrame | pl.LazyFrame,
     *,
     outcomes: Sequence[str] = ("units",),
@@ -697,6 +519,13 @@ def estimate_hpte(
         raise UsageError(f"`method` {method!r} is not one of: {', '.join(METHODS)}.")
     labels = dict(labels or {})
     engine = default_engine(engine, n_jobs)
+    # The estimator's own settings, named once: one estimator per outcome is made from them
+    # (the bootstrap and the path, the outlier filter, the forest).
+    settings = dict(method=method, n_bootstrap=n_bootstrap, random_state=seed, effect_path=effect_paths, engine=engine)
+    settings.update(outlier_rule=outlier_rule, outlier_c=outlier_c, outlier_filter=outlier_filter, detrend=detrend)
+    settings.update(
+        n_estimators=n_estimators, max_samples=max_samples, min_samples_leaf=min_samples_leaf, n_jobs=n_jobs
+    )
     with partition_panel(
         sales,
         assignment,
@@ -708,22 +537,6 @@ def estimate_hpte(
         engine=engine,
         fill_zeros=fill_zeros,
     ) as panel:
-        # The estimator's own settings, named once: one estimator per outcome is made from them.
-        settings = dict(
-            method=method,
-            n_bootstrap=n_bootstrap,
-            outlier_rule=outlier_rule,
-            outlier_c=outlier_c,
-            outlier_filter=outlier_filter,
-            detrend=detrend,
-            n_estimators=n_estimators,
-            max_samples=max_samples,
-            min_samples_leaf=min_samples_leaf,
-            n_jobs=n_jobs,
-            random_state=seed,
-            effect_path=effect_paths,
-            engine=engine,
-        )
         return _estimate_panel(panel, outcomes, features, labels, progress, settings)
 
 
@@ -736,8 +549,11 @@ def _estimate_panel(
     settings: dict,
 ) -> HpteResult:
     """Fit one ``HeterogeneousPanelEffect(**settings)`` per outcome on the laid-out panel."""
-    use_features = features is not None and settings["method"] == "hpte"
-    user = encode_features(features, panel.product_ids, labels.get("features", "features")) if use_features else None
+    user = (
+        encode_features(features, panel.product_ids, labels.get("features", "features"))
+        if features is not None and settings["method"] == "hpte"
+        else None
+    )
     fitted: dict[str, HeterogeneousPanelEffect] = {}
     for outcome in dict.fromkeys(outcomes):
         fitted[outcome] = HeterogeneousPanelEffect(**settings).fit_panel(panel, outcome, user, progress)
@@ -758,7 +574,13 @@ def _estimate_panel(
             [est.cate_.select("product_id", pl.lit(name).alias("outcome"), "cate") for name, est in fitted.items()]
         )
     paths = (
-        pl.concat([est.path_.select(pl.lit(name).alias("outcome"), pl.all()) for name, est in fitted.items()])
+        pl.concat(
+            [
+                est.path_.select(pl.lit(name).alias("outcome"), pl.all())
+                for name, est in fitted.items()
+                if est.path_ is not None
+            ]
+        )
         if settings["effect_path"]
         else None
     )

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -177,9 +177,13 @@ def forest_leaves(
     # With distinct rows, the cells' features are gathered for the cells a fit uses and no
     # more (the whole (cells, features) matrix is not made).
     table, cell_rows = (X, None) if distinct_rows is None else distinct_rows
-    cell_x = (lambda pick: table[pick]) if cell_rows is None else (lambda pick: table[cell_rows[pick]])
-    if n < 4 * min_samples_leaf or table.shape[1] == 0:
+    if n < 4 * min_samples_leaf:
         return np.zeros((n, 1), dtype=np.int64)
+    if table is None:
+        raise ValueError("the forest needs the cells' features: `X` or `distinct_rows`.")
+    if table.shape[1] == 0:
+        return np.zeros((n, 1), dtype=np.int64)
+    cell_x = _cell_features(table, cell_rows)
     from econml.grf import CausalForest  # heavy import, only when a forest is fitted
 
     forest = CausalForest(
@@ -202,6 +206,13 @@ def forest_leaves(
     del forest
     release_freed_memory()
     return TreeLeaves(trees, table, cell_rows, threads)
+
+
+def _cell_features(table: np.ndarray, cell_rows: np.ndarray | None) -> Callable[[np.ndarray | slice], np.ndarray]:
+    """The features of the cells picked (``table``'s rows, or its rows ``cell_rows`` gives)."""
+    if cell_rows is None:
+        return lambda pick: table[pick]
+    return lambda pick: table[cell_rows[pick]]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -390,23 +401,24 @@ def leaf_second_difference(
     groups = _tree_groups(leaves, treated.astype(np.int64), y, weight)
     engine = default_engine(engine)
     thetas: list[float] = []
-    influence = coefficient = cate_sum = matches = None
+    totals: list[np.ndarray] | None = None
     # As many groups at a time as the engine runs side by side, summed in group order as
     # they come back: only that many groups' arrays are held at once.
     step = max(1, min(engine.workers, len(groups)))
     for start in range(0, len(groups), step):
         for group_thetas, *sums in engine.map(_group_sums, groups[start : start + step]):
             thetas += group_thetas
-            if influence is None:
-                influence, coefficient, cate_sum, matches = sums
+            if totals is None:
+                totals = sums
             else:
-                for total, part in zip((influence, coefficient, cate_sum, matches), sums):
+                for total, part in zip(totals, sums):
                     total += part
-    if not thetas:
+    if not thetas or totals is None:
         raise DataError(
             "no leaf of the forest holds both treated and control cells, so no second difference "
             "can be formed; check that both arms have products."
         )
+    influence, coefficient, cate_sum, matches = totals
     n_used = len(thetas)
     estimate = float(np.mean(thetas))
     influence /= n_used

@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from pricelab_cli.hpte import robust
-from pricelab_cli.hpte.detrend import Cells
+from pricelab_cli.hpte.cells import Cells
 
 DEFAULT_OUTLIER_C = 4.0
 MAX_TAIL_SHARE = 0.1

@@ -43,10 +43,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from pricelab_cli.engine import Engine, PartitionStore, default_engine
 from pricelab_cli.errors import (
@@ -283,19 +284,41 @@ class PartitionedPanel:
 
 def _sales_schema(
     schema: Mapping[str, pl.DataType], outcomes: Sequence[str], price_col: str | None, label: str
-) -> bool:
-    """Check the sales columns from the schema alone (before any row is read); return
-    whether a price column is used."""
+) -> str | None:
+    """Check the sales columns from the schema alone (before any row is read); return the
+    price column used (None without one)."""
     empty = pl.DataFrame(schema=schema)
     check_columns(empty, ["product_id", "date", *outcomes], label)
     check_numeric(empty, outcomes, label)
     dtype = schema["date"]
     if dtype != pl.Date and not isinstance(dtype, pl.Datetime):
         raise ColumnTypeError(f"{label}: column 'date' must hold dates but has type {dtype}.")
-    has_price = price_col is not None and price_col in schema and price_col not in outcomes
-    if has_price:
-        check_numeric(empty, [price_col], label)
-    return has_price
+    if price_col is None or price_col not in schema or price_col in outcomes:
+        return None
+    check_numeric(empty, [price_col], label)
+    return price_col
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _SalesRead:
+    """The checked settings of one ``partition_panel`` call, which every step of laying the
+    sales into partitions reads.
+
+    ``price_col`` is the price column used (None without one); ``value_cols`` the outcome
+    columns and the price column; ``total_rows`` the sales rows (before any filter).
+    """
+
+    lazy: pl.LazyFrame
+    schema: Mapping[str, pl.DataType]
+    outcomes: list[str]
+    value_cols: list[str]
+    price_col: str | None
+    sales_label: str
+    assignment_label: str
+    progress: Callable[[int], None] | None
+    engine: Engine
+    fill_zeros: bool
+    total_rows: int
 
 
 def partition_panel(
@@ -306,7 +329,7 @@ def partition_panel(
     price_col: str | None = "price",
     labels: Mapping[str, str] | None = None,
     rows_per_partition: int | None = None,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
     engine: Engine | None = None,
     fill_zeros: bool = True,
 ) -> PartitionedPanel:
@@ -337,45 +360,35 @@ def partition_panel(
         raise DataError("no outcome column given; name one in `outcomes`.")
     lazy = sales.lazy()
     schema = lazy.collect_schema()
-    has_price = _sales_schema(schema, outcomes, price_col, sales_label)
+    used_price = _sales_schema(schema, outcomes, price_col, sales_label)
     plan = plan_panel(assignment, assignment_label)
-    n = plan.n_products
-    value_cols = [*outcomes, *([price_col] if has_price else [])]
+    value_cols = [*outcomes, *([used_price] if used_price is not None else [])]
 
     total_rows = sales.height if isinstance(sales, pl.DataFrame) else lazy.select(pl.len()).collect().item()
     if total_rows == 0:
         raise EmptyTableError(f"{sales_label}: the table has no rows.")
-    n_parts = min(n, max(1, math.ceil(total_rows / (rows_per_partition or PARTITION_ROWS))))
-    # Whole blocks of products (SUM_BLOCK) a partition.
-    per_part = math.ceil(math.ceil(n / n_parts) / SUM_BLOCK) * SUM_BLOCK
-    bounds = np.minimum(np.arange(0, n + per_part, per_part), n)
-    bounds = np.unique(bounds)
-    n_parts = len(bounds) - 1
+    bounds = _partition_bounds(plan.n_products, total_rows, rows_per_partition)
     engine = default_engine(engine)
-    columns = {"code": np.dtype(np.int32), "day": np.dtype(np.int32), "state": np.dtype(np.int8)}
+    read = _SalesRead(
+        lazy=lazy,
+        schema=schema,
+        outcomes=outcomes,
+        value_cols=value_cols,
+        price_col=used_price,
+        sales_label=sales_label,
+        assignment_label=assignment_label,
+        progress=progress,
+        engine=engine,
+        fill_zeros=fill_zeros,
+        total_rows=total_rows,
+    )
+    columns: dict[str, np.dtype] = {"code": np.dtype(np.int32), "day": np.dtype(np.int32), "state": np.dtype(np.int8)}
     columns.update({name: np.dtype(np.float64) for name in value_cols})
-    kept = ["code", "day", "state", *outcomes]
     # The engine keeps the partitions (a scratch folder, a cluster's object store).
-    store = engine.partition_store(n_parts, columns, kept, total_rows)
+    store = engine.partition_store(len(bounds) - 1, columns, ["code", "day", "state", *outcomes], total_rows)
     try:
         try:
-            return _fill_partitions(
-                lazy,
-                schema,
-                plan,
-                outcomes,
-                value_cols,
-                bounds,
-                store,
-                has_price,
-                price_col,
-                sales_label,
-                assignment_label,
-                progress,
-                engine,
-                fill_zeros,
-                total_rows,
-            )
+            return _fill_partitions(read, plan, bounds, store)
         except (pl.exceptions.PolarsError, OSError) as exc:
             damaged = damaged_input(sales_label, exc)
             if damaged is None:
@@ -386,148 +399,45 @@ def partition_panel(
         raise
 
 
-def _fill_partitions(
-    lazy,
-    schema,
-    plan,
-    outcomes,
-    value_cols,
-    bounds,
-    store,
-    has_price,
-    price_col,
-    sales_label,
-    assignment_label,
-    progress,
-    engine,
-    fill_zeros=True,
-    total_rows=None,
-) -> PartitionedPanel:
-    n_parts = len(bounds) - 1
-    products = plan.products
-    # Identifiers are compared as text when the two tables disagree on their type.
-    id_type = products.schema["product_id"]
-    if schema["product_id"] != id_type:
-        id_type = pl.String
-        products = products.with_columns(pl.col("product_id").cast(pl.String))
-    # Integer identifiers find their code by binary search in the sorted ids; others by a join.
-    lookup = IdLookup.of(products.get_column("product_id"))
-    date_expr = pl.col("date") if schema["date"] == pl.Date else pl.col("date").dt.date()
-    last_date = pl.lit(plan.last_day).cast(pl.Int32).cast(pl.Date)
-    stream = lazy.select("product_id", date_expr.alias("date"), *value_cols).filter(
-        pl.col("date").is_null() | (pl.col("date") <= last_date)
-    )
-    # The stream is cut into slices of rows read side by side (each writing files of its
-    # own); the partitions are sorted afterwards, so the cut changes nothing in the result.
-    total, n_slices = store.slices(lambda: _count(stream))
-    cuts = [None] if total is None else np.linspace(0, total, n_slices + 1).astype(np.int64)
-    # What every slice needs of the plan travels to the engine once.
-    inputs = engine.share(_SliceInputs(lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds))
-    slices = [
-        _StreamSlice(
-            stream,
-            0 if total is None else int(cuts[w]),
-            None if total is None else int(cuts[w + 1] - cuts[w]),
-            w,
-            id_type,
-            inputs,
-            tuple(value_cols),
-            store.writer(w),
-            sales_label,
-            None if total is not None else progress,
-        )
-        for w in range(n_slices)
-    ]
-    advance = None if progress is None or total is None else (lambda piece: progress(piece.length))
-    # The stage's size is known before a row is read: the slices' rows, or the table's.
-    read = dict(progress=advance, stage="sales rows read", weights=lambda piece: piece.length or total_rows or 1)
-    done = engine.write_partitions(_bucket_slice, slices, store, **read)
-    for result in done:
-        if isinstance(result, BaseException):
-            raise result
-    # Which products have a sales row: each slice's bits, or-ed (a bit a product).
-    has_rows = np.unpackbits(np.bitwise_or.reduce([r["has_rows"] for r in done]), count=len(products))
-    ignored = [r["ignored"] for r in done if r["ignored"] is not None]
-    days_seen = set(np.concatenate([r["days"] for r in done]).tolist())
+def _partition_bounds(n: int, total_rows: int, rows_per_partition: int | None) -> np.ndarray:
+    """The first product code of each partition, and ``n`` last: about ``rows_per_partition``
+    sales rows a partition, whole blocks of products (``SUM_BLOCK``) a partition."""
+    n_parts = min(n, max(1, math.ceil(total_rows / (rows_per_partition or PARTITION_ROWS))))
+    per_part = math.ceil(math.ceil(n / n_parts) / SUM_BLOCK) * SUM_BLOCK
+    bounds = np.minimum(np.arange(0, n + per_part, per_part), n)
+    return np.unique(bounds)
 
-    absent = np.flatnonzero(has_rows == 0)
-    if len(absent) == len(products):
-        # Rows after the experiment are not read: say so when that is where all of them are.
-        first = lazy.select(date_expr.min().cast(pl.Int32)).collect().item()
-        if first is not None and first > plan.last_day:
-            raise DataError(
-                f"{sales_label}: its sales start on {_date_text(first)}, after the experiment's last date "
-                f"{_date_text(plan.last_day)} in "
-                f"{assignment_label}; give sales that cover the experiment and the weeks before it (or the "
-                "assignment of this period)."
-            )
-    if len(absent):
-        raise DataError(
-            f"{assignment_label}: {len(absent)} assigned product(s) have no sales rows, e.g. "
-            f"{products['product_id'][int(absent[0])]!r}; give every assigned product its rows in {sales_label} "
-            "(zero-sales days included) or remove it from the assignment."
-        )
-    n_ignored = pl.concat(ignored).n_unique() if ignored else 0
-    if not days_seen:
-        raise DataError(
-            f"{sales_label}: no product has sales before its experiment starts, so there is no "
-            "pre-experiment history to compare with; include earlier dates in the sales table."
-        )
-    distinct_days = np.array(sorted(days_seen), dtype=np.int64)
+
+def _fill_partitions(read: _SalesRead, plan: PanelPlan, bounds: np.ndarray, store: PartitionStore) -> PartitionedPanel:
+    """Read the sales into the partitions of ``store``, sort and check each, and check what
+    they hold together."""
+    products, id_type = _assigned_ids(read, plan)
+    done, inputs = _read_slices(read, plan, bounds, store, products, id_type)
+    n_ignored, distinct_days = _check_sales_rows(read, plan, products, done)
     spacing = panel_spacing(distinct_days)
     if spacing > 1:
-        check_alignment(plan, distinct_days, spacing, sales_label, assignment_label)
+        check_alignment(plan, distinct_days, spacing, read.sales_label, read.assignment_label)
     else:
-        _warn_uncovered_dates(plan, distinct_days, sales_label, assignment_label)
+        _warn_uncovered_dates(plan, distinct_days, read.sales_label, read.assignment_label)
     dates = np.arange(distinct_days[0], distinct_days[-1] + 1)
 
     # Each partition's rows sorted by product and date and checked, once, in a fixed order
     # whatever order the input had (in parallel when there are several partitions).
     product_ids = plan.products.get_column("product_id")
-    tasks = [
-        _FinalTask(
-            store.view(k),
-            k,
-            int(bounds[k]),
-            int(bounds[k + 1]),
-            int(dates[0]),
-            len(dates),
-            tuple(outcomes),
-            price_col if has_price else None,
-            product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
-            sales_label,
-            inputs if fill_zeros else None,
-            distinct_days if fill_zeros else None,
-        )
-        for k in range(n_parts)
-    ]
-    finals = engine.rewrite_partitions(_sort_and_check, tasks, store, stage="partitions sorted and checked")
-    price = np.concatenate([f["price"] for f in finals]) if has_price else None
-    n_pre = sum(f["n_pre"] for f in finals)
+    finals = _sort_partitions(read, bounds, store, inputs, product_ids, dates, distinct_days)
+    price = np.concatenate([f["price"] for f in finals]) if read.price_col is not None else None
     n_filled = sum(f["n_filled"] for f in finals)
     n_rows = sum(f["n_rows"] for f in finals)
     if n_filled:
         warnings.warn(
-            f"{sales_label}: {n_filled:,} of {n_rows:,} analysed product-dates ({n_filled / n_rows:.1%}) have no row "
-            "and are read as zero sales (each product from its first row to its last row or its last experiment "
-            "date, on the dates the panel has); pass `fill_zeros=False` if a missing row means unknown.",
+            f"{read.sales_label}: {n_filled:,} of {n_rows:,} analysed product-dates ({n_filled / n_rows:.1%}) have "
+            "no row and are read as zero sales (each product from its first row to its last row or its last "
+            "experiment date, on the dates the panel has); pass `fill_zeros=False` if a missing row means unknown.",
             PricelabWarning,
             stacklevel=3,
         )
-    n_arm = np.sum([f["n_arm"] for f in finals], axis=0)
-    negative = [item for f in finals for item in f["negative"]]
-    _warn_negative(negative, product_ids, sales_label)
-    if n_pre == 0:
-        raise DataError(
-            f"{sales_label}: no product has sales before its experiment starts, so there is no "
-            "pre-experiment history to compare with; include earlier dates in the sales table."
-        )
-    for arm, name in ((1, "treated"), (0, "control")):
-        if n_arm[arm] == 0:
-            raise DataError(
-                f"{assignment_label}: the {name} arm has no analysed experiment rows with sales "
-                "(no product-date is assigned to it outside blackout); both arms need products."
-            )
+    _warn_negative([item for f in finals for item in f["negative"]], product_ids, read.sales_label)
+    _check_arms(read, finals)
     return PartitionedPanel(
         product_ids=product_ids,
         dates=dates,
@@ -537,13 +447,166 @@ def _fill_partitions(
         unit_label=plan.unit_label,
         spacing_days=spacing,
         n_ignored_sales_products=n_ignored,
-        outcome_names=tuple(outcomes),
+        outcome_names=tuple(read.outcomes),
         bounds=bounds,
         start_day=plan.start_day,
         _store=store,
         n_filled_rows=n_filled,
         n_rows=n_rows,
     )
+
+
+def _assigned_ids(read: _SalesRead, plan: PanelPlan) -> tuple[pl.DataFrame, pl.DataType | DataTypeClass]:
+    """The plan's products and the type their ids are compared in: the assignment's, or
+    text when the two tables disagree on their type."""
+    products = plan.products
+    id_type: pl.DataType | DataTypeClass = products.schema["product_id"]
+    if read.schema["product_id"] != id_type:
+        id_type = pl.String
+        products = products.with_columns(pl.col("product_id").cast(pl.String))
+    return products, id_type
+
+
+def _date_expr(read: _SalesRead) -> pl.Expr:
+    return pl.col("date") if read.schema["date"] == pl.Date else pl.col("date").dt.date()
+
+
+def _read_slices(
+    read: _SalesRead,
+    plan: PanelPlan,
+    bounds: np.ndarray,
+    store: PartitionStore,
+    products: pl.DataFrame,
+    id_type: pl.DataType | DataTypeClass,
+) -> tuple[list[dict], object]:
+    """Send the analysed rows of the sales stream to their partitions, slice by slice:
+    each slice's result, and the plan's inputs as shared with the engine."""
+    # Integer identifiers find their code by binary search in the sorted ids; others by a join.
+    lookup = IdLookup.of(products.get_column("product_id"))
+    last_date = pl.lit(plan.last_day).cast(pl.Int32).cast(pl.Date)
+    stream = read.lazy.select("product_id", _date_expr(read).alias("date"), *read.value_cols).filter(
+        pl.col("date").is_null() | (pl.col("date") <= last_date)
+    )
+    # The stream is cut into slices of rows read side by side (each writing files of its
+    # own); the partitions are sorted afterwards, so the cut changes nothing in the result.
+    total, n_slices = store.slices(lambda: _count(stream))
+    cuts = np.linspace(0, total or 0, n_slices + 1).astype(np.int64)
+    # What every slice needs of the plan travels to the engine once.
+    inputs = read.engine.share(_SliceInputs(lookup, plan.state_grid, plan.first_day, plan.span, plan.start_day, bounds))
+    slices = [
+        _StreamSlice(
+            stream,
+            int(cuts[w]),
+            None if total is None else int(cuts[w + 1] - cuts[w]),
+            w,
+            id_type,
+            inputs,
+            tuple(read.value_cols),
+            store.writer(w),
+            read.sales_label,
+            None if total is not None else read.progress,
+        )
+        for w in range(n_slices)
+    ]
+    progress, total_rows = read.progress, read.total_rows
+    advance = None if progress is None or total is None else (lambda piece: progress(piece.length))
+    # The stage's size is known before a row is read: the slices' rows, or the table's.
+    done = read.engine.write_partitions(
+        _bucket_slice,
+        slices,
+        store,
+        progress=advance,
+        stage="sales rows read",
+        weights=lambda piece: piece.length or total_rows or 1,
+    )
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+    return done, inputs
+
+
+def _check_sales_rows(
+    read: _SalesRead, plan: PanelPlan, products: pl.DataFrame, done: list[dict]
+) -> tuple[int, np.ndarray]:
+    """Refuse assigned products without sales rows and sales without history; return the
+    number of sales products not in the assignment and the distinct days seen."""
+    # Which products have a sales row: each slice's bits, or-ed (a bit a product).
+    has_rows = np.unpackbits(np.bitwise_or.reduce([r["has_rows"] for r in done]), count=len(products))
+    ignored = [r["ignored"] for r in done if r["ignored"] is not None]
+    days_seen = set(np.concatenate([r["days"] for r in done]).tolist())
+
+    absent = np.flatnonzero(has_rows == 0)
+    if len(absent) == len(products):
+        # Rows after the experiment are not read: say so when that is where all of them are.
+        first = read.lazy.select(_date_expr(read).min().cast(pl.Int32)).collect().item()
+        if first is not None and first > plan.last_day:
+            raise DataError(
+                f"{read.sales_label}: its sales start on {_date_text(first)}, after the experiment's last date "
+                f"{_date_text(plan.last_day)} in "
+                f"{read.assignment_label}; give sales that cover the experiment and the weeks before it (or the "
+                "assignment of this period)."
+            )
+    if len(absent):
+        raise DataError(
+            f"{read.assignment_label}: {len(absent)} assigned product(s) have no sales rows, e.g. "
+            f"{products['product_id'][int(absent[0])]!r}; give every assigned product its rows in "
+            f"{read.sales_label} (zero-sales days included) or remove it from the assignment."
+        )
+    n_ignored = pl.concat(ignored).n_unique() if ignored else 0
+    if not days_seen:
+        raise DataError(
+            f"{read.sales_label}: no product has sales before its experiment starts, so there is no "
+            "pre-experiment history to compare with; include earlier dates in the sales table."
+        )
+    return n_ignored, np.array(sorted(days_seen), dtype=np.int64)
+
+
+def _sort_partitions(
+    read: _SalesRead,
+    bounds: np.ndarray,
+    store: PartitionStore,
+    inputs: object,
+    product_ids: pl.Series,
+    dates: np.ndarray,
+    distinct_days: np.ndarray,
+) -> list[dict]:
+    """Sort and check every partition (zero-filled on the days of ``distinct_days`` with
+    ``fill_zeros``): each partition's counts, negative outcomes and history prices."""
+    tasks = [
+        _FinalTask(
+            store.view(k),
+            k,
+            int(bounds[k]),
+            int(bounds[k + 1]),
+            int(dates[0]),
+            len(dates),
+            tuple(read.outcomes),
+            read.price_col,
+            product_ids.slice(int(bounds[k]), int(bounds[k + 1] - bounds[k])),
+            read.sales_label,
+            inputs if read.fill_zeros else None,
+            distinct_days if read.fill_zeros else None,
+        )
+        for k in range(len(bounds) - 1)
+    ]
+    return read.engine.rewrite_partitions(_sort_and_check, tasks, store, stage="partitions sorted and checked")
+
+
+def _check_arms(read: _SalesRead, finals: list[dict]) -> None:
+    """Refuse a panel without history rows, or with an arm without experiment rows."""
+    n_pre = sum(f["n_pre"] for f in finals)
+    n_arm = np.sum([f["n_arm"] for f in finals], axis=0)
+    if n_pre == 0:
+        raise DataError(
+            f"{read.sales_label}: no product has sales before its experiment starts, so there is no "
+            "pre-experiment history to compare with; include earlier dates in the sales table."
+        )
+    for arm, name in ((1, "treated"), (0, "control")):
+        if n_arm[arm] == 0:
+            raise DataError(
+                f"{read.assignment_label}: the {name} arm has no analysed experiment rows with sales "
+                "(no product-date is assigned to it outside blackout); both arms need products."
+            )
 
 
 def _warn_uncovered_dates(plan: PanelPlan, days: np.ndarray, sales_label: str, assignment_label: str) -> None:

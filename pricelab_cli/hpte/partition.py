@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import numpy as np
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from pricelab_cli.engine import resolve
 from pricelab_cli.errors import (
@@ -24,6 +26,18 @@ from pricelab_cli.tables import (
     MAX_MAGNITUDE,
     check_values,
 )
+
+
+class _RowWriter(Protocol):
+    """Where a slice's rows go: a store's writer (appends to partition ``k``)."""
+
+    def append(self, k: int, arrays: Mapping[str, np.ndarray]) -> None: ...
+
+
+class _RowLoader(Protocol):
+    """A store's view of one partition (loads partition ``k``'s rows)."""
+
+    def load(self, k: int) -> dict[str, np.ndarray]: ...
 
 
 def _count(stream: pl.LazyFrame) -> int:
@@ -52,12 +66,12 @@ class _StreamSlice:
     offset: int
     length: int | None
     writer: int
-    id_type: pl.DataType
+    id_type: pl.DataType | DataTypeClass
     inputs: object
     value_cols: tuple[str, ...]
-    store: object  # what the slice appends its rows to (the store's writer)
+    store: _RowWriter  # what the slice appends its rows to (the store's writer)
     label: str
-    progress: object = None
+    progress: Callable[[int], None] | None = None
 
 
 def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
@@ -129,7 +143,7 @@ def _bucket_slice(task: _StreamSlice) -> dict | BaseException:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class _FinalTask:
-    store: object  # the store's view of partition k
+    store: _RowLoader  # the store's view of partition k
     k: int
     lo: int
     hi: int
@@ -163,7 +177,7 @@ def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
             _raise_duplicate_rows(rows, repeated, task.product_ids, task.lo, task.label)
     n_given = len(key)
     if task.calendar is not None and n_given:
-        rows = _with_zero_rows(rows, key, task)
+        rows = _with_zero_rows(rows, key, task, task.calendar)
     pre = rows["state"] == NOT_COVERED
     negative = []
     for name in task.outcomes:
@@ -207,12 +221,14 @@ def _sort_and_check(task: _FinalTask) -> tuple[dict, dict[str, np.ndarray]]:
     }, rows
 
 
-def _with_zero_rows(rows: dict[str, np.ndarray], key: np.ndarray, task: _FinalTask) -> dict[str, np.ndarray]:
-    """The partition's sorted rows with a 0 row on every calendar date a product lacks,
-    from its first row to the later of its last row and its last analysed experiment date
-    (blackout dates and dates after the experiment stay absent); sorted again."""
+def _with_zero_rows(
+    rows: dict[str, np.ndarray], key: np.ndarray, task: _FinalTask, calendar: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The partition's sorted rows with a 0 row on every date of ``calendar`` (the task's)
+    a product lacks, from its first row to the later of its last row and its last analysed
+    experiment date (blackout dates and dates after the experiment stay absent); sorted
+    again."""
     plan: _SliceInputs = resolve(task.plan)
-    calendar = task.calendar
     code = rows["code"].astype(np.int64)
     day = rows["day"].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])

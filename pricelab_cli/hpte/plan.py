@@ -4,6 +4,7 @@ checked once, before any sales row is read; and the constants the partitions sha
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -103,7 +104,9 @@ def plan_panel(assignment: pl.DataFrame | pl.LazyFrame, label: str = "assignment
     ids = products.get_column("product_id")
     lookup = IdLookup.of(ids)
     dates = assignment.get_column("date").cast(pl.Int32)
-    first_day, span = int(dates.min()), int(dates.max() - dates.min()) + 1
+    # An Int32 column's min and max are ints (the dates are checked for nulls above).
+    low, high = cast(int, dates.min()), cast(int, dates.max())
+    first_day, span = int(low), int(high - low) + 1
     state_grid = np.full(n * span, NOT_COVERED, dtype=np.int8)
     # Rows a chunk at a time: a catalog's assignment has hundreds of millions of rows, and
     # each temporary of its length would cost a byte per row per byte of its type.
@@ -178,7 +181,7 @@ def _plan_streamed(assignment: pl.LazyFrame, label: str) -> PanelPlan:
     lookup = IdLookup.of(products.get_column("product_id"))
     start_day = products.get_column("_start").cast(pl.Int32).to_numpy().astype(np.int64)
     first_day = int(start_day.min())
-    span = int(products.get_column("_end").cast(pl.Int32).max()) - first_day + 1
+    span = int(cast(int, products.get_column("_end").cast(pl.Int32).max())) - first_day + 1
     state_grid = np.full(n * span, NOT_COVERED, dtype=np.int8)
     first_arm = np.zeros(n, dtype=np.int8)
     n_rows = 0
