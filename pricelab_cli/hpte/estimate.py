@@ -42,11 +42,11 @@ from pricelab_cli.hpte.outliers import (
 from pricelab_cli.hpte.panel import Panel, PartitionedPanel, partition_panel
 
 # The per-outcome tables besides the effect, importable from here as before.
-from pricelab_cli.hpte.report import MIN_PATH_PRE_PERIODS as MIN_PATH_PRE_PERIODS
-from pricelab_cli.hpte.report import OUTLIER_COLUMNS as OUTLIER_COLUMNS
-from pricelab_cli.hpte.report import OUTLIER_SCHEMA as OUTLIER_SCHEMA
-from pricelab_cli.hpte.report import effect_path as effect_path
-from pricelab_cli.hpte.report import outlier_table, product_cate, unmeasurable
+from pricelab_cli.hpte.results import MIN_PATH_PRE_PERIODS as MIN_PATH_PRE_PERIODS
+from pricelab_cli.hpte.results import OUTLIER_COLUMNS as OUTLIER_COLUMNS
+from pricelab_cli.hpte.results import OUTLIER_SCHEMA as OUTLIER_SCHEMA
+from pricelab_cli.hpte.results import effect_path as effect_path
+from pricelab_cli.hpte.results import outlier_table, product_cate, unmeasurable
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = (
