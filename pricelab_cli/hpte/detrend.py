@@ -2,16 +2,9 @@
 
 Baseline model
 --------------
-Each product's own pre-experiment rows are fitted by ordinary least squares with
-
-    y_it = level_i + trend_i * t + weekday_i[dow_t] + e_it
-
-(``t`` in panel periods, 0 on the product's first assignment date, so ``level_i`` is the
-level there; weekday terms only on daily panels, Monday is the reference day). All products
-are fitted at once: the normal equations of every product are built from grouped sums
-(``np.bincount`` over product x weekday keys) and solved as one stack of small systems
-(``np.linalg.solve``); a tiny ridge on every term but the level gives a weekday never seen
-in a product's history no effect instead of breaking the solve.
+Each product's untreated outcome is fitted on its own pre-experiment rows: a level, a linear
+trend and (on daily panels) weekday terms, all products at once
+(:mod:`~pricelab_cli.hpte.baseline` has the model and how it is solved).
 
 The model is fitted in outcome units, not logs, so that counterfactuals and effects are in
 the units the estimate is reported in (and zero sales need no special case); over the few
