@@ -494,22 +494,18 @@ def hajek_estimates(
         p_obs = np.maximum(p_obs, clip)
     with np.errstate(divide="ignore"):
         weight = np.where(p_obs > 0, 1.0 / p_obs, 0.0)
-    sums, eligible, counts = _unit_sums(outcome * weight, weight, condition, probs, unit, n_units)
+    sums, eligible, counts = _unit_sums(outcome, weight, condition, probs, unit, n_units)
     boot = _bootstrap_sums(sums, n_units, bootstrap, seed)
     return _effects_table(sums.sum(axis=0), boot, counts), eligible
 
 
 def _unit_sums(
-    weighted_outcome: np.ndarray,
-    weight: np.ndarray,
-    condition: np.ndarray,
-    probs: np.ndarray,
-    unit: np.ndarray,
-    n_units: int,
+    outcome: np.ndarray, weight: np.ndarray, condition: np.ndarray, probs: np.ndarray, unit: np.ndarray, n_units: int
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Per unit and contrast: the weighted outcome sums and weight sums of the contrast's
     condition and of ``neither`` (4 columns per contrast); each cell's eligibility for each
     contrast; and each contrast's cell counts in its two conditions."""
+    weighted = weight * outcome
     eligible = np.zeros((len(weight), len(CONTRASTS)), dtype=bool)
     sums = np.zeros((n_units, 4 * len(CONTRASTS)))
     counts = []
@@ -520,9 +516,7 @@ def _unit_sums(
         counts.append((int(in_k.sum()), int(in_0.sum())))
         # Per unit: weighted outcome sums and weight sums in each compared condition, so a
         # bootstrap draw is a matrix product of unit multiplicities with these sums.
-        for j, (mask, wy) in enumerate(
-            ((in_k, weighted_outcome), (in_k, weight), (in_0, weighted_outcome), (in_0, weight))
-        ):
+        for j, (mask, wy) in enumerate(((in_k, weighted), (in_k, weight), (in_0, weighted), (in_0, weight))):
             sums[:, 4 * k + j] = np.bincount(unit, weights=np.where(mask, wy, 0.0), minlength=n_units)
     return sums, eligible, counts
 
@@ -674,12 +668,7 @@ def ipw_effects(
 
 
 def _outcome_cells(
-    cells: pl.DataFrame,
-    sales: pl.DataFrame,
-    assignment: pl.DataFrame,
-    outcome: str,
-    outlier_rule: str,
-    engine,
+    cells: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, outlier_rule: str, engine
 ) -> pl.DataFrame:
     """The exposure cells that have a detrended outcome (hpte's residual), in column ``_y``."""
     from pricelab_cli.hpte.detrend import detrended_outcomes
