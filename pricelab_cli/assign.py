@@ -14,8 +14,10 @@ import dataclasses
 import datetime as dt
 import warnings
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 from scipy import stats
@@ -59,9 +61,9 @@ def fnv1a64(labels: pl.Series, start: np.uint64 = _FNV_OFFSET) -> np.ndarray:
                 block ^= data[block_starts + pos]
                 block *= _FNV_PRIME
             else:
-                active = np.flatnonzero(active)
-                byte = data[block_starts[active] + pos].astype(np.uint64)
-                block[active] = (block[active] ^ byte) * _FNV_PRIME
+                rows = np.flatnonzero(active)
+                byte = data[block_starts[rows] + pos].astype(np.uint64)
+                block[rows] = (block[rows] ^ byte) * _FNV_PRIME
     return h
 
 
@@ -82,7 +84,7 @@ def unit_keys(units: pl.Series, salt: str, level: str = "p") -> np.ndarray:
     return fnv1a64(units.cast(pl.String), start=prefix)
 
 
-def uniform_draws(keys: np.ndarray, periods: np.ndarray) -> np.ndarray:
+def uniform_draws(keys: np.ndarray, periods: npt.ArrayLike) -> np.ndarray:
     """Uniform [0, 1) draw for each (unit key, period) pair; arrays broadcast."""
     periods = np.asarray(periods, dtype=np.int64).astype(np.uint64)
     with np.errstate(over="ignore"):
@@ -308,11 +310,12 @@ def plan_assignment(
         keys = keys[keep["_row"].to_numpy()]
         first_days = keep["event_date"].cast(pl.Int32).to_numpy().astype(np.int64)
         base = keep.drop("_row", "event_date")
-        n_days = design.duration_days
     else:
-        n_days = design.n_days
-        first_days = np.full(base.height, (design.start - dt.date(1970, 1, 1)).days, dtype=np.int64)
-    return AssignmentPlan(design, base, keys, first_days, design.calendar(np.arange(n_days, dtype=np.int64)))
+        start = cast(dt.date, design.start)  # every validated design but a triggered one has a start
+        first_days = np.full(base.height, (start - dt.date(1970, 1, 1)).days, dtype=np.int64)
+    # Days of the experiment, or of each product's window for a triggered design.
+    days = np.arange(design.n_days, dtype=np.int64)
+    return AssignmentPlan(design, base, keys, first_days, design.calendar(days))
 
 
 def assign(
@@ -470,7 +473,7 @@ def balance_report(assignment: pl.DataFrame, design: Design) -> BalanceReport:
         draws = draws.unique(subset=[unit, "period"])
     return _report(
         daily,
-        treated_share=float(analysed["treated"].mean()) if analysed.height else float("nan"),
+        treated_share=float(cast(float, analysed["treated"].mean())) if analysed.height else float("nan"),
         n_units=assignment[unit].n_unique(),
         n_draws=draws.height,
         n_treated_draws=int(draws["treated"].sum()),

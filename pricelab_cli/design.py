@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pricelab_cli.errors import DesignError
 
@@ -85,6 +85,8 @@ class Design:
         length = {"random-days": self.block_days, "crossover": self.phase_days}.get(self.kind)
         period = offsets // length if length else np.zeros_like(offsets)
         if self.kind == "crossover":
+            if self.phase_days is None:
+                _missing(self, "phase_days")
             # One draw per unit decides its group; the groups swap arms every phase.
             return Calendar(
                 period, np.zeros_like(period), period % 2 == 1, (offsets % self.phase_days) < (self.blackout_days or 0)
@@ -93,10 +95,14 @@ class Design:
         return Calendar(period, period, no, no.copy())
 
     @property
-    def n_days(self) -> int | None:
+    def n_days(self) -> int:
         """Experiment length in days (per product window for triggered designs)."""
         if self.kind == "triggered":
+            if self.duration_days is None:
+                _missing(self, "duration_days")
             return self.duration_days
+        if self.start is None or self.end is None:
+            _missing(self, "start" if self.start is None else "end")
         return (self.end - self.start).days + 1
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,18 +152,18 @@ def make_design(
     """Build and validate a design of ``kind``; raise DesignError if it cannot be run."""
     if kind not in KINDS:
         raise DesignError(f"unknown design kind {kind!r}; use one of {', '.join(KINDS)}.")
-    common = dict(
+    common = Design(
         kind=kind, salt=salt, treat_share=treat_share, name=name, description=description, salt_from=salt_from
     )
     if kind == "time-bound":
-        design = Design(**common, start=start, end=end)
+        design = dataclasses.replace(common, start=start, end=end)
     elif kind == "random-days":
-        design = Design(**common, start=start, end=end, block_days=block_days)
+        design = dataclasses.replace(common, start=start, end=end, block_days=block_days)
     elif kind == "triggered":
-        design = Design(**common, duration_days=duration_days)
+        design = dataclasses.replace(common, duration_days=duration_days)
     else:
-        design = Design(
-            **common,
+        design = dataclasses.replace(
+            common,
             start=start,
             end=_crossover_end(start, phase_days, phases),
             phase_days=phase_days,
@@ -174,9 +180,8 @@ def _crossover_end(start: dt.date | None, phase_days: int | None, phases: int | 
     return start + dt.timedelta(days=phase_days * phases - 1)
 
 
-def _need(design: Design, field: str) -> None:
-    if getattr(design, field) is None:
-        raise DesignError(f"a {design.kind} design needs `{field}`.")
+def _missing(design: Design, field: str) -> NoReturn:
+    raise DesignError(f"a {design.kind} design needs `{field}`.")
 
 
 def validate(design: Design) -> None:
@@ -188,12 +193,14 @@ def validate(design: Design) -> None:
     if not design.salt:
         raise DesignError("the salt must not be empty.")
     if design.kind == "triggered":
-        _need(design, "duration_days")
+        if design.duration_days is None:
+            _missing(design, "duration_days")
         if design.duration_days < 1:
             raise DesignError(f"`duration_days` {design.duration_days} must be at least 1.")
         return
     if design.kind == "crossover":
-        _need(design, "phase_days")
+        if design.phase_days is None:
+            _missing(design, "phase_days")
         if design.phase_days < 1:
             raise DesignError(f"`phase_days` {design.phase_days} must be at least 1.")
         if design.phases is None or design.phases < 2:
@@ -205,8 +212,10 @@ def validate(design: Design) -> None:
                 f"`blackout_days` {design.blackout_days} must be shorter than `phase_days` "
                 f"{design.phase_days}, or no day of a phase is left to analyse."
             )
-    _need(design, "start")
-    _need(design, "end")
+    if design.start is None:
+        _missing(design, "start")
+    if design.end is None:
+        _missing(design, "end")
     if design.end < design.start:
         raise DesignError(f"`end` {design.end} is before `start` {design.start}.")
     if design.kind == "random-days" and (design.block_days is None or design.block_days < 1):

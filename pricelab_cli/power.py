@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -45,7 +46,7 @@ from scipy import sparse, stats
 
 from pricelab_cli.assign import assign
 from pricelab_cli.design import Design
-from pricelab_cli.engine import default_engine, resolve
+from pricelab_cli.engine import Engine, default_engine, resolve
 from pricelab_cli.errors import DataError, UsageError
 from pricelab_cli.ids import row_positions
 from pricelab_cli.simulate import treatment_dose
@@ -335,32 +336,10 @@ def power_study(
     (summary, repetitions): one row per design (see ``summarise``) and one per design and
     repetition.
     """
-    from pricelab_cli.hpte.bootstrap import check_bootstrap
-
-    check_bootstrap(getattr(estimator, "n_bootstrap", 0))
-    if reps < 2:
-        raise UsageError(f"`reps` {reps} must be at least 2 (the spread of estimates needs two).")
-    if not effect > -1:
-        raise UsageError(f"`effect` {effect} must be greater than -1 (a relative change).")
-    if threats.spillover and edges is None:
-        raise UsageError("`spillover` needs `edges` (which products are substitutes).")
-    if not arms:
-        raise UsageError("give at least one design in `arms`.")
+    _check_options(estimator, reps, effect, threats, edges, arms)
     panel = _panel(history, outcome)
-    missing = products.join(pl.DataFrame({"product_id": panel.ids}), on="product_id", how="anti")
-    if missing.height:
-        raise DataError(
-            f"history: {missing.height} product(s) of the products table have no history, e.g. "
-            f"{missing['product_id'][0]!r}; power needs every product's past."
-        )
-    history_end = history["date"].max()
-    longest = max((a.design.n_days for a in arms), default=0)
-    pre_days = panel.cell.shape[1] - longest
-    if pre_days < MIN_PRE_DAYS:
-        raise DataError(
-            f"history: {panel.cell.shape[1]} days cannot hold a {longest}-day experiment window and "
-            f"{MIN_PRE_DAYS} days of pre-period before it; give a longer history or shorter designs."
-        )
+    _check_history(panel, products, arms)
+    history_end = cast(dt.date, history["date"].max())
     study = _Study(
         panel=panel,
         products=products.select("product_id"),
@@ -383,7 +362,48 @@ def power_study(
             clusters=arm.clusters,
             events=events,
         )
-    engine = default_engine(engine, n_jobs)
+    repetitions = _run_repetitions(study, reps, default_engine(engine, n_jobs), on_progress)
+    return summarise(repetitions), repetitions
+
+
+def _check_options(
+    estimator: Estimator, reps: int, effect: float, threats: Threats, edges: pl.DataFrame | None, arms: Sequence[Arm]
+) -> None:
+    """Refuse study options that cannot run, before any work."""
+    from pricelab_cli.hpte.bootstrap import check_bootstrap
+
+    check_bootstrap(getattr(estimator, "n_bootstrap", 0))
+    if reps < 2:
+        raise UsageError(f"`reps` {reps} must be at least 2 (the spread of estimates needs two).")
+    if not effect > -1:
+        raise UsageError(f"`effect` {effect} must be greater than -1 (a relative change).")
+    if threats.spillover and edges is None:
+        raise UsageError("`spillover` needs `edges` (which products are substitutes).")
+    if not arms:
+        raise UsageError("give at least one design in `arms`.")
+
+
+def _check_history(panel: _Panel, products: pl.DataFrame, arms: Sequence[Arm]) -> None:
+    """Every product has a history, long enough for the longest window and a pre-period."""
+    missing = products.join(pl.DataFrame({"product_id": panel.ids}), on="product_id", how="anti")
+    if missing.height:
+        raise DataError(
+            f"history: {missing.height} product(s) of the products table have no history, e.g. "
+            f"{missing['product_id'][0]!r}; power needs every product's past."
+        )
+    longest = max((a.design.n_days for a in arms), default=0)
+    pre_days = panel.cell.shape[1] - longest
+    if pre_days < MIN_PRE_DAYS:
+        raise DataError(
+            f"history: {panel.cell.shape[1]} days cannot hold a {longest}-day experiment window and "
+            f"{MIN_PRE_DAYS} days of pre-period before it; give a longer history or shorter designs."
+        )
+
+
+def _run_repetitions(
+    study: _Study, reps: int, engine: Engine, on_progress: Callable[[int], None] | None
+) -> pl.DataFrame:
+    """One row per design and repetition, the repetitions run in chunks on ``engine``."""
     shared = engine.share(study)
     chunks = [(shared, chunk) for chunk in _chunks(reps, engine.workers)]
     advance = None if on_progress is None else (lambda item: on_progress(len(item[1])))
@@ -399,8 +419,7 @@ def power_study(
         for row in result
     ]
     order = {arm.label: i for i, arm in enumerate(study.arms)}
-    repetitions = pl.DataFrame(rows).sort(pl.col("design").replace_strict(order), "rep")
-    return summarise(repetitions), repetitions
+    return pl.DataFrame(rows).sort(pl.col("design").replace_strict(order), "rep")
 
 
 def _chunks(reps: int, n_jobs: int) -> list[list[int]]:

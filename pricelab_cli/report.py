@@ -18,12 +18,13 @@ import io as io_bytes
 import math
 import warnings
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 import polars as pl
 
 from pricelab_cli import __version__
-from pricelab_cli.assign import balance_report
+from pricelab_cli.assign import BalanceReport, balance_report
 from pricelab_cli.design import Design
 from pricelab_cli.diagnostics import (
     ALPHA,
@@ -34,7 +35,7 @@ from pricelab_cli.diagnostics import (
     detrended_views,
     minimum_detectable_effect,
 )
-from pricelab_cli.engine import default_engine
+from pricelab_cli.engine import Engine, default_engine
 
 SWITCHBACK = ("random-days", "crossover")
 # Features shown in "effect by feature", at most.
@@ -257,7 +258,7 @@ def _tested(design: Design, assignment: pl.DataFrame) -> dict:
         "end": str(dates.max()),
         "n_dates": dates.n_unique(),
         "n_products": assignment["product_id"].n_unique(),
-        "treated_share": float(analysed["treated"].mean()) if analysed.height else float("nan"),
+        "treated_share": float(cast(float, analysed["treated"].mean())) if analysed.height else float("nan"),
         "blackout_days": blackout_days,
         "clustered": "cluster_id" in assignment.columns,
         "product_days": analysed.height,
@@ -370,15 +371,57 @@ def build_report(
     ``records`` each input's provenance record by role (``effects``, ``cate``: the number
     of bootstrap draws and the forest's splits are read from them); ``description`` (what was
     changed) overrides the design's own."""
-    from pricelab_cli import plots
-    from pricelab_cli.plots import effect_path_plot
-
     engine = default_engine(engine)
     outcomes = effects["outcome"].to_list()
     records = records or {}
     n_bootstrap = records.get("effects", {}).get("n_bootstrap")
     tested = {**_tested(design, assignment), "description": description or design.description}
     headlines = [_headline(row, tested["treated_days"], n_bootstrap) for row in effects.iter_rows(named=True)]
+    banners = _spillover_banners(headlines, spillover)
+    pictures, residuals = _figures(design, assignment, sales, effects, engine)
+    heterogeneity = None
+    if cate is not None:
+        splits = (records.get("cate", {}).get("forest_splits") or {}).get(outcomes[0])
+        heterogeneity, extra = _heterogeneity(cate, products, outcomes[0], splits)
+        for picture in extra:
+            pictures[picture.name.removesuffix(".png")] = picture
+
+    # Balance: the split as drawn, and the arms' products and history.
+    split = balance_report(assignment, design)
+    covariates = covariate_balance(assignment, products, sales, outcomes[0])
+    balance = _balance(split, covariates)
+    diagnostics = [
+        *_placebo_checks(placebo),
+        *_carryover_checks(design, assignment, outcomes, residuals),
+        *_design_checks(split, covariates, headlines),
+    ]
+    failed = [d for d in diagnostics if d["mark"] == LOOK]
+    if failed:
+        banners.append(
+            "Check before deciding: "
+            + "; ".join(f"{d['name']} ({d['result']})" for d in failed)
+            + ". See Checks below."
+        )
+    return Report(
+        title=f"Price experiment readout: {design.label}",
+        tested=tested,
+        headlines=headlines,
+        banners=banners,
+        pictures=pictures,
+        heterogeneity=heterogeneity,
+        spillover=_spillover_rows(spillover, outcomes[0]) if spillover is not None else None,
+        clusters=_cluster_summary(clusters) if clusters is not None else None,
+        power=power.to_dicts() if power is not None else None,
+        balance=balance,
+        diagnostics=diagnostics,
+        provenance=provenance,
+        command=command,
+        version=__version__,
+    )
+
+
+def _spillover_banners(headlines: list[dict], spillover: pl.DataFrame | None) -> list[str]:
+    """The banner that sets the headline against the spillover's total effect, when it differs."""
     banners = []
     if spillover is not None:
         total = spillover.filter(pl.col("effect") == "total")
@@ -386,6 +429,17 @@ def build_report(
             warning = _with_total(headlines[0], total.row(0, named=True))
             if warning:
                 banners.append(warning)
+    return banners
+
+
+def _figures(
+    design: Design, assignment: pl.DataFrame, sales: pl.LazyFrame, effects: pl.DataFrame, engine: Engine
+) -> tuple[dict[str, Picture], dict[str, pl.DataFrame]]:
+    """The design grid and the effect path; and, for a switchback design, each outcome's
+    detrended experiment rows (the carryover check reads them)."""
+    from pricelab_cli import plots
+    from pricelab_cli.plots import effect_path_plot
+
     pictures: dict[str, Picture] = {}
     pictures["grid"] = _picture_of(
         lambda p: plots.design_grid(design, p),
@@ -397,81 +451,65 @@ def build_report(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path_table, residuals = detrended_views(
-            sales, assignment, outcomes, rows=design.kind in SWITCHBACK, engine=engine
+            sales, assignment, effects["outcome"].to_list(), rows=design.kind in SWITCHBACK, engine=engine
         )
+    paths = cast(pl.DataFrame, path_table)  # detrended_views draws the paths unless told not to
     pictures["path"] = _picture_of(
-        lambda p: effect_path_plot(path_table, effects, p),
+        lambda p: effect_path_plot(paths, effects, p),
         "effect_path.png",
         "Treated minus control, day by day, before and during the experiment "
         "(grey: before the start, where the two should agree; red: during)",
     )
-    heterogeneity = None
-    if cate is not None:
-        record = records.get("cate", {})
-        splits = (record.get("forest_splits") or {}).get(outcomes[0])
-        heterogeneity, extra = _heterogeneity(cate, products, outcomes[0], splits)
-        for picture in extra:
-            pictures[picture.name.removesuffix(".png")] = picture
+    return pictures, residuals
 
-    # Balance: the split as drawn, and the arms' products and history.
-    split = balance_report(assignment, design)
-    covariates = covariate_balance(assignment, products, sales, outcomes[0])
-    balance = {
+
+def _balance(split: BalanceReport, covariates: pl.DataFrame) -> dict:
+    daily = split.daily["treated_share"]
+    return {
         "treated_share": split.treated_share,
         "expected_share": split.expected_share,
         "srm_p_value": split.srm_p_value,
         "srm_ok": not split.srm_suspect,
-        "daily_min": float(split.daily["treated_share"].min()) if split.daily.height else float("nan"),
-        "daily_max": float(split.daily["treated_share"].max()) if split.daily.height else float("nan"),
+        "daily_min": float(cast(float, daily.min())) if split.daily.height else float("nan"),
+        "daily_max": float(cast(float, daily.max())) if split.daily.height else float("nan"),
         "covariates": covariates.to_dicts(),
         "smd_limit": SMD_LIMIT,
     }
 
-    diagnostics = []
-    if placebo is not None:
-        for row in placebo.iter_rows(named=True):
-            p = row["p_value"]
-            mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
-            diagnostics.append(
-                _diagnostic(
-                    f"Pre-trend (placebo), {row['outcome']}",
-                    mark,
-                    f"fake experiment before the start: {fmt(row['estimate'])} (p = {p_text(p)})",
-                    "The same estimate over the last stretch before the start, as long as the experiment, where nothing "
-                    "was changed. It should be near zero; if not, the arms were already drifting apart.",
-                )
-            )
-    else:
-        diagnostics.append(
+
+def _placebo_checks(placebo: pl.DataFrame | None) -> list[dict]:
+    if placebo is None:
+        return [
             _diagnostic(
                 "Pre-trend (placebo)",
                 NOT_RUN,
                 "not run",
                 "Run hpte with --placebo-out and pass the file with --placebo.",
             )
+        ]
+    checks = []
+    for row in placebo.iter_rows(named=True):
+        p = row["p_value"]
+        mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
+        checks.append(
+            _diagnostic(
+                f"Pre-trend (placebo), {row['outcome']}",
+                mark,
+                f"fake experiment before the start: {fmt(row['estimate'])} (p = {p_text(p)})",
+                "The same estimate over the last stretch before the start, as long as the experiment, where nothing "
+                "was changed. It should be near zero; if not, the arms were already drifting apart.",
+            )
         )
+    return checks
+
+
+def _carryover_checks(
+    design: Design, assignment: pl.DataFrame, outcomes: list[str], residuals: Mapping[str, pl.DataFrame]
+) -> list[dict]:
+    checks = []
     for outcome in outcomes:
-        if design.kind in SWITCHBACK:
-            row = carryover_check(residuals[outcome], assignment).lingering()
-            p = row["p_value"]
-            mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
-            suggestion = (
-                f" A blackout of {row['suggested_blackout_days']} day(s) after each switch would remove it."
-                if mark == LOOK
-                else ""
-            )
-            diagnostics.append(
-                _diagnostic(
-                    f"Carryover, {outcome}",
-                    mark,
-                    f"first control day after a treated stretch vs later control days: {fmt(row['estimate'])} "
-                    f"(p = {p_text(p)})",
-                    "If the change lingers after it is undone, control days right after treated ones look treated, and "
-                    "the estimate shrinks." + suggestion,
-                )
-            )
-        else:
-            diagnostics.append(
+        if design.kind not in SWITCHBACK:
+            checks.append(
                 _diagnostic(
                     f"Carryover, {outcome}",
                     NOT_APPLICABLE,
@@ -479,17 +517,41 @@ def build_report(
                     "Products do not switch back and forth in this design.",
                 )
             )
-    diagnostics.append(
+            continue
+        row = carryover_check(residuals[outcome], assignment).lingering()
+        p = row["p_value"]
+        mark = NOT_RUN if p is None else (PASS if p >= ALPHA else LOOK)
+        suggestion = (
+            f" A blackout of {row['suggested_blackout_days']} day(s) after each switch would remove it."
+            if mark == LOOK
+            else ""
+        )
+        checks.append(
+            _diagnostic(
+                f"Carryover, {outcome}",
+                mark,
+                f"first control day after a treated stretch vs later control days: {fmt(row['estimate'])} "
+                f"(p = {p_text(p)})",
+                "If the change lingers after it is undone, control days right after treated ones look treated, and "
+                "the estimate shrinks." + suggestion,
+            )
+        )
+    return checks
+
+
+def _design_checks(split: BalanceReport, covariates: pl.DataFrame, headlines: list[dict]) -> list[dict]:
+    """The sample ratio, the balance of the arms and each outcome's sensitivity."""
+    checks = [
         _diagnostic(
             "Randomisation (sample ratio)",
-            PASS if balance["srm_ok"] else LOOK,
-            f"treated share {balance['treated_share']:.1%} against {balance['expected_share']:.0%} planned "
-            f"(p = {p_text(balance['srm_p_value'])})",
+            PASS if not split.srm_suspect else LOOK,
+            f"treated share {split.treated_share:.1%} against {split.expected_share:.0%} planned "
+            f"(p = {p_text(split.srm_p_value)})",
             "A split far from the plan means units were lost or added on one side.",
         )
-    )
-    unbalanced = [c["variable"] for c in balance["covariates"] if not c["balanced"]]
-    diagnostics.append(
+    ]
+    unbalanced = [c["variable"] for c in covariates.to_dicts() if not c["balanced"]]
+    checks.append(
         _diagnostic(
             "Balance of products and history",
             PASS if not unbalanced else LOOK,
@@ -500,7 +562,7 @@ def build_report(
         )
     )
     for h in headlines:
-        diagnostics.append(
+        checks.append(
             _diagnostic(
                 f"Sensitivity, {h['outcome']}",
                 PASS if h["clear"] or not math.isfinite(h["mde"]) else LOOK,
@@ -511,58 +573,38 @@ def build_report(
                 else "The experiment was large enough to see the effect it found.",
             )
         )
+    return checks
 
-    spill_rows = None
-    if spillover is not None:
-        spill_rows = []
-        meaning = {
-            "direct": "a treated product whose substitutes were not treated",
-            "spillover": "an untreated product with a treated substitute",
-            "total": "a treated product with a treated substitute",
-        }
-        for row in spillover.to_dicts():
-            clear = row["p_value"] is not None and row["p_value"] < ALPHA
-            who = meaning.get(row["effect"], row["effect"])
-            change = "gained" if (row["estimate"] or 0) >= 0 else "lost"
-            row["sentence"] = (
-                f"{who[0].upper()}{who[1:]} {change} {fmt(abs(row['estimate']))} {outcomes[0]} a day against products "
-                "with neither" + ("." if clear else f", which could be chance (p = {p_text(row['p_value'])}).")
-            )
-            spill_rows.append(row)
-    cluster_summary = None
-    if clusters is not None:
-        sizes = clusters.group_by("cluster_id").len()["len"]
-        cluster_summary = {
-            "n_clusters": sizes.len(),
-            "n_products": clusters.height,
-            "largest": int(sizes.max()),
-            "median": float(sizes.median()),
-            "singletons": int((sizes == 1).sum()),
-        }
-    failed = [d for d in diagnostics if d["mark"] == LOOK]
-    if failed:
-        banners.append(
-            "Check before deciding: "
-            + "; ".join(f"{d['name']} ({d['result']})" for d in failed)
-            + ". See Checks below."
+
+def _spillover_rows(spillover: pl.DataFrame, outcome: str) -> list[dict]:
+    """The spillover table's rows, each with a sentence saying what it means."""
+    rows = []
+    meaning = {
+        "direct": "a treated product whose substitutes were not treated",
+        "spillover": "an untreated product with a treated substitute",
+        "total": "a treated product with a treated substitute",
+    }
+    for row in spillover.to_dicts():
+        clear = row["p_value"] is not None and row["p_value"] < ALPHA
+        who = meaning.get(row["effect"], row["effect"])
+        change = "gained" if (row["estimate"] or 0) >= 0 else "lost"
+        row["sentence"] = (
+            f"{who[0].upper()}{who[1:]} {change} {fmt(abs(row['estimate']))} {outcome} a day against products "
+            "with neither" + ("." if clear else f", which could be chance (p = {p_text(row['p_value'])}).")
         )
-    power_rows = power.to_dicts() if power is not None else None
-    return Report(
-        title=f"Price experiment readout: {design.label}",
-        tested=tested,
-        headlines=headlines,
-        banners=banners,
-        pictures=pictures,
-        heterogeneity=heterogeneity,
-        spillover=spill_rows,
-        clusters=cluster_summary,
-        power=power_rows,
-        balance=balance,
-        diagnostics=diagnostics,
-        provenance=provenance,
-        command=command,
-        version=__version__,
-    )
+        rows.append(row)
+    return rows
+
+
+def _cluster_summary(clusters: pl.DataFrame) -> dict:
+    sizes = clusters.group_by("cluster_id").len()["len"]
+    return {
+        "n_clusters": sizes.len(),
+        "n_products": clusters.height,
+        "largest": int(cast(int, sizes.max())),
+        "median": float(cast(float, sizes.median())),
+        "singletons": int((sizes == 1).sum()),
+    }
 
 
 def _environment():

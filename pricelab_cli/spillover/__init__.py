@@ -1,7 +1,8 @@
 """Spillover between substitutes: find them, randomise them together, measure what remains.
 
 - :mod:`.graph` estimates the substitutes graph from price and demand history
-  (``spillover_graph``);
+  (``spillover_graph``), from the panel and candidate pairs :mod:`.panel` builds out of the
+  sales and products tables;
 - :mod:`.cluster` partitions that graph into clusters that ``assign --clusters`` randomises
   as one unit (``leiden_clusters``);
 - :mod:`.ipw` estimates direct and spillover effects of an experiment by inverse-probability

@@ -494,7 +494,19 @@ def hajek_estimates(
         p_obs = np.maximum(p_obs, clip)
     with np.errstate(divide="ignore"):
         weight = np.where(p_obs > 0, 1.0 / p_obs, 0.0)
-    eligible = np.zeros((len(outcome), len(CONTRASTS)), dtype=bool)
+    sums, eligible, counts = _unit_sums(outcome, weight, condition, probs, unit, n_units)
+    boot = _bootstrap_sums(sums, n_units, bootstrap, seed)
+    return _effects_table(sums.sum(axis=0), boot, counts), eligible
+
+
+def _unit_sums(
+    outcome: np.ndarray, weight: np.ndarray, condition: np.ndarray, probs: np.ndarray, unit: np.ndarray, n_units: int
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Per unit and contrast: the weighted outcome sums and weight sums of the contrast's
+    condition and of ``neither`` (4 columns per contrast); each cell's eligibility for each
+    contrast; and each contrast's cell counts in its two conditions."""
+    weighted = weight * outcome
+    eligible = np.zeros((len(weight), len(CONTRASTS)), dtype=bool)
     sums = np.zeros((n_units, 4 * len(CONTRASTS)))
     counts = []
     for k, (_, cond) in enumerate(CONTRASTS):
@@ -504,16 +516,25 @@ def hajek_estimates(
         counts.append((int(in_k.sum()), int(in_0.sum())))
         # Per unit: weighted outcome sums and weight sums in each compared condition, so a
         # bootstrap draw is a matrix product of unit multiplicities with these sums.
-        for j, (mask, y) in enumerate(((in_k, outcome), (in_k, 1.0), (in_0, outcome), (in_0, 1.0))):
-            sums[:, 4 * k + j] = np.bincount(unit, weights=np.where(mask, weight * y, 0.0), minlength=n_units)
+        for j, (mask, wy) in enumerate(((in_k, weighted), (in_k, weight), (in_0, weighted), (in_0, weight))):
+            sums[:, 4 * k + j] = np.bincount(unit, weights=np.where(mask, wy, 0.0), minlength=n_units)
+    return sums, eligible, counts
+
+
+def _bootstrap_sums(sums: np.ndarray, n_units: int, bootstrap: int, seed: int) -> np.ndarray:
+    """(bootstrap, columns) sums of ``sums`` over units resampled with replacement."""
     rng = np.random.default_rng(seed)
     boot = np.empty((bootstrap, sums.shape[1]))
     for start in range(0, bootstrap, _BOOTSTRAP_BATCH):
         size = min(_BOOTSTRAP_BATCH, bootstrap - start)
         multiplicity = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=size)
         boot[start : start + size] = multiplicity @ sums
-    total = sums.sum(axis=0)
-    rows = []
+    return boot
+
+
+def _effects_table(total: np.ndarray, boot: np.ndarray, counts: list[tuple[int, int]]) -> pl.DataFrame:
+    """The Hajek estimate of each contrast from the summed columns, with its bootstrap error."""
+    rows: list[tuple[str, float | None, float | None, float | None, float | None, float | None, int]] = []
     for k, (name, _) in enumerate(CONTRASTS):
         n_k, n_0 = counts[k]
         if n_k == 0 or n_0 == 0:
@@ -530,7 +551,7 @@ def hajek_estimates(
         z = estimate / se if se > 0 else float("nan")
         p_value = float(2.0 * stats.norm.sf(abs(z))) if np.isfinite(z) else None
         rows.append((name, float(estimate), se, estimate - Z95 * se, estimate + Z95 * se, p_value, n_k + n_0))
-    effects = pl.DataFrame(
+    return pl.DataFrame(
         rows,
         schema={
             "effect": pl.String,
@@ -543,7 +564,6 @@ def hajek_estimates(
         },
         orient="row",
     ).with_columns(pl.col(pl.Float64).fill_nan(None))
-    return effects, eligible
 
 
 def _left_out(cells: pl.DataFrame, eligible: np.ndarray) -> pl.DataFrame:
@@ -608,7 +628,6 @@ def ipw_effects(
     check_bootstrap(bootstrap, "`bootstrap`")
     if bootstrap == 0:
         raise UsageError("`bootstrap` 0: ipw's standard errors come from the bootstrap; give at least 20 draws.")
-    from pricelab_cli.hpte.detrend import detrended_outcomes
 
     exposure = exposure_probs(
         assignment,
@@ -630,26 +649,7 @@ def ipw_effects(
             PricelabWarning,
             stacklevel=2,
         )
-    kept_columns = [c for c in ("blackout", "cluster_id") if c in assignment.columns]
-    residuals = detrended_outcomes(
-        sales,
-        assignment.select("product_id", "date", "treated", *kept_columns),
-        outcome,
-        robust=outlier_rule == "robust",
-        engine=engine,
-    )
-    cells, residuals = align_id_types(exposure.cells, residuals)
-    cells = cells.join(
-        residuals.select("product_id", "date", pl.col("residual").alias("_y")),
-        on=["product_id", "date"],
-        how="inner",
-        maintain_order="left",
-    )
-    if cells.height == 0:
-        raise EmptyTableError(
-            "sales: no analysed product-day of the assignment has a detrended outcome; the sales "
-            "table needs the experiment dates and each product's history before them."
-        )
+    cells = _outcome_cells(exposure.cells, sales, assignment, outcome, outlier_rule, engine)
     effects, eligible = hajek_estimates(
         cells["_y"].to_numpy(),
         cells["condition"].to_numpy(),
@@ -665,3 +665,32 @@ def ipw_effects(
         exposure=exposure,
         n_units=int(cells["unit"].n_unique()),
     )
+
+
+def _outcome_cells(
+    cells: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, outlier_rule: str, engine
+) -> pl.DataFrame:
+    """The exposure cells that have a detrended outcome (hpte's residual), in column ``_y``."""
+    from pricelab_cli.hpte.detrend import detrended_outcomes
+
+    kept_columns = [c for c in ("blackout", "cluster_id") if c in assignment.columns]
+    residuals = detrended_outcomes(
+        sales,
+        assignment.select("product_id", "date", "treated", *kept_columns),
+        outcome,
+        robust=outlier_rule == "robust",
+        engine=engine,
+    )
+    cells, residuals = align_id_types(cells, residuals)
+    cells = cells.join(
+        residuals.select("product_id", "date", pl.col("residual").alias("_y")),
+        on=["product_id", "date"],
+        how="inner",
+        maintain_order="left",
+    )
+    if cells.height == 0:
+        raise EmptyTableError(
+            "sales: no analysed product-day of the assignment has a detrended outcome; the sales "
+            "table needs the experiment dates and each product's history before them."
+        )
+    return cells

@@ -25,7 +25,7 @@ from pricelab_cli.errors import (
     UsageError,
 )
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
-from pricelab_cli.spillover import graph as graph_module
+from pricelab_cli.spillover import panel as panel_module
 from pricelab_cli.spillover.graph import (
     EDGE_COLUMNS,
     _group_candidates,
@@ -102,8 +102,8 @@ def test_panel_built_a_slice_at_a_time_equals_the_panel_built_at_once(planted, m
     products, _, sales = planted
     gappy = sales.filter(pl.Series(np.random.default_rng(21).random(sales.height) > 0.2)).sample(fraction=1.0, seed=22)
     whole = _panel(gappy, products["product_id"], "units", "price", "sales")
-    monkeypatch.setattr(graph_module, "_ROWS_PER_STEP", 1000)
-    monkeypatch.setattr(graph_module, "_COLUMNS_PER_STEP", 7)
+    monkeypatch.setattr(panel_module, "_ROWS_PER_STEP", 1000)
+    monkeypatch.setattr(panel_module, "_COLUMNS_PER_STEP", 7)
     sliced = _panel(gappy, products["product_id"], "units", "price", "sales")
     for name in ("log_demand", "log_price", "observed", "n_obs", "price_varies"):
         assert np.array_equal(getattr(whole, name), getattr(sliced, name)), name
