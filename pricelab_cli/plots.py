@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import string
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import matplotlib
 
@@ -49,7 +49,7 @@ def design_grid_cells(design: Design, n_products: int = 12, lead_days: int = 7) 
         )
     cells = assign(design, products, events=events)
     first = anchor - dt.timedelta(days=lead_days)
-    last = cells["date"].max()
+    last = cast(dt.date, cells["date"].max())
     days = pl.date_range(first, last, "1d", eager=True)
     grid = (
         pl.DataFrame({"product_id": ids})

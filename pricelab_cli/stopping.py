@@ -109,11 +109,12 @@ def behind(exc: BaseException) -> Stopped | None:
     """The signal behind an error, when a library's compiled code met ``Stopped`` and raised
     an error of its own around it (a cluster engine's core worker gives a SystemError)."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, Stopped):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, Stopped):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
     return None
 
 
