@@ -168,6 +168,10 @@ def _browser(*args, profile) -> subprocess.CompletedProcess:
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={profile}",
+        # Wait for the page to be complete (images decoded, layout settled) before the
+        # screenshot or the DOM is taken, however slow a busy machine makes that.
+        "--virtual-time-budget=30000",
+        "--run-all-compositor-stages-before-draw",
     ]
     return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
 
