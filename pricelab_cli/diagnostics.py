@@ -2,7 +2,8 @@
 
 - ``carryover_check``: did the effect linger after a switch? For switchback designs
   (random days, crossover) the detrended outcome on the first analysed day(s) of a run of
-  one arm is compared with the later days of runs of the same arm, product by product.
+  one arm is compared with the later days of runs of the same arm, product by product;
+  ``carryover_table`` runs it for each outcome of a sales table.
 - ``covariate_balance``: the standardised mean difference between the arms of each
   product feature and of pre-period sales (the treated share per day and the
   sample-ratio-mismatch test are :func:`pricelab_cli.assign.balance_report`).
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 from scipy import stats
 
-from pricelab_cli.errors import DataError
+from pricelab_cli.errors import DataError, PricelabWarning
 
 # A check "passes" at this level; below it the report says to look again.
 ALPHA = 0.05
@@ -223,6 +226,32 @@ def carryover_check(residuals: pl.DataFrame, assignment: pl.DataFrame, first_day
         orient="row",
     ).with_columns(pl.col(pl.Float64).fill_nan(None))
     return CarryoverCheck(table, profile)
+
+
+def carryover_table(
+    sales, assignment: pl.DataFrame | pl.LazyFrame, outcomes: Sequence[str], engine=None
+) -> pl.DataFrame:
+    """``outcome`` plus ``CARRYOVER_COLUMNS``, one block per outcome: ``carryover_check`` of
+    each outcome's detrended experiment rows (sales and assignment as ``estimate_hpte`` takes
+    them). Warns for an outcome when no product of the assignment switches arm.
+
+    Meant to run after the estimate: the detrending's own warnings about these rows are not
+    repeated."""
+    grid = assignment.collect() if isinstance(assignment, pl.LazyFrame) else assignment
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, residuals = detrended_views(sales, grid, outcomes, paths=False, engine=engine)
+    tables = []
+    for name in outcomes:
+        check = carryover_check(residuals[name], grid)
+        tables.append(check.table.select(pl.lit(name).alias("outcome"), pl.all()))
+        if check.table["n_products"].max() == 0:
+            warnings.warn(
+                f"carryover: no product of the assignment switches arm, so {name} has no carryover to check.",
+                PricelabWarning,
+                stacklevel=2,
+            )
+    return pl.concat(tables)
 
 
 def covariate_balance(

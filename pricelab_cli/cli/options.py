@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 from typing import Annotated
@@ -95,6 +96,36 @@ ClusterCol = Annotated[str, typer.Option("--cluster-col", help="Column holding t
 
 
 EventCol = Annotated[str, typer.Option("--event-col", help="Column holding the event date.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """The user's names of the id columns (--unit-col, --time-col, --cluster-col) and the
+    renames that give an input table pricelab's names."""
+
+    unit: str = "product_id"
+    time: str = "date"
+    cluster: str = "cluster_id"
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """A table keyed by product: products, features, events, a CATE table."""
+        return {self.unit: "product_id"}
+
+    @property
+    def panel(self) -> dict[str, str]:
+        """A table keyed by product and date: sales, a history."""
+        return {self.unit: "product_id", self.time: "date"}
+
+    @property
+    def assignment(self) -> dict[str, str]:
+        """An assignment: product, date and cluster."""
+        return {self.unit: "product_id", self.time: "date", self.cluster: "cluster_id"}
+
+    @property
+    def clusters(self) -> dict[str, str]:
+        """A clusters table: product and cluster."""
+        return {self.unit: "product_id", self.cluster: "cluster_id"}
 
 
 EngineOption = Annotated[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from rich import box
 from rich.table import Table
@@ -11,11 +11,14 @@ from pricelab_cli._lazy import lazy
 from pricelab_cli.console import Reporter
 from pricelab_cli.design import Design
 
-if TYPE_CHECKING:  # annotations only: the module loads polars
-    import pricelab_cli.assign as assign_module
+if TYPE_CHECKING:  # annotations only: the modules load polars
+    import polars as pl
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-pl = lazy("polars")
+    import pricelab_cli.assign as assign_module
+    from pricelab_cli.hpte.placebo import PlaceboWindow
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    pl = lazy("polars")
 
 
 def report_balance(reporter: Reporter, report: assign_module.BalanceReport, spec: Design) -> None:
@@ -31,10 +34,9 @@ def report_balance(reporter: Reporter, report: assign_module.BalanceReport, spec
     for row in shown.iter_rows():
         table.add_row(str(row[0]), f"{row[1]:,}", f"{row[2]:.3f}")
     if daily.height > 31:
-        table.caption = (
-            f"{daily.height} days; showing first and last 14. Range "
-            f"{daily['treated_share'].min():.3f} to {daily['treated_share'].max():.3f}."
-        )
+        # A share per day: a float column, whose min and max polars types as any scalar.
+        low, high = cast(float, daily["treated_share"].min()), cast(float, daily["treated_share"].max())
+        table.caption = f"{daily.height} days; showing first and last 14. Range {low:.3f} to {high:.3f}."
     reporter.table(table)
     if report.srm_suspect:
         reporter.warn(
@@ -92,6 +94,19 @@ def report_hpte(reporter: Reporter, result, method: str) -> None:
     table.caption = "MDE: the smallest effect this experiment detects 80% of the time (5% two-sided test), 2.8 SEs."
     table.caption_justify = "left"
     reporter.table(table)
+
+
+def report_placebo(reporter: Reporter, effects: pl.DataFrame, window: PlaceboWindow, path: str) -> None:
+    """Where the placebo's fake experiment lay and where it was written; a warning per outcome
+    whose placebo effect is significant."""
+    from pricelab_cli.hpte.placebo import placebo_warnings
+
+    reporter.say(
+        f"placebo: fake experiment {window.fake_start} to {window.fake_end} ({window.periods} periods before "
+        f"the start on {window.real_start}), written to {path}"
+    )
+    for message in placebo_warnings(effects, window):
+        reporter.warn(message)
 
 
 def lift_text(row: dict) -> str:
@@ -169,4 +184,16 @@ def report_ipw(reporter: Reporter, result, outcome: str) -> None:
             num(row["p_value"]),
             f"{row['n']:,}",
         )
+    reporter.table(table)
+
+
+def report_power(reporter: Reporter, summary: pl.DataFrame, effect: float, reps: int) -> None:
+    table = Table(title=f"designs on this history: +{effect:.1%} injected, {reps} repetitions", title_justify="left")
+    for col in ("design", "bias", "se", "rmse", "power", "coverage", "mde"):
+        table.add_column(col, justify="right" if col != "design" else "left")
+    for row in summary.iter_rows(named=True):
+        cells = [row["design"]] + [
+            "-" if row[c] is None else f"{row[c]:.4g}" for c in ("bias", "se", "rmse", "power", "coverage", "mde")
+        ]
+        table.add_row(*cells)
     reporter.table(table)

@@ -5,18 +5,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pricelab_cli
 from pricelab_cli._lazy import lazy
-from pricelab_cli.cli.options import storage_pairs
+from pricelab_cli.cli.options import Columns, storage_pairs
 from pricelab_cli.console import Reporter
 from pricelab_cli.errors import PricelabError, PricelabWarning, concerns
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-pl = lazy("polars")
-io = lazy("pricelab_cli.io")
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pricelab_cli import io
+    from pricelab_cli.engine import TaskCounter
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    pl = lazy("polars")
+    io = lazy("pricelab_cli.io")
 
 
 @dataclasses.dataclass
@@ -33,6 +40,40 @@ class Run:
     def read(self, path: str, **kwargs) -> pl.DataFrame:
         # Input streams are recognised by their first bytes; --format is for output streams.
         return io.read_table(path, storage_options=self.storage_options, **kwargs)
+
+    def read_if(self, path: str | None, **kwargs) -> pl.DataFrame | None:
+        """``read`` for an optional input: None when its flag is not given."""
+        return self.read(path, **kwargs) if path else None
+
+    def scan(self, path: str, **kwargs) -> pl.LazyFrame:
+        """A lazy scan of an input (``io.scan_table``, its schema checked first): the core
+        reads only the columns and rows it uses."""
+        return io.scan_table(path, storage_options=self.storage_options, **kwargs)
+
+    def read_assignment(self, path: str, columns: Columns) -> pl.DataFrame:
+        """An assignment written by ``pricelab assign``, under pricelab's column names; a
+        repeated (product, date) is an error."""
+        return self.read(
+            path,
+            required=list(io.ASSIGNMENT_COLUMNS),
+            rename=columns.assignment,
+            dates=["date"],
+            unique=["product_id", "date"],
+        )
+
+    def scan_sales(self, path: str, outcomes: Sequence[str], columns: Columns) -> pl.LazyFrame:
+        """Sales (product, date and the outcome columns) scanned, not read: the core streams
+        them in batches, keeping only the columns and dates it uses."""
+        return self.scan(path, required=["product_id", "date", *outcomes], rename=columns.panel, dates=["date"])
+
+    def read_clusters(self, path: str | None, columns: Columns, *, unique: bool = True) -> pl.DataFrame | None:
+        """An optional clusters table (product, cluster; each product once when ``unique``)."""
+        return self.read_if(
+            path,
+            required=["product_id", "cluster_id"],
+            rename=columns.clusters,
+            unique=["product_id"] if unique else (),
+        )
 
     def meta(self) -> dict:
         return io.provenance(pricelab_cli.__version__, ["pricelab", *sys.argv[1:]], self.seed, self.outputs)
@@ -114,7 +155,9 @@ def engine_for(run: Run, name: str | None, jobs: int = 0) -> Iterator:
     from pricelab_cli.engine import make_engine
 
     with run.reporter.stages() as counter:
-        engine = make_engine(name, jobs, counter)
+        # The reporter's stage bar has the counter's add() and done(); the console does not
+        # import the engines, so it is not a TaskCounter subclass.
+        engine = make_engine(name, jobs, cast("TaskCounter", counter))
         try:
             yield engine
             summary = engine.summary()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypedDict
 
 import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
+    Columns,
     EngineOption,
     Format,
     HpteMethod,
@@ -26,14 +27,20 @@ from pricelab_cli.cli.options import (
     Verbose,
     user_names,
 )
-from pricelab_cli.cli.present import report_hpte
+from pricelab_cli.cli.present import report_hpte, report_placebo
 from pricelab_cli.cli.registry import app
-from pricelab_cli.cli.run import ACTIVE, engine_for, start_run
+from pricelab_cli.cli.run import Run, engine_for, start_run
 from pricelab_cli.errors import UsageError
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-pl = lazy("polars")
-io = lazy("pricelab_cli.io")
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pricelab_cli import io
+    from pricelab_cli.hpte import HpteResult
+    from pricelab_cli.hpte.placebo import PlaceboWindow
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    io = lazy("pricelab_cli.io")
 
 
 @app.command(
@@ -41,6 +48,9 @@ io = lazy("pricelab_cli.io")
     "--outcome units --outcome revenue --features products.csv -o effects.csv --cate-out cate.parquet"
 )
 def hpte(
+    # typer reads the command's flags, help texts and defaults from these declarations, so
+    # each stays here in full (this is why the function is long); the body only reads the
+    # inputs, calls the core, writes the outputs and reports.
     sales: InputPath,
     assignment: InputPath,
     output: Output = "-",
@@ -142,59 +152,23 @@ def hpte(
     seed: Seed = 0,
 ) -> None:
     """Estimate the average price effect per product per day (heterogeneous panel treatment effect)."""
+    from pricelab_cli.diagnostics import carryover_table
     from pricelab_cli.hpte import estimate_hpte
+    from pricelab_cli.hpte.placebo import estimate_placebo
 
+    outputs = _Outputs(output, cate_out, plot, outliers_out, placebo_out, carryover_out)
     run = start_run(
-        (quiet, silent),
-        seed,
-        fmt,
-        output,
-        cate_out,
-        str(plot) if plot else None,
-        outliers_out,
-        placebo_out,
-        carryover_out,
-        documents=(str(plot) if plot else None,),
-        storage_option=storage_option,
+        (quiet, silent), seed, fmt, *outputs.paths(), documents=(outputs.plot_path,), storage_option=storage_option
     )
-    if outlier_c is not None and outlier_rule is OutlierRule.robust:
-        raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
-    outcomes = list(dict.fromkeys(outcome or ["units"]))
-    for name in outcomes:
-        if name in ("product_id", "date", unit_col, time_col):
-            raise UsageError(f"--outcome {name!r} names the product or date column; give a measure such as units.")
-    if cate_out and method is HpteMethod.did:
-        raise UsageError("--cate-out needs the causal forest; it does not apply to --method did.")
-    ids = {unit_col: "product_id"}
-    # Repeated (product_id, date) rows are checked by the core on integer keys, several
-    # times faster than a generic check on a catalog's panel; its message names the file.
-    # Scanned, not read: the core reads it while planning the partitions and lets it go, so
-    # a catalog's assignment (hundreds of millions of rows) is not held through the run.
-    assignment_table = io.scan_table(
-        assignment,
-        required=list(io.ASSIGNMENT_COLUMNS),
-        rename={**ids, time_col: "date", cluster_col: "cluster_id"},
-        dates=["date"],
-        storage_options=run.storage_options,
+    columns = Columns(unit_col, time_col, cluster_col)
+    outcomes = _checked_outcomes(
+        outcome, columns, outlier_rule=outlier_rule, outlier_c=outlier_c, method=method, cate_out=cate_out
     )
-    present = assignment_table.collect_schema()
-    assignment_table = assignment_table.select(
-        [c for c in ("product_id", "date", "treated", "blackout", "cluster_id") if c in present]
-    )
-    # The sales are scanned, not read: the core streams them in batches, keeping only the
-    # columns it uses and no date after the experiment's last (a Parquet dataset's later
-    # partitions are not even opened), and lays them out in partitions of products.
-    sales_table = io.scan_table(
-        sales,
-        required=["product_id", "date", *outcomes],
-        rename={**ids, time_col: "date"},
-        dates=["date"],
-        storage_options=run.storage_options,
-    )
-    feature_table = run.read(features, required=["product_id"], rename=ids, unique=["product_id"]) if features else None
+    sales_table, assignment_table = _scan_inputs(run, sales, assignment, outcomes, columns)
+    feature_table = run.read_if(features, required=["product_id"], rename=columns.ids, unique=["product_id"])
     if feature_table is not None and method is HpteMethod.did:
         run.reporter.warn("--features is used by the causal forest only; --method did ignores it.")
-    options = dict(
+    options: _CoreOptions = dict(
         outcomes=outcomes,
         features=feature_table,
         method=method.value,
@@ -209,63 +183,139 @@ def hpte(
         labels={"sales": _label(sales), "assignment": _label(assignment), "features": _label(features)},
         n_jobs=jobs,
         rows_per_partition=partition_rows,
-        **({} if outlier_c is None else {"outlier_c": outlier_c}),
     )
+    if outlier_c is not None:
+        options["outlier_c"] = outlier_c
     # The engine's stages are the progress: rows read, partitions, detrending, forest, draws.
     with engine_for(run, engine, jobs) as chosen:
-        result = estimate_hpte(sales_table, assignment_table, effect_paths=plot is not None, engine=chosen, **options)
-        if placebo_out:
-            from pricelab_cli.hpte.placebo import estimate_placebo
+        # estimate_hpte streams a lazy sales table too (its annotation names only DataFrame).
+        result = estimate_hpte(
+            sales_table,  # type: ignore[arg-type]
+            assignment_table,
+            effect_paths=plot is not None,
+            engine=chosen,
+            **options,
+        )
+        placebo = estimate_placebo(sales_table, assignment_table, engine=chosen, **options) if placebo_out else None
+        carryover = carryover_table(sales_table, assignment_table, outcomes, chosen) if carryover_out else None
+    _write_outputs(run, outputs, result, placebo, carryover, columns, bootstrap=bootstrap)
+    report_hpte(run.reporter, result, method.value)
+    if placebo_out and placebo is not None:
+        report_placebo(run.reporter, placebo[0].effects, placebo[1], placebo_out)
 
-            placebo, window = estimate_placebo(sales_table, assignment_table, engine=chosen, **options)
-        if carryover_out:
-            carryover = _carryover_table(sales_table, assignment_table, outcomes, chosen)
-    run.write(result.effects, output, extra={"n_bootstrap": bootstrap})
-    if cate_out:
+
+class _CoreOptions(TypedDict, total=False):
+    """The keyword options ``estimate_hpte`` and ``estimate_placebo`` are given."""
+
+    outcomes: list[str]
+    features: pl.DataFrame | None
+    method: str
+    n_bootstrap: int
+    seed: int
+    outlier_rule: str
+    outlier_filter: bool
+    detrend: bool
+    fill_zeros: bool
+    n_estimators: int
+    price_col: str
+    labels: dict[str, str]
+    n_jobs: int
+    rows_per_partition: int | None
+    outlier_c: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outputs:
+    """Where the run writes: the effects, and each optional output (None: not asked for)."""
+
+    effects: str
+    cate: str | None
+    plot: Path | None
+    outliers: str | None
+    placebo: str | None
+    carryover: str | None
+
+    @property
+    def plot_path(self) -> str | None:
+        return str(self.plot) if self.plot else None
+
+    def paths(self) -> tuple[str | None, ...]:
+        """Every output, in the order the run's provenance records them."""
+        return (self.effects, self.cate, self.plot_path, self.outliers, self.placebo, self.carryover)
+
+
+def _checked_outcomes(
+    outcome: list[str] | None,
+    columns: Columns,
+    *,
+    outlier_rule: OutlierRule,
+    outlier_c: float | None,
+    method: HpteMethod,
+    cate_out: str | None,
+) -> list[str]:
+    """The outcomes to estimate (each once, units by default), after the checks of flags that
+    do not go together."""
+    if outlier_c is not None and outlier_rule is OutlierRule.robust:
+        raise UsageError("--outlier-c sets the quantile rule's tail share; give it with --outlier-rule quantile.")
+    outcomes = list(dict.fromkeys(outcome or ["units"]))
+    for name in outcomes:
+        if name in ("product_id", "date", columns.unit, columns.time):
+            raise UsageError(f"--outcome {name!r} names the product or date column; give a measure such as units.")
+    if cate_out and method is HpteMethod.did:
+        raise UsageError("--cate-out needs the causal forest; it does not apply to --method did.")
+    return outcomes
+
+
+def _scan_inputs(
+    run: Run, sales: str, assignment: str, outcomes: list[str], columns: Columns
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(sales, assignment) as lazy scans under pricelab's column names; the assignment first."""
+    # Repeated (product_id, date) rows are checked by the core on integer keys, several
+    # times faster than a generic check on a catalog's panel; its message names the file.
+    # Scanned, not read: the core reads it while planning the partitions and lets it go, so
+    # a catalog's assignment (hundreds of millions of rows) is not held through the run.
+    assignment_table = run.scan(
+        assignment, required=list(io.ASSIGNMENT_COLUMNS), rename=columns.assignment, dates=["date"]
+    )
+    present = assignment_table.collect_schema()
+    assignment_table = assignment_table.select(
+        [c for c in ("product_id", "date", "treated", "blackout", "cluster_id") if c in present]
+    )
+    # The sales are scanned, not read: the core streams them in batches, keeping only the
+    # columns it uses and no date after the experiment's last (a Parquet dataset's later
+    # partitions are not even opened), and lays them out in partitions of products.
+    return run.scan_sales(sales, outcomes, columns), assignment_table
+
+
+def _write_outputs(
+    run: Run,
+    outputs: _Outputs,
+    result: HpteResult,
+    placebo: tuple[HpteResult, PlaceboWindow] | None,
+    carryover: pl.DataFrame | None,
+    columns: Columns,
+    *,
+    bootstrap: int,
+) -> None:
+    """Write the effects, then each optional output that was asked for (``placebo``: the
+    placebo's result and window)."""
+    run.write(result.effects, outputs.effects, extra={"n_bootstrap": bootstrap})
+    if outputs.cate:
         # The forest's split shares travel with the CATEs (the report's "effect by feature").
         splits = {name: est.forest_splits_ for name, est in result.estimators.items()}
-        run.write(user_names(result.cate, unit_col=unit_col), cate_out, extra={"forest_splits": splits})
-    if outliers_out:
-        run.write(user_names(result.outliers, unit_col=unit_col), outliers_out)
-    if plot is not None:
+        run.write(user_names(result.cate, unit_col=columns.unit), outputs.cate, extra={"forest_splits": splits})
+    if outputs.outliers:
+        run.write(user_names(result.outliers, unit_col=columns.unit), outputs.outliers)
+    if outputs.plot is not None:
         from pricelab_cli.plots import effect_path_plot
 
-        with io.atomic_path(str(plot)) as tmp:
-            effect_path_plot(result.paths, result.effects, tmp, spacing_days=result.spacing_days)
-    if placebo_out:
-        from pricelab_cli.hpte.placebo import placebo_warnings
-
-        run.write(placebo.effects, placebo_out)
-    if carryover_out:
-        run.write(carryover, carryover_out)
-    report_hpte(run.reporter, result, method.value)
-    if placebo_out:
-        run.reporter.say(
-            f"placebo: fake experiment {window.fake_start} to {window.fake_end} ({window.periods} periods before "
-            f"the start on {window.real_start}), written to {placebo_out}"
-        )
-        for message in placebo_warnings(placebo.effects, window):
-            run.reporter.warn(message)
-
-
-def _carryover_table(sales, assignment, outcomes: list[str], engine) -> pl.DataFrame:
-    """``outcome`` plus the carryover check's columns, for each outcome (``hpte --carryover-out``)."""
-    from pricelab_cli.diagnostics import carryover_check, detrended_views
-
-    grid = assignment.collect() if isinstance(assignment, pl.LazyFrame) else assignment
-    with warnings.catch_warnings():
-        # The estimate has already said what it had to about these rows.
-        warnings.simplefilter("ignore")
-        _, residuals = detrended_views(sales, grid, outcomes, paths=False, engine=engine)
-    tables = []
-    for name in outcomes:
-        check = carryover_check(residuals[name], grid)
-        tables.append(check.table.select(pl.lit(name).alias("outcome"), pl.all()))
-        if check.table["n_products"].max() == 0:
-            ACTIVE.reporter.warn(
-                f"carryover: no product of the assignment switches arm, so {name} has no carryover to check."
-            )
-    return pl.concat(tables)
+        assert result.paths is not None  # asked for with effect_paths=True
+        with io.atomic_path(str(outputs.plot)) as tmp:
+            effect_path_plot(result.paths, result.effects, str(tmp), spacing_days=result.spacing_days)
+    if outputs.placebo and placebo is not None:
+        run.write(placebo[0].effects, outputs.placebo)
+    if outputs.carryover and carryover is not None:
+        run.write(carryover, outputs.carryover)
 
 
 def _label(path: str | None) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
+    Columns,
     EngineOption,
     Format,
     OutlierRule,
@@ -26,8 +27,11 @@ from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import engine_for, start_run
 from pricelab_cli.design import design_from_dict
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-io = lazy("pricelab_cli.io")
+if TYPE_CHECKING:
+    from pricelab_cli import io
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    io = lazy("pricelab_cli.io")
 
 
 @app.command(
@@ -74,44 +78,24 @@ def ipw(
 
     run = start_run((quiet, silent), seed, fmt, output, storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path), source=design_path)
-    ids = {unit_col: "product_id"}
-    assignment_table = run.read(
-        assignment,
-        required=list(io.ASSIGNMENT_COLUMNS),
-        rename={**ids, time_col: "date", cluster_col: "cluster_id"},
-        dates=["date"],
-        unique=["product_id", "date"],
-    )
+    columns = Columns(unit_col, time_col, cluster_col)
+    assignment_table = run.read_assignment(assignment, columns)
     # The outcome and nothing after the experiment's last date (never analysed).
     # Scanned, as for hpte: the detrending streams the sales into partitions of products,
     # reading only these columns and no date after the assignment's last.
-    sales_table = io.scan_table(
-        sales,
-        required=["product_id", "date", outcome],
-        rename={**ids, time_col: "date"},
-        dates=["date"],
-        storage_options=run.storage_options,
-    )
+    sales_table = run.scan_sales(sales, [outcome], columns)
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=True)
     product_table = run.read(
-        products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"]
+        products, required=["product_id"], rename=columns.ids, unique=["product_id"], columns=["product_id"]
     )
-    cluster_table = (
-        run.read(
-            clusters,
-            required=["product_id", "cluster_id"],
-            rename={**ids, cluster_col: "cluster_id"},
-            unique=["product_id"],
-        )
-        if clusters
-        else None
-    )
+    cluster_table = run.read_clusters(clusters, columns)
     with (
         engine_for(run, engine, 0) as chosen,
         run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance,
     ):
+        # ipw_effects streams a lazy sales table too (its annotation names only DataFrame).
         result = ipw_effects(
-            sales_table,
+            sales_table,  # type: ignore[arg-type]
             assignment_table,
             edge_table,
             spec,

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
+    Columns,
     EngineOption,
     Format,
     InputPath,
@@ -24,12 +25,19 @@ from pricelab_cli.cli.options import (
     UnitCol,
     Verbose,
 )
+from pricelab_cli.cli.present import report_power
 from pricelab_cli.cli.registry import app
-from pricelab_cli.cli.run import engine_for, start_run
+from pricelab_cli.cli.run import Run, engine_for, start_run
 from pricelab_cli.design import design_from_dict
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-io = lazy("pricelab_cli.io")
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pricelab_cli import io
+    from pricelab_cli.power import Arm
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    io = lazy("pricelab_cli.io")
 
 
 @app.command(
@@ -82,62 +90,88 @@ def power(
     seed: Seed = 0,
 ) -> None:
     """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
-    from pricelab_cli.power import HpteEstimator, Threats, design_arms, power_study
+    from pricelab_cli.power import HpteEstimator, Threats, power_study
 
+    png = (str(plot) if plot else None,)
     run = start_run(
-        (quiet, silent),
-        seed,
-        fmt,
-        output,
-        repetitions_out,
-        str(plot) if plot else None,
-        documents=(str(plot) if plot else None,),
-        storage_option=storage_option,
+        (quiet, silent), seed, fmt, output, repetitions_out, *png, documents=png, storage_option=storage_option
     )
-    ids = {unit_col: "product_id"}
-    history_table = run.read(
-        history,
-        required=["product_id", "date", outcome],
-        rename={**ids, time_col: "date"},
-        dates=["date"],
-        unique=["product_id", "date"],
-    )
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-    designs = [design_from_dict(io.read_json(p, storage_options=run.storage_options), source=p) for p in design_paths]
-    cluster_table = (
-        run.read(
-            clusters,
-            required=["product_id", "cluster_id"],
-            rename={**ids, cluster_col: "cluster_id"},
-            unique=["product_id"],
-        )
-        if clusters
-        else None
-    )
-    edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
-    event_table = (
-        run.read(events, required=["product_id", "event_date"], rename=ids, dates=["event_date"]) if events else None
-    )
-    arms = design_arms(designs, cluster_table)
+    columns = Columns(unit_col, time_col, cluster_col)
+    inputs = _read_inputs(run, history, products, design_paths, clusters, edges, events, outcome, columns)
     with engine_for(run, engine, jobs) as chosen:
         summary, repetitions = power_study(
-            history_table,
-            product_table,
-            arms,
+            inputs.history,
+            inputs.products,
+            inputs.arms,
             estimator=HpteEstimator(
-                features=product_table, n_bootstrap=bootstrap, n_estimators=trees, outlier_rule=outlier_rule.value
+                features=inputs.products, n_bootstrap=bootstrap, n_estimators=trees, outlier_rule=outlier_rule.value
             ),
             outcome=outcome,
             effect=effect,
             reps=reps,
             threats=Threats(carryover_days=carryover_days, spillover=spillover),
-            edges=edge_table,
-            events=event_table,
+            edges=inputs.edges,
+            events=inputs.events,
             interval_reps=interval_reps,
             seed=seed,
             n_jobs=jobs,
             engine=chosen,
         )
+    _write_outputs(run, summary, repetitions, output=output, repetitions_out=repetitions_out, plot=plot)
+    report_power(run.reporter, summary, effect, reps)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """The study's inputs under pricelab's column names (None: an optional input not given)
+    and its arms: each design, and with clusters its cluster-level twin."""
+
+    history: pl.DataFrame
+    products: pl.DataFrame
+    arms: list[Arm]
+    edges: pl.DataFrame | None
+    events: pl.DataFrame | None
+
+
+def _read_inputs(
+    run: Run,
+    history: str,
+    products: str,
+    design_paths: list[str],
+    clusters: str | None,
+    edges: str | None,
+    events: str | None,
+    outcome: str,
+    columns: Columns,
+) -> _Inputs:
+    """Read every input, in the order of the flags' help (an error names the first bad one)."""
+    from pricelab_cli.power import design_arms
+
+    history_table = run.read(
+        history,
+        required=["product_id", "date", outcome],
+        rename=columns.panel,
+        dates=["date"],
+        unique=["product_id", "date"],
+    )
+    product_table = run.read(products, required=["product_id"], rename=columns.ids, unique=["product_id"])
+    designs = [design_from_dict(io.read_json(p, storage_options=run.storage_options), source=p) for p in design_paths]
+    cluster_table = run.read_clusters(clusters, columns)
+    edge_table = run.read_if(edges, required=["src", "dst", "weight"])
+    event_table = run.read_if(events, required=["product_id", "event_date"], rename=columns.ids, dates=["event_date"])
+    return _Inputs(history_table, product_table, design_arms(designs, cluster_table), edge_table, event_table)
+
+
+def _write_outputs(
+    run: Run,
+    summary: pl.DataFrame,
+    repetitions: pl.DataFrame,
+    *,
+    output: str,
+    repetitions_out: str | None,
+    plot: Path | None,
+) -> None:
+    """Write the summary, then the repetitions and the plot when asked for."""
     run.write(summary, output)
     if repetitions_out:
         run.write(repetitions, repetitions_out)
@@ -145,13 +179,4 @@ def power(
         from pricelab_cli import plots
 
         with io.atomic_path(str(plot)) as tmp:
-            plots.power_bars(summary, tmp)
-    table = Table(title=f"designs on this history: +{effect:.1%} injected, {reps} repetitions", title_justify="left")
-    for col in ("design", "bias", "se", "rmse", "power", "coverage", "mde"):
-        table.add_column(col, justify="right" if col != "design" else "left")
-    for row in summary.iter_rows(named=True):
-        cells = [row["design"]] + [
-            "-" if row[c] is None else f"{row[c]:.4g}" for c in ("bias", "se", "rmse", "power", "coverage", "mde")
-        ]
-        table.add_row(*cells)
-    run.reporter.table(table)
+            plots.power_bars(summary, str(tmp))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypedDict, cast
 
 import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
+    Columns,
     Format,
     Quiet,
     Silent,
@@ -21,12 +23,18 @@ from pricelab_cli.cli.options import (
     Verbose,
 )
 from pricelab_cli.cli.registry import app
-from pricelab_cli.cli.run import start_run
-from pricelab_cli.design import design_from_dict
+from pricelab_cli.cli.run import Run, start_run
+from pricelab_cli.design import Design, design_from_dict
 from pricelab_cli.errors import UsageError
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-io = lazy("pricelab_cli.io")
+if TYPE_CHECKING:
+    import polars as pl
+
+    from pricelab_cli import io
+    from pricelab_cli.report import Report
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    io = lazy("pricelab_cli.io")
 
 
 @app.command(
@@ -72,46 +80,14 @@ def report(
     """Write the experiment's readout: one self-contained HTML page (headline, design, effect path, heterogeneity, spillover, checks, provenance)."""
     from pricelab_cli import report as readout
 
-    stem = output.rsplit(".", 1)[0]
-    md_path, image_folder = (f"{stem}.md", f"{stem}_files") if markdown else (None, None)
+    pages = _markdown_paths(output) if markdown else None
+    md_path = pages[0] if pages else None
     # Nothing in the report is random; --seed is recorded, as for every command.
     run = start_run(
         (quiet, silent), seed, fmt, output, md_path, documents=(output, md_path), storage_option=storage_option
     )
     if not output.endswith((".html", ".htm")):
         raise UsageError(f"-o {output}: the report is an HTML page; give a name ending in .html.")
-    spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
-    ids = {unit_col: "product_id"}
-    assignment_table = run.read(
-        assignment,
-        required=list(io.ASSIGNMENT_COLUMNS),
-        rename={**ids, time_col: "date", cluster_col: "cluster_id"},
-        dates=["date"],
-        unique=["product_id", "date"],
-    )
-    effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
-    outcomes = effect_table["outcome"].to_list()
-    sales_table = io.scan_table(
-        sales,
-        required=["product_id", "date", *outcomes],
-        rename={**ids, time_col: "date"},
-        dates=["date"],
-        storage_options=run.storage_options,
-    )
-    optional = {
-        "cate": run.read(cate, required=["product_id", "cate"], rename=ids) if cate else None,
-        "products": run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-        if products
-        else None,
-        "placebo": run.read(placebo, required=["outcome", "estimate", "p_value"]) if placebo else None,
-        "spillover": run.read(spillover, required=["effect", "estimate", "ci_low", "ci_high", "p_value", "n"])
-        if spillover
-        else None,
-        "clusters": run.read(clusters, required=["product_id", "cluster_id"], rename={**ids, cluster_col: "cluster_id"})
-        if clusters
-        else None,
-        "power": run.read(power, required=["design", "bias", "se", "power", "coverage"]) if power else None,
-    }
     paths = {
         "design": design_path,
         "assignment": assignment,
@@ -124,28 +100,88 @@ def report(
         "clusters": clusters,
         "power": power,
     }
+    inputs = _read_inputs(run, paths, Columns(unit_col, time_col, cluster_col))
     provenance = [io.provenance_row(role, path) for role, path in paths.items() if path]
     records = {role: io.read_record(paths[role]) for role in ("effects", "cate")}
     with run.reporter.progress("report: tables and plots", 1) as advance:
         result = readout.build_report(
-            design=spec,
-            assignment=assignment_table,
-            sales=sales_table,
-            effects=effect_table,
+            design=inputs.design,
+            assignment=inputs.assignment,
+            sales=inputs.sales,
+            effects=inputs.effects,
             provenance=provenance,
             records=records,
             command=run.meta()["command"],
             description=description,
-            **optional,
+            **inputs.optional,
         )
         advance(1)
+    _write_pages(result, output, pages)
+    run.reporter.say(f"report: {output}" + (f" and {md_path}" if markdown else ""))
+
+
+class _OptionalTables(TypedDict):
+    """The optional inputs, by ``build_report``'s parameter names (None: not given)."""
+
+    cate: pl.DataFrame | None
+    products: pl.DataFrame | None
+    placebo: pl.DataFrame | None
+    spillover: pl.DataFrame | None
+    clusters: pl.DataFrame | None
+    power: pl.DataFrame | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What the readout is built from, under pricelab's column names."""
+
+    design: Design
+    assignment: pl.DataFrame
+    effects: pl.DataFrame
+    sales: pl.LazyFrame
+    optional: _OptionalTables
+
+
+def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns) -> _Inputs:
+    """Read the inputs in the order of the flags' help (an error names the first bad one);
+    ``paths`` maps each input's role to its flag's value."""
+    # The first four flags are required, so their values are strings.
+    design_path, assignment, effects, sales = (
+        cast(str, paths[r]) for r in ("design", "assignment", "effects", "sales")
+    )
+    spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
+    assignment_table = run.read_assignment(assignment, columns)
+    effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
+    sales_table = run.scan_sales(sales, effect_table["outcome"].to_list(), columns)
+    optional = _OptionalTables(
+        cate=run.read_if(paths["cate"], required=["product_id", "cate"], rename=columns.ids),
+        products=run.read_if(paths["products"], required=["product_id"], rename=columns.ids, unique=["product_id"]),
+        placebo=run.read_if(paths["placebo"], required=["outcome", "estimate", "p_value"]),
+        spillover=run.read_if(paths["spillover"], required=["effect", "estimate", "ci_low", "ci_high", "p_value", "n"]),
+        clusters=run.read_clusters(paths["clusters"], columns, unique=False),
+        power=run.read_if(paths["power"], required=["design", "bias", "se", "power", "coverage"]),
+    )
+    return _Inputs(spec, assignment_table, effect_table, sales_table, optional)
+
+
+def _markdown_paths(output: str) -> tuple[str, str]:
+    """The Markdown readout beside the HTML page, and the folder of its pictures."""
+    stem = output.rsplit(".", 1)[0]
+    return f"{stem}.md", f"{stem}_files"
+
+
+def _write_pages(result: Report, output: str, markdown: tuple[str, str] | None) -> None:
+    """The HTML page; with ``markdown`` (its path and its pictures' folder) the Markdown readout too."""
+    from pricelab_cli import report as readout
+
     with io.atomic_path(output) as tmp:
         Path(tmp).write_text(readout.render_html(result), encoding="utf-8")
-    if markdown:
-        os.makedirs(image_folder, exist_ok=True)
-        for picture in result.pictures.values():
-            with io.atomic_path(os.path.join(image_folder, picture.name)) as tmp:
-                Path(tmp).write_bytes(picture.data)
-        with io.atomic_path(md_path) as tmp:
-            Path(tmp).write_text(readout.render_markdown(result, os.path.basename(image_folder)), encoding="utf-8")
-    run.reporter.say(f"report: {output}" + (f" and {md_path}" if markdown else ""))
+    if markdown is None:
+        return
+    md_path, image_folder = markdown
+    os.makedirs(image_folder, exist_ok=True)
+    for picture in result.pictures.values():
+        with io.atomic_path(os.path.join(image_folder, picture.name)) as tmp:
+            Path(tmp).write_bytes(picture.data)
+    with io.atomic_path(md_path) as tmp:
+        Path(tmp).write_text(readout.render_markdown(result, os.path.basename(image_folder)), encoding="utf-8")

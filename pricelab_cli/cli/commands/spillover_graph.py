@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
+    Columns,
     EngineOption,
     Format,
     Output,
@@ -23,11 +24,14 @@ from pricelab_cli.cli.options import (
 )
 from pricelab_cli.cli.present import report_spillover_graph
 from pricelab_cli.cli.registry import app
-from pricelab_cli.cli.run import engine_for, start_run
+from pricelab_cli.cli.run import Run, engine_for, start_run
 from pricelab_cli.errors import UsageError
 
-# Loaded when a command first needs them: help, --version and `design` never do.
-pl = lazy("polars")
+if TYPE_CHECKING:
+    import polars as pl
+else:
+    # Loaded when a command first needs them: help, --version and `design` never do.
+    pl = lazy("polars")
 
 
 @app.command(
@@ -69,38 +73,21 @@ def spillover_graph_command(
     seed: UnusedSeed = 0,
 ) -> None:
     """Find substitutes: does the price of src move the demand of dst? (cross-price elasticities, FDR cut)."""
-    from pricelab_cli.errors import EmptyTableError
     from pricelab_cli.spillover.graph import spillover_graph
 
     run = start_run((quiet, silent), seed, fmt, output, all_pairs, storage_option=storage_option)
     if products is None and pairs is None:
         raise UsageError("give --products (with --group-col) or --pairs to say which pairs to test.")
-    ids = {unit_col: "product_id"}
-    # Only the columns the regressions use, and with --since no earlier row (a
-    # date-partitioned folder's earlier partitions are not even opened).
-    sales_table = run.read(
-        sales,
-        required=["product_id", "date", outcome, price_col],
-        rename={**ids, time_col: "date"},
-        dates=["date"],
-        unique=["product_id", "date"],
-        columns=["product_id", "date", outcome, price_col],
-        where=None if since is None else pl.col("date") >= since,
+    columns = Columns(unit_col, time_col)
+    sales_table = _read_sales(run, sales, columns, outcome=outcome, price_col=price_col, since=since)
+    product_table = run.read_if(
+        products,
+        required=["product_id"] if pairs else ["product_id", group_col],
+        rename=columns.ids,
+        unique=["product_id"],
+        columns=["product_id", group_col],
     )
-    if since is not None and sales_table.height == 0:
-        raise EmptyTableError(f"{sales}: no row is dated on or after --since {since}; give an earlier date.")
-    product_table = (
-        run.read(
-            products,
-            required=["product_id"] if pairs else ["product_id", group_col],
-            rename=ids,
-            unique=["product_id"],
-            columns=["product_id", group_col],
-        )
-        if products
-        else None
-    )
-    pair_table = run.read(pairs, required=["src", "dst"]) if pairs else None
+    pair_table = run.read_if(pairs, required=["src", "dst"])
     with engine_for(run, engine, 1) as chosen:
         graph = spillover_graph(
             sales_table,
@@ -118,3 +105,24 @@ def spillover_graph_command(
     if all_pairs:
         run.write(graph.pairs, all_pairs)
     report_spillover_graph(run.reporter, graph, keep_complements)
+
+
+def _read_sales(
+    run: Run, sales: str, columns: Columns, *, outcome: str, price_col: str, since: dt.date | None
+) -> pl.DataFrame:
+    """The history the regressions use: only their columns, and with --since no earlier row
+    (a date-partitioned folder's earlier partitions are not even opened)."""
+    from pricelab_cli.errors import EmptyTableError
+
+    table = run.read(
+        sales,
+        required=["product_id", "date", outcome, price_col],
+        rename=columns.panel,
+        dates=["date"],
+        unique=["product_id", "date"],
+        columns=["product_id", "date", outcome, price_col],
+        where=None if since is None else pl.col("date") >= since,
+    )
+    if since is not None and table.height == 0:
+        raise EmptyTableError(f"{sales}: no row is dated on or after --since {since}; give an earlier date.")
+    return table
