@@ -592,7 +592,7 @@ def _left_out(cells: pl.DataFrame, eligible: np.ndarray) -> pl.DataFrame:
 
 
 def ipw_effects(
-    sales: pl.DataFrame,
+    sales: pl.DataFrame | pl.LazyFrame,
     assignment: pl.DataFrame,
     edges: pl.DataFrame,
     design: Design,
@@ -668,7 +668,12 @@ def ipw_effects(
 
 
 def _outcome_cells(
-    cells: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame, outcome: str, outlier_rule: str, engine
+    cells: pl.DataFrame,
+    sales: pl.DataFrame | pl.LazyFrame,
+    assignment: pl.DataFrame,
+    outcome: str,
+    outlier_rule: str,
+    engine,
 ) -> pl.DataFrame:
     """The exposure cells that have a detrended outcome (hpte's residual), in column ``_y``."""
     from pricelab_cli.hpte.detrend import detrended_outcomes

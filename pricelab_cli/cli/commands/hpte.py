@@ -188,9 +188,8 @@ def hpte(
         options["outlier_c"] = outlier_c
     # The engine's stages are the progress: rows read, partitions, detrending, forest, draws.
     with engine_for(run, engine, jobs) as chosen:
-        # estimate_hpte streams a lazy sales table too (its annotation names only DataFrame).
         result = estimate_hpte(
-            sales_table,  # type: ignore[arg-type]
+            sales_table,
             assignment_table,
             effect_paths=plot is not None,
             engine=chosen,

@@ -93,9 +93,8 @@ def ipw(
         engine_for(run, engine, 0) as chosen,
         run.reporter.progress("exposure replays", replays if exposure_threshold > 0 else 0) as advance,
     ):
-        # ipw_effects streams a lazy sales table too (its annotation names only DataFrame).
         result = ipw_effects(
-            sales_table,  # type: ignore[arg-type]
+            sales_table,
             assignment_table,
             edge_table,
             spec,
