@@ -137,6 +137,8 @@ def _contrast(rows: pl.DataFrame, early: pl.Expr, late: pl.Expr) -> tuple[float,
         )
         .drop_nulls()
         .filter(pl.col("variance") > 0)
+        # A group_by's order varies from run to run; the sums below must not.
+        .sort("product_id")
     )
     d = (per_product["early"] - per_product["late"]).to_numpy()
     n = len(d)
