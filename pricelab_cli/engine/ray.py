@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -44,6 +45,10 @@ WRITERS = 8
 
 
 def _import_ray():
+    # This process is a driver; Ray's core would install a C++ handler for SIGTERM (and the
+    # crash signals) in it that dumps a stack and aborts, and a run that is told to stop must
+    # unwind and clean up instead. Read by Ray as it is imported.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -87,23 +92,34 @@ class RayEngine:
         _check_reachable(address)
         ray = _import_ray()
         if not ray.is_initialized():
-            try:
-                ray.init(
-                    address=address,
-                    logging_level="ERROR",
-                    log_to_driver=False,
-                )
-            except Exception as exc:  # ConnectionError, RuntimeError, ValueError by Ray version
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise EngineError(
-                    f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
-                    f"{START_HINT}."
-                ) from None
-            # Ray's core installs signal handlers of its own (SIGTERM prints a C++ stack):
-            # the run's own come back, so a stopped run unwinds and cleans up as on this machine.
             from pricelab_cli import stopping
 
-            stopping.rearm()
+            # ray.init installs a SIGTERM handler of its own (it exits with code 15). So the
+            # run's signals wait while it connects (the threads Ray starts keep them
+            # blocked), the run's own handlers come back, and a signal that came meanwhile is
+            # then delivered to them; one that another thread took while Ray's handler was
+            # in place ends init with SystemExit(15), which is the same stop. Either way the
+            # run unwinds and cleans up as on this machine. The address was checked just
+            # above, so the wait is bounded by Ray's own connection timeout.
+            with stopping.deferred():
+                try:
+                    ray.init(
+                        address=address,
+                        logging_level="ERROR",
+                        log_to_driver=False,
+                    )
+                except SystemExit as exc:
+                    stopping.rearm()
+                    if exc.code == signal.SIGTERM:
+                        raise stopping.Stopped(signal.SIGTERM) from None
+                    raise
+                except Exception as exc:  # ConnectionError, RuntimeError, ValueError by Ray version
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise EngineError(
+                        f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
+                        f"{START_HINT}."
+                    ) from None
+                stopping.rearm()
         return cls(ray, address, counter)
 
     @property

@@ -308,9 +308,11 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
 
 
 @ray_group
-def test_sigterm_on_ray_unwinds_like_ctrl_c(ray_cluster, chain, tmp_path):
-    """SIGTERM to a driver connected to the cluster: one line, exit 143, nothing written,
-    and no stack dump from Ray's core (whose own handler the run replaces)."""
+@pytest.mark.parametrize("then", [0.0, 0.5], ids=["while-connecting", "connected"])
+def test_sigterm_on_ray_unwinds_like_ctrl_c(ray_cluster, chain, tmp_path, then):
+    """SIGTERM to a driver as it connects to the cluster or once connected: one line, exit
+    143, nothing written, and no stack dump from Ray's core (whose own handler is installed
+    while it connects, and which the run replaces)."""
     process = subprocess.Popen(
         [PRICELAB, *_hpte_args(chain, tmp_path)],
         env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
@@ -319,7 +321,7 @@ def test_sigterm_on_ray_unwinds_like_ctrl_c(ray_cluster, chain, tmp_path):
         text=True,
     )
     try:
-        _wait_for_the_driver(ray_cluster, process, 0.5)
+        _wait_for_the_driver(ray_cluster, process, then)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=120)
     finally:
