@@ -343,11 +343,11 @@ def test_placebo_and_carryover_outputs(run_cli, experiment, tmp_path):
     assert checks["arm"].to_list() == ["control", "treated"] and (checks["n_products"] > 100).all()
     assert "MDE" in result.stderr
     # The same inputs give the same bytes (a group_by's order once moved the last digits).
-    for attempt in range(3):
-        again = tmp_path / f"carryover{attempt}.csv"
-        rerun = run_cli(*args(experiment), "-o", tmp_path / f"e{attempt}.csv", "--carryover-out", again)
-        assert rerun.code == 0, rerun.stderr
-        assert again.read_bytes() == carryover.read_bytes()
+    # (That changed the bytes in each of 4 runs, so one more run finds it.)
+    again = tmp_path / "carryover_again.csv"
+    rerun = run_cli(*args(experiment), "-o", tmp_path / "e_again.csv", "--carryover-out", again)
+    assert rerun.code == 0, rerun.stderr
+    assert again.read_bytes() == carryover.read_bytes()
 
 
 def test_placebo_needs_history_as_long_as_the_experiment(run_cli, experiment, tmp_path):
