@@ -108,18 +108,21 @@ class RayEngine:
                         logging_level="ERROR",
                         log_to_driver=False,
                     )
+                    # Inside the try: Ray's handler may still run for a signal taken before
+                    # the run's own are back, and its exit must be caught below.
+                    stopping.rearm()
                 except SystemExit as exc:
                     stopping.rearm()
                     if exc.code == signal.SIGTERM:
                         raise stopping.Stopped(signal.SIGTERM) from None
                     raise
                 except Exception as exc:  # ConnectionError, RuntimeError, ValueError by Ray version
+                    stopping.rearm()
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise EngineError(
                         f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
                         f"{START_HINT}."
                     ) from None
-                stopping.rearm()
         return cls(ray, address, counter)
 
     @property
