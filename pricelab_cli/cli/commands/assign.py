@@ -9,6 +9,7 @@ import typer
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
+    Columns,
     EventCol,
     Format,
     InputPath,
@@ -52,20 +53,13 @@ def assign(
     """Expand a design to one row per product and experiment date (hash-based, stable)."""
     run = start_run((quiet, silent), seed, fmt, output, storage_option=storage_option)
     spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
-    ids = {unit_col: "product_id"}
+    columns = Columns(unit=unit_col, cluster=cluster_col)
+    ids = columns.ids
     # Assignment hashes product ids only: the catalog's other columns are never read.
     product_table = run.read(
         products, required=["product_id"], rename=ids, unique=["product_id"], columns=["product_id"]
     )
-    cluster_table = (
-        run.read(
-            clusters,
-            required=["product_id", "cluster_id"],
-            rename={**ids, cluster_col: "cluster_id"},
-        )
-        if clusters
-        else None
-    )
+    cluster_table = run.read_clusters(clusters, columns, unique=False)
     event_table = (
         run.read(
             events, required=["product_id", "event_date"], rename={**ids, event_col: "event_date"}, dates=["event_date"]

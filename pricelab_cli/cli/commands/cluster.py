@@ -10,6 +10,7 @@ import typer
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     ClusterCol,
+    Columns,
     Format,
     Output,
     Quiet,
@@ -71,7 +72,7 @@ def cluster(
         run.read(
             products,
             required=["product_id"],
-            rename={unit_col: "product_id"},
+            rename=Columns(unit=unit_col).ids,
             unique=["product_id"],
             columns=["product_id"],
         )

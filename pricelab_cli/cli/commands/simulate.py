@@ -10,6 +10,7 @@ import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
+    Columns,
     Format,
     InputPath,
     Output,
@@ -182,19 +183,9 @@ def _read_tables(
     run: Run, names: _ColumnNames, products: str, assignment: str | None, edges: str | None
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
     """The products, assignment and edges tables, with pricelab's column names."""
-    ids = {names.unit_col: "product_id"}
-    product_table = run.read(products, required=["product_id"], rename=ids, unique=["product_id"])
-    assignment_table = (
-        run.read(
-            assignment,
-            required=list(io.ASSIGNMENT_COLUMNS),
-            rename={**ids, names.time_col: "date"},
-            dates=["date"],
-            unique=["product_id", "date"],
-        )
-        if assignment
-        else None
-    )
+    columns = Columns(unit=names.unit_col, time=names.time_col)
+    product_table = run.read(products, required=["product_id"], rename=columns.ids, unique=["product_id"])
+    assignment_table = run.read_assignment(assignment, columns) if assignment else None
     edge_table = run.read(edges, required=["src", "dst", "weight"]) if edges else None
     return product_table, assignment_table, edge_table
 
