@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -168,7 +168,8 @@ def hpte(
     feature_table = run.read_if(features, required=["product_id"], rename=columns.ids, unique=["product_id"])
     if feature_table is not None and method is HpteMethod.did:
         run.reporter.warn("--features is used by the causal forest only; --method did ignores it.")
-    options: _CoreOptions = dict(
+    # The options estimate_hpte and estimate_placebo share (their signatures type them).
+    options: dict[str, Any] = dict(
         outcomes=outcomes,
         features=feature_table,
         method=method.value,
@@ -201,26 +202,6 @@ def hpte(
     report_hpte(run.reporter, result, method.value)
     if placebo_out and placebo is not None:
         report_placebo(run.reporter, placebo[0].effects, placebo[1], placebo_out)
-
-
-class _CoreOptions(TypedDict, total=False):
-    """The keyword options ``estimate_hpte`` and ``estimate_placebo`` are given."""
-
-    outcomes: list[str]
-    features: pl.DataFrame | None
-    method: str
-    n_bootstrap: int
-    seed: int
-    outlier_rule: str
-    outlier_filter: bool
-    detrend: bool
-    fill_zeros: bool
-    n_estimators: int
-    price_col: str
-    labels: dict[str, str]
-    n_jobs: int
-    rows_per_partition: int | None
-    outlier_c: float
 
 
 @dataclasses.dataclass(frozen=True)
