@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from pricelab_cli import io
+    from pricelab_cli.design import Design
     from pricelab_cli.engine import TaskCounter
 else:
     # Loaded when a command first needs them: help, --version and `design` never do.
@@ -40,6 +41,13 @@ class Run:
     def read(self, path: str, **kwargs) -> pl.DataFrame:
         # Input streams are recognised by their first bytes; --format is for output streams.
         return io.read_table(path, storage_options=self.storage_options, **kwargs)
+
+    def read_design(self, path: str) -> Design:
+        """A design written by ``pricelab design`` (a file, ``-`` or an object-store URI read
+        with the run's storage options), checked."""
+        from pricelab_cli.design import design_from_dict
+
+        return design_from_dict(io.read_json(path, storage_options=self.storage_options), source=path)
 
     def read_if(self, path: str | None, **kwargs) -> pl.DataFrame | None:
         """``read`` for an optional input: None when its flag is not given."""

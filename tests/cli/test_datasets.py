@@ -324,6 +324,39 @@ def test_a_design_in_the_store_and_storage_options_over_the_environment(
     assert not (tmp_path / "b.parquet").exists()
 
 
+def test_ipw_reads_its_design_from_the_store_with_the_storage_options(
+    run_cli, experiment, tmp_path, bucket, s3_server, monkeypatch
+):
+    """Every command that reads a design reads it as assign does (ipw once read it with the
+    environment's settings only, so --storage-option did not reach it)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # wrong: the flag must win
+    ids = pl.read_csv(experiment / "products.csv")["product_id"].to_list()
+    edges = tmp_path / "edges.csv"
+    pl.DataFrame({"src": ids[:-1], "dst": ids[1:], "weight": [1.0] * (len(ids) - 1)}).write_csv(edges)
+    result = run_cli(
+        "ipw",
+        "--sales",
+        experiment / "sales.parquet",
+        "--assignment",
+        experiment / "assignment.parquet",
+        "--edges",
+        edges,
+        "--products",
+        experiment / "products.csv",
+        "--design",
+        f"s3://{bucket}/exp/design.json",
+        "--bootstrap",
+        "20",
+        "--storage-option",
+        f"aws_endpoint_url={s3_server.endpoint}",
+        "-o",
+        tmp_path / "ipw.csv",
+        "-q",
+    )
+    assert result.code == 0, result.stderr
+    assert pl.read_csv(tmp_path / "ipw.csv")["effect"].to_list()[0] == "direct"
+
+
 def test_an_unreachable_store_is_refused_in_seconds_naming_the_uri_and_the_variable(
     run_cli, experiment, tmp_path, bucket, monkeypatch
 ):

@@ -26,7 +26,6 @@ from pricelab_cli.cli.options import (
 from pricelab_cli.cli.present import report_balance
 from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import start_run
-from pricelab_cli.design import design_from_dict
 
 # Loaded when a command first needs them: help, --version and `design` never do.
 io = lazy("pricelab_cli.io")
@@ -52,7 +51,7 @@ def assign(
 ) -> None:
     """Expand a design to one row per product and experiment date (hash-based, stable)."""
     run = start_run((quiet, silent), seed, fmt, output, storage_option=storage_option)
-    spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
+    spec = run.read_design(design_path)
     columns = Columns(unit=unit_col, cluster=cluster_col)
     ids = columns.ids
     # Assignment hashes product ids only: the catalog's other columns are never read.

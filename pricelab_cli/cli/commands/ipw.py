@@ -25,7 +25,6 @@ from pricelab_cli.cli.options import (
 from pricelab_cli.cli.present import report_ipw
 from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import engine_for, start_run
-from pricelab_cli.design import design_from_dict
 
 if TYPE_CHECKING:
     from pricelab_cli import io
@@ -77,7 +76,7 @@ def ipw(
     from pricelab_cli.spillover.ipw import ipw_effects
 
     run = start_run((quiet, silent), seed, fmt, output, storage_option=storage_option)
-    spec = design_from_dict(io.read_json(design_path), source=design_path)
+    spec = run.read_design(design_path)
     columns = Columns(unit_col, time_col, cluster_col)
     assignment_table = run.read_assignment(assignment, columns)
     # The outcome and nothing after the experiment's last date (never analysed).

@@ -28,7 +28,6 @@ from pricelab_cli.cli.options import (
 from pricelab_cli.cli.present import report_power
 from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import Run, engine_for, start_run
-from pricelab_cli.design import design_from_dict
 
 if TYPE_CHECKING:
     import polars as pl
@@ -155,7 +154,7 @@ def _read_inputs(
         unique=["product_id", "date"],
     )
     product_table = run.read(products, required=["product_id"], rename=columns.ids, unique=["product_id"])
-    designs = [design_from_dict(io.read_json(p, storage_options=run.storage_options), source=p) for p in design_paths]
+    designs = [run.read_design(p) for p in design_paths]
     cluster_table = run.read_clusters(clusters, columns)
     edge_table = run.read_if(edges, required=["src", "dst", "weight"])
     event_table = run.read_if(events, required=["product_id", "event_date"], rename=columns.ids, dates=["event_date"])

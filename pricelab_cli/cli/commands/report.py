@@ -24,7 +24,7 @@ from pricelab_cli.cli.options import (
 )
 from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import Run, start_run
-from pricelab_cli.design import Design, design_from_dict
+from pricelab_cli.design import Design
 from pricelab_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns) -> _I
     design_path, assignment, effects, sales = (
         cast(str, paths[r]) for r in ("design", "assignment", "effects", "sales")
     )
-    spec = design_from_dict(io.read_json(design_path, storage_options=run.storage_options), source=design_path)
+    spec = run.read_design(design_path)
     assignment_table = run.read_assignment(assignment, columns)
     effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
     sales_table = run.scan_sales(sales, effect_table["outcome"].to_list(), columns)
