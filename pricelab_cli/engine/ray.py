@@ -101,28 +101,35 @@ class RayEngine:
             # in place ends init with SystemExit(15), which is the same stop. Either way the
             # run unwinds and cleans up as on this machine. The address was checked just
             # above, so the wait is bounded by Ray's own connection timeout.
-            with stopping.deferred():
-                try:
-                    ray.init(
-                        address=address,
-                        logging_level="ERROR",
-                        log_to_driver=False,
-                    )
-                    # Inside the try: Ray's handler may still run for a signal taken before
-                    # the run's own are back, and its exit must be caught below.
-                    stopping.rearm()
-                except SystemExit as exc:
-                    stopping.rearm()
-                    if exc.code == signal.SIGTERM:
-                        raise stopping.Stopped(signal.SIGTERM) from None
-                    raise
-                except Exception as exc:  # ConnectionError, RuntimeError, ValueError by Ray version
-                    stopping.rearm()
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise EngineError(
-                        f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
-                        f"{START_HINT}."
-                    ) from None
+            # A stop (or any error) after ray.init has connected must still disconnect: a
+            # connected core worker left to the interpreter's exit can crash it (SIGSEGV)
+            # after the run has said it stopped.
+            try:
+                with stopping.deferred():
+                    try:
+                        ray.init(
+                            address=address,
+                            logging_level="ERROR",
+                            log_to_driver=False,
+                        )
+                        # Inside the try: Ray's handler may still run for a signal taken before
+                        # the run's own are back, and its exit must be caught below.
+                        stopping.rearm()
+                    except SystemExit as exc:
+                        stopping.rearm()
+                        if exc.code == signal.SIGTERM:
+                            raise stopping.Stopped(signal.SIGTERM) from None
+                        raise
+                    except Exception as exc:  # ConnectionError, RuntimeError, ValueError by Ray version
+                        stopping.rearm()
+                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise EngineError(
+                            f"--engine ray could not connect to the Ray cluster at RAY_ADDRESS={address!r} ({first}); "
+                            f"{START_HINT}."
+                        ) from None
+            except BaseException:
+                _disconnect(ray)
+                raise
         return cls(ray, address, counter)
 
     @property
@@ -234,18 +241,24 @@ class RayEngine:
         shutting down (a task whose error it could no longer report, after a stop) straight
         to this process's stderr; the run says what became of it in its own words, so those
         lines go to /dev/null for the length of the shutdown."""
-        if not self._ray.is_initialized():
-            return
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-            self._ray.shutdown()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
+        _disconnect(self._ray)
+
+
+def _disconnect(ray: Any) -> None:
+    """Shut down this process's connection to the cluster, if it has one, with the core's
+    own shutdown lines sent to /dev/null (see ``RayEngine.close``)."""
+    if not ray.is_initialized():
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        ray.shutdown()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _written_pieces(fn: Callable[[Any], Any], task: Any) -> tuple:

@@ -3,7 +3,9 @@ handler of its own (``sys.exit(15)``), and Ray's core a C++ one that dumps a sta
 (which the driver switches off with RAY_DISABLE_FAILURE_SIGNAL_HANDLER). The run holds its
 signals while it connects, and a stop that reaches Ray's handler is the same stop. The real
 cluster's version of this is in tests/cli/test_engine.py; here a stand-in library does what
-``ray.init`` does, and the signal lands inside it every time."""
+``ray.init`` does, and the signal lands inside it every time. A run stopped there must also
+disconnect: a connection left to the interpreter's exit crashed the process (SIGSEGV) after
+it had said it stopped."""
 
 from __future__ import annotations
 
@@ -18,15 +20,22 @@ listening.bind(("127.0.0.1", 0))
 listening.listen(1)
 os.environ["RAY_ADDRESS"] = "127.0.0.1:%d" % listening.getsockname()[1]
 
+state = {"connected": False}
+
 def init(**kwargs):
+    state["connected"] = True
     assert os.environ.get("RAY_DISABLE_FAILURE_SIGNAL_HANDLER") == "1", "Ray's C++ handler is on"
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init does
     os.kill(os.getpid(), signal.SIGTERM)  # the signal comes while it connects
     for _ in range(1000):
         pass
 
+def shutdown():
+    state["connected"] = False
+
 sys.modules["ray"] = types.SimpleNamespace(
-    is_initialized=lambda: False, init=init, remote=lambda **kwargs: (lambda fn: fn)
+    is_initialized=lambda: state["connected"], init=init, shutdown=shutdown,
+    remote=lambda **kwargs: (lambda fn: fn),
 )
 
 from pricelab_cli import stopping
@@ -36,7 +45,7 @@ try:
     with stopping.stoppable():
         RayEngine.connect()
 except stopping.Stopped as exc:
-    print("stopped by", exc.name)
+    print("stopped by", exc.name, "connected" if state["connected"] else "disconnected")
     sys.exit(exc.exit_code)
 print("not stopped")
 """
@@ -44,5 +53,5 @@ print("not stopped")
 
 def test_a_signal_while_the_engine_connects_reaches_the_run_not_the_library():
     done = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True, timeout=120)
-    assert (done.returncode, done.stdout.strip()) == (143, "stopped by SIGTERM"), done.stderr
+    assert (done.returncode, done.stdout.strip()) == (143, "stopped by SIGTERM disconnected"), done.stderr
     assert "Traceback" not in done.stderr
