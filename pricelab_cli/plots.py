@@ -265,3 +265,42 @@ def cluster_size_plot(result: ClusterResult, path: str, *, max_size: int | None 
             ax.axvline(max_size + 0.5, color="#c44e52", linestyle="--", label=f"--max-size {max_size}")
             ax.legend(loc="upper right")
     save_figure(fig, path, dpi=110)
+
+
+def monitor_plot(monitor: pl.DataFrame, path: str) -> None:
+    """Draw, per outcome, the nightly estimate with its fixed 95% interval and its always-valid
+    sequence, the first night that said stop marked, to a PNG."""
+    outcomes = monitor.get_column("outcome").unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(len(outcomes), 1, figsize=(10.5, 3.4 * len(outcomes)), dpi=110, squeeze=False)
+    for ax, name in zip(axes[:, 0], outcomes):
+        data = monitor.filter(pl.col("outcome") == name).sort("date")
+        x = data.get_column("date").to_numpy()
+        column = {
+            c: data.get_column(c).fill_null(float("nan")).to_numpy()
+            for c in ("estimate", "ci_low", "ci_high", "cs_low", "cs_high")
+        }
+        ax.fill_between(
+            x,
+            column["cs_low"],
+            column["cs_high"],
+            color="#1f77b4",
+            alpha=0.15,
+            linewidth=0,
+            label="always-valid 95% sequence",
+        )
+        ax.fill_between(
+            x, column["ci_low"], column["ci_high"], color="#1f77b4", alpha=0.3, linewidth=0, label="fixed 95% interval"
+        )
+        ax.plot(x, column["estimate"], color="#1f77b4", marker="o", markersize=3, linewidth=1.4, label="estimate")
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        stops = data.filter(pl.col("decision") != "continue")
+        if stops.height:
+            night, said = stops.row(0)[0], stops.get_column("decision")[0]
+            ax.axvline(night, color="#d62728", linestyle="--", linewidth=1.2, label=f"first stop: {said} ({night})")
+        ax.set_title(f"{name}: effect per product per day, night by night", loc="left", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8, frameon=False)
+        ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

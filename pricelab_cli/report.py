@@ -362,6 +362,7 @@ def build_report(
     spillover: pl.DataFrame | None = None,
     clusters: pl.DataFrame | None = None,
     power: pl.DataFrame | None = None,
+    monitor: pl.DataFrame | None = None,
     command: str = "",
     engine=None,
     description: str | None = None,
@@ -370,7 +371,8 @@ def build_report(
     input: ``role``, ``path``, ``sha256``, ``command``, ``version``, ``seed``), and
     ``records`` each input's provenance record by role (``effects``, ``cate``: the number
     of bootstrap draws and the forest's splits are read from them); ``description`` (what was
-    changed) overrides the design's own."""
+    changed) overrides the design's own; ``monitor`` (``pricelab monitor``'s table) adds the
+    nights and, while the experiment runs, tonight's decision to the headline."""
     engine = default_engine(engine)
     outcomes = effects["outcome"].to_list()
     records = records or {}
@@ -395,6 +397,8 @@ def build_report(
         *_carryover_checks(design, assignment, outcomes, residuals),
         *_design_checks(split, covariates, headlines),
     ]
+    if monitor is not None and monitor.height:
+        _monitoring(monitor, design, pictures, banners)
     failed = [d for d in diagnostics if d["mark"] == LOOK]
     if failed:
         banners.append(
@@ -418,6 +422,25 @@ def build_report(
         command=command,
         version=__version__,
     )
+
+
+def _monitoring(monitor: pl.DataFrame, design: Design, pictures: dict[str, Picture], banners: list[str]) -> None:
+    """The nights' picture, and, while the experiment is still running (its last night before
+    the design's end), the decision of its last night as a banner above the headline."""
+    from pricelab_cli.plots import monitor_plot
+
+    pictures["monitor"] = _picture_of(
+        lambda p: monitor_plot(monitor, p),
+        "monitor.png",
+        "Night by night: the estimate, its fixed 95% interval (dark) and the always-valid 95% sequence (light), "
+        "which may be read every night; the dashed line marks the first night that said stop",
+    )
+    last = monitor.filter(pl.col("date") == pl.col("date").max())
+    night = last.get_column("date")[0]
+    running = design.end is None or night < design.end
+    if running:
+        said = "; ".join(f"{row['outcome']}: {row['decision']}" for row in last.iter_rows(named=True))
+        banners.insert(0, f"Still running: as of {night}, the always-valid interval says {said}.")
 
 
 def _spillover_banners(headlines: list[dict], spillover: pl.DataFrame | None) -> list[str]:

@@ -159,3 +159,13 @@ class HpteMethod(str, enum.Enum):
 def user_names(df, *, unit_col="product_id", time_col="date", cluster_col="cluster_id"):
     mapping = {"product_id": unit_col, "date": time_col, "cluster_id": cluster_col}
     return df.rename({ours: user for ours, user in mapping.items() if ours in df.columns and ours != user})
+
+
+# Reading a running experiment (hpte, ipw, report, monitor).
+AsOf = Annotated[
+    dt.date | None,
+    date_option(
+        "--as-of",
+        "Analyse the experiment as it stood at the end of this date (sales and assignment rows up to it).",
+    ),
+]

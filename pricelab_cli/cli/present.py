@@ -197,3 +197,18 @@ def report_power(reporter: Reporter, summary: pl.DataFrame, effect: float, reps:
         ]
         table.add_row(*cells)
     reporter.table(table)
+
+
+def report_monitor(reporter: Reporter, table: pl.DataFrame) -> None:
+    """Tonight's row of each outcome, and the first night that said stop."""
+    if table.is_empty():
+        return
+    last = table.filter(pl.col("date") == pl.col("date").max())
+    for row in last.iter_rows(named=True):
+        stops = table.filter((pl.col("outcome") == row["outcome"]) & (pl.col("decision") != "continue"))
+        first = f"; first stop {stops['date'][0]} ({stops['decision'][0]})" if stops.height else ""
+        reporter.say(
+            f"{row['outcome']} on {row['date']}: {row['estimate']:.4g} per product per day, always-valid 95% "
+            f"{row['cs_low']:.4g} to {row['cs_high']:.4g} (fixed {row['ci_low']:.4g} to {row['ci_high']:.4g}): "
+            f"{row['decision']}{first}"
+        )

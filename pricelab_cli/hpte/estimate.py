@@ -9,6 +9,7 @@ command writes.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -47,6 +48,7 @@ from pricelab_cli.hpte.results import OUTLIER_COLUMNS as OUTLIER_COLUMNS
 from pricelab_cli.hpte.results import OUTLIER_SCHEMA as OUTLIER_SCHEMA
 from pricelab_cli.hpte.results import effect_path as effect_path
 from pricelab_cli.hpte.results import outlier_table, product_cate, unmeasurable
+from pricelab_cli.sequential import cut_as_of, information_fraction, with_sequence
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = (
@@ -62,6 +64,9 @@ EFFECT_COLUMNS = (
     "n_products",
     "n_outliers",
 )
+# With ``sequential=True``: the confidence sequence, after the other columns.
+SEQUENCE_COLUMNS = ("cs_low", "cs_high", "lift_cs_low", "lift_cs_high")
+_EPOCH = dt.date(1970, 1, 1)
 # The float columns of the effects table (estimate to lift_high).
 _FLOAT_COLUMNS = EFFECT_COLUMNS[1:9]
 # From this many resampled units the bootstrap runs in worker processes: below it, starting
@@ -487,6 +492,9 @@ def estimate_hpte(
     n_jobs: int = -1,
     engine=None,
     fill_zeros: bool = True,
+    as_of: dt.date | None = None,
+    sequential: bool = False,
+    sequential_horizon: dt.date | None = None,
 ) -> HpteResult:
     """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
 
@@ -514,6 +522,11 @@ def estimate_hpte(
         default, or any :class:`~pricelab_cli.engine.Engine`); the result does not depend on it.
     fill_zeros : read a product-date without a row as a day without sales (see
         :func:`~pricelab_cli.hpte.panel.partition_panel`); False leaves it absent.
+    as_of : analyse the experiment as it stood at the end of this date (assignment rows,
+        and so sales, up to it); a date before the first analysed day is a usage error.
+    sequential : add the 95% confidence sequence (``SEQUENCE_COLUMNS``, see
+        :mod:`pricelab_cli.sequential`), tightest at ``sequential_horizon`` (by default the
+        assignment's last date, the design's planned end).
     """
     if method not in METHODS:
         raise UsageError(f"`method` {method!r} is not one of: {', '.join(METHODS)}.")
@@ -526,9 +539,10 @@ def estimate_hpte(
     settings.update(
         n_estimators=n_estimators, max_samples=max_samples, min_samples_leaf=min_samples_leaf, n_jobs=n_jobs
     )
+    analysed = assignment if as_of is None else cut_as_of(assignment.lazy(), as_of)
     with partition_panel(
         sales,
-        assignment,
+        analysed,
         outcomes,
         price_col=price_col,
         labels=labels,
@@ -537,7 +551,12 @@ def estimate_hpte(
         engine=engine,
         fill_zeros=fill_zeros,
     ) as panel:
-        return _estimate_panel(panel, outcomes, features, labels, progress, settings)
+        result = _estimate_panel(panel, outcomes, features, labels, progress, settings)
+        last_seen = _EPOCH + dt.timedelta(days=int(panel.dates[-1]))
+    if not sequential:
+        return result
+    fraction, _ = information_fraction(assignment, last_seen, sequential_horizon)
+    return dataclasses.replace(result, effects=with_sequence(result.effects, fraction))
 
 
 def _estimate_panel(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
+    AsOf,
     ClusterCol,
     Columns,
     EngineOption,
@@ -25,6 +27,7 @@ from pricelab_cli.cli.options import (
     TimeCol,
     UnitCol,
     Verbose,
+    date_option,
     user_names,
 )
 from pricelab_cli.cli.present import report_hpte, report_placebo
@@ -144,6 +147,23 @@ def hpte(
     price_col: Annotated[
         str, typer.Option("--price-col", help="Price column of the sales (a forest feature).")
     ] = "price",
+    as_of: AsOf = None,
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential",
+            help="Add cs_low, cs_high, lift_cs_low, lift_cs_high: a 95% confidence sequence, valid however many "
+            "nights the experiment is read.",
+        ),
+    ] = False,
+    sequential_horizon: Annotated[
+        dt.date | None,
+        date_option(
+            "--sequential-horizon",
+            "With --sequential: the night at which the sequence is tightest.",
+            "the assignment's last date",
+        ),
+    ] = None,
     storage_option: StorageOption = None,
     quiet: Quiet = False,
     silent: Silent = False,
@@ -155,6 +175,7 @@ def hpte(
     from pricelab_cli.diagnostics import carryover_table
     from pricelab_cli.hpte import estimate_hpte
     from pricelab_cli.hpte.placebo import estimate_placebo
+    from pricelab_cli.sequential import cut_as_of
 
     outputs = _Outputs(output, cate_out, plot, outliers_out, placebo_out, carryover_out)
     run = start_run(
@@ -187,6 +208,11 @@ def hpte(
     )
     if outlier_c is not None:
         options["outlier_c"] = outlier_c
+    if sequential_horizon is not None and not sequential:
+        raise UsageError("--sequential-horizon tunes the confidence sequence; give it with --sequential.")
+    # Placebo and carryover read the experiment as it stood too; the estimate is given the
+    # whole plan (the sequence's tuning needs its end) and the date.
+    as_it_stood = assignment_table if as_of is None else cut_as_of(assignment_table, as_of)
     # The engine's stages are the progress: rows read, partitions, detrending, forest, draws.
     with engine_for(run, engine, jobs) as chosen:
         result = estimate_hpte(
@@ -194,10 +220,13 @@ def hpte(
             assignment_table,
             effect_paths=plot is not None,
             engine=chosen,
+            as_of=as_of,
+            sequential=sequential,
+            sequential_horizon=sequential_horizon,
             **options,
         )
-        placebo = estimate_placebo(sales_table, assignment_table, engine=chosen, **options) if placebo_out else None
-        carryover = carryover_table(sales_table, assignment_table, outcomes, chosen) if carryover_out else None
+        placebo = estimate_placebo(sales_table, as_it_stood, engine=chosen, **options) if placebo_out else None
+        carryover = carryover_table(sales_table, as_it_stood, outcomes, chosen) if carryover_out else None
     _write_outputs(run, outputs, result, placebo, carryover, columns, bootstrap=bootstrap)
     report_hpte(run.reporter, result, method.value)
     if placebo_out and placebo is not None:

@@ -8,6 +8,7 @@ import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
+    AsOf,
     ClusterCol,
     Columns,
     EngineOption,
@@ -61,6 +62,7 @@ def ipw(
     outlier_rule: Annotated[
         OutlierRule, typer.Option(help="Residuals as hpte makes them: robust or quantile (least squares).")
     ] = OutlierRule.robust,
+    as_of: AsOf = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -73,12 +75,15 @@ def ipw(
     seed: Seed = 0,
 ) -> None:
     """Direct and spillover effects by inverse-probability weighting, with exposure probabilities from the design."""
+    from pricelab_cli.sequential import cut_as_of
     from pricelab_cli.spillover.ipw import ipw_effects
 
     run = start_run((quiet, silent), seed, fmt, output, storage_option=storage_option)
     spec = run.read_design(design_path)
     columns = Columns(unit_col, time_col, cluster_col)
     assignment_table = run.read_assignment(assignment, columns)
+    if as_of is not None:  # the experiment as it stood: its rows up to the date, and the sales with them
+        assignment_table = cut_as_of(assignment_table, as_of)
     # The outcome and nothing after the experiment's last date (never analysed).
     # Scanned, as for hpte: the detrending streams the sales into partitions of products,
     # reading only these columns and no date after the assignment's last.

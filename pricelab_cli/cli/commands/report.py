@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypedDict, cast
@@ -11,6 +12,7 @@ import typer
 
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
+    AsOf,
     ClusterCol,
     Columns,
     Format,
@@ -67,6 +69,10 @@ def report(
             help='What the experiment changed (e.g. "10% price cut").', show_default="the design's --description"
         ),
     ] = None,
+    as_of: AsOf = None,
+    monitor: Annotated[
+        str | None, typer.Option(help="The output of `pricelab monitor`: the nights, both intervals, the decision.")
+    ] = None,
     unit_col: UnitCol = "product_id",
     time_col: TimeCol = "date",
     cluster_col: ClusterCol = "cluster_id",
@@ -99,8 +105,9 @@ def report(
         "spillover": spillover,
         "clusters": clusters,
         "power": power,
+        "monitor": monitor,
     }
-    inputs = _read_inputs(run, paths, Columns(unit_col, time_col, cluster_col))
+    inputs = _read_inputs(run, paths, Columns(unit_col, time_col, cluster_col), as_of)
     provenance = [io.provenance_row(role, path) for role, path in paths.items() if path]
     records = {role: io.read_record(paths[role]) for role in ("effects", "cate")}
     with run.reporter.progress("report: tables and plots", 1) as advance:
@@ -129,6 +136,7 @@ class _OptionalTables(TypedDict):
     spillover: pl.DataFrame | None
     clusters: pl.DataFrame | None
     power: pl.DataFrame | None
+    monitor: pl.DataFrame | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,15 +150,22 @@ class _Inputs:
     optional: _OptionalTables
 
 
-def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns) -> _Inputs:
+def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns, as_of: dt.date | None) -> _Inputs:
     """Read the inputs in the order of the flags' help (an error names the first bad one);
-    ``paths`` maps each input's role to its flag's value."""
+    ``paths`` maps each input's role to its flag's value. With ``as_of``, the assignment
+    and the sales as they stood at the end of that date, and the monitoring table up to it."""
+    import polars as pl
+
+    from pricelab_cli.sequential import MONITOR_COLUMNS, cut_as_of
+
     # The first four flags are required, so their values are strings.
     design_path, assignment, effects, sales = (
         cast(str, paths[r]) for r in ("design", "assignment", "effects", "sales")
     )
     spec = run.read_design(design_path)
     assignment_table = run.read_assignment(assignment, columns)
+    if as_of is not None:
+        assignment_table = cut_as_of(assignment_table, as_of)
     effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
     sales_table = run.scan_sales(sales, effect_table["outcome"].to_list(), columns)
     optional = _OptionalTables(
@@ -160,7 +175,12 @@ def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns) -> _I
         spillover=run.read_if(paths["spillover"], required=["effect", "estimate", "ci_low", "ci_high", "p_value", "n"]),
         clusters=run.read_clusters(paths["clusters"], columns, unique=False),
         power=run.read_if(paths["power"], required=["design", "bias", "se", "power", "coverage"]),
+        monitor=run.read_if(paths["monitor"], required=list(MONITOR_COLUMNS), dates=["date"]),
     )
+    if as_of is not None:
+        sales_table = sales_table.filter(pl.col("date") <= as_of)
+        if optional["monitor"] is not None:
+            optional["monitor"] = optional["monitor"].filter(pl.col("date") <= as_of)
     return _Inputs(spec, assignment_table, effect_table, sales_table, optional)
 
 
