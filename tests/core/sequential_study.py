@@ -30,6 +30,8 @@ START = dt.date(2024, 6, 3)
 DESIGNS = ("time-bound", "triggered", "random-days", "crossover")
 # Elasticity -2 and a 2.5% price cut: about +5% units.
 EFFECT_PRICE_CHANGE = -0.025
+# Real panels: the products with the most receipt lines (as the real-panel tests).
+REAL_PRODUCTS = 300
 
 
 def design_of(kind: str, salt: str):
@@ -80,7 +82,34 @@ def repetition(kind: str, rep: int, *, n: int = 150, price_change: float = 0.0, 
             n_jobs=1,
             engine=LocalEngine(1),
         )
-    truth = float(sim.truth["effect"]) if price_change else 0.0
+    return _read(table, float(sim.truth["effect"]) if price_change else 0.0)
+
+
+def real_repetition(products: pl.DataFrame, sales: pl.DataFrame, period_days: int, kind: str, rep: int,
+                    *, trees: int = 10, bootstrap: int = 200) -> Night:  # fmt: skip
+    """An A/A experiment on a real panel as it comes (``real_panel_study``'s designs over its
+    last weeks, a fresh salt), read every night."""
+    import real_panel_study as real
+
+    last = sales["date"].max()
+    design = real.design_of(kind, f"sequential-real-{kind}-{rep}", last, period_days)
+    events = real._events(products, rep, last, period_days) if kind == "triggered" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assignment = assign(design, products.select("product_id"), events=events)
+        table = monitor_nights(
+            sales.select("product_id", "date", "units"),
+            assignment,
+            n_bootstrap=bootstrap,
+            n_estimators=trees,
+            seed=rep,
+            n_jobs=1,
+            engine=LocalEngine(1),
+        )
+    return _read(table, 0.0)
+
+
+def _read(table: pl.DataFrame, truth: float) -> Night:
     cs_low, cs_high = table["cs_low"].to_numpy(), table["cs_high"].to_numpy()
     ci_low, ci_high = table["ci_low"].to_numpy(), table["ci_high"].to_numpy()
     stops = np.flatnonzero(table["decision"].to_numpy() == "stop: effect")
@@ -124,9 +153,29 @@ def summary(nights: list[Night]) -> dict:
     }
 
 
+_REAL: dict = {}
+
+
 def _run(args: tuple[str, int, float]) -> Night:
     kind, rep, price_change = args
-    return repetition(kind, rep, price_change=price_change)
+    if ":" not in kind:
+        return repetition(kind, rep, price_change=price_change)
+    name, design = kind.split(":")
+    if name not in _REAL:
+        import importlib.util
+        from pathlib import Path
+
+        here = Path(__file__).resolve().parent
+        sys.path.insert(0, str(here))
+        spec = importlib.util.spec_from_file_location("real_panels", here.parent / "real_panels.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        import real_panel_study as real
+
+        loaded = module.load_panel(name, max_products=REAL_PRODUCTS)
+        _REAL[name] = (*real.prepare(loaded.products, loaded.sales, loaded.period_days), loaded.period_days)
+    products, sales, period_days = _REAL[name]
+    return real_repetition(products, sales, period_days, design, rep)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pricelab_cli.cli.run import engine_for, start_run
 
 
 @app.command(
-    epilog="Example (a nightly cron job): pricelab monitor --design design.json --assignment assignment.parquet "
+    epilog="Example: pricelab monitor --design design.json --assignment assignment.parquet "
     "--sales sales/ --outcome units --min-effect 0.01 -o monitor.csv"
 )
 def monitor(
