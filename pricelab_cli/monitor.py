@@ -49,9 +49,9 @@ def monitor_nights(
     """
     if min_effect is not None and not min_effect > 0:
         raise UsageError(f"`min_effect` {min_effect} must be above 0 (a relative effect, e.g. 0.01 for 1%).")
-    sales = sales.collect() if isinstance(sales, pl.LazyFrame) else sales
+    # The sales stay a scan: each night reads only its own dates (as a nightly run would).
     plan = assignment.collect() if isinstance(assignment, pl.LazyFrame) else assignment
-    last_sales = sales.select(pl.col("date").max()).item()
+    last_sales = sales.lazy().select(pl.col("date").max()).collect().item()
     end = last_sales if as_of is None else min(as_of, last_sales) if last_sales is not None else as_of
     seen = cut_as_of(plan, as_of) if as_of is not None else plan
     analysed = seen.filter(~pl.col("blackout").fill_null(False)) if "blackout" in seen.columns else seen

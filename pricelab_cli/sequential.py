@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from functools import lru_cache
 from statistics import NormalDist
 from typing import TypeVar
 
 import polars as pl
 
-from pricelab_cli.errors import UsageError
+from pricelab_cli.errors import PricelabWarning, UsageError
 
 ALPHA = 0.05
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
@@ -107,6 +108,29 @@ def cut_as_of(assignment: Frame, as_of: dt.date, what: str = "--as-of") -> Frame
             "there is nothing to analyse yet."
         )
     return assignment.filter(pl.col("date") <= as_of)
+
+
+def as_it_stood(assignment: Frame, sales: pl.DataFrame | pl.LazyFrame, as_of: dt.date) -> Frame:
+    """The assignment as of a date (``cut_as_of``), without the products the sales do not
+    list yet (no row up to that date: a product that first sells later in the experiment). A
+    full read refuses such a product; a night's read leaves it out until it has a row, and
+    says so."""
+    cut = cut_as_of(assignment, as_of)
+    listed = sales.lazy().filter(pl.col("date") <= as_of).select("product_id").unique()
+    missing = (
+        cut.lazy().select("product_id").unique().join(listed, on="product_id", how="anti").sort("product_id").collect()
+    )["product_id"]
+    if not len(missing):
+        return cut
+    warnings.warn(
+        f"{len(missing):,} assigned product(s) have no sales row up to --as-of {as_of.isoformat()} and are left "
+        f"out of this reading until they have one, e.g. {missing[0]!r}.",
+        PricelabWarning,
+        stacklevel=3,
+    )
+    return cut.join(
+        missing.to_frame().lazy() if isinstance(cut, pl.LazyFrame) else missing.to_frame(), on="product_id", how="anti"
+    )
 
 
 def information_fraction(

@@ -48,7 +48,7 @@ from pricelab_cli.hpte.results import OUTLIER_COLUMNS as OUTLIER_COLUMNS
 from pricelab_cli.hpte.results import OUTLIER_SCHEMA as OUTLIER_SCHEMA
 from pricelab_cli.hpte.results import effect_path as effect_path
 from pricelab_cli.hpte.results import outlier_table, product_cate, unmeasurable
-from pricelab_cli.sequential import cut_as_of, information_fraction, with_sequence
+from pricelab_cli.sequential import as_it_stood, information_fraction, with_sequence
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = (
@@ -539,7 +539,7 @@ def estimate_hpte(
     settings.update(
         n_estimators=n_estimators, max_samples=max_samples, min_samples_leaf=min_samples_leaf, n_jobs=n_jobs
     )
-    analysed = assignment if as_of is None else cut_as_of(assignment.lazy(), as_of)
+    analysed = assignment if as_of is None else as_it_stood(assignment.lazy(), sales, as_of)
     with partition_panel(
         sales,
         analysed,

@@ -176,3 +176,21 @@ def test_the_readme_cron_line_runs(running, tmp_path):
     done = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, shlex.quote(command) + "\n" + done.stderr
     assert (tmp_path / "monitor.csv").exists() and (tmp_path / "report.html").exists()
+
+
+def test_a_product_that_first_sells_later_waits_for_its_first_row(run_cli, running, tmp_path):
+    """A product with no sales row yet on a night is left out of that night's reading, with a
+    warning, instead of failing the nightly job (a full read still refuses it)."""
+    sales = pl.read_parquet(running / "sales.parquet")
+    late = sales["product_id"].unique().sort()[0]
+    sales.filter((pl.col("product_id") != late) | (pl.col("date") >= START + dt.timedelta(days=4))).write_parquet(
+        tmp_path / "sales.parquet"
+    )
+    base = ["hpte", "--sales", tmp_path / "sales.parquet", "--assignment", running / "assignment.parquet",
+            "--bootstrap", "50"]  # fmt: skip
+    early = run_cli(*base, "--as-of", (START + dt.timedelta(days=2)).isoformat(), "-o", tmp_path / "early.csv")
+    assert early.code == 0, early.stderr
+    assert "1 assigned product(s) have no sales row up to --as-of 2024-06-05" in early.stderr
+    assert f"e.g. {late!r}" in early.stderr
+    later = run_cli(*base, "--as-of", (START + dt.timedelta(days=6)).isoformat(), "-o", tmp_path / "later.csv")
+    assert later.code == 0 and "no sales row up to" not in later.stderr, later.stderr

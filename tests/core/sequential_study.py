@@ -73,16 +73,9 @@ def repetition(kind: str, rep: int, *, n: int = 150, price_change: float = 0.0, 
         sim = simulate_sales(
             products, assignment=assignment, history_days=56, seed=rep, price_change=price_change, spillover=False
         )
-        table = monitor_nights(
-            sim.sales,
-            assignment,
-            n_bootstrap=bootstrap,
-            n_estimators=trees,
-            seed=rep,
-            n_jobs=1,
-            engine=LocalEngine(1),
-        )
-    return _read(table, float(sim.truth["effect"]) if price_change else 0.0)
+    return _read(
+        every_night(sim.sales, assignment, rep, trees, bootstrap), sim.truth["effect"] if price_change else 0.0
+    )
 
 
 def real_repetition(products: pl.DataFrame, sales: pl.DataFrame, period_days: int, kind: str, rep: int,
@@ -97,19 +90,20 @@ def real_repetition(products: pl.DataFrame, sales: pl.DataFrame, period_days: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assignment = assign(design, products.select("product_id"), events=events)
-        table = monitor_nights(
-            sales.select("product_id", "date", "units"),
-            assignment,
-            n_bootstrap=bootstrap,
-            n_estimators=trees,
-            seed=rep,
-            n_jobs=1,
-            engine=LocalEngine(1),
+    return _read(every_night(sales.select("product_id", "date", "units"), assignment, rep, trees, bootstrap), 0.0)
+
+
+def every_night(sales: pl.DataFrame, assignment: pl.DataFrame, rep: int, trees: int, bootstrap: int) -> pl.DataFrame:
+    """The monitoring table of one repetition (one process, seeded by the repetition)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return monitor_nights(
+            sales, assignment, n_bootstrap=bootstrap, n_estimators=trees, seed=rep, n_jobs=1, engine=LocalEngine(1)
         )
-    return _read(table, 0.0)
 
 
 def _read(table: pl.DataFrame, truth: float) -> Night:
+    """What one repetition's nights say (see ``Night``)."""
     cs_low, cs_high = table["cs_low"].to_numpy(), table["cs_high"].to_numpy()
     ci_low, ci_high = table["ci_low"].to_numpy(), table["ci_high"].to_numpy()
     stops = np.flatnonzero(table["decision"].to_numpy() == "stop: effect")
@@ -169,6 +163,7 @@ def _run(args: tuple[str, int, float]) -> Night:
         sys.path.insert(0, str(here))
         spec = importlib.util.spec_from_file_location("real_panels", here.parent / "real_panels.py")
         module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules["real_panels"] = module
         spec.loader.exec_module(module)  # type: ignore[union-attr]
         import real_panel_study as real
 

@@ -75,19 +75,19 @@ def ipw(
     seed: Seed = 0,
 ) -> None:
     """Direct and spillover effects by inverse-probability weighting, with exposure probabilities from the design."""
-    from pricelab_cli.sequential import cut_as_of
+    from pricelab_cli.sequential import as_it_stood
     from pricelab_cli.spillover.ipw import ipw_effects
 
     run = start_run((quiet, silent), seed, fmt, output, storage_option=storage_option)
     spec = run.read_design(design_path)
     columns = Columns(unit_col, time_col, cluster_col)
     assignment_table = run.read_assignment(assignment, columns)
-    if as_of is not None:  # the experiment as it stood: its rows up to the date, and the sales with them
-        assignment_table = cut_as_of(assignment_table, as_of)
     # The outcome and nothing after the experiment's last date (never analysed).
     # Scanned, as for hpte: the detrending streams the sales into partitions of products,
     # reading only these columns and no date after the assignment's last.
     sales_table = run.scan_sales(sales, [outcome], columns)
+    if as_of is not None:  # the experiment as it stood: its rows up to the date, and the sales with them
+        assignment_table = as_it_stood(assignment_table, sales_table, as_of)
     edge_table = run.read(edges, required=["src", "dst", "weight"], allow_empty=True)
     product_table = run.read(
         products, required=["product_id"], rename=columns.ids, unique=["product_id"], columns=["product_id"]

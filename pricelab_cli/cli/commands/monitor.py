@@ -52,9 +52,7 @@ def monitor(
     ] = None,
     sequential_horizon: Annotated[
         dt.date | None,
-        date_option(
-            "--sequential-horizon", "The night at which the sequence is tightest.", "the assignment's last date"
-        ),
+        date_option("--sequential-horizon", "The night at which the sequence is tightest.", "the design's planned end"),
     ] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap draws for each night's SE.")] = 500,
     trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,

@@ -156,7 +156,7 @@ def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns, as_of
     and the sales as they stood at the end of that date, and the monitoring table up to it."""
     import polars as pl
 
-    from pricelab_cli.sequential import MONITOR_COLUMNS, cut_as_of
+    from pricelab_cli.sequential import MONITOR_COLUMNS, as_it_stood
 
     # The first four flags are required, so their values are strings.
     design_path, assignment, effects, sales = (
@@ -164,10 +164,10 @@ def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns, as_of
     )
     spec = run.read_design(design_path)
     assignment_table = run.read_assignment(assignment, columns)
-    if as_of is not None:
-        assignment_table = cut_as_of(assignment_table, as_of)
     effect_table = run.read(effects, required=["outcome", "estimate", "se", "ci_low", "ci_high", "p_value", "lift"])
     sales_table = run.scan_sales(sales, effect_table["outcome"].to_list(), columns)
+    if as_of is not None:
+        assignment_table = as_it_stood(assignment_table, sales_table, as_of)
     optional = _OptionalTables(
         cate=run.read_if(paths["cate"], required=["product_id", "cate"], rename=columns.ids),
         products=run.read_if(paths["products"], required=["product_id"], rename=columns.ids, unique=["product_id"]),
