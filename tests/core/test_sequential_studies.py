@@ -77,3 +77,19 @@ def test_a_real_panel_read_every_night_without_an_effect_is_rarely_declared(name
     )
     print(name, result)
     assert result["ever_cs_interval"][0] <= 0.05, result
+
+
+@pytest.mark.full
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (docs/method.md, real panels): in a time-bound experiment on real sales hpte's nightly "
+    "bootstrap SE is up to 2x too small in the middle weeks (shocks shared by products on a date), so the "
+    "sequence stops about a quarter of A/A experiments; this test starts passing when that is fixed",
+)
+def test_a_real_panel_time_bound_experiment_read_every_night_is_rarely_declared():
+    products, sales, period_days = _real_panel("tafeng_daily")
+    result = study.summary(
+        [study.real_repetition(products, sales, period_days, "time-bound", rep) for rep in range(FIRST, FIRST + 30)]
+    )
+    print(result)
+    assert result["ever_cs_interval"][0] <= 0.05, result
