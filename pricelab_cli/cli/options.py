@@ -169,3 +169,6 @@ AsOf = Annotated[
         "Analyse the experiment as it stood at the end of this date (sales and assignment rows up to it).",
     ),
 ]
+# The design an assignment was drawn from, and that assignment (ipw, report, monitor).
+DrawnFrom = Annotated[str, typer.Option("--design", help="The design JSON the assignment was drawn from.")]
+AssignmentFile = Annotated[str, typer.Option(help="The assignment written by `pricelab assign`.")]

@@ -11,6 +11,7 @@ from pricelab_cli.cli.options import (
     AsOf,
     ClusterCol,
     Columns,
+    DrawnFrom,
     EngineOption,
     Format,
     OutlierRule,
@@ -42,7 +43,7 @@ def ipw(
     sales: Annotated[str, typer.Option(help="Sales with each product's history before the experiment.")],
     assignment: Annotated[str, typer.Option(help="The assignment written by `pricelab assign` from --design.")],
     edges: Annotated[str, typer.Option(help="Substitutes graph src, dst, weight: dst is exposed through src.")],
-    design_path: Annotated[str, typer.Option("--design", help="The design JSON the assignment was drawn from.")],
+    design_path: DrawnFrom,
     products: Annotated[str, typer.Option(help="The products table the assignment was made from.")],
     output: Output = "-",
     clusters: Annotated[

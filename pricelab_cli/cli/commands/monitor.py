@@ -9,8 +9,10 @@ import typer
 
 from pricelab_cli.cli.options import (
     AsOf,
+    AssignmentFile,
     ClusterCol,
     Columns,
+    DrawnFrom,
     EngineOption,
     Format,
     Output,
@@ -33,8 +35,8 @@ from pricelab_cli.cli.run import engine_for, start_run
     "--sales sales/ --outcome units --min-effect 0.01 -o monitor.csv"
 )
 def monitor(
-    design_path: Annotated[str, typer.Option("--design", help="The design JSON the assignment was drawn from.")],
-    assignment: Annotated[str, typer.Option(help="The assignment written by `pricelab assign`.")],
+    design_path: DrawnFrom,
+    assignment: AssignmentFile,
     sales: Annotated[str, typer.Option(help="The sales so far, with each product's history before the experiment.")],
     output: Output = "-",
     outcome: Annotated[

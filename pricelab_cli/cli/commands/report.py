@@ -13,8 +13,10 @@ import typer
 from pricelab_cli._lazy import lazy
 from pricelab_cli.cli.options import (
     AsOf,
+    AssignmentFile,
     ClusterCol,
     Columns,
+    DrawnFrom,
     Format,
     Quiet,
     Silent,
@@ -44,8 +46,8 @@ else:
     "--effects effects.csv --cate cate.parquet --products products.csv --placebo placebo.csv -o report.html --markdown"
 )
 def report(
-    design_path: Annotated[str, typer.Option("--design", help="The design JSON the assignment was drawn from.")],
-    assignment: Annotated[str, typer.Option(help="The assignment written by `pricelab assign`.")],
+    design_path: DrawnFrom,
+    assignment: AssignmentFile,
     sales: Annotated[str, typer.Option(help="The sales the effects were estimated from (history and experiment).")],
     effects: Annotated[str, typer.Option(help="The effects output of `pricelab hpte`.")],
     output: Annotated[
