@@ -12,19 +12,7 @@ import polars as pl
 from pricelab_cli.engine import default_engine
 from pricelab_cli.errors import UsageError
 from pricelab_cli.hpte import estimate_hpte
-from pricelab_cli.sequential import MONITOR_COLUMNS, cut_as_of, decision
-
-MONITOR_SCHEMA = {
-    "date": pl.Date,
-    "outcome": pl.String,
-    "estimate": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "cs_low": pl.Float64,
-    "cs_high": pl.Float64,
-    "n_products": pl.Int64,
-    "decision": pl.String,
-}
+from pricelab_cli.sequential import MONITOR_COLUMNS, MONITOR_SCHEMA, analysed_rows, cut_as_of, decision
 
 
 def monitor_nights(
@@ -52,10 +40,12 @@ def monitor_nights(
     # The sales stay a scan: each night reads only its own dates (as a nightly run would).
     plan = assignment.collect() if isinstance(assignment, pl.LazyFrame) else assignment
     last_sales = sales.lazy().select(pl.col("date").max()).collect().item()
-    end = last_sales if as_of is None else min(as_of, last_sales) if last_sales is not None else as_of
-    seen = cut_as_of(plan, as_of) if as_of is not None else plan
-    analysed = seen.filter(~pl.col("blackout").fill_null(False)) if "blackout" in seen.columns else seen
-    nights = analysed.filter(pl.col("date") <= end).get_column("date").unique().sort()
+    if as_of is not None:
+        cut_as_of(plan, as_of)  # a date before the first analysed day is a usage error
+    # Up to the last date with sales, and no further than --as-of.
+    end = last_sales if as_of is None or last_sales is None else min(as_of, last_sales)
+    analysed = analysed_rows(plan).filter(pl.col("date") <= end) if end is not None else analysed_rows(plan).clear()
+    nights = analysed.select(pl.col("date").unique().sort()).collect()["date"]
     if nights.is_empty():
         raise UsageError(
             f"no analysed night has sales yet (sales end {last_sales}); the first night is the first analysed day."

@@ -38,41 +38,37 @@ ALPHA = 0.05
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 # The decisions of the monitoring table.
 CONTINUE, STOP_EFFECT, STOP_FUTILE = "continue", "stop: effect", "stop: futile"
-MONITOR_COLUMNS = (
-    "date",
-    "outcome",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "cs_low",
-    "cs_high",
-    "n_products",
-    "decision",
-)
+# The monitoring table's columns and types.
+MONITOR_SCHEMA = {
+    "date": pl.Date,
+    "outcome": pl.String,
+    "estimate": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "cs_low": pl.Float64,
+    "cs_high": pl.Float64,
+    "n_products": pl.Int64,
+    "decision": pl.String,
+}
+MONITOR_COLUMNS = tuple(MONITOR_SCHEMA)
 
 
 @lru_cache(maxsize=8)
 def mixture_tuning(alpha: float = ALPHA) -> float:
     """The mixture's ``r`` (its spread relative to the planned information) that makes the
-    sequence tightest at the planned end: the minimum of ``(1 + r) log((1 + r) / (r alpha^2))``,
-    found by golden-section search on ``log r`` (the function is convex there)."""
+    sequence tightest at the planned end: the minimum of ``(1 + r) log((1 + r) / (r alpha^2))``
+    over ``log r`` (the function is convex there)."""
     if not 0 < alpha < 1:
         raise UsageError(f"`alpha` {alpha} must lie strictly between 0 and 1.")
+
+    from scipy.optimize import minimize_scalar
 
     def width(log_r: float) -> float:
         r = math.exp(log_r)
         return (1 + r) * math.log((1 + r) / (r * alpha**2))
 
-    low, high = math.log(1e-6), math.log(1e3)
-    golden = (math.sqrt(5) - 1) / 2
-    a, b = high - golden * (high - low), low + golden * (high - low)
-    for _ in range(200):
-        if width(a) < width(b):
-            high = b
-        else:
-            low = a
-        a, b = high - golden * (high - low), low + golden * (high - low)
-    return math.exp((low + high) / 2)
+    found = minimize_scalar(width, bounds=(math.log(1e-6), math.log(1e3)), method="bounded", options={"xatol": 1e-10})
+    return math.exp(found.x)
 
 
 def sequence_multiplier(fraction: float, alpha: float = ALPHA) -> float:
@@ -84,7 +80,8 @@ def sequence_multiplier(fraction: float, alpha: float = ALPHA) -> float:
     return math.sqrt((fraction + r) / fraction * math.log((fraction + r) / (r * alpha**2)))
 
 
-def _analysed(assignment: pl.LazyFrame) -> pl.LazyFrame:
+def analysed_rows(assignment: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The assignment's analysed rows (blackout rows left out), as a lazy frame."""
     frame = assignment.lazy()
     if "blackout" in frame.collect_schema():
         frame = frame.filter(~pl.col("blackout").fill_null(False))
@@ -93,7 +90,7 @@ def _analysed(assignment: pl.LazyFrame) -> pl.LazyFrame:
 
 def first_analysed_day(assignment: pl.DataFrame | pl.LazyFrame) -> dt.date | None:
     """The experiment's first analysed day: its earliest assignment date off blackout."""
-    return _analysed(assignment.lazy()).select(pl.col("date").min()).collect().item()
+    return analysed_rows(assignment.lazy()).select(pl.col("date").min()).collect().item()
 
 
 def cut_as_of(assignment: Frame, as_of: dt.date, what: str = "--as-of") -> Frame:
@@ -138,7 +135,7 @@ def information_fraction(
 ) -> tuple[float, dt.date]:
     """The share of the planned analysed product-days that have happened by ``seen_until``,
     and the planned end (``horizon``, by default the assignment's last date)."""
-    analysed = _analysed(assignment.lazy())
+    analysed = analysed_rows(assignment.lazy())
     last = analysed.select(pl.col("date").max()).collect().item()
     end = horizon if horizon is not None else last
     first = first_analysed_day(assignment)
