@@ -188,8 +188,13 @@ def test_a_product_that_first_sells_later_waits_for_its_first_row(run_cli, runni
     )
     base = ["hpte", "--sales", tmp_path / "sales.parquet", "--assignment", running / "assignment.parquet",
             "--bootstrap", "50"]  # fmt: skip
-    early = run_cli(*base, "--as-of", (START + dt.timedelta(days=2)).isoformat(), "-o", tmp_path / "early.csv")
+    early = run_cli(
+        *base, "--as-of", (START + dt.timedelta(days=2)).isoformat(), "-o", tmp_path / "early.csv",
+        "--carryover-out", tmp_path / "carryover.csv",
+    )  # fmt: skip
     assert early.code == 0, early.stderr
+    assert (tmp_path / "carryover.csv").exists()
+    assert early.stderr.count("no sales row up to") == 1  # said once, though carryover cuts the same way
     assert "1 assigned product(s) have no sales row up to --as-of 2024-06-05" in early.stderr
     assert f"e.g. {late!r}" in early.stderr
     later = run_cli(*base, "--as-of", (START + dt.timedelta(days=6)).isoformat(), "-o", tmp_path / "later.csv")

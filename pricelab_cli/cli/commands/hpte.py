@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,7 +34,7 @@ from pricelab_cli.cli.options import (
 from pricelab_cli.cli.present import report_hpte, report_placebo
 from pricelab_cli.cli.registry import app
 from pricelab_cli.cli.run import Run, engine_for, start_run
-from pricelab_cli.errors import UsageError
+from pricelab_cli.errors import PricelabWarning, UsageError
 
 if TYPE_CHECKING:
     import polars as pl
@@ -175,7 +176,7 @@ def hpte(
     from pricelab_cli.diagnostics import carryover_table
     from pricelab_cli.hpte import estimate_hpte
     from pricelab_cli.hpte.placebo import estimate_placebo
-    from pricelab_cli.sequential import cut_as_of
+    from pricelab_cli.sequential import as_it_stood as cut_and_listed
 
     outputs = _Outputs(output, cate_out, plot, outliers_out, placebo_out, carryover_out)
     run = start_run(
@@ -210,9 +211,14 @@ def hpte(
         options["outlier_c"] = outlier_c
     if sequential_horizon is not None and not sequential:
         raise UsageError("--sequential-horizon tunes the confidence sequence; give it with --sequential.")
-    # Placebo and carryover read the experiment as it stood too; the estimate is given the
-    # whole plan (the sequence's tuning needs its end) and the date.
-    as_it_stood = assignment_table if as_of is None else cut_as_of(assignment_table, as_of)
+    # Placebo and carryover read the experiment as it stood too, without the products that
+    # have no sales row yet (estimate_hpte, given the whole plan for the sequence's tuning and
+    # the date, makes the same cut and says so once).
+    as_it_stood = assignment_table
+    if as_of is not None and (placebo_out or carryover_out):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PricelabWarning)
+            as_it_stood = cut_and_listed(assignment_table, sales_table, as_of)
     # The engine's stages are the progress: rows read, partitions, detrending, forest, draws.
     with engine_for(run, engine, jobs) as chosen:
         result = estimate_hpte(
