@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -57,6 +57,13 @@ def raise_if_received() -> None:
 
 _STATE = _State()
 
+# What must happen however the run ends (a cluster connection to close), keyed by token: run
+# when the ``stoppable`` block ends unless forgotten first. A signal taken by another thread
+# reaches the main thread only at its next check, which may be after the code that would have
+# cleaned up has been left; this is where such a late stop still finds the cleanup.
+_UNWIND: dict[int, Callable[[], None]] = {}
+_TOKENS = iter(range(1, 1 << 62))
+
 
 @contextlib.contextmanager
 def stoppable() -> Iterator[None]:
@@ -74,13 +81,58 @@ def stoppable() -> Iterator[None]:
             default_unraisable(report)
 
     sys.unraisablehook = unraisable
+    stop: Stopped | None = None
     try:
         yield
+    except Stopped as exc:
+        stop = exc
+        raise
     finally:
-        sys.unraisablehook = default_unraisable
-        _STATE.armed = False
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        late = _wind_up(previous, default_unraisable)
+        if late is not None and stop is None:
+            raise late  # a stop that landed while the block was being left
+
+
+def _wind_up(previous: dict, unraisable_hook) -> Stopped | None:
+    """Run the cleanups still registered and put the previous handlers back; a stop that lands
+    meanwhile (a late one, see ``_UNWIND``) interrupts neither and is returned."""
+    late: Stopped | None = None
+    for _ in range(5):
+        try:
+            while _UNWIND:
+                token = next(reversed(_UNWIND))
+                with contextlib.suppress(Exception):  # last resort: the run's own error comes first
+                    _UNWIND[token]()
+                _UNWIND.pop(token, None)
+            break
+        except Stopped as exc:  # the cleanup is tried again (cleanups may be run twice)
+            late = late or exc
+    sys.unraisablehook = unraisable_hook
+    _STATE.armed = False
+    for sig, handler in previous.items():
+        for _ in range(5):
+            try:
+                signal.signal(sig, handler)  # runs a pending handler first, then changes it
+                break
+            except Stopped as exc:
+                late = late or exc
+    return late
+
+
+def on_unwind(cleanup: Callable[[], None]) -> int | None:
+    """Have ``cleanup`` run when the run's ``stoppable`` block ends, however it ends, unless
+    ``forget`` is called with the token first; outside such a block nothing is registered."""
+    if not _STATE.armed:
+        return None
+    token = next(_TOKENS)
+    _UNWIND[token] = cleanup
+    return token
+
+
+def forget(token: int | None) -> None:
+    """The cleanup registered under ``token`` was done by its owner."""
+    if token is not None:
+        _UNWIND.pop(token, None)
 
 
 def rearm() -> None:

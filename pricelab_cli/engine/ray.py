@@ -72,8 +72,11 @@ def _call(fn: Callable, item: Any, n_kept: int):
 class RayEngine:
     """Run ``map`` tasks on the Ray cluster this process is connected to."""
 
-    def __init__(self, ray_module, address: str, counter: TaskCounter | None = None) -> None:
+    def __init__(
+        self, ray_module, address: str, counter: TaskCounter | None = None, unwind_token: int | None = None
+    ) -> None:
         self._ray = ray_module
+        self._unwind_token = unwind_token
         self.address = address
         self.counter = counter or TaskCounter()
         self.nodes_used: set[str] = set()
@@ -103,7 +106,10 @@ class RayEngine:
             # above, so the wait is bounded by Ray's own connection timeout.
             # A stop (or any error) after ray.init has connected must still disconnect: a
             # connected core worker left to the interpreter's exit can crash it (SIGSEGV)
-            # after the run has said it stopped.
+            # after the run has said it stopped. A stop another thread took reaches this one
+            # only at its next check, possibly after this block: the run's unwinding then
+            # disconnects (stopping.on_unwind).
+            token = stopping.on_unwind(lambda: _disconnect(ray))
             try:
                 with stopping.deferred():
                     try:
@@ -130,6 +136,7 @@ class RayEngine:
             except BaseException:
                 _disconnect(ray)
                 raise
+            return cls(ray, address, counter, token)
         return cls(ray, address, counter)
 
     @property
@@ -241,7 +248,10 @@ class RayEngine:
         shutting down (a task whose error it could no longer report, after a stop) straight
         to this process's stderr; the run says what became of it in its own words, so those
         lines go to /dev/null for the length of the shutdown."""
+        from pricelab_cli import stopping
+
         _disconnect(self._ray)
+        stopping.forget(self._unwind_token)
 
 
 def _disconnect(ray: Any) -> None:
