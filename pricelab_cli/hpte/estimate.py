@@ -18,6 +18,7 @@ import polars as pl
 
 from pricelab_cli.engine import LocalEngine, default_engine
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
+from pricelab_cli.hpte import robust
 from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap, summarise_draws
 from pricelab_cli.hpte.cells import Cells
 from pricelab_cli.hpte.detreat import DetreatInputs, detreat_of
@@ -41,6 +42,14 @@ from pricelab_cli.hpte.outliers import (
     swing_screen,
 )
 from pricelab_cli.hpte.panel import Panel, PartitionedPanel, partition_panel
+from pricelab_cli.hpte.reselect import (
+    ScreenState,
+    contributions,
+    reselection_shifts,
+    screen_state,
+    stratum_influence,
+    swing_slope,
+)
 
 # The per-outcome tables besides the effect, importable from here as before.
 from pricelab_cli.hpte.results import MIN_PATH_PRE_PERIODS as MIN_PATH_PRE_PERIODS
@@ -190,9 +199,11 @@ class HeterogeneousPanelEffect:
         _check_arms(cells, outcome)
         _warn_without_experiment_rows(panel, detrended, cells, outcome)
         # Step 2.
-        keep_product, swing_z = self._outlier_mask(panel, detrended, cells)
+        keep_product, swing_z, screen = self._outlier_mask(panel, detrended, cells)
         self.n_outliers_ = int((~keep_product).sum() + detrended.screened.sum())
         self.outliers_ = outlier_table(panel, outcome, detrended, keep_product, swing_z)
+        # Every cell before the screen: the bootstrap takes the screen again in each draw.
+        screened_from = cells
         cells = cells.take(keep_product[cells.code])
         _check_arms(cells, outcome, after="the outlier filter")
         # Step 3: the classic DID is the leaf estimator with one leaf.
@@ -225,7 +236,8 @@ class HeterogeneousPanelEffect:
                 stacklevel=2,
             )
         # Step 4 (the lift shares the estimate's draws).
-        self._bootstrap(panel, cells, leaf, outcome, progress, self._detreat_sensitivity(detrended, cells, leaf))
+        detreat = self._detreat_sensitivity(detrended, cells, leaf)
+        self._bootstrap(panel, cells, leaf, outcome, progress, detreat, (screen, screened_from) if screen else None)
         self.cate_ = product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
@@ -234,11 +246,13 @@ class HeterogeneousPanelEffect:
 
     def _outlier_mask(
         self, panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, ScreenState | None]:
         """Products kept by the outlier filter (everyone for ``did`` or without the filter),
-        and each product's swing statistic (NaN where not ranked)."""
+        each product's swing statistic (NaN where not ranked), and for the robust rule what
+        its decisions move with (the bootstrap takes them again, see ``hpte.reselect``)."""
         keep = np.ones(panel.n_products, dtype=bool)
         statistic = np.full(panel.n_products, np.nan)
+        screen = None
         if self.method == "hpte" and self.outlier_filter:
             swing, stratum = product_swings(cells, detrended.fit.volatility, panel.n_products)
             analysed = np.flatnonzero(stratum >= 0)
@@ -246,8 +260,14 @@ class HeterogeneousPanelEffect:
                 keep[analysed], statistic[analysed] = swing_screen(swing[analysed], stratum[analysed])
                 # A product that sold nothing on every day of an arm may have been killed by the
                 # price: both arms alike keep such products (see robust.stockout_rows).
-                keep[np.unique(cells.code[cells.empty])] = True
-                keep &= ~unmeasurable(detrended)
+                killed = np.zeros(panel.n_products, dtype=bool)
+                killed[np.unique(cells.code[cells.empty])] = True
+                gone = unmeasurable(detrended)
+                keep = (keep | killed) & ~gone
+                inputs = detrended.detreat_inputs
+                factor = inputs.factor() if inputs is not None else 1.0
+                slope = swing_slope(cells, detrended.fit.volatility, factor, panel.n_products)
+                screen = screen_state(swing, stratum, keep, killed | gone, slope, robust.SWING_Z)
             else:
                 if self.outlier_c / max(len(analysed), 1) > MAX_TAIL_SHARE:
                     warnings.warn(
@@ -258,7 +278,7 @@ class HeterogeneousPanelEffect:
                     )
                 keep[analysed] = outlier_filter(swing[analysed], stratum[analysed], self.outlier_c)
                 statistic[analysed] = swing[analysed]
-        return keep, statistic
+        return keep, statistic, screen
 
     def _forest_leaves(self, panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells, user_features):
         features, names = self._product_features(panel, detrended, user_features)
@@ -290,7 +310,14 @@ class HeterogeneousPanelEffect:
         return inputs, float(leaf.coefficient @ cells.detreat_slope)
 
     def _bootstrap(
-        self, panel: Panel | PartitionedPanel, cells: Cells, leaf, outcome: str, progress, detreat=None
+        self,
+        panel: Panel | PartitionedPanel,
+        cells: Cells,
+        leaf,
+        outcome: str,
+        progress,
+        detreat=None,
+        screen: tuple[ScreenState, Cells] | None = None,
     ) -> None:
         """Resample units (products or clusters) within their arm strata: the estimate and
         the treated cells' observed mean, together; the lift's draws are ``estimate /
@@ -300,7 +327,12 @@ class HeterogeneousPanelEffect:
         slope in it), each draw also redraws the factor's two inputs from the same resample
         and moves the estimate by its slope times the factor's change: the factor is chosen
         from the data, and its noise is the estimate's too (a clipped treated row's effect
-        part is ``(1 - 1/g) y``)."""
+        part is ``(1 - 1/g) y``).
+
+        With ``screen`` (the swing screen's state and every cell before it), each draw takes
+        the screen again with the draw's factor and its strata's resampled centres and
+        spreads, and moves the estimate by what the products it drops or keeps contribute
+        (:mod:`pricelab_cli.hpte.reselect`)."""
         unit_of_cell = panel.unit[cells.code]
         n_units = int(panel.unit.max()) + 1
         observed, observed_influence = _treated_observed(cells, leaf)
@@ -310,6 +342,12 @@ class HeterogeneousPanelEffect:
             columns += [cells.detreat_difference, cells.detreat_level]
             estimates += [detreat[0].difference, detreat[0].level]
         influence = np.stack([np.bincount(unit_of_cell, weights=w, minlength=n_units) for w in columns], axis=1)
+        n_statistics = influence.shape[1]
+        scales: list = []
+        if screen is not None:
+            scales, scale_influence = stratum_influence(screen[0], panel.unit, n_units)
+            influence = np.concatenate([influence, scale_influence], axis=1)
+            estimates += [0.0] * scale_influence.shape[1]
         has_t = np.bincount(unit_of_cell, weights=cells.treated * leaf.matched, minlength=n_units) > 0
         has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * leaf.matched, minlength=n_units) > 0
         present = has_t | has_c
@@ -326,10 +364,26 @@ class HeterogeneousPanelEffect:
             self._engine(int(present.sum())),
             stage=f"{outcome}: bootstrap",
         )
+        factor_shift = np.zeros(len(draws))
         if detreat is not None and len(draws):
             inputs, slope = detreat
-            factor = detreat_of(draws[:, 2], draws[:, 3])
-            draws[:, 0] += slope * (factor - inputs.factor())
+            factor_shift = detreat_of(draws[:, 2], draws[:, 3]) - inputs.factor()
+            draws[:, 0] += slope * factor_shift
+        if screen is not None and scales and len(draws):
+            state, before = screen
+            moves = contributions(
+                cells,
+                leaf.influence,
+                observed_influence,
+                leaf.coefficient,
+                leaf.matched,
+                observed,
+                before,
+                panel.n_products,
+            )
+            shift, level_shift = reselection_shifts(state, scales, draws[:, n_statistics:], factor_shift, moves)
+            draws[:, 0] += shift
+            draws[:, 1] += level_shift
         boot = summarise_draws(draws[:, 0])
         self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
         self.bootstrap_draws_ = boot.draws
