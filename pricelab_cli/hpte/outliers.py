@@ -59,7 +59,9 @@ def swing_screen(swing: np.ndarray, stratum: np.ndarray) -> tuple[np.ndarray, np
 
     A product is dropped when its swing lies more than ``SWING_Z`` robust z-scores (median,
     1.4826 MAD of its arm stratum) from its stratum's median; strata of fewer than
-    ``MIN_STRATUM`` products keep everyone.
+    ``MIN_STRATUM`` products keep everyone. Which products that drops moves with the
+    assignment, so the bootstrap takes the screen again in every draw
+    (:mod:`pricelab_cli.hpte.reselect`).
     """
     z = robust.robust_z(swing, stratum)
     return ~(np.abs(z) > robust.SWING_Z), z
