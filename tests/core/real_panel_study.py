@@ -167,7 +167,9 @@ def run_experiment(
     for name in OUTCOMES[1:]:
         kept = result.cate.filter((pl.col("outcome") == name) & pl.col("cate").is_not_null())["product_id"]
         truth_in[name] = float(
-            per_product.filter(pl.col("product_id").is_in(kept))["m10" if name == "m10_dirty" else name].mean()
+            per_product.filter(pl.col("product_id").is_in(kept.implode()))[
+                "m10" if name == "m10_dirty" else name
+            ].mean()
         )
     return Repetition(kind, rep, result.effects, truth, truth_lift, truth_in)
 

@@ -80,12 +80,12 @@ def monitor(
     outcomes = list(dict.fromkeys(outcome or ["units"]))
     spec = run.read_design(design_path)
     if spec.kind != "random-days":
-        # docs/method.md: on a real supermarket panel the nightly SE of these designs is too
-        # small in the experiment's middle weeks, and the sequence stops A/A runs too often.
+        # docs/method.md: on a real supermarket panel the nightly SE of these designs is still
+        # too small in the experiment's first weeks, and the sequence stops A/A runs too often.
         run.reporter.warn(
-            f"a {spec.kind} design: on real sales its nightly interval can be too narrow in the middle weeks "
-            "(on one of two real panels, A/A experiments of this kind stopped 17-25% of the time, not 5%); read "
-            "a stop before the planned end with caution (random-days designs held 5% on both)."
+            f"a {spec.kind} design: on real sales its nightly interval can be too narrow in the first weeks "
+            "(on one of two real panels, A/A experiments of the kinds other than random days stopped 7-13% of "
+            "the time, not 5%); read a stop before the planned end with caution."
         )
     assignment_table = run.read_assignment(assignment, columns)
     sales_table = run.scan_sales(sales, outcomes, columns)
