@@ -94,6 +94,7 @@ class RayEngine:
             raise EngineError(f"--engine ray needs a running Ray cluster, and RAY_ADDRESS is not set: {START_HINT}.")
         _check_reachable(address)
         ray = _import_ray()
+        token = None
         if not ray.is_initialized():
             from pricelab_cli import stopping
 
@@ -136,8 +137,7 @@ class RayEngine:
             except BaseException:
                 _disconnect(ray)
                 raise
-            return cls(ray, address, counter, token)
-        return cls(ray, address, counter)
+        return cls(ray, address, counter, token)
 
     @property
     def workers(self) -> int:

@@ -237,7 +237,9 @@ class HeterogeneousPanelEffect:
             )
         # Step 4 (the lift shares the estimate's draws).
         detreat = self._detreat_sensitivity(detrended, cells, leaf)
-        self._bootstrap(panel, cells, leaf, outcome, progress, detreat, (screen, screened_from) if screen else None)
+        self._bootstrap(
+            panel, cells, leaf, outcome, progress, detreat, (screen, screened_from) if screen is not None else None
+        )
         self.cate_ = product_cate(panel, cells, None if classic else leaf.cate)
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)

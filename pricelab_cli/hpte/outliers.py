@@ -121,16 +121,27 @@ def product_swings(cells: Cells, volatility: np.ndarray, n_products: int) -> tup
     effect of 2.5; 0.15 with the filter off).
     """
     control = cells.treated == 0
-    rows = np.bincount(cells.code, weights=cells.n_rows, minlength=n_products).astype(np.float64)
-    total = np.bincount(cells.code, weights=cells.untreated_difference * cells.n_rows, minlength=n_products)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fd = np.where(rows > 0, total / rows, np.nan)
+    fd, rows = product_mean(cells, cells.untreated_difference, n_products)
     has_t = np.zeros(n_products, dtype=bool)
     has_c = np.zeros(n_products, dtype=bool)
     has_t[cells.code[~control]] = True
     has_c[cells.code[control]] = True
     stratum = np.where(has_t & has_c, 2, np.where(has_t, 1, np.where(has_c, 0, -1)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        swing = fd / (volatility / np.sqrt(np.maximum(rows, 1)))
+        swing = fd / swing_scale(volatility, rows)
     # No measurable volatility and a non-zero difference is an infinitely wild swing.
     return np.nan_to_num(swing, nan=0.0, posinf=np.inf, neginf=-np.inf), stratum
+
+
+def product_mean(cells: Cells, per_cell: np.ndarray, n_products: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per product, the mean over its experiment rows of a per-cell mean (its cells weighted
+    by their rows; NaN without rows), and its rows."""
+    rows = np.bincount(cells.code, weights=cells.n_rows, minlength=n_products).astype(np.float64)
+    total = np.bincount(cells.code, weights=per_cell * cells.n_rows, minlength=n_products)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rows > 0, total / rows, np.nan), rows
+
+
+def swing_scale(volatility: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A product's noise in the mean of ``rows`` experiment rows: the unit of its swing."""
+    return volatility / np.sqrt(np.maximum(rows, 1))

@@ -38,6 +38,7 @@ import numpy as np
 
 from pricelab_cli.hpte import robust
 from pricelab_cli.hpte.cells import Cells
+from pricelab_cli.hpte.outliers import product_mean, swing_scale
 
 # Draws handled at once when the decisions are taken again (draws x candidate products).
 DRAW_BATCH = 64
@@ -80,11 +81,10 @@ def swing_slope(cells: Cells, volatility: np.ndarray, factor: float, n_products:
     and the clipping bound where it does not, so its slope is ``-y / g^2`` on unclipped rows:
     per cell, minus the observed mean over ``g^2`` plus the clipped rows' share of it (the
     cell's ``detreat_slope``). Control rows do not move."""
-    rows = np.bincount(cells.code, weights=cells.n_rows, minlength=n_products).astype(np.float64)
     per_cell = np.where(cells.treated == 1, -(cells.observed / factor**2 - cells.detreat_slope), 0.0)
+    mean_slope, rows = product_mean(cells, per_cell, n_products)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_slope = np.bincount(cells.code, weights=per_cell * cells.n_rows, minlength=n_products) / rows
-        slope = mean_slope / (volatility / np.sqrt(np.maximum(rows, 1)))
+        slope = mean_slope / swing_scale(volatility, rows)
     return np.nan_to_num(slope, nan=0.0, posinf=0.0, neginf=0.0)
 
 
