@@ -2,9 +2,9 @@
 inputs of bench_hpte.py), against one hpte run on the same files.
 
 Budget (issue: nightly monitoring): the whole replay <= 3x one hpte run, under the same
-memory cap. Each night is re-estimated whole (the detrending, the robust step, the forest
-and the bootstrap of that night's data, as `hpte --as-of NIGHT` does), so the replay costs
-about one hpte run a night; this prints how far that is from the budget.
+memory cap. monitor estimates the last night whole (tonight's hpte run) and replays the 27
+past nights with that run's model in one more pass (``pricelab_cli.hpte.replay``): each
+night's own cells, swing screen and leaf second difference, and one bootstrap for all.
 """
 
 from __future__ import annotations

@@ -23,13 +23,16 @@ with no state kept between nights.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
 from statistics import NormalDist
 from typing import TypeVar
 
+import numpy as np
 import polars as pl
 
 from pricelab_cli.errors import PricelabWarning, UsageError
@@ -132,24 +135,40 @@ def as_it_stood(assignment: Frame, sales: pl.DataFrame | pl.LazyFrame, as_of: dt
 
 def information_fraction(
     assignment: pl.DataFrame | pl.LazyFrame, seen_until: dt.date, horizon: dt.date | None = None
-) -> tuple[float, dt.date]:
+) -> tuple[float, dt.date | None]:
     """The share of the planned analysed product-days that have happened by ``seen_until``,
     and the planned end (``horizon``, by default the assignment's last date)."""
+    end = _planned_end(assignment, horizon)
+    return information_fractions(assignment, [seen_until], horizon)[0], end
+
+
+def _planned_end(assignment: pl.DataFrame | pl.LazyFrame, horizon: dt.date | None) -> dt.date | None:
+    """``horizon``, or the assignment's last analysed date; refused before the first."""
     analysed = analysed_rows(assignment.lazy())
-    last = analysed.select(pl.col("date").max()).collect().item()
-    end = horizon if horizon is not None else last
+    end = horizon if horizon is not None else analysed.select(pl.col("date").max()).collect().item()
     first = first_analysed_day(assignment)
     if first is not None and end is not None and end < first:
         raise UsageError(
             f"--sequential-horizon {end.isoformat()} is before the experiment's first analysed day, "
             f"{first.isoformat()}."
         )
-    counts = analysed.select(
-        (pl.col("date") <= end).sum().alias("planned"),
-        (pl.col("date") <= seen_until).sum().alias("seen"),
-    ).collect()
-    planned, seen = int(counts["planned"][0]), int(counts["seen"][0])
-    return (seen / planned if planned else float("nan")), end
+    return end
+
+
+def information_fractions(
+    assignment: pl.DataFrame | pl.LazyFrame, seen_until: Sequence[dt.date], horizon: dt.date | None = None
+) -> list[float]:
+    """``information_fraction`` at each of several dates, from one count of the analysed
+    product-days per date."""
+    end = _planned_end(assignment, horizon)
+    per_date = analysed_rows(assignment.lazy()).group_by("date").len().sort("date").collect()
+    dates, counts = per_date["date"].to_list(), per_date["len"].to_numpy().astype(np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(counts)])
+    planned = int(cumulative[bisect.bisect_right(dates, end)]) if end is not None else 0
+    return [
+        (int(cumulative[bisect.bisect_right(dates, night)]) / planned if planned else float("nan"))
+        for night in seen_until
+    ]
 
 
 def with_sequence(effects: pl.DataFrame, fraction: float, alpha: float = ALPHA) -> pl.DataFrame:

@@ -64,6 +64,10 @@ class BootstrapResult:
     draws: np.ndarray
 
 
+# Up to this many statistics a draw gathers its units' influence rows; beyond it (a monitor's
+# replay bootstraps every night at once) it counts each unit's picks and multiplies the
+# counts by the influence matrix, which costs the same whatever the number of statistics.
+GATHER_COLUMNS = 16
 # The draws are made in this many fixed chunks, each from its own seeded stream, so an
 # engine may run them side by side and the draws are the same whichever runs them.
 DRAW_CHUNKS = 4
@@ -91,6 +95,10 @@ def _chunk_shifts(task: _DrawChunk) -> np.ndarray:
     batch = max(1, min(task.count, BATCH_ENTRIES // n_units))
     shifts = np.empty((task.count, unit_influence.shape[1]))
     done = 0
+    by_counts = unit_influence.shape[1] > GATHER_COLUMNS
+    if by_counts:
+        # Many statistics: each draw's counts of every unit, times the influence matrix.
+        batch = max(1, min(task.count, BATCH_ENTRIES // max(len(unit_influence), 1)))
     while done < task.count:
         size = min(batch, task.count - done)
         shift = np.zeros((size, unit_influence.shape[1]))
@@ -98,7 +106,12 @@ def _chunk_shifts(task: _DrawChunk) -> np.ndarray:
             psi = unit_influence[rows]
             # 32-bit draws take half the random bits and half the memory of 64-bit ones.
             picks = rng.integers(0, len(rows), size=(size, len(rows)), dtype=np.int32)
-            shift += psi[picks].sum(axis=1) - psi.sum(axis=0)
+            if by_counts:
+                offsets = (np.arange(size, dtype=np.int64) * len(rows))[:, None]
+                counts = np.bincount((picks + offsets).ravel(), minlength=size * len(rows)).reshape(size, len(rows))
+                shift += (counts - 1.0) @ psi
+            else:
+                shift += psi[picks].sum(axis=1) - psi.sum(axis=0)
         shifts[done : done + size] = shift
         done += size
     return shifts

@@ -19,10 +19,11 @@ import polars as pl
 from pricelab_cli.engine import LocalEngine, default_engine
 from pricelab_cli.errors import DataError, PricelabWarning, UsageError
 from pricelab_cli.hpte import robust
-from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap, summarise_draws
+from pricelab_cli.hpte.bootstrap import bootstrap_draws, check_bootstrap
 from pricelab_cli.hpte.cells import Cells
-from pricelab_cli.hpte.detreat import DetreatInputs, detreat_of
+from pricelab_cli.hpte.detreat import DetreatInputs
 from pricelab_cli.hpte.detrend import MODEL_NONE, CatalogDetrend, detrend_partitions, warn_left_out
+from pricelab_cli.hpte.draws import DrawSummary, draw_plan
 from pricelab_cli.hpte.forest import (
     DEFAULT_MAX_SAMPLES,
     DEFAULT_MIN_SAMPLES_LEAF,
@@ -42,12 +43,10 @@ from pricelab_cli.hpte.outliers import (
     swing_screen,
 )
 from pricelab_cli.hpte.panel import Panel, PartitionedPanel, partition_panel
+from pricelab_cli.hpte.replay import draw_nights, fit_night, night_cells, product_leaves
 from pricelab_cli.hpte.reselect import (
     ScreenState,
-    contributions,
-    reselection_shifts,
     screen_state,
-    stratum_influence,
     swing_slope,
 )
 
@@ -57,7 +56,7 @@ from pricelab_cli.hpte.results import OUTLIER_COLUMNS as OUTLIER_COLUMNS
 from pricelab_cli.hpte.results import OUTLIER_SCHEMA as OUTLIER_SCHEMA
 from pricelab_cli.hpte.results import effect_path as effect_path
 from pricelab_cli.hpte.results import outlier_table, product_cate, unmeasurable
-from pricelab_cli.sequential import as_it_stood, information_fraction, with_sequence
+from pricelab_cli.sequential import as_it_stood, information_fractions, with_sequence
 
 METHODS = ("hpte", "did")
 EFFECT_COLUMNS = (
@@ -176,9 +175,14 @@ class HeterogeneousPanelEffect:
         outcome: str,
         user_features: tuple[np.ndarray, list[str]] | None = None,
         progress: Callable[[int], None] | None = None,
+        nights: np.ndarray | None = None,
     ) -> HeterogeneousPanelEffect:
         """``fit`` on a panel already laid out (shared by several outcomes), in memory or in
-        partitions (each step maps over the partitions, see :mod:`pricelab_cli.hpte.panel`)."""
+        partitions (each step maps over the partitions, see :mod:`pricelab_cli.hpte.panel`).
+
+        ``nights`` (day numbers, ascending) also replays those past nights with this fit's
+        model (:mod:`pricelab_cli.hpte.replay`): ``nights_`` has a ``summary()`` row per night
+        (None for a night with no two-armed leaf yet)."""
         self._check_params()
         classic = self.method == "did"
         # Step 1: the classic DID is the first difference against the history's level alone.
@@ -244,7 +248,58 @@ class HeterogeneousPanelEffect:
         self.path_ = effect_path(panel, detrended, keep_product, self._partition_engine()) if self.effect_path else None
         self.baseline_models_ = detrended.fit.model_counts(panel.daily)
         self.outcome_ = outcome
+        if nights is not None:
+            self.nights_ = self._replay(panel, detrended, screened_from, leaves, user_features, nights)
         return self
+
+    def _replay(
+        self,
+        panel: Panel | PartitionedPanel,
+        detrended: CatalogDetrend,
+        cells: Cells,
+        leaves,
+        user_features,
+        nights: np.ndarray,
+    ) -> list[dict | None]:
+        """Each past night's summary row, from this fit's model (``hpte.replay``); ``cells``
+        are tonight's cells before the swing screen."""
+        engine = self._partition_engine()
+        by_product = product_leaves(
+            leaves, lambda: self._product_features(panel, detrended, user_features)[0], panel.n_products
+        )
+        per_night = night_cells(panel, detrended, cells, nights, engine)
+        fits = []
+        engine.counter.add(len(per_night), f"{self.outcome_}: {len(per_night)} past nights")
+        while per_night:
+            # Each night's cells go as soon as its fit has what the bootstrap needs.
+            fits.append(
+                fit_night(
+                    panel,
+                    detrended,
+                    per_night.pop(0),
+                    by_product,
+                    lambda night: self._outlier_mask(panel, detrended, night),
+                    lambda night, leaf: self._detreat_sensitivity(detrended, night, leaf),
+                )
+            )
+            engine.counter.done(1)
+        present = max((int(f.plan.present.sum()) for f in fits if f is not None), default=0)
+        drawn = draw_nights(fits, self.n_bootstrap, self.random_state, self._engine(present))
+        rows: list[dict | None] = []
+        for fit, night in zip(fits, drawn):
+            if fit is None or night is None:
+                rows.append(None)
+                continue
+            rows.append(
+                {
+                    "outcome": self.outcome_,
+                    "estimate": fit.plan.estimate,
+                    **night.columns(),
+                    "n_products": fit.n_products,
+                    "n_outliers": fit.n_outliers,
+                }
+            )
+        return rows
 
     def _outlier_mask(
         self, panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells
@@ -335,67 +390,26 @@ class HeterogeneousPanelEffect:
         the screen again with the draw's factor and its strata's resampled centres and
         spreads, and moves the estimate by what the products it drops or keeps contribute
         (:mod:`pricelab_cli.hpte.reselect`)."""
-        unit_of_cell = panel.unit[cells.code]
-        n_units = int(panel.unit.max()) + 1
-        observed, observed_influence = _treated_observed(cells, leaf)
-        columns = [leaf.influence, observed_influence]
-        estimates = [leaf.estimate, observed]
-        if detreat is not None:
-            columns += [cells.detreat_difference, cells.detreat_level]
-            estimates += [detreat[0].difference, detreat[0].level]
-        influence = np.stack([np.bincount(unit_of_cell, weights=w, minlength=n_units) for w in columns], axis=1)
-        n_statistics = influence.shape[1]
-        scales: list = []
-        if screen is not None:
-            scales, scale_influence = stratum_influence(screen[0], panel.unit, n_units)
-            influence = np.concatenate([influence, scale_influence], axis=1)
-            estimates += [0.0] * scale_influence.shape[1]
-        has_t = np.bincount(unit_of_cell, weights=cells.treated * leaf.matched, minlength=n_units) > 0
-        has_c = np.bincount(unit_of_cell, weights=(1 - cells.treated) * leaf.matched, minlength=n_units) > 0
-        present = has_t | has_c
-        self.arm_units_ = {"treated": int(has_t.sum()), "control": int(has_c.sum())}
+        plan = draw_plan(panel, cells, leaf, detreat, screen)
+        self.arm_units_ = plan.arm_units
         self._warn_few_units(panel, outcome)
-        stratum = (has_t.astype(np.int64) + 2 * has_c.astype(np.int64))[present]
+        present = plan.present
         draws = bootstrap_draws(
-            np.array(estimates),
-            influence[present],
-            stratum,
+            plan.estimates,
+            plan.influence[present],
+            plan.stratum[present],
             self.n_bootstrap,
             self.random_state,
             progress,
             self._engine(int(present.sum())),
             stage=f"{outcome}: bootstrap",
         )
-        factor_shift = np.zeros(len(draws))
-        if detreat is not None and len(draws):
-            inputs, slope = detreat
-            factor_shift = detreat_of(draws[:, 2], draws[:, 3]) - inputs.factor()
-            draws[:, 0] += slope * factor_shift
-        if screen is not None and scales and len(draws):
-            state, before = screen
-            moves = contributions(
-                cells,
-                leaf.influence,
-                observed_influence,
-                leaf.coefficient,
-                leaf.matched,
-                observed,
-                before,
-                panel.n_products,
-            )
-            shift, level_shift = reselection_shifts(state, scales, draws[:, n_statistics:], factor_shift, moves)
-            draws[:, 0] += shift
-            draws[:, 1] += level_shift
-        boot = summarise_draws(draws[:, 0])
-        self.se_, self.ci_low_, self.ci_high_, self.p_value_ = boot.se, boot.ci_low, boot.ci_high, boot.p_value
-        self.bootstrap_draws_ = boot.draws
-        level = observed - leaf.estimate
-        self.lift_ = leaf.estimate / level if level > 0 else float("nan")
-        self.lift_low_ = self.lift_high_ = float("nan")
-        if len(draws) and level > 0:
-            levels = draws[:, 1] - draws[:, 0]
-            if (levels > 0).all():
-                self.lift_low_, self.lift_high_ = (float(v) for v in np.quantile(draws[:, 0] / levels, [0.025, 0.975]))
+        self._take_draws(plan.finish(draws))
+
+    def _take_draws(self, drawn: DrawSummary) -> None:
+        self.se_, self.ci_low_, self.ci_high_, self.p_value_ = drawn.se, drawn.ci_low, drawn.ci_high, drawn.p_value
+        self.lift_, self.lift_low_, self.lift_high_ = drawn.lift, drawn.lift_low, drawn.lift_high
+        self.bootstrap_draws_ = drawn.draws
 
     def _partition_engine(self):
         return default_engine(self.engine, self.n_jobs)
@@ -457,23 +471,6 @@ class HeterogeneousPanelEffect:
         }
 
 
-def _treated_observed(cells: Cells, leaf) -> tuple[float, np.ndarray]:
-    """The treated cells' mean observed outcome in the estimate, and each cell's linearised
-    contribution to it. Less the estimate, it is the lift's denominator: what the treated
-    cells would have sold untreated, with their bulk orders and zeros as they came (hpte's
-    own prediction sits below the mean of a right-skewed product, and after a multiplicative
-    effect the observed mean less the effect is the untreated mean exactly)."""
-    treated = (cells.treated == 1) & leaf.matched
-    influence = np.zeros(len(cells.code))
-    n_treated = int(treated.sum())
-    if not n_treated:
-        return float("nan"), influence
-    value = cells.observed[treated]
-    level = float(value.mean())
-    influence[treated] = (value - level) / n_treated
-    return level, influence
-
-
 def _warn_without_experiment_rows(
     panel: Panel | PartitionedPanel, detrended: CatalogDetrend, cells: Cells, outcome: str
 ) -> None:
@@ -521,6 +518,8 @@ class HpteResult:
     spacing_days: int
     unit_label: str
     n_ignored_sales_products: int
+    # With ``nights``: ``date`` and the effects' columns, a row per past night and outcome.
+    nights: pl.DataFrame | None = None
 
 
 def estimate_hpte(
@@ -551,6 +550,7 @@ def estimate_hpte(
     as_of: dt.date | None = None,
     sequential: bool = False,
     sequential_horizon: dt.date | None = None,
+    nights: Sequence[dt.date] | None = None,
 ) -> HpteResult:
     """Heterogeneous panel treatment effect of each outcome (see :mod:`pricelab_cli.hpte`).
 
@@ -583,6 +583,9 @@ def estimate_hpte(
     sequential : add the 95% confidence sequence (``SEQUENCE_COLUMNS``, see
         :mod:`pricelab_cli.sequential`), tightest at ``sequential_horizon`` (by default the
         assignment's last date, the design's planned end).
+    nights : past nights (before the last date analysed) to replay with this run's model
+        (:mod:`pricelab_cli.hpte.replay`): the result's ``nights`` table, a row per night and
+        outcome (a night with no two-armed leaf yet has none).
     """
     if method not in METHODS:
         raise UsageError(f"`method` {method!r} is not one of: {', '.join(METHODS)}.")
@@ -607,12 +610,40 @@ def estimate_hpte(
         engine=engine,
         fill_zeros=fill_zeros,
     ) as panel:
-        result = _estimate_panel(panel, outcomes, features, labels, progress, settings)
         last_seen = _EPOCH + dt.timedelta(days=int(panel.dates[-1]))
+        past = None
+        if nights is not None:
+            past = sorted(n for n in set(nights) if n < last_seen)
+            days = np.array([(n - _EPOCH).days for n in past], dtype=np.int64)
+        result = _estimate_panel(panel, outcomes, features, labels, progress, settings, None if past is None else days)
+    if past is not None:
+        result = dataclasses.replace(result, nights=_night_table(result, past))
     if not sequential:
         return result
-    fraction, _ = information_fraction(assignment, last_seen, sequential_horizon)
-    return dataclasses.replace(result, effects=with_sequence(result.effects, fraction))
+    fraction = information_fractions(assignment, [last_seen], sequential_horizon)[0]
+    effects = with_sequence(result.effects, fraction)
+    if past is None or result.nights is None:
+        return dataclasses.replace(result, effects=effects)
+    fractions = dict(zip(past, information_fractions(assignment, past, sequential_horizon)))
+    table = result.nights
+    by_night = [with_sequence(table.filter(pl.col("date") == n), fractions[n]) for n in past]
+    nights_table = pl.concat(by_night) if by_night else with_sequence(table, float("nan"))
+    return dataclasses.replace(result, effects=effects, nights=nights_table)
+
+
+def _night_table(result: HpteResult, past: list[dt.date]) -> pl.DataFrame:
+    """The replayed nights of every outcome: ``date`` and the effects' columns."""
+    rows = [
+        {"date": night, **row}
+        for est in result.estimators.values()
+        for night, row in zip(past, est.nights_)
+        if row is not None
+    ]
+    return (
+        pl.DataFrame(rows, schema={"date": pl.Date, **result.effects.schema}, orient="row")
+        .with_columns(pl.col(_FLOAT_COLUMNS).fill_nan(None))
+        .sort("date", maintain_order=True)
+    )
 
 
 def _estimate_panel(
@@ -622,8 +653,10 @@ def _estimate_panel(
     labels: Mapping[str, str],
     progress: Callable[[int], None] | None,
     settings: dict,
+    nights: np.ndarray | None = None,
 ) -> HpteResult:
-    """Fit one ``HeterogeneousPanelEffect(**settings)`` per outcome on the laid-out panel."""
+    """Fit one ``HeterogeneousPanelEffect(**settings)`` per outcome on the laid-out panel
+    (replaying ``nights`` too, see ``fit_panel``)."""
     user = (
         encode_features(features, panel.product_ids, labels.get("features", "features"))
         if features is not None and settings["method"] == "hpte"
@@ -631,7 +664,7 @@ def _estimate_panel(
     )
     fitted: dict[str, HeterogeneousPanelEffect] = {}
     for outcome in dict.fromkeys(outcomes):
-        fitted[outcome] = HeterogeneousPanelEffect(**settings).fit_panel(panel, outcome, user, progress)
+        fitted[outcome] = HeterogeneousPanelEffect(**settings).fit_panel(panel, outcome, user, progress, nights)
     effects = pl.DataFrame(
         [est.summary() for est in fitted.values()],
         schema={

@@ -92,33 +92,57 @@ def test_sequential_adds_a_wider_interval_that_is_tightest_at_the_horizon(run_cl
         assert below == pytest.approx(1.5486, abs=1e-3) and above == pytest.approx(1.5486, abs=1e-3)
 
 
-def test_monitor_replays_every_night_as_the_nightly_hpte_saw_it(run_cli, running, tmp_path):
-    out = tmp_path / "monitor.csv"
+def _nightly_hpte(run_cli, running, night, out):
+    """What a nightly `hpte --as-of NIGHT --sequential` run printed."""
+    check = run_cli(
+        *_hpte(running, "--outcome", "units", "--outcome", "revenue", "--as-of", night.isoformat(), "--sequential",
+               "--sequential-horizon", END.isoformat(), "-o", out),
+    )  # fmt: skip
+    assert check.code == 0, check.stderr
+    return pl.read_csv(out)
+
+
+def _monitor(run_cli, running, out, *extra):
     result = run_cli(
         "monitor", "--design", running / "design.json", "--assignment", running / "assignment.parquet",
         "--sales", running / "sales.parquet", "--outcome", "units", "--outcome", "revenue", "--bootstrap", "100",
-        "--min-effect", "0.01", "-o", out,
+        "--min-effect", "0.01", "-o", out, *extra,
     )  # fmt: skip
     assert result.code == 0, result.stderr
-    table = pl.read_csv(out, try_parse_dates=True)
+    return result, pl.read_csv(out, try_parse_dates=True)
+
+
+def test_monitor_replays_every_night_and_tonight_is_the_nightly_run(run_cli, running, tmp_path):
+    result, table = _monitor(run_cli, running, tmp_path / "monitor.csv")
     assert table.columns == list(MONITOR_COLUMNS)
     nights = [START + dt.timedelta(days=d) for d in range(10)]
     assert table["date"].unique().sort().to_list() == nights
     assert table.height == 2 * len(nights)
     assert set(table["decision"]) <= {"continue", "stop: effect", "stop: futile"}
-    # Night 7, replayed, is what `hpte --as-of` printed on night 7 (same seed, same draws).
-    night = nights[6]
-    check = run_cli(
-        *_hpte(running, "--outcome", "units", "--outcome", "revenue", "--as-of", night.isoformat(), "--sequential",
-               "--sequential-horizon", END.isoformat(), "-o", tmp_path / "night.csv"),
-    )  # fmt: skip
-    assert check.code == 0, check.stderr
-    then = pl.read_csv(tmp_path / "night.csv")
+    # Tonight's row is what tonight's `hpte --as-of` prints (same seed, same draws).
+    now = _nightly_hpte(run_cli, running, nights[-1], tmp_path / "tonight.csv")
+    tonight = table.filter(pl.col("date") == nights[-1])
+    for column in ("estimate", "ci_low", "ci_high", "cs_low", "cs_high", "n_products"):
+        assert tonight[column].to_list() == now[column].to_list(), column
+    # A past night is read with tonight's model: near what that night's run printed, not
+    # the same bits (the whole-run replay below gives those).
+    then = _nightly_hpte(run_cli, running, nights[6], tmp_path / "night.csv")
+    replayed = table.filter(pl.col("date") == nights[6])
+    for fast, whole in zip(replayed.iter_rows(named=True), then.iter_rows(named=True)):
+        assert abs(fast["estimate"] - whole["estimate"]) < 0.5 * whole["se"], (fast, whole)
+        assert fast["ci_high"] - fast["ci_low"] == pytest.approx(whole["ci_high"] - whole["ci_low"], rel=0.3)
+    # stderr says tonight's reading in words; stdout is free for data.
+    assert f"units on {nights[-1]}" in result.stderr
+
+
+def test_monitor_exact_nights_replays_every_night_as_the_nightly_hpte_saw_it(run_cli, running, tmp_path):
+    _, table = _monitor(run_cli, running, tmp_path / "monitor.csv", "--exact-nights", "--as-of", "2024-06-09")
+    assert table["date"].max() == START + dt.timedelta(days=6)
+    night = START + dt.timedelta(days=4)
+    then = _nightly_hpte(run_cli, running, night, tmp_path / "night.csv")
     replayed = table.filter(pl.col("date") == night)
     for column in ("estimate", "ci_low", "ci_high", "cs_low", "cs_high", "n_products"):
         assert replayed[column].to_list() == then[column].to_list(), column
-    # stderr says tonight's reading in words; stdout is free for data.
-    assert f"units on {nights[-1]}" in result.stderr
 
 
 def test_report_draws_the_nights_and_puts_tonights_decision_first(run_cli, running, tmp_path):

@@ -1,10 +1,11 @@
 """The nightly-monitoring study behind `hpte --sequential` and `pricelab monitor` (shared by
 the slow tests and docs/method.md; `python tests/core/sequential_study.py KIND REPS` prints
-one design's figures).
+one design's figures, `KIND+replay` for monitor's one-pass replay).
 
 Every repetition draws a fresh assignment (a new salt) and fresh sales (a new seed) for one
-fixed catalog, and reads the experiment every night with ``monitor_nights`` (each night is
-the estimate ``hpte --as-of NIGHT --sequential`` gives). An A/A repetition plants no price
+fixed catalog, and reads the experiment every night with ``monitor_nights``: by default each
+night is the estimate ``hpte --as-of NIGHT --sequential`` gives that night (``exact``), else
+monitor's default replay reads the past nights with the last night's model. An A/A repetition plants no price
 change (the truth is 0); an effect repetition plants a price cut whose truth is the
 simulator's ``truth["effect"]``.
 """
@@ -59,7 +60,7 @@ class Night:
 
 
 def repetition(kind: str, rep: int, *, n: int = 150, price_change: float = 0.0, trees: int = 50,
-               bootstrap: int = 200) -> Night:  # fmt: skip
+               bootstrap: int = 200, exact: bool = True) -> Night:  # fmt: skip
     products, _ = simulate_catalog(n, 4, 5, seed=7)
     events = None
     if kind == "triggered":
@@ -74,12 +75,12 @@ def repetition(kind: str, rep: int, *, n: int = 150, price_change: float = 0.0, 
             products, assignment=assignment, history_days=56, seed=rep, price_change=price_change, spillover=False
         )
     return _read(
-        every_night(sim.sales, assignment, rep, trees, bootstrap), sim.truth["effect"] if price_change else 0.0
+        every_night(sim.sales, assignment, rep, trees, bootstrap, exact), sim.truth["effect"] if price_change else 0.0
     )
 
 
 def real_repetition(products: pl.DataFrame, sales: pl.DataFrame, period_days: int, kind: str, rep: int,
-                    *, trees: int = 10, bootstrap: int = 200) -> Night:  # fmt: skip
+                    *, trees: int = 10, bootstrap: int = 200, exact: bool = True) -> Night:  # fmt: skip
     """An A/A experiment on a real panel as it comes (``real_panel_study``'s designs over its
     last weeks, a fresh salt), read every night."""
     import real_panel_study as real
@@ -90,15 +91,28 @@ def real_repetition(products: pl.DataFrame, sales: pl.DataFrame, period_days: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assignment = assign(design, products.select("product_id"), events=events)
-    return _read(every_night(sales.select("product_id", "date", "units"), assignment, rep, trees, bootstrap), 0.0)
+    table = every_night(sales.select("product_id", "date", "units"), assignment, rep, trees, bootstrap, exact)
+    return _read(table, 0.0)
 
 
-def every_night(sales: pl.DataFrame, assignment: pl.DataFrame, rep: int, trees: int, bootstrap: int) -> pl.DataFrame:
-    """The monitoring table of one repetition (one process, seeded by the repetition)."""
+def every_night(
+    sales: pl.DataFrame, assignment: pl.DataFrame, rep: int, trees: int, bootstrap: int, exact: bool = True
+) -> pl.DataFrame:
+    """The monitoring table of one repetition (one process, seeded by the repetition):
+    ``exact``, every night as that night's ``hpte --as-of`` run read it (the nightly job's
+    sequence); else monitor's default replay, the past nights read with the last night's
+    model."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return monitor_nights(
-            sales, assignment, n_bootstrap=bootstrap, n_estimators=trees, seed=rep, n_jobs=1, engine=LocalEngine(1)
+            sales,
+            assignment,
+            n_bootstrap=bootstrap,
+            n_estimators=trees,
+            seed=rep,
+            n_jobs=1,
+            engine=LocalEngine(1),
+            exact_nights=exact,
         )
 
 
@@ -152,8 +166,11 @@ _REAL: dict = {}
 
 def _run(args: tuple[str, int, float]) -> Night:
     kind, rep, price_change = args
+    # KIND+replay: monitor's default replay instead of a whole run a night.
+    exact = not kind.endswith("+replay")
+    kind = kind.removesuffix("+replay")
     if ":" not in kind:
-        return repetition(kind, rep, price_change=price_change)
+        return repetition(kind, rep, price_change=price_change, exact=exact)
     name, design = kind.split(":")
     if name not in _REAL:
         import importlib.util
@@ -170,7 +187,7 @@ def _run(args: tuple[str, int, float]) -> Night:
         loaded = module.load_panel(name, max_products=REAL_PRODUCTS)
         _REAL[name] = (*real.prepare(loaded.products, loaded.sales, loaded.period_days), loaded.period_days)
     products, sales, period_days = _REAL[name]
-    return real_repetition(products, sales, period_days, design, rep)
+    return real_repetition(products, sales, period_days, design, rep, exact=exact)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,14 @@ def monitor(
         dt.date | None,
         date_option("--sequential-horizon", "The night at which the sequence is tightest.", "the design's planned end"),
     ] = None,
+    exact_nights: Annotated[
+        bool,
+        typer.Option(
+            "--exact-nights",
+            help="Estimate every past night whole, as that night's hpte --as-of run printed it (costs a run a "
+            "night); by default past nights are replayed with tonight's model in one pass.",
+        ),
+    ] = False,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap draws for each night's SE.")] = 500,
     trees: Annotated[int, typer.Option(min=1, help="Trees in the causal forest.")] = 100,
     jobs: Annotated[
@@ -97,6 +105,7 @@ def monitor(
             as_of=as_of,
             min_effect=min_effect,
             horizon=sequential_horizon or spec.end,
+            exact_nights=exact_nights,
             n_bootstrap=bootstrap,
             n_estimators=trees,
             seed=seed,
