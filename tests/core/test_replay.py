@@ -124,3 +124,20 @@ def test_information_fractions_at_once_match_one_at_a_time():
     at_once = information_fractions(assignment, nights)
     assert at_once == [information_fraction(assignment, night)[0] for night in nights]
     assert at_once[-1] == 1.0 and all(a <= b for a, b in zip(at_once, at_once[1:]))
+
+
+def test_the_replay_does_not_depend_on_the_partitions(monkeypatch):
+    """Past nights from a panel cut into partitions of a few products are the same numbers
+    as from one partition (each night's cells are gathered partition by partition)."""
+    monkeypatch.setattr("pricelab_cli.hpte.panel.SUM_BLOCK", 16)
+    sales, assignment = _experiment("random-days", n=150)
+    with partition_panel(sales, assignment, ["units"], rows_per_partition=2_000) as panel:
+        assert panel.n_partitions >= 5
+    nights = sorted(assignment["date"].unique().to_list())[:-1]
+    common = dict(n_bootstrap=100, n_estimators=10, n_jobs=1, effect_paths=False, nights=nights, sequential=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        whole = estimate_hpte(sales, assignment, **common).nights
+        cut = estimate_hpte(sales, assignment, rows_per_partition=2_000, **common).nights
+    assert whole is not None and cut is not None and whole.height == len(nights)
+    assert cut.equals(whole)
