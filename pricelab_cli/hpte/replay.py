@@ -13,10 +13,11 @@ own sums decide:
   night, from tonight's residuals), the product swing screen taken on those cells, the leaf
   second difference over the products it keeps, and its bootstrap;
 - **one bootstrap for all nights**: the same resamples of units serve every night (one
-  draw's multiplicities times every night's influence columns). Units are resampled within
-  their arm strata night by night: a unit's stratum is its sequence of per-night arm
-  compositions, so every night keeps its own arm counts in every draw. The de-treating
-  factor is tonight's, and every night's draws redraw it from tonight's inputs.
+  draw's multiplicities times every night's influence columns). A unit's stratum is its arm
+  composition on the last night it is in (strata per pattern over the nights came out
+  small and narrowed the intervals by 10-25%); on a night where a unit is absent its
+  influence is 0. The de-treating factor is tonight's, and every night's draws redraw it
+  from tonight's inputs.
 
 Replayed at tonight's date, this gives tonight's point estimate exactly (the tests check
 it); its SE comes from other resamples than the run's own, so it agrees within the
