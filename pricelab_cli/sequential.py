@@ -139,7 +139,7 @@ def information_fraction(
     """The share of the planned analysed product-days that have happened by ``seen_until``,
     and the planned end (``horizon``, by default the assignment's last date)."""
     end = _planned_end(assignment, horizon)
-    return information_fractions(assignment, [seen_until], horizon)[0], end
+    return _fractions(assignment, [seen_until], end)[0], end
 
 
 def _planned_end(assignment: pl.DataFrame | pl.LazyFrame, horizon: dt.date | None) -> dt.date | None:
@@ -160,7 +160,12 @@ def information_fractions(
 ) -> list[float]:
     """``information_fraction`` at each of several dates, from one count of the analysed
     product-days per date."""
-    end = _planned_end(assignment, horizon)
+    return _fractions(assignment, seen_until, _planned_end(assignment, horizon))
+
+
+def _fractions(
+    assignment: pl.DataFrame | pl.LazyFrame, seen_until: Sequence[dt.date], end: dt.date | None
+) -> list[float]:
     per_date = analysed_rows(assignment.lazy()).group_by("date").len().sort("date").collect()
     dates, counts = per_date["date"].to_list(), per_date["len"].to_numpy().astype(np.int64)
     cumulative = np.concatenate([[0], np.cumsum(counts)])

@@ -620,11 +620,12 @@ def estimate_hpte(
         result = dataclasses.replace(result, nights=_night_table(result, past))
     if not sequential:
         return result
-    fraction = information_fractions(assignment, [last_seen], sequential_horizon)[0]
+    # One count of the assignment gives tonight's share of the plan and every past night's.
+    *before, fraction = information_fractions(assignment, [*(past or []), last_seen], sequential_horizon)
     effects = with_sequence(result.effects, fraction)
     if past is None or result.nights is None:
         return dataclasses.replace(result, effects=effects)
-    fractions = dict(zip(past, information_fractions(assignment, past, sequential_horizon)))
+    fractions = dict(zip(past, before))
     table = result.nights
     by_night = [with_sequence(table.filter(pl.col("date") == n), fractions[n]) for n in past]
     nights_table = pl.concat(by_night) if by_night else with_sequence(table, float("nan"))

@@ -22,7 +22,7 @@ own sums decide:
 Replayed at tonight's date, this gives tonight's point estimate exactly (the tests check
 it); its SE comes from other resamples than the run's own, so it agrees within the
 bootstrap's Monte Carlo error. Past nights read the data as tonight's model sees them, so a
-past row can differ from what that night's run printed (see README, "Monitoring").
+past row can differ from what that night's run printed (docs/commands.md, `pricelab monitor`).
 """
 
 from __future__ import annotations
