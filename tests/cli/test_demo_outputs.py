@@ -7,12 +7,13 @@ plumbing or of the order in which work is done may not move a single byte of a r
 change that is meant to move them regenerates the copies with
 ``PRICELAB_REGENERATE_DEMO_OUTPUTS=1`` and says why in its commit.
 
-The copies are kept per kind of processor: numpy and the forest sum floating-point numbers in
-another order on a processor with AVX-512 than on one with AVX2 alone, which moves the last
-digits of the SEs and, through a near-tie between two splits of a tree, 1-2% of some
-products' CATEs (each machine gives the same bytes on every run). The outputs must equal one
-kept set exactly, every file from the same set; regenerating writes the set of the processor
-it runs on (``KEPT`` with AVX2, ``KEPT / "avx512"`` with AVX-512).
+The copies are kept per OpenBLAS kernel: OpenBLAS sums in another order with its AVX-512
+kernels (SkylakeX and later) than with its AVX2 ones (Haswell), which moves the last digits
+of the SEs and, through a near-tie between two splits of a tree, 1-2% of some products'
+CATEs (each machine gives the same bytes on every run). The outputs must equal one kept set
+exactly, every file from the same set; regenerating writes the set of the kernel in use
+(``KEPT`` with AVX2, ``KEPT / "avx512"`` with AVX-512). An AVX-512 machine writes both: once
+as it is, once with ``OPENBLAS_CORETYPE=Haswell``.
 """
 
 from __future__ import annotations
@@ -67,8 +68,15 @@ def test_the_demo_chain_writes_the_same_bytes_as_before(tmp_path):
 
 
 def _avx512() -> bool:
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # numpy before 2
-        from numpy.core._multiarray_umath import __cpu_features__
-    return bool(__cpu_features__.get("AVX512F"))
+    """Whether OpenBLAS runs its AVX-512 kernels (``OPENBLAS_CORETYPE`` chooses them)."""
+    import numpy  # noqa: F401  (loads OpenBLAS, which threadpoolctl then reads)
+    from threadpoolctl import threadpool_info
+
+    kernels = {
+        str(pool.get("architecture", "")) for pool in threadpool_info() if pool.get("internal_api") == "openblas"
+    }
+    return bool(kernels) and not kernels <= AVX2_KERNELS
+
+
+# OpenBLAS's names of the kernels without AVX-512 that the kept AVX2 set comes from.
+AVX2_KERNELS = {"Haswell", "Zen", "SandyBridge", "Sandybridge"}
