@@ -103,17 +103,17 @@ def test_each_nights_cells_are_the_means_of_its_own_rows():
         np.testing.assert_allclose(three.first_difference[local], sums[at] / counts[at], rtol=1e-12)
 
 
-def test_the_counting_path_resamples_as_the_gathering_path(monkeypatch):
-    """Many statistics switch the draws from gathering each unit's rows to counting each
+@pytest.mark.parametrize("width", [2, bootstrap.WIDE_COLUMNS + 1])
+def test_the_counting_path_resamples_as_the_gathering_path(monkeypatch, width):
+    """Several statistics switch the draws from gathering each unit's rows to counting each
     unit's picks; with the same picks (one batch each) the shifts agree to rounding."""
     rng = np.random.default_rng(3)
     n, draws = 500, 40
     psi = rng.normal(size=(n, 1))
     stratum = rng.integers(0, 2, n)
     monkeypatch.setattr(bootstrap, "BATCH_ENTRIES", 10**9)
-    many = np.concatenate([psi, rng.normal(size=(n, bootstrap.GATHER_COLUMNS))], axis=1)
-    task = bootstrap._DrawChunk((psi, stratum), draws, 11, 0)
-    gathered = bootstrap._chunk_shifts(task)
+    many = np.concatenate([psi, rng.normal(size=(n, width - 1))], axis=1)
+    gathered = bootstrap._chunk_shifts(bootstrap._DrawChunk((psi, stratum), draws, 11, 0))
     counted = bootstrap._chunk_shifts(bootstrap._DrawChunk((many, stratum), draws, 11, 0))
     np.testing.assert_allclose(counted[:, 0], gathered[:, 0], atol=1e-9)
 
