@@ -6,7 +6,9 @@ unit ``j`` ``omega_j`` times moves the estimate by ``sum_j (omega_j - 1) psi_j``
 are index matrices (draws x units of a stratum), made in ``DRAW_CHUNKS`` fixed chunks each
 from its own generator seeded with (seed, chunk) (so an engine can run the chunks side by
 side and the draws stay the same), processed in batches so memory stays bounded; the loops
-run over chunks and batches, never over single draws.
+run over chunks and batches, never over single draws. With one statistic a batch gathers its
+picked units' values; with several it counts each unit's picks and multiplies the counts by
+the influence matrix (the same draws, to rounding, at a fifth of the time).
 
 Units are products, or clusters when the assignment has ``cluster_id``. A unit's stratum is
 its arm composition (treated only, control only, both), and draws keep the stratum sizes, so
