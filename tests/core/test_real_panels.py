@@ -92,15 +92,17 @@ def summary_of(name: str, kind: str) -> dict:
 # Where the estimator does not yet meet a criterion on these panels (docs/method.md's table has
 # the figures): strict, so that the day it does, the test fails until this entry goes.
 KNOWN_GAPS: dict[tuple[str, str, str], str] = {
-    ("tafeng_daily", "time-bound", "coverage"): "coverage 0.930 / 0.935, lift 0.915 / 0.915",
-    ("tafeng_daily", "time-bound", "aa"): "A/A intervals exclude 0 in 0.090",
-    # The estimate reads its own products whole (1.01); the robust step leaves out products
-    # carrying 14% of the truth.
-    ("tafeng_daily", "triggered", "recovery"): "recovery 0.864 (+5%) and 0.865 (+10%)",
-    ("tafeng_daily", "random-days", "coverage"): "coverage 0.915 / 0.930, lift 0.925 / 0.925",
+    ("tafeng_daily", "time-bound", "coverage"): "coverage 0.920 / 0.925, lift 0.920 / 0.915",
+    ("tafeng_daily", "time-bound", "aa"): "A/A intervals exclude 0 in 0.085",
+    # The estimate reads its own products whole (1.02); the robust step leaves out products
+    # carrying 15% of the truth.
+    ("tafeng_daily", "triggered", "recovery"): "recovery 0.869 (+5%) and 0.871 (+10%)",
+    # 16 of these 200 (0.065 on the next 200 seeds, as the factor weighed alike gave there;
+    # the spread / SE ratio is 1.09 against 1.08 weighed alike).
+    ("tafeng_daily", "random-days", "aa"): "A/A intervals exclude 0 in 0.080",
     ("tafeng_daily", "crossover", "aa"): "A/A intervals exclude 0 in 0.075",
-    ("completejourney_daily", "time-bound", "aa"): "A/A intervals exclude 0 in 0.085",
-    ("completejourney_daily", "random-days", "coverage"): "coverage 0.910 / 0.930, lift 0.905 / 0.905",
+    ("completejourney_daily", "time-bound", "aa"): "A/A intervals exclude 0 in 0.075",
+    ("completejourney_daily", "random-days", "coverage"): "coverage 0.910 / 0.935, lift 0.905 / 0.905",
     ("completejourney_daily", "random-days", "aa"): "A/A intervals exclude 0 in 0.095",
 }
 
