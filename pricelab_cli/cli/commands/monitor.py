@@ -87,14 +87,6 @@ def monitor(
     columns = Columns(unit_col, time_col, cluster_col)
     outcomes = list(dict.fromkeys(outcome or ["units"]))
     spec = run.read_design(design_path)
-    if spec.kind != "random-days":
-        # docs/method.md: on a real supermarket panel the nightly SE of these designs is still
-        # too small in the experiment's first weeks, and the sequence stops A/A runs too often.
-        run.reporter.warn(
-            f"a {spec.kind} design: on real sales its nightly interval can be too narrow in the first weeks "
-            "(on one of two real panels, A/A experiments of the kinds other than random days stopped 7-13% of "
-            "the time, not 5%); read a stop before the planned end with caution."
-        )
     assignment_table = run.read_assignment(assignment, columns)
     sales_table = run.scan_sales(sales, outcomes, columns)
     with engine_for(run, engine, jobs) as chosen:
