@@ -47,7 +47,8 @@ def detreat_inputs(cells: Cells, volatility: np.ndarray) -> tuple[DetreatInputs 
     difference and to its level (so the bootstrap can redraw the factor with the estimate).
 
     The lift is the treated minus control mean first difference over the treated cells'
-    observed mean less that difference, on the cells the estimate would keep: not those
+    observed mean less that difference (in a switchback, the paired products' treated cells),
+    on the cells the estimate would keep: not those
     whose swing is more than ``SWING_Z`` robust z-scores from its arm's (one wild product
     would otherwise set the clipping of every treated row). Both means weigh each cell by its
     precision (``_precision``): the ratio is then the least-squares common lift when a
@@ -129,8 +130,7 @@ def _first_pass_difference(
         influence[carrier] = pair[code] * (paired[code] - mean) / pair.sum()
         level_weight[carrier] = pair[code]
         return mean, influence, level_weight
-    wt = _alike_without_weight(weight[treated], np.ones(int(treated.sum()), dtype=bool))
-    wc = _alike_without_weight(weight[control], np.ones(int(control.sum()), dtype=bool))
+    wt, wc = _alike_without_weight(weight[treated]), _alike_without_weight(weight[control])
     a, b = cells.first_difference[treated], cells.first_difference[control]
     ma, mb = float(wt @ a / wt.sum()), float(wc @ b / wc.sum())
     influence[treated] = wt * (a - ma) / wt.sum()
@@ -139,8 +139,10 @@ def _first_pass_difference(
     return ma - mb, influence, level_weight
 
 
-def _alike_without_weight(weight: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """``weight``, or 1 on every member where no member has a positive weight."""
+def _alike_without_weight(weight: np.ndarray, members: np.ndarray | None = None) -> np.ndarray:
+    """``weight``, or 1 on every member (every entry by default) where no member has a
+    positive weight."""
+    members = np.ones(len(weight), dtype=bool) if members is None else members
     if (weight[members] > 0).any():
         return weight
     return members.astype(np.float64)

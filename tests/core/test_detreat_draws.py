@@ -125,8 +125,9 @@ def test_weighted_influence_is_the_derivative_of_the_weighted_difference(both):
 
 def test_noisy_products_weigh_less_in_the_factor(monkeypatch):
     """A common lift with heteroskedastic noise: the precision-weighted factor (weights
-    ``n * level / volatility^2``) is closer to the truth than the plain one, on average over
-    catalogs, and both read the lift without bias on quiet data."""
+    ``n * level / volatility^2``) is closer to the truth than the plain one on the same calm
+    cells (RMSE under half over 60 catalogs), and reads the lift without bias (mean error
+    within 3 Monte Carlo SEs)."""
     errors = {"weighted": [], "plain": []}
     for seed in range(60):
         rng = np.random.default_rng(seed)
