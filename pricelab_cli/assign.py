@@ -6,6 +6,11 @@ period number by the SplitMix64 finaliser, read as a uniform draw in [0, 1). A u
 in a period when its draw is below the treat share. Because no draw depends on any other
 unit, adding or removing products never moves another product's arm, and re-running with the
 same salt gives the same bytes.
+
+The one exception is the balanced switchback, whose blocks each treat an exact number of
+units: its schedule is dealt over the whole set of units from the same hash draws
+(:mod:`pricelab_cli.balanced`), so it depends on which units there are (never on their order),
+and re-running with the same salt and products still gives the same bytes.
 """
 
 from __future__ import annotations
@@ -17,79 +22,23 @@ from collections.abc import Iterable, Iterator
 from typing import cast
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
-import pyarrow as pa
 from scipy import stats
 
+from pricelab_cli.balanced import balanced_schedule
 from pricelab_cli.design import Calendar, Design
 from pricelab_cli.errors import DataError, DuplicateKeyError, PricelabWarning
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+# The hash draws, importable from here as before.
+from pricelab_cli.hashing import fnv1a64 as fnv1a64
+from pricelab_cli.hashing import uniform_draws as uniform_draws
+from pricelab_cli.hashing import unit_keys as unit_keys
+
 SRM_ALPHA = 0.001
 ASSIGNMENT_COLUMNS = ("product_id", "date", "treated", "blackout", "period")
 # Rows per piece when an assignment is produced in pieces: tens of MB of columns, small enough
 # for the allocator to reuse memory between pieces (far faster than fresh pages each time).
 CHUNK_ROWS = 1 << 20
-
-
-def fnv1a64(labels: pl.Series, start: np.uint64 = _FNV_OFFSET) -> np.ndarray:
-    """64-bit FNV-1a hash of each UTF-8 string, vectorised over strings.
-
-    ``start`` is the state to continue from: FNV-1a is a left fold, so hashing ``prefix + s``
-    equals hashing ``s`` from the state after ``prefix``. The loop runs over blocks of
-    strings and character positions (a few dozen), never over single strings.
-    """
-    arr = pa.array(labels.cast(pl.String).to_arrow(), type=pa.large_string())
-    if arr.null_count:
-        raise DataError("cannot hash a missing (null) identifier.")
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
-    data_buf = arr.buffers()[2]
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
-    starts = offsets[:-1]
-    lengths = np.diff(offsets)
-    h = np.full(n, start, dtype=np.uint64)
-    for lo in range(0, n, CHUNK_ROWS):  # blocks keep the temporaries small
-        block = h[lo : lo + CHUNK_ROWS]  # a view: updated in place
-        block_starts, block_lengths = starts[lo : lo + CHUNK_ROWS], lengths[lo : lo + CHUNK_ROWS]
-        for pos in range(int(block_lengths.max())):
-            active = block_lengths > pos
-            if active.all():
-                block ^= data[block_starts + pos]
-                block *= _FNV_PRIME
-            else:
-                rows = np.flatnonzero(active)
-                byte = data[block_starts[rows] + pos].astype(np.uint64)
-                block[rows] = (block[rows] ^ byte) * _FNV_PRIME
-    return h
-
-
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    z = z.copy()
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return z
-
-
-def unit_keys(units: pl.Series, salt: str, level: str = "p") -> np.ndarray:
-    """The per-unit 64-bit key: FNV-1a of ``salt \\x1f level \\x1f unit``."""
-    # The prefix is hashed once and every unit continues from its state.
-    prefix = fnv1a64(pl.Series([f"{salt}\x1f{level}\x1f"]))[0]
-    return fnv1a64(units.cast(pl.String), start=prefix)
-
-
-def uniform_draws(keys: np.ndarray, periods: npt.ArrayLike) -> np.ndarray:
-    """Uniform [0, 1) draw for each (unit key, period) pair; arrays broadcast."""
-    periods = np.asarray(periods, dtype=np.int64).astype(np.uint64)
-    with np.errstate(over="ignore"):
-        mixed = _splitmix64(keys ^ ((periods + np.uint64(1)) * _GOLDEN))
-    return (mixed >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +115,9 @@ class AssignmentPlan:
     keys: np.ndarray  # per product, the 64-bit key of its randomisation unit
     first_days: np.ndarray  # per product, its first experiment date in days since 1970-01-01
     calendar: Calendar  # per day of the window: period, draw period, flipped arms, blackout
+    # Balanced switchback only: (units x blocks) treated flags and each product's unit row.
+    schedule: np.ndarray | None = None
+    unit_row: np.ndarray | None = None
 
     @property
     def periods(self) -> np.ndarray:
@@ -202,7 +154,10 @@ class AssignmentPlan:
         units = self.units[products]
         offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64), keys.shape)
         periods = self.periods[offsets]
-        treated = uniform_draws(keys, self.calendar.draw_period[offsets]) < design.treat_share
+        if self.schedule is not None and self.unit_row is not None:
+            treated = self.schedule[self.unit_row[products], self.calendar.draw_period[offsets]]
+        else:
+            treated = uniform_draws(keys, self.calendar.draw_period[offsets]) < design.treat_share
         treated ^= self.calendar.flipped[offsets]
         out = units.with_columns(
             pl.Series("date", (first_days + offsets).astype(np.int32)).cast(pl.Date),
@@ -211,6 +166,17 @@ class AssignmentPlan:
             pl.Series("period", periods.astype(np.int32)),
         )
         return out.select(*ASSIGNMENT_COLUMNS, *(["cluster_id"] if self.unit_col == "cluster_id" else []))
+
+    def matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(treated, blackout) as (products x days of the window) boolean arrays, without the
+        rows (not for a triggered design, whose windows differ by product)."""
+        draw_period = self.calendar.draw_period
+        if self.schedule is not None and self.unit_row is not None:
+            treated = self.schedule[self.unit_row][:, draw_period]
+        else:
+            treated = uniform_draws(self.keys[:, None], draw_period[None, :]) < self.design.treat_share
+        treated ^= self.calendar.flipped[None, :]
+        return treated, np.broadcast_to(self.blackout[None, :], treated.shape)
 
     def frame(self) -> pl.DataFrame:
         """Every row at once: products in input order, then dates."""
@@ -261,11 +227,14 @@ class AssignmentPlan:
         first_of_unit = self.units.get_column(self.unit_col).is_first_distinct().to_numpy()
         keys = self.keys[first_of_unit]
         draw_periods = np.unique(self.calendar.draw_period).tolist()
-        treated_draws = sum(
-            int((uniform_draws(keys[lo : lo + CHUNK_ROWS], period) < design.treat_share).sum())
-            for lo in range(0, len(keys), CHUNK_ROWS)
-            for period in draw_periods
-        )
+        if self.schedule is not None:
+            treated_draws = int(self.schedule.sum())
+        else:
+            treated_draws = sum(
+                int((uniform_draws(keys[lo : lo + CHUNK_ROWS], period) < design.treat_share).sum())
+                for lo in range(0, len(keys), CHUNK_ROWS)
+                for period in draw_periods
+            )
         daily = tally.daily()
         n_cells = int(daily["n_products"].sum())
         n_treated = int(daily["_treated"].sum())
@@ -315,7 +284,25 @@ def plan_assignment(
         first_days = np.full(base.height, (start - dt.date(1970, 1, 1)).days, dtype=np.int64)
     # Days of the experiment, or of each product's window for a triggered design.
     days = np.arange(design.n_days, dtype=np.int64)
-    return AssignmentPlan(design, base, keys, first_days, design.calendar(days))
+    calendar = design.calendar(days)
+    if design.kind != "balanced-switchback":
+        return AssignmentPlan(design, base, keys, first_days, calendar)
+    unit_col = "cluster_id" if "cluster_id" in base.columns else "product_id"
+    unit_row, first = unit_rows(base.get_column(unit_col))
+    n_blocks = int(calendar.period.max()) + 1 if len(days) else 0
+    schedule = balanced_schedule(keys[first], design.salt, n_blocks, design.treat_share)
+    return AssignmentPlan(design, base, keys, first_days, calendar, schedule, unit_row)
+
+
+def unit_rows(units: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(each product's unit index, the first product of each unit), units numbered in order
+    of first appearance."""
+    codes = units.to_frame("u").select(pl.col("u").rank("dense").cast(pl.Int64) - 1)["u"].to_numpy()
+    first = units.is_first_distinct().to_numpy()
+    # Dense ranks follow sorted order; renumber them by first appearance.
+    renumber = np.empty(int(codes.max()) + 1 if len(codes) else 0, dtype=np.int64)
+    renumber[codes[first]] = np.arange(int(first.sum()))
+    return renumber[codes], np.flatnonzero(first)
 
 
 def assign(

@@ -12,14 +12,16 @@ import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from pricelab_cli.errors import DesignError
 
 if TYPE_CHECKING:  # numpy is loaded only where a calendar is drawn: writing a design needs none
     import numpy as np
 
-KINDS = ("time-bound", "triggered", "random-days", "crossover")
+KINDS = ("time-bound", "triggered", "random-days", "crossover", "balanced-switchback")
+# Kinds that re-randomise every block of ``block_days`` days.
+BLOCK_KINDS = ("random-days", "balanced-switchback")
 SPEC_VERSION = 1
 
 
@@ -47,9 +49,11 @@ class Design:
     treat_share : probability that a randomisation unit is treated (in the first phase for
         crossover designs).
     salt : text mixed into every hash draw; the same salt gives the same assignment.
-    block_days : random-days only, length of each re-randomised block.
+    block_days : random-days and balanced-switchback, length of each re-randomised block.
     duration_days : triggered only, window length from the event date.
-    phase_days, blackout_days, phases : crossover only.
+    phase_days, phases : crossover only.
+    blackout_days : crossover, the blackout days opening each phase; balanced-switchback,
+        the blackout days opening each block after the first (a switch, for some units).
     description : what the experiment changes, in words (e.g. "10% price cut"), for reports.
     salt_from : how the salt was made: ``seed`` (hashed from the seed with what identifies
         the experiment, see ``salt_from_seed``), ``random`` or ``given``.
@@ -82,7 +86,11 @@ class Design:
         import numpy as np
 
         offsets = np.asarray(day_offsets, dtype=np.int64)
-        length = {"random-days": self.block_days, "crossover": self.phase_days}.get(self.kind)
+        length = {
+            "random-days": self.block_days,
+            "balanced-switchback": self.block_days,
+            "crossover": self.phase_days,
+        }.get(self.kind)
         period = offsets // length if length else np.zeros_like(offsets)
         if self.kind == "crossover":
             if self.phase_days is None:
@@ -92,6 +100,10 @@ class Design:
                 period, np.zeros_like(period), period % 2 == 1, (offsets % self.phase_days) < (self.blackout_days or 0)
             )
         no = np.zeros(len(offsets), dtype=bool)
+        if self.kind == "balanced-switchback" and self.blackout_days and length:
+            # Every block but the first opens with a switch for some units; the first follows
+            # the untreated pre-period, so nothing carries over into it.
+            return Calendar(period, period, no, (period > 0) & ((offsets % length) < self.blackout_days))
         return Calendar(period, period, no, no.copy())
 
     @property
@@ -159,6 +171,8 @@ def make_design(
         design = dataclasses.replace(common, start=start, end=end)
     elif kind == "random-days":
         design = dataclasses.replace(common, start=start, end=end, block_days=block_days)
+    elif kind == "balanced-switchback":
+        design = dataclasses.replace(common, start=start, end=end, block_days=block_days, blackout_days=blackout_days)
     elif kind == "triggered":
         design = dataclasses.replace(common, duration_days=duration_days)
     else:
@@ -218,8 +232,16 @@ def validate(design: Design) -> None:
         _missing(design, "end")
     if design.end < design.start:
         raise DesignError(f"`end` {design.end} is before `start` {design.start}.")
-    if design.kind == "random-days" and (design.block_days is None or design.block_days < 1):
+    if design.kind in BLOCK_KINDS and (design.block_days is None or design.block_days < 1):
         raise DesignError(f"`block_days` {design.block_days} must be at least 1.")
+    if design.kind == "balanced-switchback":
+        if design.blackout_days is None or design.blackout_days < 0:
+            raise DesignError(f"`blackout_days` {design.blackout_days} must be 0 or more.")
+        if design.blackout_days >= cast(int, design.block_days):
+            raise DesignError(
+                f"`blackout_days` {design.blackout_days} must be shorter than `block_days` "
+                f"{design.block_days}, or no day of a block is left to analyse."
+            )
 
 
 def _date(value: Any, field: str, source: str) -> dt.date | None:
@@ -272,6 +294,7 @@ def design_from_dict(spec: Mapping[str, Any], source: str = "design") -> Design:
         "triggered": ("duration_days",),
         "random-days": ("start", "end", "block_days"),
         "crossover": ("start", "phase_days", "blackout_days", "phases"),
+        "balanced-switchback": ("start", "end", "block_days", "blackout_days"),
     }[values["kind"]]
     missing = [field for field in needed if values.get(field) is None]
     if missing:

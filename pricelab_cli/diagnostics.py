@@ -179,9 +179,17 @@ def carryover_check(residuals: pl.DataFrame, assignment: pl.DataFrame, first_day
     rows = residuals.select("product_id", "date", "residual").join(since, on=["product_id", "date"], how="inner")
     blackout = 0
     if "blackout" in assignment.columns:
-        marked = since.join(assignment.select("product_id", "date", "blackout"), on=["product_id", "date"])
-        switched = marked.filter(pl.col("after_switch") & pl.col("blackout"))
-        blackout = int(switched["since"].to_numpy().max()) if switched.height else 0
+        # The blackout after a switch: the blackout days that open a run of one arm (a
+        # balanced switchback's blackout days inside a run, where the arm did not change,
+        # are not days after a switch).
+        marked = (
+            since.join(assignment.select("product_id", "date", "blackout"), on=["product_id", "date"])
+            .sort("product_id", "date")
+            .with_columns((pl.col("since") == 1).cast(pl.Int32).cum_sum().over("product_id").alias("_run"))
+            .with_columns(pl.col("blackout").cast(pl.Int32).cum_min().over("product_id", "_run").alias("_leading"))
+        )
+        opening = marked.filter(pl.col("after_switch")).group_by("product_id", "_run").agg(pl.col("_leading").sum())
+        blackout = int(opening["_leading"].to_numpy().max()) if opening.height else 0
     table_rows, profile_rows = [], []
     for arm, name in ((0, "control"), (1, "treated")):
         arm_rows = rows.filter(pl.col("treated") == arm)

@@ -144,6 +144,7 @@ class DesignKind(str, enum.Enum):
     triggered = "triggered"
     random_days = "random-days"
     crossover = "crossover"
+    balanced_switchback = "balanced-switchback"
 
 
 class OutlierRule(str, enum.Enum):

@@ -610,9 +610,11 @@ def _check_arms(read: _SalesRead, finals: list[dict]) -> None:
 
 
 def _warn_uncovered_dates(plan: PanelPlan, days: np.ndarray, sales_label: str, assignment_label: str) -> None:
-    """Warn, naming them, about the assignment's dates on which no product has a sales row:
-    sales that end before the experiment does (or start after it began), or a closure."""
-    assigned = plan.first_day + np.flatnonzero((plan.state_grid.reshape(-1, plan.span) != NOT_COVERED).any(axis=0))
+    """Warn, naming them, about the assignment's analysed dates on which no product has a sales
+    row: sales that end before the experiment does (or start after it began), or a closure. A
+    date that is blackout for every product is not analysed, and its rows are never read."""
+    grid = plan.state_grid.reshape(-1, plan.span)
+    assigned = plan.first_day + np.flatnonzero(((grid == 0) | (grid == 1)).any(axis=0))
     missing = assigned[~np.isin(assigned, days)]
     if not len(missing):
         return

@@ -9,13 +9,13 @@ from typing import cast
 import numpy as np
 import polars as pl
 
-from pricelab_cli.assign import _splitmix64, fnv1a64
 from pricelab_cli.errors import (
     DataError,
     DuplicateKeyError,
     EmptyTableError,
     PricelabError,
 )
+from pricelab_cli.hashing import _splitmix64, fnv1a64
 from pricelab_cli.ids import IdLookup
 from pricelab_cli.tables import (
     assignment_flags,

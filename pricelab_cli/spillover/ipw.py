@@ -23,6 +23,9 @@ probabilities are exact: with ``K_it`` the number of *other* units holding an in
     P(direct)    = q (1 - q)^K   if not own, else 0
     P(total)     = q - P(direct)
 
+A balanced switchback treats an exact number of units in every block, so its units are not
+independent and these formulas do not hold: its probabilities are always replayed.
+
 A positive threshold has no closed form; the probabilities are then estimated by replaying
 the design's randomisation with ``replays`` fresh salts (the same hash draws ``assign`` makes,
 computed for all units at once), counting the realised assignment as one more replay so an
@@ -56,12 +59,14 @@ import datetime as dt
 import hashlib
 import warnings
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import polars as pl
 from scipy import sparse, stats
 
 from pricelab_cli.assign import uniform_draws, unit_keys
+from pricelab_cli.balanced import balanced_schedule
 from pricelab_cli.design import Design
 from pricelab_cli.errors import ColumnTypeError, DataError, EmptyTableError, PricelabWarning, UsageError
 from pricelab_cli.ids import row_positions
@@ -280,6 +285,20 @@ def _unit_draws(keys: np.ndarray, design: Design, draw_period: int, flip: bool) 
     return (uniform_draws(keys, np.int64(draw_period)) < design.treat_share) ^ flip
 
 
+def _salt_draws(exp: _Experiment, design: Design, salts: list[str]) -> Callable[[int, bool], np.ndarray]:
+    """``(draw_period, flip) -> (units x salts)`` treated flags, as ``assign`` draws them
+    under each salt: independent hash draws, or a balanced switchback's schedule."""
+    keys = _unit_keys(exp, salts)
+    if design.kind != "balanced-switchback":
+        return lambda period, flip: _unit_draws(keys, design, period, flip)
+    n_blocks = -(-design.n_days // cast(int, design.block_days))
+    # One schedule per salt (each is dealt over every unit at once).
+    schedules = np.stack(
+        [balanced_schedule(keys[:, j], salt, n_blocks, design.treat_share) for j, salt in enumerate(salts)], axis=2
+    )
+    return lambda period, flip: schedules[:, period, :] ^ flip
+
+
 def _replay_salts(seed: int, n: int) -> list[str]:
     return [hashlib.sha256(f"pricelab-ipw-replay:{seed}:{r}".encode()).hexdigest()[:16] for r in range(n)]
 
@@ -359,9 +378,9 @@ def _replay_probs(
     salts = _replay_salts(seed, replays)
     for start in range(0, replays, _REPLAY_BATCH):
         batch = salts[start : start + _REPLAY_BATCH]
-        keys = _unit_keys(exp, batch)
+        draw = _salt_draws(exp, design, batch)
         for t, cells in groups:
-            draws = _unit_draws(keys, design, int(draw_period[t]), bool(flip[t]))
+            draws = draw(int(draw_period[t]), bool(flip[t]))
             z = np.zeros((n, len(batch)), dtype=bool)
             z[members] = draws[exp.unit[members]] & exp.active[members, t][:, None]
             cond = 2 * z + _exposed(exp, z, threshold)
@@ -419,7 +438,7 @@ def exposure_probs(
     treated = exp.treated[rows, cols]
     observed = 2 * treated.astype(np.int64) + exposed
     mismatch = _design_mismatch(exp, design, draw_period, flip)
-    if exposure_threshold == 0.0 and method == "auto":
+    if exposure_threshold == 0.0 and method == "auto" and design.kind != "balanced-switchback":
         probs, how, n_replays = _exact_probs(exp, q, rows, cols), "exact", 0
     else:
         probs = _replay_probs(exp, design, exposure_threshold, rows, cols, observed, replays, seed, progress)
@@ -441,11 +460,11 @@ def exposure_probs(
 def _design_mismatch(exp: _Experiment, design: Design, draw_period: np.ndarray, flip: np.ndarray) -> float:
     """Share of analysed cells whose arm differs from the design's own hash draw."""
     members = exp.unit >= 0
-    keys = _unit_keys(exp, [design.salt])
+    draw = _salt_draws(exp, design, [design.salt])
     differ = 0
     for p in np.unique(np.stack([draw_period, flip.astype(np.int64)]), axis=1).T:
         dates = np.flatnonzero((draw_period == p[0]) & (flip == bool(p[1])))
-        draws = _unit_draws(keys, design, int(p[0]), bool(p[1]))[:, 0]
+        draws = draw(int(p[0]), bool(p[1]))[:, 0]
         expected = np.zeros(len(exp.ids), dtype=bool)
         expected[members] = draws[exp.unit[members]]
         cells = exp.analysed[:, dates]

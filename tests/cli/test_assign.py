@@ -138,6 +138,17 @@ def read_folder(folder) -> pl.DataFrame:
     [
         ["random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--block-days", "3"],
         ["crossover", "--start", "2026-03-02", "--phase-days", "4", "--blackout-days", "1"],
+        [
+            "balanced-switchback",
+            "--start",
+            "2026-03-02",
+            "--end",
+            "2026-03-15",
+            "--block-days",
+            "3",
+            "--blackout-days",
+            "1",
+        ],
     ],
 )
 def test_a_folder_output_holds_the_same_rows_as_a_file_one_date_per_partition(run_cli, tmp_path, design_args):
@@ -243,3 +254,53 @@ def test_outputs_to_object_storage_equal_local_ones_and_a_failed_run_leaves_noth
     as_folder = run_cli(*args, "-o", f"s3://{s3_bucket}/runs/folder/", *keys)
     assert as_folder.code == 2 and "name one object" in as_folder.stderr
     assert [k for k in s3_server.list_keys(s3_bucket) if not k.endswith("/")] == objects, "failed runs upload nothing"
+
+
+def test_a_balanced_switchback_is_replayed_from_its_design_file_byte_for_byte(run_cli, tmp_path):
+    """The design file and the products table are all it takes: two runs of ``assign`` (one
+    with the products shuffled) write the same rows, every block treats exactly
+    round(0.3 x 37) = 11 products, and each product is treated in 1 or 2 of its 5 blocks."""
+    ids = [f"sku-{i}" for i in range(37)]
+    pl.DataFrame({"product_id": ids}).write_csv(tmp_path / "products.csv")
+    pl.DataFrame({"product_id": ids[::-1]}).write_csv(tmp_path / "shuffled.csv")
+    design = tmp_path / "d.json"
+    made = run_cli(
+        "design",
+        "balanced-switchback",
+        "--start",
+        "2026-03-02",
+        "--end",
+        "2026-03-15",
+        "--block-days",
+        "3",
+        "--blackout-days",
+        "1",
+        "--treat-share",
+        "0.3",
+        "--seed",
+        "4",
+        "-o",
+        design,
+    )
+    assert made.code == 0, made.stderr
+    assert json.loads(design.read_text())["kind"] == "balanced-switchback"
+    outs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    for out in outs:
+        assert run_cli("assign", "--design", design, "--products", tmp_path / "products.csv", "-o", out, "-q").code == 0
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    shuffled = tmp_path / "c.parquet"
+    assert (
+        run_cli("assign", "--design", design, "--products", tmp_path / "shuffled.csv", "-o", shuffled, "-q").code == 0
+    )
+    table = pl.read_csv(outs[0], try_parse_dates=True)
+    assert pl.read_parquet(shuffled).sort("product_id", "date").equals(table.sort("product_id", "date"))
+    draws = table.group_by("product_id", "period").agg(pl.col("treated").max())
+    assert draws.group_by("period").agg(pl.col("treated").sum())["treated"].to_list() == [11] * 5
+    assert set(draws.group_by("product_id").agg(pl.col("treated").sum())["treated"].to_list()) <= {1, 2}
+    # Blackout: the first day of every block after the first.
+    assert sorted(set(table.filter(pl.col("blackout"))["date"].cast(pl.String).to_list())) == [
+        "2026-03-05",
+        "2026-03-08",
+        "2026-03-11",
+        "2026-03-14",
+    ]

@@ -90,7 +90,7 @@ def test_tables_are_not_cut_when_stderr_is_not_a_terminal(run_cli, designed):
 def test_help_keeps_bracketed_text_and_shows_flags_and_choices(run_cli):
     design = " ".join(run_cli("design", "--help").text.split())
     assert "[default: (hash of --seed, kind, --name and dates, else random)]" in design
-    assert "[default: (1)]" in design and "<time-bound|triggered|random-days|crossover>" in design
+    assert "[default: (1)]" in design and "<time-bound|triggered|random-days|crossover|balanced-switchback>" in design
     assert "<bool>" not in design and "--quiet " in design
     hpte = " ".join(run_cli("hpte", "--help").text.split())
     assert "--engine local|ray" in hpte and "--outcome COLUMN" in hpte and "[default: (all cores)]" in hpte

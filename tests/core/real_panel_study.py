@@ -41,7 +41,7 @@ from pricelab_cli.assign import assign
 from pricelab_cli.design import make_design
 from pricelab_cli.hpte import estimate_hpte
 
-DESIGNS = ("time-bound", "triggered", "random-days", "crossover")
+DESIGNS = ("time-bound", "triggered", "random-days", "crossover", "balanced-switchback")
 PLANTED = {"m05": 0.05, "m10": 0.10}
 OUTCOMES = ("aa", "m05", "m10", "het", "m10_dirty")
 CONTAMINATION_SHARE = 0.03
@@ -81,7 +81,7 @@ def design_of(kind: str, salt: str, last: dt.date, period_days: int):
     start = last - dt.timedelta(days=days - 1)
     if kind == "time-bound":
         return make_design(kind, salt=salt, start=start, end=last)
-    if kind == "random-days":
+    if kind in ("random-days", "balanced-switchback"):
         return make_design(kind, salt=salt, start=start, end=last, block_days=period_days)
     if kind == "crossover":
         phase = days // 2
@@ -275,8 +275,9 @@ def study(
 
 
 def summarise(reps: list[Repetition]) -> dict:
-    """Per outcome: A/A rejection rate, paired recovery ratio (with its Monte Carlo error),
-    coverage of the truth and of the true lift, mean SE."""
+    """Per outcome: A/A rejection rate, mean SE and spread of the A/A estimates, paired
+    recovery ratio (with its Monte Carlo error), coverage of the truth and of the true lift,
+    mean SE."""
     aa = np.array([r.effects.filter(pl.col("outcome") == "aa")["estimate"].item() for r in reps])
     aa_lo = np.array([r.effects.filter(pl.col("outcome") == "aa")["ci_low"].item() for r in reps])
     aa_hi = np.array([r.effects.filter(pl.col("outcome") == "aa")["ci_high"].item() for r in reps])
@@ -286,6 +287,7 @@ def summarise(reps: list[Repetition]) -> dict:
         "aa_reject": float(np.mean((aa_lo > 0) | (aa_hi < 0))),
         "aa_reject_p": float(np.mean(aa_p < 0.05)),
         "aa_se": float(np.mean([r.effects.filter(pl.col("outcome") == "aa")["se"].item() for r in reps])),
+        "aa_spread": float(aa.std(ddof=1)),
     }
     for name in ("m05", "m10", "het", "m10_dirty"):
         rows = [r.effects.filter(pl.col("outcome") == name).row(0, named=True) for r in reps]

@@ -24,20 +24,31 @@ io = lazy("pricelab_cli.io")
     epilog="Example: pricelab design crossover --start 2026-03-02 --phase-days 14 --blackout-days 7 -o design.json"
 )
 def design(
-    kind: Annotated[DesignKind, typer.Argument(help="time-bound, triggered, random-days or crossover.")],
+    kind: Annotated[
+        DesignKind, typer.Argument(help="time-bound, triggered, random-days, crossover or balanced-switchback.")
+    ],
     output: Output = "-",
     start: Annotated[dt.date | None, date_option("--start", "First experiment date.")] = None,
-    end: Annotated[dt.date | None, date_option("--end", "Last experiment date (time-bound, random-days).")] = None,
+    end: Annotated[
+        dt.date | None, date_option("--end", "Last experiment date (all but triggered and crossover).")
+    ] = None,
     block_days: Annotated[
-        int | None, typer.Option(help="random-days: days per re-randomised block.", show_default="1")
+        int | None,
+        typer.Option(help="random-days, balanced-switchback: days per re-randomised block.", show_default="1"),
     ] = None,
     duration_days: Annotated[int | None, typer.Option(help="triggered: window length from each event.")] = None,
     phase_days: Annotated[int | None, typer.Option(help="crossover: days per phase.")] = None,
     blackout_days: Annotated[
-        int | None, typer.Option(help="crossover: blackout days opening each phase.", show_default="0")
+        int | None,
+        typer.Option(
+            help="crossover: blackout days opening each phase; balanced-switchback: opening each block after the first.",
+            show_default="0",
+        ),
     ] = None,
     phases: Annotated[int | None, typer.Option(help="crossover: number of phases.", show_default="2")] = None,
-    treat_share: Annotated[float, typer.Option(help="Share of randomisation units treated.")] = 0.5,
+    treat_share: Annotated[
+        float, typer.Option(help="Share of randomisation units treated (balanced-switchback: in every block, exactly).")
+    ] = 0.5,
     salt: Annotated[
         str | None,
         typer.Option(help="Hash salt.", show_default="hash of --seed, kind, --name and dates, else random"),
@@ -63,13 +74,13 @@ def design(
     _reject_flags_for_kind(
         kind_name,
         {
-            "--end": (end, ("time-bound", "random-days")),
-            "--block-days": (block_days, ("random-days",)),
+            "--end": (end, ("time-bound", "random-days", "balanced-switchback")),
+            "--block-days": (block_days, ("random-days", "balanced-switchback")),
             "--duration-days": (duration_days, ("triggered",)),
             "--phase-days": (phase_days, ("crossover",)),
-            "--blackout-days": (blackout_days, ("crossover",)),
+            "--blackout-days": (blackout_days, ("crossover", "balanced-switchback")),
             "--phases": (phases, ("crossover",)),
-            "--start": (start, ("time-bound", "random-days", "crossover")),
+            "--start": (start, ("time-bound", "random-days", "crossover", "balanced-switchback")),
         },
     )
     spec = make_design(
