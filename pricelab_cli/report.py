@@ -37,7 +37,7 @@ from pricelab_cli.diagnostics import (
 )
 from pricelab_cli.engine import Engine, default_engine
 
-SWITCHBACK = ("random-days", "crossover")
+SWITCHBACK = ("random-days", "crossover", "balanced-switchback")
 # Features shown in "effect by feature", at most.
 TOP_FEATURES = 3
 PASS, LOOK, NOT_RUN, NOT_APPLICABLE = "pass", "look again", "not run", "not applicable"
@@ -102,6 +102,7 @@ class Report:
     spillover: list[dict] | None
     clusters: dict | None
     power: list[dict] | None
+    power_choice: str | None
     balance: dict
     diagnostics: list[dict]
     provenance: list[dict]
@@ -249,6 +250,12 @@ def _tested(design: Design, assignment: pl.DataFrame) -> dict:
         "triggered": "each product's window starts at its own event; the product is treated or not for the window",
         "random-days": "every product is treated on some days and not on others, drawn at random",
         "crossover": "products swap arms between phases; the first days of each phase are left out (blackout)",
+        "balanced-switchback": (
+            "every product is treated on some days and not on others, drawn at random but balanced: every "
+            "block of days treats the same number of products and every product is treated in the same "
+            "share of its blocks"
+            + ("; the first days after each switch are left out (blackout)" if design.blackout_days else "")
+        ),
     }[design.kind]
     return {
         "design": design.label,
@@ -415,7 +422,8 @@ def build_report(
         heterogeneity=heterogeneity,
         spillover=_spillover_rows(spillover, outcomes[0]) if spillover is not None else None,
         clusters=_cluster_summary(clusters) if clusters is not None else None,
-        power=power.to_dicts() if power is not None else None,
+        power=_power_rows(power),
+        power_choice=_power_choice(power, design),
         balance=balance,
         diagnostics=diagnostics,
         provenance=provenance,
@@ -653,3 +661,32 @@ def render_markdown(report: Report, image_folder: str) -> str:
     env = _environment()
     env.filters.update(fmt=fmt, pct=pct, p_text=p_text)
     return env.get_template("report.md.j2").render(r=report, images=image_folder, PASS=PASS, LOOK=LOOK)
+
+
+def _power_rows(power: pl.DataFrame | None) -> list[dict] | None:
+    """The design comparison's rows; a ``power --recommend`` grid's rows are labelled with
+    their carryover scenario, the recommended design's first."""
+    if power is None:
+        return None
+    if "carryover_days" not in power.columns:
+        return power.to_dicts()
+    days = pl.col("carryover_days")
+    text = pl.when(days == days.floor()).then(days.cast(pl.Int64).cast(pl.String)).otherwise(days.cast(pl.String))
+    label = pl.format("{} (carryover {} days)", pl.col("design"), text)
+    ordered = power.sort(
+        pl.col("recommended").cast(pl.Int8) if "recommended" in power.columns else pl.lit(0),
+        descending=True,
+        maintain_order=True,
+    )
+    return ordered.with_columns(label.alias("design")).to_dicts()
+
+
+def _power_choice(power: pl.DataFrame | None, design: Design) -> str | None:
+    """The recommendation of a ``power --recommend`` grid, in plain words."""
+    if power is None or not {"recommended", "worst_rmse", "kind", "block_days", "blackout_days"} <= set(power.columns):
+        return None
+    if not power["recommended"].any():
+        return None
+    from pricelab_cli.recommend import explain
+
+    return explain(power, design.treat_share)

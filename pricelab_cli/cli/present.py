@@ -199,6 +199,34 @@ def report_power(reporter: Reporter, summary: pl.DataFrame, effect: float, reps:
     reporter.table(table)
 
 
+def report_grid(reporter: Reporter, grid: pl.DataFrame, effect: float, reps: int, share: float = 0.5) -> None:
+    """The grid of ``power --recommend``: per design and carryover scenario RMSE, bias,
+    coverage and power, designs by worst RMSE; then the recommendation in words."""
+    from pricelab_cli.recommend import explain
+
+    scenarios = sorted(set(grid["carryover_days"].to_list()))
+    table = Table(
+        title=f"design grid on this history: +{effect:.1%} injected, {reps} repetitions per cell; "
+        "per carryover scenario: rmse / bias / coverage / power",
+        title_justify="left",
+    )
+    table.add_column("design", justify="left")
+    table.add_column("worst rmse", justify="right")
+    for days in scenarios:
+        table.add_column(f"carryover {days:g}d", justify="right")
+    order = grid.group_by("design", maintain_order=True).agg(pl.col("worst_rmse").first()).sort("worst_rmse")
+    for design, worst in order.iter_rows():
+        rows = grid.filter(pl.col("design") == design).sort("carryover_days")
+        cells = [
+            " / ".join("-" if r[c] is None else f"{r[c]:.3g}" for c in ("rmse", "bias", "coverage", "power"))
+            for r in rows.iter_rows(named=True)
+        ]
+        mark = " (recommended)" if rows["recommended"][0] else ""
+        table.add_row(f"{design}{mark}", f"{worst:.3g}", *cells)
+    reporter.table(table)
+    reporter.say(explain(grid, share))
+
+
 def report_monitor(reporter: Reporter, table: pl.DataFrame) -> None:
     """Tonight's row of each outcome, and the first night that said stop."""
     if table.is_empty():

@@ -111,3 +111,70 @@ def test_power_errors_name_the_problem(run_cli, files):
     missing = run_cli(*base, "--outcome", "clicks", "-o", d / "x.csv")
     assert missing.code == 65 and "missing column 'clicks'" in missing.stderr
     assert not (d / "x.csv").exists()
+
+
+def test_recommend_writes_the_grid_and_a_design_that_assign_replays(run_cli, files, tmp_path):
+    """``--recommend``: one grid row per design and carryover scenario, one design flagged,
+    the recommendation explained on stderr, and ``--recommend-out`` a design that ``assign``
+    takes as it is (the window and share of the first --design)."""
+    d = files
+    args = ["power", "--history", d / "history.parquet", "--products", d / "products.csv"]
+    args += ["--design", d / "random-days.json", "--recommend", "--carryover-days", "0,2", "--reps", "5"]
+    result = run_cli(
+        *args,
+        "--blocks",
+        "1,7",
+        "--seed",
+        "3",
+        "-o",
+        tmp_path / "grid.csv",
+        "--recommend-out",
+        tmp_path / "chosen.json",
+        "--repetitions-out",
+        tmp_path / "reps.parquet",
+    )
+    assert result.code == 0, result.stderr
+    grid = pl.read_csv(tmp_path / "grid.csv")
+    assert grid.columns[:5] == ["design", "kind", "block_days", "blackout_days", "carryover_days"]
+    designs = grid["design"].unique(maintain_order=True).to_list()
+    assert designs[:3] == ["time-bound", "random-days 1d", "random-days 7d"]
+    assert "balanced-switchback 7d blackout 4d" in designs and grid.height == 2 * len(designs)
+    assert sorted(set(grid["carryover_days"].to_list())) == [0.0, 2.0]
+    chosen = grid.filter(pl.col("recommended"))
+    assert chosen["design"].n_unique() == 1 and chosen.height == 2
+    assert "Recommended design: " + chosen["design"][0] in " ".join(result.stderr.split())
+    spec = json.loads((tmp_path / "chosen.json").read_text())
+    assert spec["kind"] == chosen["kind"][0] and spec["start"] == "2026-01-01" and spec["salt_from"] == "seed"
+    assert pl.read_parquet(tmp_path / "reps.parquet").height == len(designs) * 5 * 2
+    assigned = run_cli("assign", "--design", tmp_path / "chosen.json", "--products", d / "products.csv", "-o", "-")
+    assert assigned.code == 0, assigned.stderr
+    again = run_cli(*args, "--blocks", "1,7", "--seed", "3", "-o", tmp_path / "again.csv", "-q")
+    assert again.code == 0 and (tmp_path / "again.csv").read_bytes() == (tmp_path / "grid.csv").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--recommend-out", "x.json"], "--recommend-out needs --recommend"),
+        (["--carryover-days", "0,3"], "needs --recommend"),
+        (["--recommend", "--carryover-days", "0,x"], "'x' is not a number of days"),
+        (["--recommend", "--blocks", "7,0"], "'0' is not a whole number of days"),
+        (["--recommend", "--spillover", "0.5"], "--recommend does not plant --spillover"),
+    ],
+)
+def test_recommend_flags_that_cannot_run_are_usage_errors(run_cli, files, tmp_path, extra, message):
+    d = files
+    result = run_cli(
+        "power",
+        "--history",
+        d / "history.parquet",
+        "--products",
+        d / "products.csv",
+        "--design",
+        d / "random-days.json",
+        *extra,
+        "-o",
+        tmp_path / "grid.csv",
+    )
+    assert result.code == 2 and message in " ".join(result.stderr.split())
+    assert not (tmp_path / "grid.csv").exists()
