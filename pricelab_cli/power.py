@@ -245,6 +245,16 @@ def _chunk_task(item: tuple[object, Sequence[int]]) -> list[dict]:
     return _chunk(resolve(study), reps)
 
 
+def interval_hits(with_ci: pl.Expr) -> list[pl.Expr]:
+    """``power`` (share of 95% intervals that exclude 0) and ``coverage`` (share that cover
+    the truth), over the repetitions ``with_ci`` marks as having intervals."""
+    covers = (pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high"))
+    return [
+        (pl.col("p_value") < 0.05).filter(with_ci).mean().alias("power"),
+        covers.filter(with_ci).mean().alias("coverage"),
+    ]
+
+
 def summarise(repetitions: pl.DataFrame) -> pl.DataFrame:
     """One row per design: bias, se, rmse, power, coverage, mde (outcome units per product per day).
 
@@ -259,11 +269,7 @@ def summarise(repetitions: pl.DataFrame) -> pl.DataFrame:
         error.mean().alias("bias"),
         pl.col("estimate").std().alias("se"),
         (error**2).mean().sqrt().alias("rmse"),
-        (pl.col("p_value") < 0.05).filter(with_ci).mean().alias("power"),
-        ((pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high")))
-        .filter(with_ci)
-        .mean()
-        .alias("coverage"),
+        *interval_hits(with_ci),
         pl.col("truth").mean().alias("truth"),
         pl.col("estimate").mean().alias("mean_estimate"),
         pl.col("baseline").mean().alias("baseline"),

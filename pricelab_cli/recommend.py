@@ -60,7 +60,7 @@ from pricelab_cli.assign import plan_assignment, unit_rows
 from pricelab_cli.design import Design, make_design
 from pricelab_cli.errors import DataError, UsageError
 from pricelab_cli.ids import row_positions
-from pricelab_cli.power import MIN_PRE_DAYS, Z80, Z975, window_design
+from pricelab_cli.power import MIN_PRE_DAYS, Z80, Z975, interval_hits, window_design
 from pricelab_cli.simulate import treatment_dose
 
 GRID_BLOCKS = (1, 2, 3, 7, 14)
@@ -399,11 +399,7 @@ def summarise_grid(
             pl.col("estimate").std().alias("se"),
             pl.col("se").filter(with_ci).mean().alias("mean_se"),
             (error**2).mean().sqrt().alias("rmse_raw"),
-            (pl.col("p_value") < 0.05).filter(with_ci).mean().alias("power"),
-            ((pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high")))
-            .filter(with_ci)
-            .mean()
-            .alias("coverage"),
+            *interval_hits(with_ci),
             pl.col("truth").mean().alias("truth"),
             pl.len().alias("reps"),
         )

@@ -129,6 +129,9 @@ def test_broken_pipe_exits_zero_quietly(inputs, tmp_path):
     assert done.stderr == ""
 
 
+BALANCED = ["balanced-switchback", "--start", "2026-03-02", "--end", "2026-03-15", "--block-days", "3"]
+
+
 def read_folder(folder) -> pl.DataFrame:
     return pl.read_parquet(folder, hive_partitioning=True)
 
@@ -138,17 +141,7 @@ def read_folder(folder) -> pl.DataFrame:
     [
         ["random-days", "--start", "2026-03-02", "--end", "2026-03-15", "--block-days", "3"],
         ["crossover", "--start", "2026-03-02", "--phase-days", "4", "--blackout-days", "1"],
-        [
-            "balanced-switchback",
-            "--start",
-            "2026-03-02",
-            "--end",
-            "2026-03-15",
-            "--block-days",
-            "3",
-            "--blackout-days",
-            "1",
-        ],
+        [*BALANCED, "--blackout-days", "1"],
     ],
 )
 def test_a_folder_output_holds_the_same_rows_as_a_file_one_date_per_partition(run_cli, tmp_path, design_args):
@@ -266,13 +259,7 @@ def test_a_balanced_switchback_is_replayed_from_its_design_file_byte_for_byte(ru
     design = tmp_path / "d.json"
     made = run_cli(
         "design",
-        "balanced-switchback",
-        "--start",
-        "2026-03-02",
-        "--end",
-        "2026-03-15",
-        "--block-days",
-        "3",
+        *BALANCED,
         "--blackout-days",
         "1",
         "--treat-share",

@@ -113,13 +113,17 @@ def test_power_errors_name_the_problem(run_cli, files):
     assert not (d / "x.csv").exists()
 
 
+def history_args(d) -> list:
+    return ["power", "--history", d / "history.parquet", "--products", d / "products.csv"]
+
+
 def test_recommend_writes_the_grid_and_a_design_that_assign_replays(run_cli, files, tmp_path):
     """``--recommend``: one grid row per design and carryover scenario, one design flagged,
     the recommendation explained on stderr, and ``--recommend-out`` a design that ``assign``
     takes as it is (the window and share of the first --design)."""
     d = files
-    args = ["power", "--history", d / "history.parquet", "--products", d / "products.csv"]
-    args += ["--design", d / "random-days.json", "--recommend", "--carryover-days", "0,2", "--reps", "5"]
+    args = [*history_args(d), "--design", d / "random-days.json", "--recommend", "--carryover-days", "0,2"]
+    args += ["--reps", "5"]
     result = run_cli(
         *args,
         "--blocks",
@@ -165,11 +169,7 @@ def test_recommend_writes_the_grid_and_a_design_that_assign_replays(run_cli, fil
 def test_recommend_flags_that_cannot_run_are_usage_errors(run_cli, files, tmp_path, extra, message):
     d = files
     result = run_cli(
-        "power",
-        "--history",
-        d / "history.parquet",
-        "--products",
-        d / "products.csv",
+        *history_args(d),
         "--design",
         d / "random-days.json",
         *extra,
