@@ -17,6 +17,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -36,7 +37,15 @@ class Stopped(BaseException):
 
 def _raise(signum, frame) -> None:
     _STATE.received = signum
+    # From here the run is stopping and says so in one line: what a background thread raises
+    # as the work around it unwinds (a worker pool's manager thread, "Exception in thread
+    # ExecutorManagerThread: ...") is a consequence of the stop, not news, and is not printed.
+    threading.excepthook = _quiet_thread
     raise Stopped(signum)
+
+
+def _quiet_thread(args) -> None:
+    """A background thread's exception once the run is stopping: not printed."""
 
 
 @dataclasses.dataclass
@@ -176,12 +185,11 @@ def end_workers() -> None:
     if "joblib" not in sys.modules:
         return
     import multiprocessing
-    import threading
 
     # The pool's manager thread may fail as its workers go ("Exception in thread
     # ExecutorManagerThread: ..."): the run has been stopped and says so in one line, so what a
     # background thread raises from here on is not printed.
-    threading.excepthook = lambda args: None
+    threading.excepthook = _quiet_thread
 
     executor = None
     with contextlib.suppress(Exception):
