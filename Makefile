@@ -49,8 +49,8 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "$(TEST_MARKERS)" --timeout=$(TEST_TIMEOUT)
 
-# The Monte Carlo studies (marker `slow`, about 12 minutes on 2 cores) and hpte on real retail
-# panels (marker `full`: 200 experiments per panel and design, about 40 minutes).
+# The Monte Carlo studies (marker `slow`, with power --recommend's oracle study) and hpte on real retail
+# panels (marker `full`: 200 experiments per panel and design, together about 70 minutes on 2 cores).
 # Its criteria are the real-panel targets in docs/method.md; a criterion not met yet is a strict
 # xfail naming its figure (docs/method.md has them all). CI runs it.
 test-full: $(STAMP)
