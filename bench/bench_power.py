@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 
 import polars as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import bench_dir, measure, pricelab, report  # noqa: E402
-
-from pricelab_cli.simulate import simulate_catalog, simulate_sales  # noqa: E402
+from measure import bench_dir, measure, power_history, pricelab, report  # noqa: E402
 
 
 def main() -> int:
     folder = bench_dir()
-    products, edges = simulate_catalog(5_000, 100, seed=31)
-    products.write_csv(os.path.join(folder, "power_products.csv"))
-    history = simulate_sales(products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, seed=32)
-    history.sales.write_parquet(os.path.join(folder, "power_history.parquet"))
+    products_path, history_path = power_history(folder)
     designs = {
         "time-bound": ["--end", "2026-01-28"],
         "random-days": ["--end", "2026-01-28"],
@@ -36,9 +30,9 @@ def main() -> int:
             *pricelab(),
             "power",
             "--history",
-            os.path.join(folder, "power_history.parquet"),
+            history_path,
             "--products",
-            os.path.join(folder, "power_products.csv"),
+            products_path,
             *paths,
             "--effect",
             "0.05",

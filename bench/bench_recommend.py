@@ -1,9 +1,8 @@
-"""power --recommend: the grid (kinds x blocks 1, 2, 3, 7, 14 x blackouts 0-3) under carryover
+"""power --recommend: the grid (kinds x blocks 1, 2, 3, 7, 14 x blackouts 0-6) under carryover
 0, 1 and 3 days, 30 repetitions a cell, on 5,000 products x 84 days, in <= 5 minutes."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
@@ -11,17 +10,12 @@ import sys
 import polars as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import bench_dir, measure, pricelab, report  # noqa: E402
-
-from pricelab_cli.simulate import simulate_catalog, simulate_sales  # noqa: E402
+from measure import bench_dir, measure, power_history, pricelab, report  # noqa: E402
 
 
 def main() -> int:
     folder = bench_dir()
-    products, edges = simulate_catalog(5_000, 100, seed=31)
-    products.write_csv(os.path.join(folder, "recommend_products.csv"))
-    history = simulate_sales(products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, seed=32)
-    history.sales.write_parquet(os.path.join(folder, "recommend_history.parquet"))
+    products_path, history_path = power_history(folder)
     design = os.path.join(folder, "recommend_window.json")
     measure([*pricelab(), "design", "random-days", "--start", "2026-02-02", "--end", "2026-03-01", "-o", design, "-q"])
     grid, chosen = os.path.join(folder, "recommend_grid.csv"), os.path.join(folder, "recommended.json")
@@ -30,9 +24,9 @@ def main() -> int:
             *pricelab(),
             "power",
             "--history",
-            os.path.join(folder, "recommend_history.parquet"),
+            history_path,
             "--products",
-            os.path.join(folder, "recommend_products.csv"),
+            products_path,
             "--design",
             design,
             "--recommend",

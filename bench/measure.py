@@ -58,6 +58,22 @@ def bench_dir() -> str:
     return path
 
 
+def power_history(folder: str) -> tuple[str, str]:
+    """The design studies' catalog and history: 5,000 products (100 categories, substitutes)
+    and 84 days of untreated sales to 2026-03-01, written once as (products, history) paths."""
+    import datetime as dt
+
+    from pricelab_cli.simulate import simulate_catalog, simulate_sales
+
+    products_path = os.path.join(folder, "power_products.csv")
+    history_path = os.path.join(folder, "power_history.parquet")
+    products, edges = simulate_catalog(5_000, 100, seed=31)
+    products.write_csv(products_path)
+    history = simulate_sales(products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, seed=32)
+    history.sales.write_parquet(history_path)
+    return products_path, history_path
+
+
 def measure_group(args: list[str], limit_mib: float, **kwargs) -> tuple[float, float, float]:
     """Run ``args`` under ``memcap.py`` (killed past ``limit_mib``); return (wall seconds,
     peak RSS of its largest process, sampled peak of its whole process group) in MiB.

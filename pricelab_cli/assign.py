@@ -33,6 +33,7 @@ from pricelab_cli.errors import DataError, DuplicateKeyError, PricelabWarning
 from pricelab_cli.hashing import fnv1a64 as fnv1a64
 from pricelab_cli.hashing import uniform_draws as uniform_draws
 from pricelab_cli.hashing import unit_keys as unit_keys
+from pricelab_cli.ids import row_positions
 
 SRM_ALPHA = 0.001
 ASSIGNMENT_COLUMNS = ("product_id", "date", "treated", "blackout", "period")
@@ -149,16 +150,11 @@ class AssignmentPlan:
     def rows(self, products: np.ndarray | slice, offsets: np.ndarray | int) -> pl.DataFrame:
         """The rows of (product position, day of its window) pairs: ``products`` is an array of
         positions or a slice of them, ``offsets`` one day for all or one per product."""
-        design = self.design
-        keys, first_days = self.keys[products], self.first_days[products]
+        first_days = self.first_days[products]
         units = self.units[products]
-        offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64), keys.shape)
+        offsets = np.broadcast_to(np.asarray(offsets, dtype=np.int64), first_days.shape)
         periods = self.periods[offsets]
-        if self.schedule is not None and self.unit_row is not None:
-            treated = self.schedule[self.unit_row[products], self.calendar.draw_period[offsets]]
-        else:
-            treated = uniform_draws(keys, self.calendar.draw_period[offsets]) < design.treat_share
-        treated ^= self.calendar.flipped[offsets]
+        treated = self._treated(products, offsets)
         out = units.with_columns(
             pl.Series("date", (first_days + offsets).astype(np.int32)).cast(pl.Date),
             pl.Series("treated", treated.astype(np.int8)),
@@ -167,16 +163,25 @@ class AssignmentPlan:
         )
         return out.select(*ASSIGNMENT_COLUMNS, *(["cluster_id"] if self.unit_col == "cluster_id" else []))
 
+    def _treated(self, products: np.ndarray | slice, offsets: np.ndarray) -> np.ndarray:
+        """The arm of (product position, day of the window) pairs; the two broadcast."""
+        draw_period = self.calendar.draw_period[offsets]
+        if self.schedule is not None and self.unit_row is not None:
+            treated = self.schedule[self.unit_row[products], draw_period]
+        else:
+            treated = uniform_draws(self.keys[products], draw_period) < self.design.treat_share
+        return treated ^ self.calendar.flipped[offsets]
+
     def matrices(self) -> tuple[np.ndarray, np.ndarray]:
         """(treated, blackout) as (products x days of the window) boolean arrays, without the
         rows (not for a triggered design, whose windows differ by product)."""
-        draw_period = self.calendar.draw_period
-        if self.schedule is not None and self.unit_row is not None:
-            treated = self.schedule[self.unit_row][:, draw_period]
-        else:
-            treated = uniform_draws(self.keys[:, None], draw_period[None, :]) < self.design.treat_share
-        treated ^= self.calendar.flipped[None, :]
+        treated = self._treated(np.arange(self.n_products)[:, None], np.arange(self.n_days)[None, :])
         return treated, np.broadcast_to(self.blackout[None, :], treated.shape)
+
+    def unit_index(self) -> np.ndarray:
+        """Per product, the index of its randomisation unit (units in order of first
+        appearance)."""
+        return self.unit_row if self.unit_row is not None else unit_rows(self.units.get_column(self.unit_col))[0]
 
     def frame(self) -> pl.DataFrame:
         """Every row at once: products in input order, then dates."""
@@ -284,25 +289,18 @@ def plan_assignment(
         first_days = np.full(base.height, (start - dt.date(1970, 1, 1)).days, dtype=np.int64)
     # Days of the experiment, or of each product's window for a triggered design.
     days = np.arange(design.n_days, dtype=np.int64)
-    calendar = design.calendar(days)
+    plan = AssignmentPlan(design, base, keys, first_days, design.calendar(days))
     if design.kind != "balanced-switchback":
-        return AssignmentPlan(design, base, keys, first_days, calendar)
-    unit_col = "cluster_id" if "cluster_id" in base.columns else "product_id"
-    unit_row, first = unit_rows(base.get_column(unit_col))
-    n_blocks = int(calendar.period.max()) + 1 if len(days) else 0
-    schedule = balanced_schedule(keys[first], design.salt, n_blocks, design.treat_share)
-    return AssignmentPlan(design, base, keys, first_days, calendar, schedule, unit_row)
+        return plan
+    unit_row, first = unit_rows(base.get_column(plan.unit_col))
+    schedule = balanced_schedule(keys[first], design.salt, design.n_blocks, design.treat_share)
+    return dataclasses.replace(plan, schedule=schedule, unit_row=unit_row)
 
 
 def unit_rows(units: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(each product's unit index, the first product of each unit), units numbered in order
     of first appearance."""
-    codes = units.to_frame("u").select(pl.col("u").rank("dense").cast(pl.Int64) - 1)["u"].to_numpy()
-    first = units.is_first_distinct().to_numpy()
-    # Dense ranks follow sorted order; renumber them by first appearance.
-    renumber = np.empty(int(codes.max()) + 1 if len(codes) else 0, dtype=np.int64)
-    renumber[codes[first]] = np.arange(int(first.sum()))
-    return renumber[codes], np.flatnonzero(first)
+    return row_positions(units, units.unique(maintain_order=True)), np.flatnonzero(units.is_first_distinct().to_numpy())
 
 
 def assign(

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from pricelab_cli.hashing import fnv1a64, uniform_draws
+from pricelab_cli.hashing import text_key, uniform_draws
 
 # Swap rounds of step 3: every unit takes part in one swap attempt per round.
 SWEEPS = 48
@@ -58,7 +58,7 @@ def balanced_schedule(keys: np.ndarray, salt: str, n_blocks: int, share: float) 
     base, extra = divmod(total, n)
     # Step 1: the unit order (a stable sort: ties, which need a 53-bit collision, keep the rows' order) and the block order.
     order = np.argsort(uniform_draws(keys, _ORDER_PERIOD), kind="stable")
-    salt_key = fnv1a64_text(f"{salt}\x1fblocks")
+    salt_key = text_key(f"{salt}\x1fblocks")
     block_order = np.argsort(uniform_draws(np.full(n_blocks, salt_key, dtype=np.uint64), np.arange(n_blocks)))
     # Step 2: unit ``order[p]`` takes blocks start_p, ..., start_p + r_p - 1 of the block order.
     count = np.full(n, base, dtype=np.int64)
@@ -70,13 +70,6 @@ def balanced_schedule(keys: np.ndarray, salt: str, n_blocks: int, share: float) 
     if n >= 2 and n_blocks >= 2:
         _scramble(schedule, keys)
     return schedule
-
-
-def fnv1a64_text(text: str) -> np.uint64:
-    """The 64-bit FNV-1a hash of one string."""
-    import polars as pl
-
-    return fnv1a64(pl.Series([text]))[0]
 
 
 def _scramble(schedule: np.ndarray, keys: np.ndarray) -> None:

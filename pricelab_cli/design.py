@@ -117,6 +117,13 @@ class Design:
             _missing(self, "start" if self.start is None else "end")
         return (self.end - self.start).days + 1
 
+    @property
+    def n_blocks(self) -> int:
+        """Randomisation blocks of a kind with ``block_days`` (the last may be shorter)."""
+        if self.block_days is None:
+            _missing(self, "block_days")
+        return -(-self.n_days // self.block_days)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: plain values, dates as ISO text, unused fields left out."""
         out: dict[str, Any] = {"pricelab_design": SPEC_VERSION}

@@ -65,11 +65,15 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def text_key(text: str) -> np.uint64:
+    """The 64-bit FNV-1a hash of one string."""
+    return fnv1a64(pl.Series([text]))[0]
+
+
 def unit_keys(units: pl.Series, salt: str, level: str = "p") -> np.ndarray:
     """The per-unit 64-bit key: FNV-1a of ``salt \\x1f level \\x1f unit``."""
     # The prefix is hashed once and every unit continues from its state.
-    prefix = fnv1a64(pl.Series([f"{salt}\x1f{level}\x1f"]))[0]
-    return fnv1a64(units.cast(pl.String), start=prefix)
+    return fnv1a64(units.cast(pl.String), start=text_key(f"{salt}\x1f{level}\x1f"))
 
 
 def uniform_draws(keys: np.ndarray, periods: npt.ArrayLike) -> np.ndarray:

@@ -56,7 +56,7 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from pricelab_cli.assign import plan_assignment, unit_rows
+from pricelab_cli.assign import plan_assignment
 from pricelab_cli.design import Design, make_design
 from pricelab_cli.errors import DataError, UsageError
 from pricelab_cli.ids import row_positions
@@ -352,7 +352,7 @@ def _grid_task(item: tuple[object, int]) -> list[dict]:
         analysed = np.zeros(screen.outcome.shape, dtype=bool)
         treated[:, offset:] = treated_w
         analysed[:, offset:] = ~blackout_w
-        unit = unit_rows(plan.units.get_column(plan.unit_col))[0]
+        unit = plan.unit_index()
         for days in task.carryover:
             result = screen_estimate(screen, treated, analysed, unit, task.effect, days)
             rows.append({"candidate": index, "carryover_days": days, "rep": rep, **result})

@@ -187,10 +187,7 @@ def end_workers() -> None:
     import multiprocessing
 
     # The pool's manager thread may fail as its workers go ("Exception in thread
-    # ExecutorManagerThread: ..."): the run has been stopped and says so in one line, so what a
-    # background thread raises from here on is not printed.
-    threading.excepthook = _quiet_thread
-
+    # ExecutorManagerThread: ..."); ``_raise`` has already silenced background threads.
     executor = None
     with contextlib.suppress(Exception):
         from joblib.externals.loky import reusable_executor

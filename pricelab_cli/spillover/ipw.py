@@ -59,7 +59,6 @@ import datetime as dt
 import hashlib
 import warnings
 from collections.abc import Callable
-from typing import cast
 
 import numpy as np
 import polars as pl
@@ -291,10 +290,10 @@ def _salt_draws(exp: _Experiment, design: Design, salts: list[str]) -> Callable[
     keys = _unit_keys(exp, salts)
     if design.kind != "balanced-switchback":
         return lambda period, flip: _unit_draws(keys, design, period, flip)
-    n_blocks = -(-design.n_days // cast(int, design.block_days))
     # One schedule per salt (each is dealt over every unit at once).
     schedules = np.stack(
-        [balanced_schedule(keys[:, j], salt, n_blocks, design.treat_share) for j, salt in enumerate(salts)], axis=2
+        [balanced_schedule(keys[:, j], salt, design.n_blocks, design.treat_share) for j, salt in enumerate(salts)],
+        axis=2,
     )
     return lambda period, flip: schedules[:, period, :] ^ flip
 

@@ -121,7 +121,7 @@ def power(
 ) -> None:
     """Compare designs on your own history by Monte Carlo: bias, SE, RMSE, power, coverage, MDE."""
     from pricelab_cli.power import HpteEstimator, Threats, power_study
-    from pricelab_cli.recommend import default_max_blackout, parse_carryover
+    from pricelab_cli.recommend import default_max_blackout, parse_blocks, parse_carryover
 
     png = (str(plot) if plot else None,)
     run = start_run(
@@ -136,7 +136,8 @@ def power(
         storage_option=storage_option,
     )
     scenarios = parse_carryover(carryover_days)
-    _check_recommend_flags(recommend, recommend_out, scenarios, spillover, events, blocks, plot)
+    _check_recommend_flags(recommend, recommend_out, scenarios, spillover, events, plot)
+    grid_blocks = parse_blocks(blocks) if recommend else []
     columns = Columns(unit_col, time_col, cluster_col)
     inputs = _read_inputs(run, history, products, design_paths, clusters, edges, events, outcome, columns)
     if recommend:
@@ -150,7 +151,7 @@ def power(
                 effect,
                 grid_reps,
                 scenarios,
-                blocks,
+                grid_blocks,
                 longest,
                 seed,
                 (output, repetitions_out),
@@ -159,6 +160,7 @@ def power(
         if recommend_out is not None:
             _write_recommendation(run, chosen.design, recommend_out, seed)
         return
+    study_reps = 200 if reps is None else reps
     with engine_for(run, engine, jobs) as chosen:
         summary, repetitions = power_study(
             inputs.history,
@@ -169,7 +171,7 @@ def power(
             ),
             outcome=outcome,
             effect=effect,
-            reps=200 if reps is None else reps,
+            reps=study_reps,
             threats=Threats(carryover_days=scenarios[0], spillover=spillover),
             edges=inputs.edges,
             events=inputs.events,
@@ -179,7 +181,7 @@ def power(
             engine=chosen,
         )
     _write_outputs(run, summary, repetitions, output=output, repetitions_out=repetitions_out, plot=plot)
-    report_power(run.reporter, summary, effect, 200 if reps is None else reps)
+    report_power(run.reporter, summary, effect, study_reps)
 
 
 def _check_recommend_flags(
@@ -188,12 +190,10 @@ def _check_recommend_flags(
     scenarios: list[float],
     spillover: float,
     events: str | None,
-    blocks: str,
     plot: Path | None,
 ) -> None:
     """Refuse flag combinations that cannot run, before any input is read."""
     from pricelab_cli.errors import UsageError
-    from pricelab_cli.recommend import parse_blocks
 
     if not recommend:
         if recommend_out is not None:
@@ -201,7 +201,6 @@ def _check_recommend_flags(
         if len(scenarios) > 1:
             raise UsageError("a list of --carryover-days scenarios needs --recommend; without it give one number.")
         return
-    parse_blocks(blocks)
     if spillover:
         raise UsageError("--recommend does not plant --spillover; compare designs under spillover without it.")
     if events is not None:
@@ -219,7 +218,7 @@ def _recommend(
     effect: float,
     reps: int,
     scenarios: list[float],
-    blocks: str,
+    blocks: list[int],
     max_blackout: int,
     seed: int,
     outputs: tuple[str, str | None],
@@ -232,7 +231,6 @@ def _recommend(
         candidate_designs,
         detrend_history,
         grid_study,
-        parse_blocks,
         recommended,
         summarise_grid,
     )
@@ -242,7 +240,7 @@ def _recommend(
         run.reporter.warn(
             "--recommend uses the first --design's dates and treat share; the other designs are not read."
         )
-    candidates = candidate_designs(template, parse_blocks(blocks), max_blackout)
+    candidates = candidate_designs(template, blocks, max_blackout)
     clusters = inputs.arms[-1].clusters
     window = max(c.design.n_days for c in candidates)
     screen = detrend_history(inputs.history, inputs.products, outcome, window)
