@@ -39,6 +39,32 @@ def pytest_configure(config):
     ray_cluster_module._reaper().tie_descendants_to_this_run()
 
 
+_UNGROUPED = pytest.StashKey[set]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """On an xdist worker under ``--dist loadgroup``, every test with an ``xdist_group`` mark
+    must carry its group in its node id by now (xdist's own hook adds it), or the scheduler
+    splits the group across workers: the Ray tests then start a cluster per worker, and the
+    real-panel studies load their panels twice. pytest 9.2 broke that silently
+    (pytest-dev/pytest-xdist#1386), hence the pin below 9.2; this check keeps it from
+    coming back unnoticed: such tests fail, saying why."""
+    if getattr(config.option, "loadgroup", False):
+        config.stash[_UNGROUPED] = {
+            item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+        }
+
+
+def pytest_runtest_setup(item):
+    if item.nodeid in item.config.stash.get(_UNGROUPED, set()):
+        pytest.fail(
+            f"--dist loadgroup does not group tests with this pytest ({pytest.__version__}): this test has no "
+            "@group suffix in its id (pytest-dev/pytest-xdist#1386); install the locked versions (make test).",
+            pytrace=False,
+        )
+
+
 @dataclasses.dataclass
 class CliResult:
     code: int

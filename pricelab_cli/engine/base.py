@@ -189,13 +189,34 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+# The values of the object references a cluster task was given as its direct arguments, by
+# reference id: what ``resolve`` returns in that task (see pricelab_cli/engine/ray.py).
+_PREFETCHED: dict[bytes, Any] = {}
+
+
+@contextlib.contextmanager
+def prefetched(values: Mapping[bytes, Any]):
+    """While a cluster task runs: ``resolve`` answers these references from ``values``."""
+    _PREFETCHED.update(values)
+    try:
+        yield
+    finally:
+        _PREFETCHED.clear()
+
+
 def resolve(value: Any) -> Any:
     """The value behind what ``share`` or ``map_kept`` handed out (itself on this machine).
 
     Recognises a Ray object reference by its type's module, so the local engine never
-    imports ray."""
+    imports ray. In a cluster task the value was fetched before the task started."""
     if type(value).__module__.split(".")[0] == "ray":
+        found = _PREFETCHED.get(value.binary(), _MISSING)
+        if found is not _MISSING:
+            return found
         import ray
 
         return ray.get(value)
     return value
+
+
+_MISSING = object()

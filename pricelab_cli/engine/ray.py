@@ -24,11 +24,11 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from pricelab_cli.engine.base import MemoryPartitions, PartitionStore, TaskCounter, announce, resolve
+from pricelab_cli.engine.base import MemoryPartitions, PartitionStore, TaskCounter, announce, prefetched, resolve
 from pricelab_cli.errors import EngineError
 
 START_HINT = (
@@ -58,12 +58,16 @@ def _import_ray():
     return ray
 
 
-def _call(fn: Callable, item: Any, n_kept: int):
-    """The task body: ``fn(item)``, with the id of the node that ran it beside the small part."""
+def _call(fn: Callable, item: Any, n_kept: int, keys: list[bytes], *values: Any):
+    """The task body: ``fn(item)``, with the id of the node that ran it beside the small part.
+
+    ``values`` are the objects behind the references inside ``fn`` and ``item`` (ids
+    ``keys``), which Ray fetched before the task started: ``resolve`` answers from them."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    result = fn(item)
+    with prefetched(dict(zip(keys, values))):
+        result = fn(item)
     if n_kept:
         return ((result[0], node), *result[1 : 1 + n_kept])
     return result, node
@@ -156,7 +160,7 @@ class RayEngine:
     ) -> list:
         """As :meth:`pricelab_cli.engine.local.LocalEngine.map`, each item a task of the cluster."""
         sizes = announce(self.counter, fn, items, stage, weights)
-        refs = [self._task.remote(fn, item, 0) for item in items]
+        refs = [self._submit(self._task, fn, item, 0) for item in items]
         results = self._gather(refs, items, sizes, progress)
         return [value for value, _ in results]
 
@@ -170,7 +174,8 @@ class RayEngine:
         weights: Callable[[Any], int] | None = None,
     ) -> list[tuple[Any, list[Any]]]:
         sizes = announce(self.counter, fn, items, stage, weights)
-        calls = [self._task.options(num_returns=1 + n_kept).remote(fn, item, n_kept) for item in items]
+        task = self._task.options(num_returns=1 + n_kept)
+        calls = [self._submit(task, fn, item, n_kept) for item in items]
         if n_kept == 0:
             calls = [[ref] for ref in calls]
         smalls = self._gather([refs[0] for refs in calls], items, sizes, progress)
@@ -202,6 +207,16 @@ class RayEngine:
         for task, (_, (rows,)) in zip(tasks, out):
             store.set_sorted(task.k, rows)
         return [small for small, _ in out]
+
+    def _submit(self, task: Any, fn: Callable, item: Any, n_kept: int) -> Any:
+        """Submit ``fn(item)`` with the object references inside ``fn`` and ``item`` also
+        given as direct arguments. Ray then has their objects on the task's node before the
+        task takes a CPU, instead of the task waiting for them (``ray.get``) while holding
+        one: when a node is lost, the tasks that rebuild its objects need that CPU, and a
+        node with every CPU held by a waiting task would wait for ever (Ray's "nested
+        ray.get" anti-pattern)."""
+        refs = _references_in((fn, item), self._ray.ObjectRef)
+        return task.remote(fn, item, n_kept, [ref.binary() for ref in refs], *refs)
 
     def _gather(self, refs: list, items: Sequence[Any], sizes: list[int], progress) -> list:
         """Results in item order; progress as tasks finish, in whatever order they do."""
@@ -333,6 +348,27 @@ class ObjectPartitions:
 
     def close(self) -> None:
         pass
+
+
+def _references_in(value: Any, ref_type: type) -> list:
+    """The distinct object references anywhere inside ``value``, in the order met, found by
+    pickling it as Ray will (arrays' buffers are skipped, not copied)."""
+    import io
+
+    from ray import cloudpickle
+
+    found: dict[bytes, Any] = {}
+
+    class _Finder(cloudpickle.CloudPickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if not isinstance(obj, ref_type):
+                return None
+            key: bytes = cast(Any, obj).binary()
+            found.setdefault(key, obj)
+            return key
+
+    _Finder(io.BytesIO(), protocol=5, buffer_callback=lambda buffer: False).dump(value)
+    return list(found.values())
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

@@ -276,11 +276,26 @@ def _wait_for_the_driver(ray_cluster, process: subprocess.Popen, then: float) ->
     assert process.poll() is None, "hpte ended before the fault could be injected: give it more work"
 
 
-@ray_group
-def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clear_error(ray_cluster, chain, tmp_path):
-    local, remote = tmp_path / "local", tmp_path / "ray"
-    local.mkdir(), remote.mkdir()
+@pytest.fixture(scope="module")
+def local_hpte(chain, tmp_path_factory):
+    """The chain's hpte outputs from the local engine."""
+    local = tmp_path_factory.mktemp("local-hpte")
     assert run(_hpte_args(chain, local)).code == 0
+    return local
+
+
+@ray_group
+@pytest.mark.parametrize("then", [0.5, 1.0, 2.0])
+def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clear_error(
+    ray_cluster, chain, local_hpte, tmp_path, then
+):
+    """The worker node's raylet is killed ``then`` seconds after the driver connects: early
+    in the run, while the sales are partitioned, or while they are detrended. The lost
+    partitions are rebuilt by re-running their tasks on the head node, whose one CPU must
+    not be held by a task waiting for them (it was, and the run waited for ever, until
+    tasks were given their inputs as direct arguments)."""
+    local, remote = local_hpte, tmp_path / "ray"
+    remote.mkdir()
     process = subprocess.Popen(
         [PRICELAB, *_hpte_args(chain, remote)],
         env={**ray_cluster.env, "PRICELAB_ENGINE": "ray"},
@@ -289,7 +304,7 @@ def test_a_worker_lost_in_the_middle_of_hpte_ends_in_a_retried_success_or_a_clea
         text=True,
     )
     try:
-        _wait_for_the_driver(ray_cluster, process, 1.0)
+        _wait_for_the_driver(ray_cluster, process, then)
         os.kill(ray_cluster.worker_raylet_pid(), signal.SIGKILL)
         _, stderr = process.communicate(timeout=240)
     finally:
