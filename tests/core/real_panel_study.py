@@ -320,3 +320,87 @@ def summarise(reps: list[Repetition]) -> dict:
             )
         out[name] = entry
     return out
+
+
+class DesignVariance:
+    """A design-based SE of hpte beside its bootstrap, on switchbacks with one-day blocks:
+    with the forest's leaves fixed the estimate is linear in the cells' first differences
+    (``coefficient @ y``), and each cell's mean residual varies with which of the product's
+    days the design treated. The Neyman variance over days is then
+    ``sum(coefficient^2 * s^2 / n)`` with ``s^2`` the variance of the residuals over the
+    cell's ``n`` analysed days. Measured by hooking the estimator (nothing in pricelab
+    computes it: it is not offered, see docs/method.md); ``se[outcome]`` after each fit."""
+
+    def __init__(self) -> None:
+        self.se: dict[str, float] = {}
+        self._within: dict[tuple, tuple[float, int]] = {}
+
+    def __enter__(self) -> DesignVariance:
+        from pricelab_cli.hpte import detrend
+        from pricelab_cli.hpte.estimate import HeterogeneousPanelEffect
+
+        self._saved = detrend.first_difference, HeterogeneousPanelEffect._bootstrap
+        first_difference, bootstrap = self._saved
+        within, se = self._within, self.se
+
+        def hooked_first_difference(panel, detrended, y=None):
+            cells = first_difference(panel, detrended, y)
+            rows = np.flatnonzero(~panel.pre & detrended.usable)
+            of_row = np.searchsorted(cells.code * 2 + cells.treated, panel.code[rows] * 2 + panel.treated[rows])
+            deviation = detrended.residual[rows] - cells.first_difference[of_row]
+            squares = np.bincount(of_row, weights=deviation**2, minlength=len(cells.code))
+            ids = np.asarray(panel.product_ids)[cells.code]
+            within.update(zip(zip(ids, cells.treated.tolist()), zip(squares, cells.n_rows)))
+            return cells
+
+        def hooked_bootstrap(estimator, panel, cells, leaf, outcome, *args):
+            ids = np.asarray(panel.product_ids)[cells.code]
+            squares = np.array([within[(i, t)][0] for i, t in zip(ids, cells.treated.tolist())])
+            n = cells.n_rows.astype(np.float64)
+            s2 = np.where(n > 1, squares / np.maximum(n - 1, 1), 0.0)
+            se[outcome] = float(np.sqrt(np.sum(leaf.coefficient**2 * s2 / n)))
+            return bootstrap(estimator, panel, cells, leaf, outcome, *args)
+
+        detrend.first_difference = hooked_first_difference
+        HeterogeneousPanelEffect._bootstrap = hooked_bootstrap
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from pricelab_cli.hpte import detrend
+        from pricelab_cli.hpte.estimate import HeterogeneousPanelEffect
+
+        detrend.first_difference, HeterogeneousPanelEffect._bootstrap = self._saved
+
+
+def design_variance_study(products: pl.DataFrame, sales: pl.DataFrame, period_days: int, reps: int) -> dict:
+    """``reps`` balanced switchbacks with one-day blocks, outcomes ``aa`` and ``m10``: per
+    outcome the estimates, the bootstrap's SE and interval, the design-based SE, the truth."""
+    last = sales["date"].max()
+    out: dict[str, dict[str, list]] = {
+        o: {k: [] for k in ("est", "se", "lo", "hi", "dse", "truth")} for o in ("aa", "m10")
+    }
+    with DesignVariance() as design_se:
+        for rep in range(reps):
+            design = design_of("balanced-switchback", f"real-balanced-switchback-{rep}", last, period_days)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assignment = assign(design, products.select("product_id"))
+                planted, truth, _ = plant(products, sales, assignment, rep)
+                result = estimate_hpte(
+                    planted.select("product_id", "date", "aa", "m10"),
+                    assignment,
+                    outcomes=["aa", "m10"],
+                    features=products,
+                    n_bootstrap=BOOTSTRAP,
+                    seed=rep,
+                    n_estimators=TREES,
+                    n_jobs=1,
+                    effect_paths=False,
+                )
+            for name, column in out.items():
+                row = result.effects.filter(pl.col("outcome") == name).row(0, named=True)
+                for key, value in (("est", "estimate"), ("se", "se"), ("lo", "ci_low"), ("hi", "ci_high")):
+                    column[key].append(row[value])
+                column["dse"].append(design_se.se[name])
+                column["truth"].append(0.0 if name == "aa" else truth[name])
+    return {name: {k: np.asarray(v, dtype=np.float64) for k, v in column.items()} for name, column in out.items()}
