@@ -149,19 +149,7 @@ def run_experiment(
         warnings.simplefilter("ignore")
         assignment = assign(design, products.select("product_id"), events=events)
     planted, truth, truth_lift = plant(products, sales, assignment, rep)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = estimate(
-            planted,
-            assignment,
-            outcomes=list(OUTCOMES),
-            features=products,
-            n_bootstrap=n_bootstrap,
-            seed=rep,
-            n_estimators=trees,
-            n_jobs=1,
-            effect_paths=False,
-        )
+    result = _estimate(estimate, planted, assignment, products, rep, list(OUTCOMES), trees, n_bootstrap)
     per_product = _added(products, sales, assignment)
     truth_in = {}
     for name in OUTCOMES[1:]:
@@ -172,6 +160,23 @@ def run_experiment(
             ].mean()
         )
     return Repetition(kind, rep, result.effects, truth, truth_lift, truth_in)
+
+
+def _estimate(estimate, planted, assignment, products, rep: int, outcomes: list[str], trees: int, n_bootstrap: int):
+    """One repetition's estimates of ``outcomes`` (warnings silenced), on one core."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return estimate(
+            planted.select("product_id", "date", *outcomes),
+            assignment,
+            outcomes=outcomes,
+            features=products,
+            n_bootstrap=n_bootstrap,
+            seed=rep,
+            n_estimators=trees,
+            n_jobs=1,
+            effect_paths=False,
+        )
 
 
 def _added(products: pl.DataFrame, sales: pl.DataFrame, assignment: pl.DataFrame) -> pl.DataFrame:
@@ -386,17 +391,7 @@ def design_variance_study(products: pl.DataFrame, sales: pl.DataFrame, period_da
                 warnings.simplefilter("ignore")
                 assignment = assign(design, products.select("product_id"))
                 planted, truth, _ = plant(products, sales, assignment, rep)
-                result = estimate_hpte(
-                    planted.select("product_id", "date", "aa", "m10"),
-                    assignment,
-                    outcomes=["aa", "m10"],
-                    features=products,
-                    n_bootstrap=BOOTSTRAP,
-                    seed=rep,
-                    n_estimators=TREES,
-                    n_jobs=1,
-                    effect_paths=False,
-                )
+            result = _estimate(estimate_hpte, planted, assignment, products, rep, ["aa", "m10"], TREES, BOOTSTRAP)
             for name, column in out.items():
                 row = result.effects.filter(pl.col("outcome") == name).row(0, named=True)
                 for key, value in (("est", "estimate"), ("se", "se"), ("lo", "ci_low"), ("hi", "ci_high")):
