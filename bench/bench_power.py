@@ -8,12 +8,12 @@ import sys
 import polars as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import bench_dir, measure, power_history, pricelab, report  # noqa: E402
+from measure import bench_dir, measure, power_on_history, pricelab, report  # noqa: E402
 
 
 def main() -> int:
     folder = bench_dir()
-    products_path, history_path = power_history(folder)
+    power = power_on_history(folder)
     designs = {
         "time-bound": ["--end", "2026-01-28"],
         "random-days": ["--end", "2026-01-28"],
@@ -27,12 +27,7 @@ def main() -> int:
     output = os.path.join(folder, "power.csv")
     seconds, peak = measure(
         [
-            *pricelab(),
-            "power",
-            "--history",
-            history_path,
-            "--products",
-            products_path,
+            *power,
             *paths,
             "--effect",
             "0.05",

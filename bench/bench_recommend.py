@@ -10,23 +10,18 @@ import sys
 import polars as pl
 
 sys.path.insert(0, os.path.dirname(__file__))
-from measure import bench_dir, measure, power_history, pricelab, report  # noqa: E402
+from measure import bench_dir, measure, power_on_history, pricelab, report  # noqa: E402
 
 
 def main() -> int:
     folder = bench_dir()
-    products_path, history_path = power_history(folder)
+    power = power_on_history(folder)
     design = os.path.join(folder, "recommend_window.json")
     measure([*pricelab(), "design", "random-days", "--start", "2026-02-02", "--end", "2026-03-01", "-o", design, "-q"])
     grid, chosen = os.path.join(folder, "recommend_grid.csv"), os.path.join(folder, "recommended.json")
     seconds, peak = measure(
         [
-            *pricelab(),
-            "power",
-            "--history",
-            history_path,
-            "--products",
-            products_path,
+            *power,
             "--design",
             design,
             "--recommend",

@@ -58,9 +58,10 @@ def bench_dir() -> str:
     return path
 
 
-def power_history(folder: str) -> tuple[str, str]:
-    """The design studies' catalog and history: 5,000 products (100 categories, substitutes)
-    and 84 days of untreated sales to 2026-03-01, written once as (products, history) paths."""
+def power_on_history(folder: str) -> list[str]:
+    """The command that runs ``power`` on the design studies' catalog and history: 5,000
+    products (100 categories, substitutes) and 84 days of untreated sales to 2026-03-01,
+    written to ``folder``; the caller adds the designs and the study's options."""
     import datetime as dt
 
     from pricelab_cli.simulate import simulate_catalog, simulate_sales
@@ -71,7 +72,7 @@ def power_history(folder: str) -> tuple[str, str]:
     products.write_csv(products_path)
     history = simulate_sales(products, edges=edges, end=dt.date(2026, 3, 1), history_days=84, price_change=0.0, seed=32)
     history.sales.write_parquet(history_path)
-    return products_path, history_path
+    return [*pricelab(), "power", "--history", history_path, "--products", products_path]
 
 
 def measure_group(args: list[str], limit_mib: float, **kwargs) -> tuple[float, float, float]:
