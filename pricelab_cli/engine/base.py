@@ -192,6 +192,7 @@ def release_freed_memory() -> None:
 # The values of the object references a cluster task was given as its direct arguments, by
 # reference id: what ``resolve`` returns in that task (see pricelab_cli/engine/ray.py).
 _PREFETCHED: dict[bytes, Any] = {}
+_MISSING = object()
 
 
 @contextlib.contextmanager
@@ -217,6 +218,3 @@ def resolve(value: Any) -> Any:
 
         return ray.get(value)
     return value
-
-
-_MISSING = object()
