@@ -39,7 +39,14 @@ weekday, Monday = 0), with ``c = price_change`` and ``T_it`` the assigned treate
   date shared by every product.
 - Own elasticity ``e_i = elasticity * (1 + heterogeneity * tanh(quality_i)) * m(brand_i)``
   with ``m`` from ``BRAND_MULTIPLIERS`` (1 for any other brand), so the effect varies with
-  features the causal forest can split on.
+  features the causal forest can split on. A products table with its own ``elasticity``
+  column plants that instead (``simulate_catalog(elasticity_range=...)`` draws one per
+  category), and its own ``price_change`` column replaces ``c`` product by product (a price
+  policy; the spillover term then carries each substitute's own ``log(1 + c_j)``).
+- With a ``category`` column the truth also gives ``elasticity_by_group``: per category, the
+  one elasticity ``e`` with ``sum mu exp(e d) = sum mu exp(e_i d_i)`` over its treated
+  analysed cells (``mu`` the untreated demand, ``d`` the log price change): the planted value
+  when the category's products share one.
 - Promotions: on each day each product starts a promotion with probability ``promo_rate``,
   lasting 1-7 days (uniform); a start during a running promotion can extend it. Promotions run
   in history and experiment alike; they are the independent own-price variation from which

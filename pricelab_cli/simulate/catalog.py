@@ -25,6 +25,8 @@ def simulate_catalog(
     community_size: int = 5,
     seed: int = 0,
     id_prefix: str | None = None,
+    elasticity_range: tuple[float, float] | None = None,
+    price_change_range: tuple[float, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Simulate a product catalog and its planted substitutes graph.
 
@@ -35,6 +37,12 @@ def simulate_catalog(
     community_size : size of the planted substitute communities inside each category.
     seed : seed of the only random generator used.
     id_prefix : when given, ids are text ``f"{id_prefix}{i:06d}"`` instead of integers.
+    elasticity_range : (low, high): adds an ``elasticity`` column, one own-price elasticity
+        per category drawn uniformly in the range (``simulate_sales`` plants it).
+    price_change_range : (low, high): adds a ``price_change`` column, each product's own
+        relative price change when treated (a policy), drawn uniformly in the range.
+        Both come from a generator of their own: the other columns and the edges are the
+        same with and without them.
 
     Returns
     -------
@@ -46,6 +54,8 @@ def simulate_catalog(
         sparse edges between communities of a category), sorted by ``src``, ``dst``.
     """
     _check_catalog_arguments(n_products, n_groups, community_size, seed)
+    _check_range("elasticity_range", elasticity_range)
+    _check_range("price_change_range", price_change_range, above=-1.0)
     rng = np.random.default_rng(seed)
     # The draws are made in this order: layout, features, cross-community edges, weights.
     layout = _Layout.draw(rng, n_products, n_groups, community_size)
@@ -71,6 +81,13 @@ def simulate_catalog(
             "brand": pl.Series(list(BRAND_MULTIPLIERS)).gather(brand_index),
         }
     )
+    planted = np.random.default_rng([seed, 1])
+    if elasticity_range is not None:
+        by_category = planted.uniform(*elasticity_range, n_groups)
+        products = products.with_columns(elasticity=pl.Series(np.round(by_category[layout.category], 4)))
+    if price_change_range is not None:
+        change = planted.uniform(*price_change_range, n_products)
+        products = products.with_columns(price_change=pl.Series(np.round(change, 4)))
     true_edges = pl.DataFrame(
         {
             "src": ids.gather(edge_src[edge_order]),
@@ -92,6 +109,15 @@ def _check_catalog_arguments(n_products: int, n_groups: int, community_size: int
             f"`n_groups` is {n_groups} but there are only {n_products} products; "
             "every category needs at least one product."
         )
+
+
+def _check_range(name: str, bounds: tuple[float, float] | None, above: float | None = None) -> None:
+    if bounds is None:
+        return
+    low, high = bounds
+    if not (np.isfinite(low) and np.isfinite(high) and low <= high) or (above is not None and low <= above):
+        floor = f", both above {above:g}" if above is not None else ""
+        raise UsageError(f"`{name}` must be two finite numbers LOW,HIGH with LOW <= HIGH{floor}; got {bounds!r}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

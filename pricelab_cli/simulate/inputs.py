@@ -38,6 +38,11 @@ class SalesPanel:
     base_price: np.ndarray
     quality: np.ndarray
     brand_multiplier: np.ndarray
+    # The products table's own ``elasticity`` and ``price_change`` columns (a planted
+    # elasticity per product, a price policy), or None where the table has none.
+    elasticity: np.ndarray | None
+    price_change: np.ndarray | None
+    category: pl.Series | None  # the products' ``category`` (the truth's groups), if any
     start: dt.date
     end: dt.date
     weight_matrix: sparse.csr_matrix | None  # M[dst, src] = weight (see ``_edge_matrix``)
@@ -62,6 +67,7 @@ class SalesPanel:
         """Check the tables (products, assignment, dates, then edges) and lay them out."""
         ids = _checked_product_ids(products)
         base_price, quality, brand_multiplier = _product_features(products)
+        elasticity, price_change = _planted_columns(products)
         plan = None if assignment is None else _checked_assignment(assignment, ids)
         start, end = _panel_dates(plan, start, end, history_days)
         weight_matrix = _edge_matrix(edges, ids)
@@ -81,6 +87,9 @@ class SalesPanel:
             base_price,
             quality,
             brand_multiplier,
+            elasticity,
+            price_change,
+            products.get_column("category").cast(pl.String) if "category" in products.columns else None,
             start,
             end,
             weight_matrix,
@@ -89,6 +98,18 @@ class SalesPanel:
             analysed_rows,
             analysed_days,
         )
+
+    def log_cut(self, settings_log_cut: float) -> float | np.ndarray:
+        """The treatment's change of log price: per product from the products' own
+        ``price_change`` (a policy), else the one ``log(1 + price_change)`` of the settings."""
+        return settings_log_cut if self.price_change is None else np.log1p(self.price_change)
+
+    def spill_of(self, treated: np.ndarray, log_cut: float | np.ndarray) -> np.ndarray:
+        """The log demand shift (products x days) each product gets from its treated
+        substitutes: ``sum_src weight * log price change of src`` (needs the weight matrix)."""
+        if np.ndim(log_cut) == 0:
+            return (self.weight_matrix @ treated.astype(np.float64)) * log_cut
+        return self.weight_matrix @ (treated * log_cut[:, None])
 
     @property
     def n_products(self) -> int:
@@ -142,6 +163,26 @@ def _product_features(products: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, n
     else:
         multiplier = np.ones(n)
     return base_price, quality, multiplier
+
+
+def _planted_columns(products: pl.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The products' own ``elasticity`` and ``price_change`` (None where absent): complete,
+    finite, and a price change above -1 (a cut of 100% leaves no price)."""
+    check_numeric(products, ["elasticity", "price_change"], "products")
+    planted = []
+    for col in ("elasticity", "price_change"):
+        if col not in products.columns:
+            planted.append(None)
+            continue
+        _check_complete(products, col)
+        planted.append(products.get_column(col).cast(pl.Float64).to_numpy())
+    if planted[1] is not None and (planted[1] <= -1.0).any():
+        bad = int(np.flatnonzero(planted[1] <= -1.0)[0])
+        raise DataError(
+            f"products: column 'price_change' must be greater than -1 (a cut of 100% leaves no price), but product "
+            f"{products['product_id'][bad]!r} has {planted[1][bad]!r}."
+        )
+    return planted[0], planted[1]
 
 
 def _check_complete(products: pl.DataFrame, col: str) -> None:

@@ -78,16 +78,19 @@ def treatment_multiplier(
     *,
     own_elasticity: np.ndarray,
     weight_matrix: sparse.csr_matrix | None,
-    log_cut: float,
+    log_cut: float | np.ndarray,
     carryover_days: float,
 ) -> np.ndarray:
     """Factor by which treatment (own, lingering, and through substitutes) scales demand.
 
-    ``weight_matrix`` is None when the treatment does not spill over.
+    ``log_cut`` is the treatment's change of log price, one for all products or one per
+    product (a policy); ``weight_matrix`` is None when the treatment does not spill over.
     """
     log_factor = treatment_dose(treated, carryover_days) * (own_elasticity * log_cut)[:, None]
-    if weight_matrix is not None:
+    if weight_matrix is not None and np.ndim(log_cut) == 0:
         log_factor += (weight_matrix @ treated.astype(np.float64)) * log_cut
+    elif weight_matrix is not None:
+        log_factor += weight_matrix @ (treated * log_cut[:, None])
     return np.exp(log_factor, out=log_factor)
 
 

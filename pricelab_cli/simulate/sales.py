@@ -138,6 +138,8 @@ class _Draws:
         contamination (from a generator of its own)."""
         own_elasticity = (
             settings.elasticity * (1.0 + settings.heterogeneity * np.tanh(panel.quality)) * panel.brand_multiplier
+            if panel.elasticity is None
+            else panel.elasticity
         )
         rng = np.random.default_rng(settings.seed)
         lambda0, promo, outlier = untreated_demand(
@@ -152,7 +154,7 @@ class _Draws:
             panel.treated,
             own_elasticity=own_elasticity,
             weight_matrix=panel.weight_matrix if settings.spillover else None,
-            log_cut=settings.log_cut,
+            log_cut=panel.log_cut(settings.log_cut),
             carryover_days=settings.carryover_days,
         )
         expected_units *= lambda0
@@ -188,7 +190,8 @@ class _Draws:
 def _sales_frames(panel: SalesPanel, settings: SalesSettings, draws: _Draws) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The sales panel and the same without the contamination (the same frame when clean)."""
     price = np.where(draws.promo, 1.0 - settings.promo_depth, 1.0)
-    price *= np.where(panel.treated, 1.0 + settings.price_change, 1.0)
+    change = settings.price_change if panel.price_change is None else panel.price_change[:, None]
+    price *= np.where(panel.treated, 1.0 + change, 1.0)
     price *= panel.base_price[:, None]
     n, n_days = panel.n_products, panel.n_days
     day_numbers = (np.arange(n_days) + (panel.start - EPOCH).days).astype(np.int32)

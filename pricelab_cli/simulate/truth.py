@@ -43,7 +43,7 @@ def known_truth(
     incoming_weight = np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
     realised_spill = None
     if settings.spillover and weight_matrix is not None and len(panel.analysed_rows):
-        spill = (weight_matrix @ panel.treated.astype(np.float64)) * settings.log_cut
+        spill = panel.spill_of(panel.treated, panel.log_cut(settings.log_cut))
         realised_spill = spill[panel.analysed_rows, panel.analysed_days]
     truth_of = functools.partial(
         _product_truth,
@@ -53,7 +53,8 @@ def known_truth(
         analysed_days=panel.analysed_days,
         own_elasticity=own_elasticity,
         incoming_weight=incoming_weight if settings.spillover else np.zeros(n),
-        log_cut=settings.log_cut,
+        log_cut=panel.log_cut(settings.log_cut),
+        weight_matrix=weight_matrix if settings.spillover else None,
         outlier=outlier,
         realised_spill=realised_spill,
         contamination=spoil.kind_labels(),
@@ -63,7 +64,50 @@ def known_truth(
     if spoil.any_outlier:
         # The multiplicative kind carries the effect: the truth follows the shifted demand.
         product_truth, summary = truth_of(lambda0=spoil.shift_lambda(lambda0))
-    return product_truth, _truth_document(panel, settings, summary, clean_summary, outlier=outlier, spoil=spoil)
+    document = _truth_document(panel, settings, summary, clean_summary, outlier=outlier, spoil=spoil)
+    if panel.category is not None:
+        document["elasticity_by_group"] = group_elasticity(panel, settings, lambda0, own_elasticity, realised_spill)
+    return product_truth, document
+
+
+def group_elasticity(
+    panel: SalesPanel,
+    settings: SalesSettings,
+    lambda0: np.ndarray,
+    own_elasticity: np.ndarray,
+    realised_spill: np.ndarray | None,
+) -> dict[str, float]:
+    """Each category's own-price elasticity over its treated analysed cells: the ``e`` with
+    ``sum mu exp(e d) = sum mu exp(e_i d)``, ``mu`` the cells' untreated demand (at the level
+    the substitutes leave it), ``d`` the product's change of log price and ``e_i`` its own
+    elasticity. The one number that, for every product alike, moves the category's units as
+    the products' own elasticities do; when a category's products share one elasticity, that
+    elasticity. (What ``pricelab elasticity`` estimates; categories with no treated cell,
+    or whose price did not move, are left out.)"""
+    rows, days = panel.analysed_rows, panel.analysed_days
+    treated = panel.treated[rows, days]
+    rows, days = rows[treated], days[treated]
+    if not len(rows):
+        return {}
+    cut = panel.log_cut(settings.log_cut)
+    d = np.broadcast_to(cut, (panel.n_products,))[rows]
+    mu = lambda0[rows, days].astype(np.float64)
+    if realised_spill is not None:
+        mu = mu * np.exp(realised_spill[treated])
+    names, code = np.unique(panel.category.to_numpy()[rows].astype(str), return_inverse=True)
+    target = np.bincount(code, weights=mu * np.exp(own_elasticity[rows] * d), minlength=len(names))
+    total = np.bincount(code, weights=mu, minlength=len(names))
+    e = np.bincount(code, weights=mu * own_elasticity[rows], minlength=len(names)) / total
+    moved = np.bincount(code, weights=mu * np.abs(d), minlength=len(names)) > 0
+    for _ in range(50):  # Newton's method, every category at once (convex in e)
+        grow = mu * np.exp(e[code] * d)
+        value = np.bincount(code, weights=grow, minlength=len(names)) - target
+        slope = np.bincount(code, weights=grow * d, minlength=len(names))
+        step = np.divide(value, slope, out=np.zeros_like(value), where=slope != 0)
+        e -= step
+        if np.all(np.abs(step) < 1e-12):
+            break
+    return {str(name): float(value) for name, value, ok in zip(names, e, moved) if ok}
 
 
 def _truth_document(
@@ -104,8 +148,9 @@ def _product_truth(
     analysed_days: np.ndarray,
     own_elasticity: np.ndarray,
     incoming_weight: np.ndarray,
-    log_cut: float,
+    log_cut: float | np.ndarray,
     outlier: np.ndarray,
+    weight_matrix=None,
     realised_spill: np.ndarray | None = None,
     contamination: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -124,9 +169,14 @@ def _product_truth(
     with np.errstate(invalid="ignore", divide="ignore"):
         baseline = np.where(n_analysed > 0, total / n_analysed, np.nan)
         baseline_realised = np.where(n_analysed > 0, total_realised / n_analysed, np.nan)
-    cate = baseline * np.expm1(own_elasticity[rows] * log_cut)
-    cate_realised = baseline_realised * np.expm1(own_elasticity[rows] * log_cut)
-    cate_global = baseline * np.expm1((own_elasticity[rows] + incoming_weight[rows]) * log_cut)
+    cut = log_cut if np.ndim(log_cut) == 0 else log_cut[rows]
+    cate = baseline * np.expm1(own_elasticity[rows] * cut)
+    cate_realised = baseline_realised * np.expm1(own_elasticity[rows] * cut)
+    if np.ndim(log_cut) == 0 or weight_matrix is None:
+        cate_global = baseline * np.expm1((own_elasticity[rows] + incoming_weight[rows]) * cut)
+    else:
+        # Every product treated: each substitute moves demand by its own price change.
+        cate_global = baseline * np.expm1(own_elasticity[rows] * cut + (weight_matrix @ log_cut)[rows])
     product_truth = pl.DataFrame(
         {
             "product_id": ids.gather(rows),

@@ -209,3 +209,31 @@ def test_an_unknown_contamination_kind_is_a_usage_error(run_cli, tmp_path):
     )
     assert bad.code == 2 and "'flood' is not a kind" in bad.stderr
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_catalog_plants_elasticities_and_a_policy_from_the_command_line(run_cli, tmp_path):
+    out = tmp_path / "p.csv"
+    done = run_cli(
+        "simulate",
+        "catalog",
+        "--n-products",
+        "50",
+        "--n-groups",
+        "5",
+        "--elasticity-range",
+        "-3,-0.3",
+        "--price-change-range",
+        "-0.2,-0.05",
+        "--seed",
+        "2",
+        "-o",
+        out,
+    )
+    assert done.code == 0, done.stderr
+    products = pl.read_csv(out)
+    assert products["elasticity"].is_between(-3, -0.3).all() and products["price_change"].is_between(-0.2, -0.05).all()
+    bad = run_cli("simulate", "catalog", "--elasticity-range", "-3", "-o", tmp_path / "q.csv")
+    assert bad.code == 2 and "--elasticity-range must be two numbers LOW,HIGH" in bad.stderr
+    assert not (tmp_path / "q.csv").exists()
+    wrong = run_cli("simulate", "catalog", "--price-change-range", "-1.5,-0.1", "-o", tmp_path / "q.csv")
+    assert wrong.code == 2 and "--price-change-range must be two finite numbers" in wrong.stderr

@@ -541,3 +541,102 @@ def test_bad_inputs_raise_named_errors(call, error, fragments):
         call()
     for fragment in fragments:
         assert fragment in str(info.value)
+
+
+# --- Planted elasticities and a price policy (products' own `elasticity`, `price_change`) ---
+
+
+def test_catalog_ranges_add_planted_columns_and_change_nothing_else():
+    plain, plain_edges = simulate_catalog(300, 6, 5, seed=4)
+    planted, edges = simulate_catalog(
+        300, 6, 5, seed=4, elasticity_range=(-3.0, -0.3), price_change_range=(-0.2, -0.05)
+    )
+    assert planted.drop("elasticity", "price_change").equals(plain) and edges.equals(plain_edges)
+    per_category = planted.group_by("category").agg(
+        pl.col("elasticity").n_unique().alias("n"), pl.col("elasticity").first()
+    )
+    assert (per_category["n"] == 1).all() and per_category["elasticity"].is_between(-3.0, -0.3).all()
+    assert per_category["elasticity"].n_unique() == 6
+    assert planted["price_change"].is_between(-0.2, -0.05).all() and planted["price_change"].n_unique() > 250
+    with pytest.raises(UsageError, match="`price_change_range`"):
+        simulate_catalog(10, 2, seed=0, price_change_range=(-1.2, -0.1))
+    with pytest.raises(UsageError, match="`elasticity_range`"):
+        simulate_catalog(10, 2, seed=0, elasticity_range=(-0.3, -3.0))
+
+
+def test_a_price_policy_and_planted_elasticities_drive_prices_units_and_truth():
+    """Each product's own price change sets its treated price and its effect; each product's
+    own elasticity is the one planted; a category's truth is its planted elasticity."""
+    products, edges = simulate_catalog(
+        600, 3, 5, seed=2, elasticity_range=(-3.0, -0.3), price_change_range=(-0.25, -0.05)
+    )
+    assignment = time_bound(products["product_id"], 28, seed=5)
+    sim = simulate_sales(
+        products, assignment=assignment, edges=edges, history_days=60, promo_rate=0.0, spillover=False, seed=8
+    )
+    rows = sim.sales.join(assignment, on=["product_id", "date"]).join(products, on="product_id")
+    expected = pl.when(pl.col("treated") == 1).then(1 + pl.col("price_change")).otherwise(1.0) * pl.col("base_price")
+    assert (rows["price"] - rows.select(expected).to_series()).abs().max() < 1e-9
+    truth = sim.product_truth.join(products, on="product_id")
+    assert (truth["elasticity"] - truth["elasticity_right"]).abs().max() == 0
+    # cate = baseline * (exp(e log(1 + c)) - 1), product by product.
+    want = truth["baseline"] * ((truth["elasticity_right"] * (1 + truth["price_change"]).log()).exp() - 1)
+    assert (truth["cate"] - want).abs().max() < 1e-9
+    planted = dict(products.group_by("category").agg(pl.col("elasticity").first()).iter_rows())
+    assert sim.truth["elasticity_by_group"].keys() == planted.keys()
+    for group, value in sim.truth["elasticity_by_group"].items():
+        assert value == pytest.approx(planted[group], abs=1e-9)
+
+
+def test_the_group_truth_solves_its_equation_when_elasticities_differ_inside_a_group():
+    """With elasticities that vary inside a category, its truth is the one elasticity that
+    moves the category's treated demand as the products' own do."""
+    products, _ = simulate_catalog(200, 2, 5, seed=3, price_change_range=(-0.3, -0.02))
+    products = products.with_columns(elasticity=-0.5 - 2.0 * (pl.col("quality").rank() / pl.len()))
+    assignment = time_bound(products["product_id"], 14, seed=1)
+    sim = simulate_sales(products, assignment=assignment, history_days=30, promo_rate=0.0, seed=1)
+    from pricelab_cli.simulate.inputs import SalesPanel
+    from pricelab_cli.simulate.sales import _Draws
+    from pricelab_cli.simulate.settings import SalesSettings
+
+    arguments = dict(
+        history_days=30,
+        price_change=-0.1,
+        elasticity=-2.0,
+        heterogeneity=0.5,
+        trend_sd=0.3,
+        weekly=0.2,
+        shock_sd=0.05,
+        promo_rate=0.0,
+        promo_depth=0.2,
+        outlier_share=0.0,
+        contamination=0.0,
+        carryover_days=0.0,
+        base_units=20.0,
+        dispersion=5.0,
+        spillover=True,
+        contamination_kinds=(),
+        seed=1,
+    )
+    settings_ = SalesSettings.checked(arguments)
+    panel = SalesPanel.from_tables(products, assignment, None, start=None, end=None, history_days=30)
+    draws = _Draws.of(panel, settings_)
+    rows, days = panel.analysed_rows, panel.analysed_days
+    on = panel.treated[rows, days]
+    rows, days = rows[on], days[on]
+    mu = draws.lambda0[rows, days]
+    d = np.log1p(panel.price_change[rows])
+    own = panel.elasticity[rows]
+    category = products["category"].to_numpy()[rows]
+    for group, value in sim.truth["elasticity_by_group"].items():
+        here = category == group
+        assert own[here].min() < value < own[here].max()
+        assert (mu[here] * np.exp(value * d[here])).sum() == pytest.approx(
+            (mu[here] * np.exp(own[here] * d[here])).sum(), rel=1e-10
+        )
+
+
+def test_a_price_change_of_minus_one_or_less_in_products_is_a_data_error():
+    products = pl.DataFrame({"product_id": [1, 2], "price_change": [-0.1, -1.0]})
+    with pytest.raises(DataError, match="price_change.*greater than -1.*product 2"):
+        simulate_sales(products, end=dt.date(2024, 1, 10), history_days=5)

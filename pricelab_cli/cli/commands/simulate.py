@@ -47,6 +47,14 @@ def simulate_catalog_command(
     community_size: Annotated[int, typer.Option(help="Products per planted substitute community.")] = 5,
     id_prefix: Annotated[str | None, typer.Option(help="Text ids PREFIX000001... instead of integers.")] = None,
     edges_out: Annotated[str | None, typer.Option(help="Write the planted substitute edges (the truth) here.")] = None,
+    elasticity_range: Annotated[
+        str | None,
+        typer.Option(help="LOW,HIGH: add an `elasticity` column, one own-price elasticity per category (planted)."),
+    ] = None,
+    price_change_range: Annotated[
+        str | None,
+        typer.Option(help="LOW,HIGH: add a `price_change` column, each product's price change when treated."),
+    ] = None,
     quiet: Quiet = False,
     silent: Silent = False,
     verbose: Verbose = False,
@@ -58,12 +66,32 @@ def simulate_catalog_command(
 
     run = start_run((quiet, silent), seed, fmt, output, edges_out)
     products, edges = simulate_catalog(
-        n_products=n_products, n_groups=n_groups, community_size=community_size, seed=seed, id_prefix=id_prefix
+        n_products=n_products,
+        n_groups=n_groups,
+        community_size=community_size,
+        seed=seed,
+        id_prefix=id_prefix,
+        elasticity_range=_pair("--elasticity-range", elasticity_range),
+        price_change_range=_pair("--price-change-range", price_change_range),
     )
     run.write(products, output)
     if edges_out:
         run.write(edges, edges_out)
     run.reporter.say(f"{products.height} products in {n_groups} categories; {edges.height} planted substitute edges")
+
+
+def _pair(flag: str, text: str | None) -> tuple[float, float] | None:
+    """``LOW,HIGH`` as two numbers (None stays None)."""
+    from pricelab_cli.errors import UsageError
+
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"{flag} must be two numbers LOW,HIGH (e.g. -3,-0.3); got {text!r}.") from None
+    return low, high
 
 
 # The options of `simulate sales` that are settings of the model, named once here.
