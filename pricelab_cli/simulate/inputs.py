@@ -107,9 +107,10 @@ class SalesPanel:
     def spill_of(self, treated: np.ndarray, log_cut: float | np.ndarray) -> np.ndarray:
         """The log demand shift (products x days) each product gets from its treated
         substitutes: ``sum_src weight * log price change of src`` (needs the weight matrix)."""
+        assert self.weight_matrix is not None
         if np.ndim(log_cut) == 0:
             return (self.weight_matrix @ treated.astype(np.float64)) * log_cut
-        return self.weight_matrix @ (treated * log_cut[:, None])
+        return self.weight_matrix @ (treated * np.asarray(log_cut)[:, None])
 
     @property
     def n_products(self) -> int:
@@ -169,18 +170,19 @@ def _planted_columns(products: pl.DataFrame) -> tuple[np.ndarray | None, np.ndar
     """The products' own ``elasticity`` and ``price_change`` (None where absent): complete,
     finite, and a price change above -1 (a cut of 100% leaves no price)."""
     check_numeric(products, ["elasticity", "price_change"], "products")
-    planted = []
+    planted: list[np.ndarray | None] = []
     for col in ("elasticity", "price_change"):
         if col not in products.columns:
             planted.append(None)
             continue
         _check_complete(products, col)
         planted.append(products.get_column(col).cast(pl.Float64).to_numpy())
-    if planted[1] is not None and (planted[1] <= -1.0).any():
-        bad = int(np.flatnonzero(planted[1] <= -1.0)[0])
+    change = planted[1]
+    if change is not None and (change <= -1.0).any():
+        bad = int(np.flatnonzero(change <= -1.0)[0])
         raise DataError(
             f"products: column 'price_change' must be greater than -1 (a cut of 100% leaves no price), but product "
-            f"{products['product_id'][bad]!r} has {planted[1][bad]!r}."
+            f"{products['product_id'][bad]!r} has {change[bad]!r}."
         )
     return planted[0], planted[1]
 

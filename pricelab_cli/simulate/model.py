@@ -90,7 +90,7 @@ def treatment_multiplier(
     if weight_matrix is not None and np.ndim(log_cut) == 0:
         log_factor += (weight_matrix @ treated.astype(np.float64)) * log_cut
     elif weight_matrix is not None:
-        log_factor += weight_matrix @ (treated * log_cut[:, None])
+        log_factor += weight_matrix @ (treated * np.asarray(log_cut)[:, None])
     return np.exp(log_factor, out=log_factor)
 
 

@@ -94,7 +94,9 @@ def group_elasticity(
     mu = lambda0[rows, days].astype(np.float64)
     if realised_spill is not None:
         mu = mu * np.exp(realised_spill[treated])
-    names, code = np.unique(panel.category.to_numpy()[rows].astype(str), return_inverse=True)
+    assert panel.category is not None
+    categories = np.asarray(panel.category.to_numpy()[rows], dtype=str)
+    names, code = np.unique(categories, return_inverse=True)
     target = np.bincount(code, weights=mu * np.exp(own_elasticity[rows] * d), minlength=len(names))
     total = np.bincount(code, weights=mu, minlength=len(names))
     e = np.bincount(code, weights=mu * own_elasticity[rows], minlength=len(names)) / total
@@ -169,7 +171,7 @@ def _product_truth(
     with np.errstate(invalid="ignore", divide="ignore"):
         baseline = np.where(n_analysed > 0, total / n_analysed, np.nan)
         baseline_realised = np.where(n_analysed > 0, total_realised / n_analysed, np.nan)
-    cut = log_cut if np.ndim(log_cut) == 0 else log_cut[rows]
+    cut = log_cut if np.ndim(log_cut) == 0 else np.asarray(log_cut)[rows]
     cate = baseline * np.expm1(own_elasticity[rows] * cut)
     cate_realised = baseline_realised * np.expm1(own_elasticity[rows] * cut)
     if np.ndim(log_cut) == 0 or weight_matrix is None:
