@@ -100,6 +100,7 @@ class Report:
     pictures: dict[str, Picture]
     heterogeneity: dict | None
     spillover: list[dict] | None
+    elasticity: dict | None
     clusters: dict | None
     power: list[dict] | None
     power_choice: str | None
@@ -370,6 +371,8 @@ def build_report(
     clusters: pl.DataFrame | None = None,
     power: pl.DataFrame | None = None,
     monitor: pl.DataFrame | None = None,
+    elasticity: pl.DataFrame | None = None,
+    optimum: pl.DataFrame | None = None,
     command: str = "",
     engine=None,
     description: str | None = None,
@@ -421,6 +424,7 @@ def build_report(
         pictures=pictures,
         heterogeneity=heterogeneity,
         spillover=_spillover_rows(spillover, outcomes[0]) if spillover is not None else None,
+        elasticity=_elasticity_section(elasticity, optimum, outcomes[0]) if elasticity is not None else None,
         clusters=_cluster_summary(clusters) if clusters is not None else None,
         power=_power_rows(power),
         power_choice=_power_choice(power, design),
@@ -625,6 +629,62 @@ def _spillover_rows(spillover: pl.DataFrame, outcome: str) -> list[dict]:
         )
         rows.append(row)
     return rows
+
+
+def _elasticity_section(elasticity: pl.DataFrame, optimum: pl.DataFrame | None, outcome: str) -> dict:
+    """``pricelab elasticity``'s rows in words, group by group: how the outcome answers a 1%
+    price cut, how much of that its substitutes give up, what the policy did to profit and
+    the price that would maximise it (flagged when the experiment did not try such a change)."""
+    table = elasticity.to_dicts()
+    best = {r["group"]: r for r in optimum.to_dicts()} if optimum is not None else {}
+    groups: dict = {}
+    for row in table:
+        groups.setdefault(row["group"], {})[row["kind"]] = row
+    rows = []
+    for group, kinds in groups.items():
+        if group is None:
+            continue
+        own, cross, profit = kinds.get("own"), kinds.get("cross"), kinds.get("profit")
+        words = []
+        if own is not None and own["estimate"] is not None:
+            e = own["estimate"]
+            words.append(
+                f"A 1% price cut sells {-e:.1f}% more {outcome} "
+                f"(95% interval {-own['ci_high']:.1f}% to {-own['ci_low']:.1f}%)."
+                if e < 0
+                else f"A 1% price cut moves {outcome} by {-e:+.1f}%: demand does not rise as the price falls here."
+            )
+            if cross is not None and cross["estimate"] is not None and cross["estimate"] > 0 and e < 0:
+                share = cross["estimate"] / abs(e)
+                words.append(
+                    f"About {share:.0%} of that comes out of its substitutes' sales (cross-elasticity {cross['estimate']:.2f})."
+                    if share <= 1
+                    else f"Its substitutes lose more than it gains (cross-elasticity {cross['estimate']:.2f}): a cut moves "
+                    "sales inside the group rather than growing it."
+                )
+        elif own is not None:
+            words.append("The policy barely moved prices here: no elasticity (weak instrument).")
+        if profit is not None and profit["estimate"] is not None:
+            words.append(
+                f"The policy changed profit by {amount(profit['estimate'])} per product per day "
+                f"(95% interval {amount(profit['ci_low'])} to {amount(profit['ci_high'])})."
+            )
+        opt = best.get(group)
+        if opt is not None and opt["price_change"] is not None:
+            where = (
+                "inside the range the experiment tried"
+                if opt["inside_tested"]
+                else f"outside the {pct(opt['tested_low'], 0)} to {pct(opt['tested_high'], 0)} the experiment tried: an "
+                "extrapolation, not a measurement"
+            )
+            words.append(
+                f"At constant elasticity, profit peaks at a price change of {pct(opt['price_change'], 0)}, {where}."
+            )
+        elif opt is not None:
+            words.append("At this elasticity demand is inelastic: profit rises with price beyond anything tested.")
+        rows.append({"group": group, "own": own, "cross": cross, "profit": profit, "sentence": " ".join(words)})
+    catalog = next((r for r in table if r["group"] is None and r["kind"] == "profit"), None)
+    return {"rows": rows, "catalog": catalog}
 
 
 def _cluster_summary(clusters: pl.DataFrame) -> dict:

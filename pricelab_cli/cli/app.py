@@ -16,7 +16,7 @@ from pricelab_cli.cli.registry import app
 # Each command file registers its command on import; `pricelab --help` lists them in this order.
 # isort: off
 from pricelab_cli.cli.commands import design, assign, hpte, spillover_graph, cluster, ipw, power, report  # noqa: F401
-from pricelab_cli.cli.commands import simulate, monitor  # noqa: F401
+from pricelab_cli.cli.commands import simulate, monitor, elasticity  # noqa: F401
 
 # isort: on
 from pricelab_cli.cli.run import ACTIVE, name_the_file, show_warning

@@ -240,3 +240,39 @@ def report_monitor(reporter: Reporter, table: pl.DataFrame) -> None:
             f"{row['cs_low']:.4g} to {row['cs_high']:.4g} (fixed {row['ci_low']:.4g} to {row['ci_high']:.4g}): "
             f"{row['decision']}{first}"
         )
+
+
+def report_elasticity(reporter: Reporter, result, outcome: str) -> None:
+    """The elasticity table on stderr, and each group's moment (within products or between arms)."""
+    moments: dict[str, list[str]] = {}
+    for group, how in result.designs.items():
+        moments.setdefault(how, []).append(group)
+    shown = "; ".join(
+        f"{len(groups):,} group(s) within products" if how == "within" else f"{len(groups):,} group(s) between arms"
+        for how, groups in moments.items()
+    )
+    reporter.say(f"{outcome}: price contrasts {shown}")
+    table = Table(title=f"{outcome}: elasticities (95% interval) and profit per product per day", title_justify="left")
+    for col in ("group", "kind", "estimate", "se", "95% CI", "products"):
+        table.add_column(col, justify="left" if col in ("group", "kind") else "right")
+
+    def num(v) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    for row in result.table.iter_rows(named=True):
+        table.add_row(
+            "(catalog)" if row["group"] is None else row["group"],
+            row["kind"],
+            num(row["estimate"]),
+            num(row["se"]),
+            f"{num(row['ci_low'])} to {num(row['ci_high'])}",
+            f"{row['n_products']:,}",
+        )
+    reporter.table(table)
+    if result.optimum is not None:
+        outside = result.optimum.filter(~pl.col("inside_tested").fill_null(True))
+        if outside.height:
+            reporter.say(
+                f"{outside.height} group(s) have a profit-maximising price change outside the changes the experiment "
+                f"tested, e.g. {outside['group'][0]!r}: extrapolated, not measured."
+            )

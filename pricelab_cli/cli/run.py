@@ -118,6 +118,14 @@ INPUT_FLAGS = (
     "--events",
     "--pairs",
     "--design",
+    "--effects",
+    "--cate",
+    "--placebo",
+    "--spillover",
+    "--power",
+    "--monitor",
+    "--elasticity",
+    "--optimum",
 )
 
 

@@ -67,7 +67,28 @@ def known_truth(
     document = _truth_document(panel, settings, summary, clean_summary, outlier=outlier, spoil=spoil)
     if panel.category is not None:
         document["elasticity_by_group"] = group_elasticity(panel, settings, lambda0, own_elasticity, realised_spill)
+        if settings.spillover and weight_matrix is not None:
+            document["cross_elasticity_by_group"] = group_cross_elasticity(panel, lambda0, incoming_weight)
     return product_truth, document
+
+
+def group_cross_elasticity(panel: SalesPanel, lambda0: np.ndarray, incoming_weight: np.ndarray) -> dict[str, float]:
+    """Each category's cross-price elasticity: the mean, weighted by untreated demand over the
+    analysed cells, of its products' total incoming substitute weight (the change of a
+    product's units, in percent, when all its substitutes' prices move by 1%), over the
+    products that have substitutes."""
+    rows, days = panel.analysed_rows, panel.analysed_days
+    has = incoming_weight[rows] > 0
+    rows, days = rows[has], days[has]
+    if not len(rows):
+        return {}
+    assert panel.category is not None
+    names, code = np.unique(np.asarray(panel.category.to_numpy()[rows], dtype=str), return_inverse=True)
+    mu = lambda0[rows, days].astype(np.float64)
+    value = np.bincount(code, weights=mu * incoming_weight[rows], minlength=len(names)) / np.bincount(
+        code, weights=mu, minlength=len(names)
+    )
+    return {str(name): float(v) for name, v in zip(names, value)}
 
 
 def group_elasticity(

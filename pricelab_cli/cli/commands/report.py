@@ -65,6 +65,10 @@ def report(
     spillover: Annotated[str | None, typer.Option(help="The output of `pricelab ipw`.")] = None,
     clusters: Annotated[str | None, typer.Option(help="The output of `pricelab cluster`.")] = None,
     power: Annotated[str | None, typer.Option(help="The output of `pricelab power`.")] = None,
+    elasticity: Annotated[
+        str | None, typer.Option(help="The output of `pricelab elasticity`: price response and profit, in words.")
+    ] = None,
+    optimum: Annotated[str | None, typer.Option(help="The --optimum-out output of `pricelab elasticity`.")] = None,
     description: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +112,8 @@ def report(
         "clusters": clusters,
         "power": power,
         "monitor": monitor,
+        "elasticity": elasticity,
+        "optimum": optimum,
     }
     inputs = _read_inputs(run, paths, Columns(unit_col, time_col, cluster_col), as_of)
     provenance = [io.provenance_row(role, path) for role, path in paths.items() if path]
@@ -139,6 +145,8 @@ class _OptionalTables(TypedDict):
     clusters: pl.DataFrame | None
     power: pl.DataFrame | None
     monitor: pl.DataFrame | None
+    elasticity: pl.DataFrame | None
+    optimum: pl.DataFrame | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +166,7 @@ def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns, as_of
     and the sales as they stood at the end of that date, and the monitoring table up to it."""
     import polars as pl
 
+    from pricelab_cli.elasticity import ELASTICITY_COLUMNS, OPTIMUM_COLUMNS
     from pricelab_cli.sequential import MONITOR_COLUMNS, as_it_stood
 
     # The first four flags are required, so their values are strings.
@@ -178,6 +187,8 @@ def _read_inputs(run: Run, paths: dict[str, str | None], columns: Columns, as_of
         clusters=run.read_clusters(paths["clusters"], columns, unique=False),
         power=run.read_if(paths["power"], required=["design", "bias", "se", "power", "coverage"]),
         monitor=run.read_if(paths["monitor"], required=list(MONITOR_COLUMNS), dates=["date"]),
+        elasticity=run.read_if(paths["elasticity"], required=list(ELASTICITY_COLUMNS)),
+        optimum=run.read_if(paths["optimum"], required=list(OPTIMUM_COLUMNS)),
     )
     if as_of is not None:
         sales_table = sales_table.filter(pl.col("date") <= as_of)

