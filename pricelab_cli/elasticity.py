@@ -185,12 +185,15 @@ def estimate_elasticity(
     weak: dict[str, dict[str, float]] = {"own": {}, "cross": {}}
     draws: dict[tuple[str, str], np.ndarray] = {}
     designs: dict[str, str] = {}
+    fixed: list[str] = []  # groups whose products' exposure never changes over their days
     by_group = rows.partition_by("group", as_dict=True, maintain_order=True)
     for index, (key, part) in enumerate(by_group.items()):
         group = str(key[0])
         fits = _group_elasticities(part, unit_col, edges is not None, n_bootstrap, _group_seed(seed, index))
         for kind, fit in fits.items():
-            if fit.weak:
+            if kind == "cross" and fit.moment == "between":
+                fixed.append(group)
+            elif fit.weak:
                 weak[kind][group] = fit.t_instrument
             table_rows.append((group, kind, *fit.row(), fit.n_products))
             draws[(group, kind)] = fit.draws
@@ -199,6 +202,15 @@ def estimate_elasticity(
         if progress is not None:
             progress(1)
     _warn_weak(weak, outcome)
+    if fixed:
+        warnings.warn(
+            f"{outcome}: in {len(fixed)} group(s) no product's substitutes changed arm over its days (a time-bound or "
+            "triggered design), so their cross-price elasticity is left empty; `pricelab ipw` compares exposed and "
+            f"unexposed products with the design's probabilities: {', '.join(repr(g) for g in fixed[:5])}"
+            f"{', ...' if len(fixed) > 5 else ''}.",
+            PricelabWarning,
+            stacklevel=2,
+        )
     table = _table(table_rows)
     optimum = None
     if cost_col is not None:
@@ -495,16 +507,17 @@ def _group_elasticities(
         history_mean=part.get_column("_history_mean").to_numpy(),
         history_var=part.get_column("_history_var").to_numpy(),
     )
-    d = part.get_column("d").to_numpy().astype(np.float64)
+    n_units = int(unit.max()) + 1
+    d = _filled(part.get_column("d").to_numpy().astype(np.float64), treated, unit, n_units)
     own = data.fit(treated, d, np.zeros(len(d)), n_bootstrap, seed)
     if not cross:
         return {"own": own}
-    x = part.get_column("x").to_numpy().astype(np.float64)
     z = part.get_column("z_cross").fill_null(0.0).to_numpy()
-    own_effect = own.estimate * np.nan_to_num(d) if np.isfinite(own.estimate) else np.zeros(len(d))
+    x = _filled(part.get_column("x").to_numpy().astype(np.float64), z, unit, n_units)
+    own_effect = own.estimate * d if np.isfinite(own.estimate) else np.zeros(len(d))
     cross_fit = data.fit(z, x, own_effect, n_bootstrap, seed + 1, allow_between=False)
     if np.isfinite(cross_fit.estimate) and not cross_fit.weak:
-        own = data.fit(treated, d, cross_fit.estimate * np.nan_to_num(x), n_bootstrap, seed)
+        own = data.fit(treated, d, cross_fit.estimate * x, n_bootstrap, seed)
     return {"own": own, "cross": cross_fit}
 
 

@@ -76,12 +76,18 @@ def test_own_and_cross_elasticities_are_recovered_in_a_switchback(switchback):
     assert (rows["n_products"] == 100).all()
 
 
-def test_a_time_bound_experiment_compares_the_arms(recwarn):
-    products, _, assignment, sim = experiment("time-bound", spillover=False, seed=2)
-    result = estimate_elasticity(sim.sales, assignment, products, n_bootstrap=200, seed=3)
+def test_a_time_bound_experiment_compares_the_arms():
+    """Own elasticities between arms; no cross-elasticity (a product's exposure never changes
+    over its days), and a warning that says so and points to ipw."""
+    products, edges, assignment, sim = experiment("time-bound", spillover=False, seed=2)
+    with pytest.warns(PricelabWarning, match=r"in 10 group\(s\) no product's substitutes changed arm.*pricelab ipw"):
+        result = estimate_elasticity(sim.sales, assignment, products, edges=edges, n_bootstrap=200, seed=3)
     assert set(result.designs.values()) == {"between"}
     own = standardised(result.table, sim.truth["elasticity_by_group"], "own")
     assert np.abs(own).max() < 4 and abs(own.mean()) < 4 / np.sqrt(len(own))
+    cross = result.table.filter(pl.col("kind") == "cross")
+    assert cross.height == 10 and cross["estimate"].null_count() == 10
+    assert "cross" not in result.weak
 
 
 def test_a_group_whose_prices_did_not_move_gets_no_number_and_a_warning():
