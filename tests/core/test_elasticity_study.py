@@ -56,7 +56,7 @@ def test_elasticity_intervals_over_100_simulated_experiments(kind):
     assert unbiased(own) and unbiased(cross)
 
 
-# The median-error target where it is not met: 2,000 group estimates, so the median
+# The median-error target where it is not met: 2,000 group estimates, so the median
 # is known to about 0.003. The design's noise floor (negative binomial counts of dispersion 5,
 # 100 products a group, 14 treated days each) is about 0.09 with weights known exactly; the
 # cross-fitted weights cost 5% of precision (docs/method.md).
