@@ -64,6 +64,8 @@ class Found:
 
     def summary(self) -> dict:
         error = np.array(self.error)
+        if not len(error):
+            return {"n": 0, "empty": self.empty, "median_abs_error": np.nan, "bias": np.nan, "coverage": np.nan}
         return {
             "n": len(error),
             "empty": self.empty,
