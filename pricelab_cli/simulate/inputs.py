@@ -104,14 +104,6 @@ class SalesPanel:
         ``price_change`` (a policy), else the one ``log(1 + price_change)`` of the settings."""
         return settings_log_cut if self.price_change is None else np.log1p(self.price_change)
 
-    def spill_of(self, treated: np.ndarray, log_cut: float | np.ndarray) -> np.ndarray:
-        """The log demand shift (products x days) each product gets from its treated
-        substitutes: ``sum_src weight * log price change of src`` (needs the weight matrix)."""
-        assert self.weight_matrix is not None
-        if np.ndim(log_cut) == 0:
-            return (self.weight_matrix @ treated.astype(np.float64)) * log_cut
-        return self.weight_matrix @ (treated * np.asarray(log_cut)[:, None])
-
     @property
     def n_products(self) -> int:
         return len(self.ids)

@@ -87,11 +87,18 @@ def treatment_multiplier(
     product (a policy); ``weight_matrix`` is None when the treatment does not spill over.
     """
     log_factor = treatment_dose(treated, carryover_days) * (own_elasticity * log_cut)[:, None]
-    if weight_matrix is not None and np.ndim(log_cut) == 0:
-        log_factor += (weight_matrix @ treated.astype(np.float64)) * log_cut
-    elif weight_matrix is not None:
-        log_factor += weight_matrix @ (treated * np.asarray(log_cut)[:, None])
+    if weight_matrix is not None:
+        log_factor += substitute_shift(weight_matrix, treated, log_cut)
     return np.exp(log_factor, out=log_factor)
+
+
+def substitute_shift(weight_matrix: sparse.csr_matrix, treated: np.ndarray, log_cut: float | np.ndarray) -> np.ndarray:
+    """The log demand shift (products x days) each product gets from its treated
+    substitutes: ``sum_src weight * log price change of src`` (``log_cut`` one for all
+    products, or one per product)."""
+    if np.ndim(log_cut) == 0:
+        return (weight_matrix @ treated.astype(np.float64)) * log_cut
+    return weight_matrix @ (treated * np.asarray(log_cut)[:, None])
 
 
 def negative_binomial(rng: np.random.Generator, mean: np.ndarray, dispersion: float) -> np.ndarray:

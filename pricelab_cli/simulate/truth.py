@@ -14,6 +14,7 @@ import polars as pl
 
 from pricelab_cli.simulate.contamination import Contamination
 from pricelab_cli.simulate.inputs import SalesPanel
+from pricelab_cli.simulate.model import substitute_shift
 from pricelab_cli.simulate.settings import SalesSettings
 
 PRODUCT_TRUTH_COLUMNS = ("product_id", "cate", "cate_global", "baseline", "outlier", "elasticity", "contamination")
@@ -43,7 +44,7 @@ def known_truth(
     incoming_weight = np.zeros(n) if weight_matrix is None else np.asarray(weight_matrix.sum(axis=1)).ravel()
     realised_spill = None
     if settings.spillover and weight_matrix is not None and len(panel.analysed_rows):
-        spill = panel.spill_of(panel.treated, panel.log_cut(settings.log_cut))
+        spill = substitute_shift(weight_matrix, panel.treated, panel.log_cut(settings.log_cut))
         realised_spill = spill[panel.analysed_rows, panel.analysed_days]
     truth_of = functools.partial(
         _product_truth,
