@@ -89,6 +89,8 @@ import polars as pl
 from pricelab_cli.errors import DataError, PricelabWarning
 from pricelab_cli.hpte.bootstrap import bootstrap_draws, summarise_draws
 from pricelab_cli.hpte.detrend import detrended_outcomes
+from pricelab_cli.ids import row_positions
+from pricelab_cli.spillover.ipw import substitute_weights
 
 ELASTICITY_COLUMNS = ("group", "kind", "estimate", "se", "ci_low", "ci_high", "n_products")
 BY_COLUMNS = ("feature", "bin", "estimate", "se", "ci_low", "ci_high", "n_products")
@@ -176,7 +178,7 @@ def estimate_elasticity(
     prices = _price_changes(lazy, assignment, price_col, outcome)
     rows = _with_prices(rows, prices, price_col, labels["sales"])
     if edges is not None:
-        rows = _with_exposure(rows, prices, assignment, edges)
+        rows = _with_exposure(rows, prices.days, assignment, edges, products)
     rows = _with_groups(rows, products, group_col, labels["products"])
     unit_col = "cluster_id" if "cluster_id" in assignment.columns else None
     if unit_col is not None:
@@ -217,7 +219,7 @@ def estimate_elasticity(
         profit = _profit_rows(lazy, assignment, products, group_col, price_col, cost_col, outcome, unit_col, engine)
         profit_table = _profit_effects(profit, unit_col, n_bootstrap, seed)
         table = _table(pl.concat([table, profit_table]).rows())
-        optimum = _optimum(table, draws, prices, rows, products, group_col, cost_col, outcome)
+        optimum = _optimum(table, draws, prices.history, rows, products, group_col, cost_col)
     by_table = _by_features(rows.drop("group"), products, by, unit_col, n_bootstrap, seed) if by else None
     return ElasticityResult(table, optimum, {k: v for k, v in weak.items() if v}, draws, designs, by_table)
 
@@ -331,29 +333,39 @@ def _check_inputs(
             )
 
 
-def _price_changes(sales: pl.LazyFrame, assignment: pl.DataFrame, price_col: str, outcome: str) -> pl.LazyFrame:
-    """Per product and date of the sales: ``d`` (log price against the product's reference
-    price: the median of its pre-experiment days with a price; null on a day without one,
-    as a day without sales often is), and per product its history's mean and variance of
-    ``outcome`` and its reference price. A product outside the assignment takes the
-    experiment's first date."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Prices:
+    """``days``: ``product_id, date, d`` on the assignment's dates (``d`` null on a day
+    without a recorded price); ``history``: per product, ``_reference`` (its median log
+    price before its experiment) and its history's ``_history_mean`` and ``_history_var``
+    of the outcome."""
+
+    days: pl.DataFrame
+    history: pl.DataFrame
+
+
+def _price_changes(sales: pl.LazyFrame, assignment: pl.DataFrame, price_col: str, outcome: str) -> _Prices:
+    """``d``: log price against the product's reference price (the median of its
+    pre-experiment days with a price; null on a day without one, as a day without sales
+    often is), with each product's history. A product outside the assignment takes the
+    experiment's first date. The sales are read once."""
     first = assignment.lazy().group_by("product_id").agg(pl.col("date").min().alias("_first"))
-    start = assignment.get_column("date").min()
+    start, end = assignment.get_column("date").min(), assignment.get_column("date").max()
     prices = (
         sales.select(
             "product_id", "date", pl.col(price_col).cast(pl.Float64).alias("_price"), pl.col(outcome).cast(pl.Float64)
         )
+        .filter(pl.col("date") <= end)
         .with_columns(pl.when(pl.col("_price") > 0).then(pl.col("_price").log()).alias("_log_price"))
-        # Sorted, so that every sum and median below is taken in one order whatever the
-        # order of the input's rows (the same bytes out).
-        .sort("product_id", "date")
-        .join(first, on="product_id", how="left", maintain_order="left")
+        .join(first, on="product_id", how="left")
         .with_columns(pl.col("_first").fill_null(pl.lit(start)))
+        .select("product_id", "date", outcome, "_log_price", "_first")
+        .collect()
     )
-    before = prices.filter(pl.col("date") < pl.col("_first")).select("product_id", outcome, "_log_price").collect()
+    before = prices.filter(pl.col("date") < pl.col("_first")).select("product_id", outcome, "_log_price")
+    # Sorted by product and value: the median, mean and variance below are the same bits
+    # whatever order the input's rows came in (polars' own grouped sums are not).
     before = before.sort("product_id", pl.col(outcome), "_log_price", nulls_last=True)
-    # Mean and variance summed here, over the rows sorted by product and value, so that they
-    # are the same bits whatever order the input's rows came in (polars' own sums are not).
     code = before.get_column("product_id").rank("dense").to_numpy().astype(np.int64) - 1
     n_products = int(code.max()) + 1 if len(code) else 0
     values = before.get_column(outcome).to_numpy()
@@ -364,21 +376,20 @@ def _price_changes(sales: pl.LazyFrame, assignment: pl.DataFrame, price_col: str
         before.group_by("product_id", maintain_order=True)
         .agg(pl.col("_log_price").median().alias("_reference"))
         .with_columns(_history_mean=pl.Series(mean), _history_var=pl.Series(np.where(count > 1, spread, np.nan)))
-        .lazy()
     )
-    return (
-        prices.join(history, on="product_id", how="left")
-        .with_columns((pl.col("_log_price") - pl.col("_reference")).alias("d"))
-        .select("product_id", "date", "d", "_reference", "_history_mean", "_history_var")
+    days = (
+        prices.filter(pl.col("date") >= start)
+        .join(history.select("product_id", "_reference"), on="product_id", how="left")
+        .select("product_id", "date", (pl.col("_log_price") - pl.col("_reference")).alias("d"))
     )
+    return _Prices(days, history)
 
 
-def _with_prices(rows: pl.DataFrame, prices: pl.LazyFrame, price_col: str, label: str) -> pl.DataFrame:
+def _with_prices(rows: pl.DataFrame, prices: _Prices, price_col: str, label: str) -> pl.DataFrame:
     found = (
-        rows.lazy()
-        .join(prices, on=["product_id", "date"], how="left")
+        rows.join(prices.days, on=["product_id", "date"], how="left")
+        .join(prices.history, on="product_id", how="left")
         .with_columns(pl.col("_history_mean", "_history_var").fill_null(0.0).fill_nan(0.0))
-        .collect()
     )
     # A product needs a reference price and a price on some analysed day; its other days
     # stay (a day without sales has no price, and its zero is data).
@@ -398,54 +409,42 @@ def _with_prices(rows: pl.DataFrame, prices: pl.LazyFrame, price_col: str, label
 
 
 def _with_exposure(
-    rows: pl.DataFrame, prices: pl.LazyFrame, assignment: pl.DataFrame, edges: pl.DataFrame
+    rows: pl.DataFrame, days: pl.DataFrame, assignment: pl.DataFrame, edges: pl.DataFrame, products: pl.DataFrame
 ) -> pl.DataFrame:
-    """``x``: the weighted mean log price change of a row's substitutes (edges into its
-    product, positive weights only) that have a price that day (null when none has), and
-    ``z_cross``: the treated share of all its substitutes' weight (the instrument)."""
-    ids = rows.schema["product_id"]
-    links = (
-        edges.lazy()
-        .select(pl.col("src").cast(ids), pl.col("dst").cast(ids), pl.col("weight").cast(pl.Float64))
-        .filter(pl.col("weight") > 0)
-    )
-    days = rows.select("date").unique().lazy()
-    arms = assignment.lazy().select("product_id", "date", pl.col("treated").cast(pl.Float64))
-    pairs = (
-        prices.join(days, on="date", how="semi")
-        .join(arms, on=["product_id", "date"], how="left")
-        .with_columns(pl.col("treated").fill_null(0.0))
-        .rename({"product_id": "src"})
-        .join(links, on="src")
-        .select("dst", "date", "src", "weight", "d", "treated")
-        .collect()
-        .sort("dst", "date", "src")
-    )
-    # Summed here over the sorted pairs (each (dst, date) a run of rows), so the sums are the
-    # same bits whatever order the input's rows came in (polars' grouped sums are not).
-    new = (pl.col("dst") != pl.col("dst").shift()) | (pl.col("date") != pl.col("date").shift())
-    code = pairs.select(new.fill_null(True).cum_sum() - 1).to_series().to_numpy().astype(np.int64)
-    n = int(code.max()) + 1 if len(code) else 0
-    w = pairs.get_column("weight").to_numpy()
-    d = pairs.get_column("d").to_numpy().astype(np.float64)
-    seen = np.isfinite(d)
+    """``x``: the weighted mean log price change of a row's substitutes that have a price
+    that day (null when none has), and ``z_cross``: the treated share of all its
+    substitutes' weight (the instrument), with ipw's substitutes
+    (:func:`~pricelab_cli.spillover.ipw.substitute_weights`: positive weights between two
+    products of the products table)."""
+    ids = products.get_column("product_id").cast(rows.schema["product_id"], strict=False)
+    weights = substitute_weights(edges, ids, stacklevel=4)
+    dates = rows.get_column("date").unique().sort()
+    date_numbers = dates.to_physical().to_numpy()
+
+    def grid(frame: pl.DataFrame, column: str, fill: float) -> np.ndarray:
+        """``frame[column]`` laid out as products x analysed dates (``fill`` elsewhere)."""
+        out = np.full((len(ids), len(dates)), fill)
+        product = row_positions(frame.get_column("product_id"), ids)
+        day = frame.get_column("date").to_physical().to_numpy()
+        at = np.minimum(np.searchsorted(date_numbers, day), len(dates) - 1)
+        inside = (product >= 0) & (date_numbers[at] == day)
+        out[product[inside], at[inside]] = frame.get_column(column).cast(pl.Float64).to_numpy()[inside]
+        return out
+
+    price = grid(days.drop_nulls("d"), "d", np.nan)
+    seen = np.isfinite(price)
+    treated = grid(assignment, "treated", 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.bincount(code, weights=w * np.where(seen, d, 0.0), minlength=n) / np.bincount(
-            code, weights=w * seen, minlength=n
-        )
-        z = np.bincount(code, weights=w * pairs.get_column("treated").to_numpy(), minlength=n) / np.bincount(
-            code, weights=w, minlength=n
-        )
-    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if len(code) else np.zeros(0, dtype=np.int64)
-    substitutes = pl.DataFrame(
-        {
-            "product_id": pairs.get_column("dst").gather(starts),
-            "date": pairs.get_column("date").gather(starts),
-            "x": x,
-            "z_cross": z,
-        }
-    ).with_columns(pl.col("x").fill_nan(None))
-    return rows.join(substitutes, on=["product_id", "date"], how="left")
+        x = (weights @ np.where(seen, price, 0.0)) / (weights @ seen.astype(np.float64))
+        z = (weights @ treated) / np.asarray(weights.sum(axis=1))
+    product = row_positions(rows.get_column("product_id"), ids)
+    day = np.searchsorted(date_numbers, rows.get_column("date").to_physical().to_numpy())
+    known = product >= 0
+    pick = (np.where(known, product, 0), day)
+    return rows.with_columns(
+        x=pl.Series(np.where(known, x[pick], np.nan)).fill_nan(None),
+        z_cross=pl.Series(np.where(known, z[pick], np.nan)).fill_nan(None),
+    )
 
 
 def _with_groups(rows: pl.DataFrame, products: pl.DataFrame, group_col: str, label: str) -> pl.DataFrame:
@@ -833,21 +832,20 @@ def _difference(part: pl.DataFrame, unit_col: str | None, n_bootstrap: int, seed
 def _optimum(
     table: pl.DataFrame,
     draws: dict[tuple[str, str], np.ndarray],
-    prices: pl.LazyFrame,
+    history: pl.DataFrame,
     rows: pl.DataFrame,
     products: pl.DataFrame,
     group_col: str,
     cost_col: str,
-    outcome: str,
 ) -> pl.DataFrame:
     """Per group with an own elasticity: the constant-elasticity profit-maximising price
     change ``r e / (1 + e) - 1`` with the same transform of the draws, and the range of
     price changes the experiment tested (its products' treated changes and 0)."""
     ids = rows.schema["product_id"]
     reference = (
-        prices.group_by("product_id")
-        .agg(pl.col("_reference").first().exp().alias("_price"), pl.col("_history_mean").first().alias("_volume"))
-        .collect()
+        history.select(
+            "product_id", pl.col("_reference").exp().alias("_price"), pl.col("_history_mean").alias("_volume")
+        )
         .join(
             products.select(
                 pl.col("product_id").cast(ids, strict=False),

@@ -159,12 +159,6 @@ def _experiment(
     check_unique(products, ["product_id"], "products")
     check_columns(assignment, ["product_id", "date", "treated"], "assignment")
     check_columns(edges, ["src", "dst", "weight"], "edges")
-    if edges.height == 0:
-        # A header-only file carries no types; give it the ones an edge list has.
-        edges = edges.with_columns(
-            pl.col("src", "dst").cast(products.schema["product_id"]), pl.col("weight").cast(pl.Float64)
-        )
-    check_numeric(edges, ["weight"], "edges")
     if assignment.height == 0:
         raise EmptyTableError("assignment: the table has no rows.")
     if assignment.schema["date"] != pl.Date:
@@ -193,7 +187,20 @@ def _experiment(
     analysed[row_product, col] = ~blackout_row
 
     unit, unit_ids, level = _units(assignment, ids, row_product, clusters)
+    in_weights = substitute_weights(edges, ids, stacklevel=4)
+    return _Experiment(ids, dates, active, treated, analysed, unit, unit_ids, level, in_weights)
 
+
+def substitute_weights(edges: pl.DataFrame, ids: pl.Series, stacklevel: int = 3) -> sparse.csr_matrix:
+    """The substitutes graph among ``ids`` as a matrix ``M[dst, src] = weight``: edges with a
+    positive weight between two different products of ``ids`` (a complement is not a
+    substitute); an edge naming another product is ignored, with a warning. Checks the
+    edges' columns, types, weights and that each (src, dst) comes once (``DataError``)."""
+    check_columns(edges, ["src", "dst", "weight"], "edges")
+    if edges.height == 0:
+        # A header-only file carries no types; give it the ones an edge list has.
+        edges = edges.with_columns(pl.col("src", "dst").cast(ids.dtype), pl.col("weight").cast(pl.Float64))
+    check_numeric(edges, ["weight"], "edges")
     weight = edges["weight"].cast(pl.Float64)
     if weight.null_count() or not weight.is_finite().all():
         raise DataError("edges: column 'weight' has missing or non-finite values.")
@@ -205,7 +212,7 @@ def _experiment(
             f"edges: {int(outside.sum())} edge(s) name a product that is not in the products table "
             "and are ignored (such a product is never treated).",
             PricelabWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     w = weight.to_numpy()
     negative = (w < 0) & ~outside
@@ -214,11 +221,11 @@ def _experiment(
             f"edges: {int(negative.sum())} edge(s) have a negative weight (complements) and do not "
             "count towards exposure, which is about substitutes.",
             PricelabWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     keep = ~outside & (w > 0) & (src != dst)
-    in_weights = sparse.csr_matrix((w[keep], (dst[keep], src[keep])), shape=(n, n))
-    return _Experiment(ids, dates, active, treated, analysed, unit, unit_ids, level, in_weights)
+    n = len(ids)
+    return sparse.csr_matrix((w[keep], (dst[keep], src[keep])), shape=(n, n))
 
 
 def _units(

@@ -20,7 +20,7 @@ import pytest
 from pricelab_cli.assign import assign
 from pricelab_cli.design import make_design
 from pricelab_cli.elasticity import ELASTICITY_COLUMNS, OPTIMUM_COLUMNS, estimate_elasticity
-from pricelab_cli.errors import DataError, PricelabWarning
+from pricelab_cli.errors import DataError, DuplicateKeyError, PricelabWarning
 from pricelab_cli.simulate import simulate_catalog, simulate_sales
 
 START = dt.date(2024, 6, 3)
@@ -184,6 +184,10 @@ def test_bad_input_names_the_column():
         estimate_elasticity(sim.sales, assignment, products, price_col="cost")
     with pytest.raises(DataError, match=r"no column 'segment'.*--group-col"):
         estimate_elasticity(sim.sales, assignment, products, group_col="segment")
+    # The substitutes are ipw's: an edge given twice is refused, as ipw refuses it.
+    edges = pl.DataFrame({"src": [1, 1], "dst": [2, 2], "weight": [0.5, 0.5]})
+    with pytest.raises(DuplicateKeyError, match=r"edges: 2 rows repeat a \(src, dst\) key"):
+        estimate_elasticity(sim.sales, assignment, products, edges=edges)
     negative = products.with_columns(cost=pl.when(pl.col("product_id") == 3).then(-1.0).otherwise(pl.col("cost")))
     with pytest.raises(DataError, match=r"column 'cost' must be a unit cost of 0 or more.*product 3"):
         estimate_elasticity(sim.sales, assignment, negative, cost_col="cost")
