@@ -22,8 +22,8 @@ common date shock measured on control rows, least squares:
 
 - *Within products* (when most of a group's volume is in units whose ``z`` varies over their
   days: random days, balanced switchbacks, crossovers): ``sum w (z - mean z) (y exp(-b x) -
-  c) = 0`` over each unit's days, ``z`` centred within the unit, so a product is compared
-  with itself and errors in its counterfactual level cancel. It holds in expectation for
+  c) = 0`` over each unit's days, ``z`` centred on its weighted mean within the unit, so a
+  product is compared with itself and errors in its counterfactual level cancel. It holds in expectation for
   any counterfactual and any price recorded on the days: price moves the design did not
   randomise (promotions, coupons, a unit price that is revenue over units) fall on both
   arms alike. A day without sales contributes its zero whatever its price (so days without
@@ -35,10 +35,10 @@ common date shock measured on control rows, least squares:
 
 Weights: the unit's precision from its history (mean over variance of its daily outcome,
 at most 1: a Poisson unit has 1) times, within products, the price change the instrument
-made in the unit (its slope of ``x`` on ``z``). The slope is taken on the other half of the
-unit's days (even and odd dates weigh each other), so a weight shares no noise with the
-term it weighs, and a slope on the wrong side of the group's counts as 0 (the sum then
-falls as the parameter rises, so it has one root). Zero-sales days stay on the level
+made in the unit (its slope of ``x`` on ``z``, shrunk towards the group's by its noise). The
+slope is taken on the other half of the unit's days (even and odd dates weigh each other),
+so a weight shares no noise with the term it weighs, and a slope on the wrong side of the
+group's counts as 0 (the sum then falls as the parameter rises, so it has one root). Zero-sales days stay on the level
 scale: this is a ratio of means, not a regression of log units (no log of 0, no day
 dropped).
 
@@ -574,7 +574,6 @@ class _Rows:
             x=x[keep],
             z=z[keep],
             unit=self.unit[keep],
-            cell=(2 * self.unit + self.half)[keep],
             n_units=n_units,
             weight=row_weight[keep],
             within=within,
@@ -609,7 +608,10 @@ def _filled(x: np.ndarray, z: np.ndarray, unit: np.ndarray, n_units: int) -> np.
 
 def _slope(z: np.ndarray, x: np.ndarray, unit: np.ndarray, n_units: int, rows: np.ndarray) -> np.ndarray:
     """Per unit, the least-squares slope of ``x`` on ``z`` over ``rows`` (NaN where ``z``
-    does not vary there)."""
+    does not vary there), shrunk towards the mean of the units' slopes by how noisy it is
+    (empirical Bayes: its sampling variance against the units' spread of true slopes, by the
+    method of moments). Promotions and coupons make a unit's slope over a few days noisy;
+    the shrunk slope is nearer the price change the instrument made."""
     w = rows.astype(np.float64)
     n = np.bincount(unit, weights=w, minlength=n_units)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -618,7 +620,15 @@ def _slope(z: np.ndarray, x: np.ndarray, unit: np.ndarray, n_units: int, rows: n
         zc = (z - zm[unit]) * w
         szz = np.bincount(unit, weights=zc * zc, minlength=n_units)
         szx = np.bincount(unit, weights=zc * (x - xm[unit]), minlength=n_units)
-        return np.where(szz > 1e-12, szx / szz, np.nan)
+        slope = np.where(szz > 1e-12, szx / szz, np.nan)
+        residual = (x - xm[unit] - np.nan_to_num(slope)[unit] * (z - zm[unit])) * w
+        noise = np.bincount(unit, weights=residual * residual, minlength=n_units) / np.maximum(n - 2, 1) / szz
+    known = np.isfinite(slope) & np.isfinite(noise)
+    if known.sum() < 3:
+        return slope
+    centre = float(slope[known].mean())
+    spread = max(float(slope[known].var()) - float(noise[known].mean()), 1e-6)
+    return np.where(known, centre + spread / (spread + noise) * (slope - centre), slope)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -630,7 +640,6 @@ class _Moment:
     x: np.ndarray
     z: np.ndarray
     unit: np.ndarray
-    cell: np.ndarray  # unit and half of the days: 2 * unit + half
     n_units: int
     weight: np.ndarray  # per row
     within: bool
@@ -638,28 +647,29 @@ class _Moment:
     def node_statistics(self, nodes: np.ndarray) -> np.ndarray:
         """Per unit, the sums the moment is made of at each node (units x columns).
 
-        Within: ``sum w (z - mean z) (y exp(-b x) - c)`` over each half of the unit's days (z
-        centred in that half), summed over the halves: at the true ``b`` the untreated
-        outcome ``y exp(-b x)`` is unrelated to the randomised ``z``. Between: ``sum_T w y
+        Within: ``sum w (z - mean z) (y exp(-b x) - c)`` over the unit's days (``mean z`` the
+        rows' ``w``-weighted mean): at the true ``b`` the untreated outcome ``y exp(-b x)`` is
+        unrelated to the randomised ``z``. Between: ``sum_T w y
         exp(-b x)``, ``sum_C w y exp(-b x)`` at every node, then ``sum_T w c``, ``sum_C w c``,
         ``sum_T w``, ``sum_C w``: the arms' weighted means of the untreated outcome less the
         counterfactual agree at the true ``b``."""
         n = self.n_units
         untreated = self.y[:, None] * np.exp(-self.x[:, None] * nodes[None, :])
         if self.within:
-            cells = 2 * n
-            size = np.bincount(self.cell, minlength=cells)
-            centred = (
-                self.z - (np.bincount(self.cell, weights=self.z, minlength=cells) / np.maximum(size, 1))[self.cell]
+            # z centred on the unit's mean with the rows' own weights, so sum w (z - mean z)
+            # is 0 in every unit and its counterfactual's level error cancels exactly.
+            total = np.bincount(self.unit, weights=self.weight, minlength=n)
+            mean_z = np.divide(
+                np.bincount(self.unit, weights=self.weight * self.z, minlength=n),
+                total,
+                out=np.zeros(n),
+                where=total != 0,
             )
-            w = self.weight * centred
-            by_cell = (
-                np.stack(
-                    [np.bincount(self.cell, weights=w * untreated[:, j], minlength=cells) for j in range(len(nodes))], 1
-                )
-                - np.bincount(self.cell, weights=w * self.c, minlength=cells)[:, None]
+            w = self.weight * (self.z - mean_z[self.unit])
+            by_unit = np.stack(
+                [np.bincount(self.unit, weights=w * untreated[:, j], minlength=n) for j in range(len(nodes))], 1
             )
-            return by_cell[0::2] + by_cell[1::2]
+            return by_unit - np.bincount(self.unit, weights=w * self.c, minlength=n)[:, None]
         arms = (self.z > 0, self.z <= 0)
         sums = [
             np.stack(

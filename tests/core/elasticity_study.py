@@ -1,13 +1,15 @@
 """The elasticity studies (shared by the slow and full tests and docs/method.md's figures).
 
-``python tests/core/elasticity_study.py simulated KIND REPS`` / ``optimum REPS`` /
-``real PANEL REPS`` prints a study's summary.
+``python tests/core/elasticity_study.py simulated KIND REPS`` / ``bound KIND REPS`` /
+``optimum REPS`` / ``real PANEL REPS`` prints a study's summary.
 
 - ``simulated``: catalogs of 2,000 products in 20 categories with planted elasticities in
   [-3, -0.3], a policy that cuts each product's price by 5-20%, substitutes on the planted
   graph (cross-elasticities) and 28 experiment days after 365 of history; one fresh
   assignment and panel per experiment. Errors and coverage against ``truth.json``'s
   ``elasticity_by_group`` and ``cross_elasticity_by_group``.
+- ``bound``: on the same experiments, the information bound of any estimator that uses only
+  the randomised price changes (see ``information_bound``).
 - ``optimum``: the profit-maximising price change against its truth (the same rule with the
   planted elasticity), on catalogs of 20,000 products in 20 categories (costs a share of the
   base price drawn per category in [0.4, 0.7]): at 2,000 products the own elasticity's
@@ -92,6 +94,72 @@ def simulated(kind: str, reps: int, n_products: int = 2000, n_groups: int = 20) 
     return {kind: f.summary() for kind, f in found.items()}
 
 
+def information_bound(kind: str, reps: int, n_products: int = 2000, n_groups: int = 20) -> dict[str, dict]:
+    """The smallest error any estimator that uses only the randomised price changes can have
+    on ``simulated``'s experiments (the same catalogs, assignments and panels).
+
+    Per group and parameter, the Fisher information with every product's level unknown and
+    everything else known (the untreated mean of every product-day, taken as the estimator's
+    counterfactual ``c``; the negative binomial shape; the other parameter): ``sum_i sum_t v_t
+    (s_i (z_t - zbar_i))^2``, ``v_t = mu_t / (1 + mu_t / k)``, ``zbar_i`` the ``v``-weighted mean
+    of the instrument over the product's days and ``s_i`` the price change it made there (the
+    weighted slope of the log price change on it). Its inverse square root bounds the
+    standard error; ``median_abs_error`` is the median of ``|N(0, se^2)|`` over the groups."""
+    from pricelab_cli import elasticity
+
+    products, edges = simulate_catalog(
+        n_products, n_groups, 5, seed=1, elasticity_range=(-3.0, -0.3), price_change_range=(-0.2, -0.05)
+    )
+    ses: dict[str, list[float]] = {"own": [], "cross": []}
+    calls: list[int] = []
+    solve, per_group = elasticity._Moment.solve, elasticity._group_elasticities
+
+    def bounded(moment, stratum, n_bootstrap, seed):  # a group solves own, cross, then own again
+        if len(calls) < 2:
+            ses[("own", "cross")[len(calls)]].append(_bound_se(moment, dispersion=5.0))
+        calls.append(1)
+        return solve(moment, stratum, n_bootstrap, seed)
+
+    def group(*args, **kwargs):
+        calls.clear()
+        return per_group(*args, **kwargs)
+
+    elasticity._Moment.solve, elasticity._group_elasticities = bounded, group
+    try:
+        for rep in range(reps):
+            design = make_design(kind, salt=f"elasticity-{rep}", start=START, end=START + dt.timedelta(days=27))
+            assignment = assign(design, products)
+            sim = simulate_sales(products, assignment=assignment, edges=edges, history_days=365, seed=100 + rep)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PricelabWarning)
+                estimate_elasticity(sim.sales, assignment, products, edges=edges, n_bootstrap=2, seed=rep)
+    finally:
+        elasticity._Moment.solve, elasticity._group_elasticities = solve, per_group
+    out = {}
+    for name, values in ses.items():
+        se = np.array(values)
+        normal = np.random.default_rng(0).standard_normal((200, len(se))) * se
+        out[name] = {
+            "n": len(se),
+            "se_rms": float(np.sqrt(np.mean(se**2))),
+            "median_abs_error": float(np.median(np.abs(normal))),
+        }
+    return out
+
+
+def _bound_se(moment, dispersion: float) -> float:
+    n = moment.n_units
+    mu = np.clip(moment.c, 1e-3, None)
+    v = mu / (1 + mu / dispersion)
+
+    def unit_sum(values: np.ndarray) -> np.ndarray:
+        return np.bincount(moment.unit, weights=values, minlength=n)
+
+    zc = moment.z - (unit_sum(v * moment.z) / np.maximum(unit_sum(v), 1e-12))[moment.unit]
+    slope = unit_sum(v * zc * moment.x) / np.maximum(unit_sum(v * zc * zc), 1e-12)
+    return float(1.0 / np.sqrt(np.sum(v * (slope[moment.unit] * zc) ** 2)))
+
+
 def optimum(reps: int, n_products: int = 20000, n_groups: int = 20) -> dict:
     """The optimum's error (percentage points) where its truth lies inside the tested range."""
     products, edges = simulate_catalog(
@@ -173,6 +241,8 @@ if __name__ == "__main__":
     what = sys.argv[1]
     if what == "simulated":
         print(simulated(sys.argv[2], int(sys.argv[3])))
+    elif what == "bound":
+        print(information_bound(sys.argv[2], int(sys.argv[3])))
     elif what == "optimum":
         print(optimum(int(sys.argv[2]), *(int(a) for a in sys.argv[3:4])))
     else:
