@@ -78,20 +78,28 @@ class Found:
 
 
 def simulated(kind: str, reps: int, n_products: int = 2000, n_groups: int = 20) -> dict[str, dict]:
+    found = {"own": Found(), "cross": Found()}
+    for result, truth in _experiments(kind, reps, n_products, n_groups, BOOTSTRAP):
+        found["own"].add(result.table, truth["elasticity_by_group"], "own")
+        found["cross"].add(result.table, truth["cross_elasticity_by_group"], "cross")
+    return {kind: f.summary() for kind, f in found.items()}
+
+
+def _experiments(kind: str, reps: int, n_products: int, n_groups: int, n_bootstrap: int):
+    """``simulated``'s experiments: each one's elasticity result and truth."""
     products, edges = simulate_catalog(
         n_products, n_groups, 5, seed=1, elasticity_range=(-3.0, -0.3), price_change_range=(-0.2, -0.05)
     )
-    found = {"own": Found(), "cross": Found()}
     for rep in range(reps):
         design = make_design(kind, salt=f"elasticity-{rep}", start=START, end=START + dt.timedelta(days=27))
         assignment = assign(design, products)
         sim = simulate_sales(products, assignment=assignment, edges=edges, history_days=365, seed=100 + rep)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", PricelabWarning)
-            result = estimate_elasticity(sim.sales, assignment, products, edges=edges, n_bootstrap=BOOTSTRAP, seed=rep)
-        found["own"].add(result.table, sim.truth["elasticity_by_group"], "own")
-        found["cross"].add(result.table, sim.truth["cross_elasticity_by_group"], "cross")
-    return {kind: f.summary() for kind, f in found.items()}
+            result = estimate_elasticity(
+                sim.sales, assignment, products, edges=edges, n_bootstrap=n_bootstrap, seed=rep
+            )
+        yield result, sim.truth
 
 
 def information_bound(kind: str, reps: int, n_products: int = 2000, n_groups: int = 20) -> dict[str, dict]:
@@ -107,9 +115,6 @@ def information_bound(kind: str, reps: int, n_products: int = 2000, n_groups: in
     standard error; ``median_abs_error`` is the median of ``|N(0, se^2)|`` over the groups."""
     from pricelab_cli import elasticity
 
-    products, edges = simulate_catalog(
-        n_products, n_groups, 5, seed=1, elasticity_range=(-3.0, -0.3), price_change_range=(-0.2, -0.05)
-    )
     ses: dict[str, list[float]] = {"own": [], "cross": []}
     calls: list[int] = []
     solve, per_group = elasticity._Moment.solve, elasticity._group_elasticities
@@ -126,13 +131,8 @@ def information_bound(kind: str, reps: int, n_products: int = 2000, n_groups: in
 
     elasticity._Moment.solve, elasticity._group_elasticities = bounded, group
     try:
-        for rep in range(reps):
-            design = make_design(kind, salt=f"elasticity-{rep}", start=START, end=START + dt.timedelta(days=27))
-            assignment = assign(design, products)
-            sim = simulate_sales(products, assignment=assignment, edges=edges, history_days=365, seed=100 + rep)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", PricelabWarning)
-                estimate_elasticity(sim.sales, assignment, products, edges=edges, n_bootstrap=2, seed=rep)
+        for _ in _experiments(kind, reps, n_products, n_groups, n_bootstrap=2):
+            pass
     finally:
         elasticity._Moment.solve, elasticity._group_elasticities = solve, per_group
     out = {}
