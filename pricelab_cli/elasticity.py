@@ -23,11 +23,12 @@ common date shock measured on control rows, least squares:
 - *Within products* (when most of a group's volume is in units whose ``z`` varies over their
   days: random days, balanced switchbacks, crossovers): ``sum w (z - mean z) (y exp(-b x) -
   c) = 0`` over each unit's days, ``z`` centred on its weighted mean within the unit, so a
-  product is compared with itself and errors in its counterfactual level cancel. It holds in expectation for
-  any counterfactual and any price recorded on the days: price moves the design did not
-  randomise (promotions, coupons, a unit price that is revenue over units) fall on both
-  arms alike. A day without sales contributes its zero whatever its price (so days without
-  a recorded price cost nothing; a day with sales and no price takes its unit's mean).
+  product is compared with itself and errors in its counterfactual level cancel. It holds in
+  expectation for any counterfactual and any price recorded on the days: price moves the
+  design did not randomise (promotions, coupons, a unit price that is revenue over units)
+  fall on both arms alike. A day without sales contributes its zero whatever its price (so
+  days without a recorded price cost nothing; a day with sales and no price takes its
+  unit's mean).
 - *Between arms* (time-bound and triggered designs: a product sits in one arm): the arms'
   weighted means of ``y exp(-b x) - c`` agree. Cross-price effects have no between-arm
   moment here (a product's exposure is then fixed over its days; ``pricelab ipw`` compares
@@ -38,9 +39,9 @@ at most 1: a Poisson unit has 1) times, within products, the price change the in
 made in the unit (its slope of ``x`` on ``z``, shrunk towards the group's by its noise). The
 slope is taken on the other half of the unit's days (even and odd dates weigh each other),
 so a weight shares no noise with the term it weighs, and a slope on the wrong side of the
-group's counts as 0 (the sum then falls as the parameter rises, so it has one root). Zero-sales days stay on the level
-scale: this is a ratio of means, not a regression of log units (no log of 0, no day
-dropped).
+group's counts as 0 (the sum then falls as the parameter rises, so it has one root).
+Zero-sales days stay on the level scale: this is a ratio of means, not a regression of log
+units (no log of 0, no day dropped).
 
 Own first, then cross with the own effect held (``e d``), then own again with the cross
 effect held (``g x``), which takes the substitutes' noise out of it.
@@ -649,8 +650,8 @@ class _Moment:
 
         Within: ``sum w (z - mean z) (y exp(-b x) - c)`` over the unit's days (``mean z`` the
         rows' ``w``-weighted mean): at the true ``b`` the untreated outcome ``y exp(-b x)`` is
-        unrelated to the randomised ``z``. Between: ``sum_T w y
-        exp(-b x)``, ``sum_C w y exp(-b x)`` at every node, then ``sum_T w c``, ``sum_C w c``,
+        unrelated to the randomised ``z``. Between: ``sum_T w y exp(-b x)``, ``sum_C w y
+        exp(-b x)`` at every node, then ``sum_T w c``, ``sum_C w c``,
         ``sum_T w``, ``sum_C w``: the arms' weighted means of the untreated outcome less the
         counterfactual agree at the true ``b``."""
         n = self.n_units
