@@ -211,3 +211,53 @@ def test_elasticity_by_a_feature_finds_the_price_sensitive_products():
     assert brands["n_products"].sum() == products.height
     with pytest.raises(DataError, match="no column 'size_class' for --by"):
         estimate_elasticity(sim.sales, assignment, products, by=["size_class"])
+
+
+def test_the_within_moment_ignores_any_error_in_a_products_counterfactual_level():
+    """``z`` is centred on its weighted mean over the whole unit, so the weights times the
+    centred ``z`` sum to 0 in every unit: a constant added to a unit's counterfactual (any
+    level error) leaves the moment's sums unchanged, to rounding, however the unit's two
+    halves are weighted."""
+    from pricelab_cli.elasticity import _Moment
+
+    rng = np.random.default_rng(3)
+    n_units, days = 40, 28
+    unit = np.repeat(np.arange(n_units), days)
+    z = rng.integers(0, 2, n_units * days).astype(np.float64)
+    half = np.tile(np.arange(days) % 2, n_units)
+    weight = np.where(half == 0, rng.uniform(0.1, 1, n_units)[unit], rng.uniform(0.1, 1, n_units)[unit])
+    y = rng.poisson(20, n_units * days).astype(np.float64)
+    c = rng.uniform(15, 25, n_units * days)
+    common = dict(y=y, x=-0.1 * z, z=z, unit=unit, n_units=n_units, weight=weight, within=True)
+    nodes = np.linspace(-3, 0, 5)
+    base = _Moment(c=c, **common).node_statistics(nodes)
+    shifted = _Moment(c=c + rng.normal(0, 5, n_units)[unit], **common).node_statistics(nodes)
+    np.testing.assert_allclose(shifted, base, rtol=0, atol=1e-9 * np.abs(base).max())
+    assert np.abs(base).max() > 1  # the sums themselves are not 0
+
+
+def test_a_units_price_change_slope_is_shrunk_towards_the_groups_by_its_noise():
+    """Empirical Bayes on each unit's slope of x on z: units whose slopes are exact keep
+    them; a noisy unit's slope moves towards the units' mean, the more the noisier."""
+    from pricelab_cli.elasticity import _slope
+
+    rng = np.random.default_rng(4)
+    n_units, days = 60, 14
+    unit = np.repeat(np.arange(n_units), days)
+    z = np.tile(np.arange(days) % 2, n_units).astype(np.float64)
+    true = rng.uniform(-0.2, -0.05, n_units)
+    rows = np.ones(n_units * days, dtype=bool)
+    exact = _slope(z, true[unit] * z, unit, n_units, rows)
+    np.testing.assert_allclose(exact, true, atol=1e-9)  # no noise: nothing to shrink
+    noise_sd = np.where(np.arange(n_units) < 30, 0.01, 0.2)  # the second half far noisier
+    x = true[unit] * z + rng.normal(0, 1, n_units * days) * noise_sd[unit]
+    raw = np.array([np.polyfit(z[unit == u], x[unit == u], 1)[0] for u in range(n_units)])
+    shrunk = _slope(z, x, unit, n_units, rows)
+    centre = raw.mean()
+    pulled = 1 - (shrunk - centre) / (raw - centre)  # the share of the way to the centre
+    # Expected: a noisy slope's sampling variance (0.2^2 / 3.5 = 0.011) against the true
+    # slopes' spread (0.15^2 / 12 = 0.0019) pulls it about 0.86 of the way, a precise one
+    # (0.01) about 0.02; the spread is itself estimated, so the bounds are loose.
+    assert np.median(pulled[:30]) < 0.1 and np.median(pulled[30:]) > 0.5
+    # and the shrunk slopes are nearer the truth than the raw ones
+    assert np.sqrt(np.mean((shrunk - true) ** 2)) < 0.7 * np.sqrt(np.mean((raw - true) ** 2))
